@@ -1,0 +1,3 @@
+"""opapprove: run and debug Open Payments interactive payment approvals."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from opapprove.cli.main import run
+
+run()
