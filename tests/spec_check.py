@@ -1,0 +1,111 @@
+"""Check request and response bodies against the copied Open Payments specs, by operationId.
+
+The specs are OpenAPI 3.1, whose schemas are JSON Schema 2020-12; each spec file is a
+standalone document with internal ``#/...`` refs only (see src/opapprove/specs/SOURCE.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+SPEC_FILES = ("auth-server.yaml", "resource-server.yaml", "wallet-address-server.yaml")
+
+
+@dataclass(frozen=True)
+class Operation:
+    spec: str
+    path: str
+    method: str
+    op: dict[str, Any]
+
+
+@functools.cache
+def _load(name: str) -> dict[str, Any]:
+    text = resources.files("opapprove.specs").joinpath(name).read_text("utf-8")
+    return yaml.safe_load(text)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def operations() -> dict[str, Operation]:
+    out: dict[str, Operation] = {}
+    for name in SPEC_FILES:
+        doc = _load(name)
+        for path, item in doc.get("paths", {}).items():
+            for method, op in item.items():
+                if isinstance(op, dict) and "operationId" in op:
+                    out[op["operationId"]] = Operation(name, path, method.upper(), op)
+    return out
+
+
+def _deref(doc: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+        ref = node["$ref"]
+        assert ref.startswith("#/"), ref
+        target: Any = doc
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+class SpecMismatch(AssertionError):
+    pass
+
+
+def _validate(spec: str, schema: dict[str, Any], body: Any, what: str) -> None:
+    # Refs inside the schema are relative to the spec document: resolve them by
+    # embedding the schema as a subschema of the whole document.
+    doc = _load(spec)
+    full = {**doc, "$schema": "https://json-schema.org/draft/2020-12/schema", **_as_root(schema)}
+    cls = jsonschema.Draft202012Validator
+    validator = cls(full, format_checker=cls.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"{what} does not match {spec}:"]
+        for e in errors[:5]:
+            lines.append(f"  at {'/'.join(map(str, e.path)) or '<root>'}: {e.message[:300]}")
+        raise SpecMismatch("\n".join(lines))
+
+
+def _as_root(schema: dict[str, Any]) -> dict[str, Any]:
+    # A schema that is only a $ref can't be merged with the doc's other keys reliably;
+    # wrap it in allOf so the doc's top-level keys (paths, components) stay as $defs-like data.
+    return {"allOf": [schema]}
+
+
+def check_request_body(operation_id: str, body: Any) -> None:
+    op = operations()[operation_id]
+    doc = _load(op.spec)
+    rb = _deref(doc, op.op.get("requestBody"))
+    if rb is None:
+        assert body in (None, b"", {}), f"{operation_id} takes no body, got {body!r}"
+        return
+    schema = rb["content"]["application/json"]["schema"]
+    _validate(op.spec, schema, body, f"request body of {operation_id}")
+
+
+def check_response(operation_id: str, status: int, body: Any) -> None:
+    op = operations()[operation_id]
+    doc = _load(op.spec)
+    responses = op.op.get("responses", {})
+    key = str(status)
+    if key not in responses:
+        raise SpecMismatch(
+            f"{operation_id} answered {status}, which its spec does not list "
+            f"({', '.join(responses)})"
+        )
+    resp = _deref(doc, responses[key])
+    content = (resp or {}).get("content")
+    if not content:
+        assert body in (None, b"", "", {}), f"{operation_id} {status} has no body in the spec"
+        return
+    schema = content.get("application/json", {}).get("schema")
+    if schema is None:
+        return
+    _validate(op.spec, schema, body, f"{operation_id} {status} response")
