@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
 from opapprove.openpayments.errors import KeyLoadError
 
@@ -26,6 +26,24 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _describe_key(key: object) -> str:
+    # The classes' own names are implementation details ("RSAPrivateKey", "ECPrivateKey").
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"an RSA-{key.key_size} key"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"an EC {key.curve.name} key"
+    if isinstance(key, dsa.DSAPrivateKey):
+        return "a DSA key"
+    for kind, name in (
+        (ed448.Ed448PrivateKey, "Ed448"),
+        (x25519.X25519PrivateKey, "X25519"),
+        (x448.X448PrivateKey, "X448"),
+    ):
+        if isinstance(key, kind):
+            return f"an {name} key"
+    return f"a {type(key).__name__.lstrip('_')}"
+
+
 def _load_pem(pem: bytes, source: str) -> ed25519.Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
@@ -36,8 +54,10 @@ def _load_pem(pem: bytes, source: str) -> ed25519.Ed25519PrivateKey:
         ) from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise KeyLoadError(
-            f"{source} holds a {type(key).__name__.lstrip('_')}, not an Ed25519 key",
-            hint="Open Payments signs with Ed25519 only; generate one with `opapprove seller keygen`",
+            f"{source} holds {_describe_key(key)}, not an Ed25519 key",
+            hint=(
+                "Open Payments signs with Ed25519 only; generate one with `opapprove seller keygen`"
+            ),
         )
     return key
 

@@ -13,8 +13,9 @@ from typing import Any
 from opapprove.openpayments.errors import AmountError
 
 UINT64_MAX = 2**64 - 1
-_DECIMAL = re.compile(r"^(?P<int>\d+)(?:\.(?P<frac>\d*))?$")
-_ASSET_CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
+# ASCII digits only: \d would let "١٢" or "１２" through as 12.
+_DECIMAL = re.compile(r"\A(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]*))?\Z")
+_ASSET_CODE = re.compile(r"[A-Za-z0-9]{1,12}")
 
 
 def _check_scale(scale: int) -> None:
@@ -30,8 +31,8 @@ def to_minor_units(amount: str, scale: int) -> int:
     text = amount.strip().replace("_", "")
     if text.startswith("-"):
         raise AmountError(f"amount {amount!r} is negative", hint="give a positive amount")
-    m = _DECIMAL.match(text)
-    if m is None or (m["int"] == "" and not m["frac"]):
+    m = _DECIMAL.fullmatch(text)
+    if m is None:
         raise AmountError(
             f"amount {amount!r} is not a decimal number", hint="write it like 100 or 100.00"
         )
@@ -41,10 +42,25 @@ def to_minor_units(amount: str, scale: int) -> int:
             f"amount {amount!r} has {len(frac)} decimal places, but the asset has scale {scale}",
             hint=f"give at most {scale} decimal places",
         )
-    value = int(m["int"]) * 10**scale + (int(frac.ljust(scale, "0")) if frac else 0)
+    # Annotated: int ** int is typed Any (a negative exponent would give a float).
+    value: int = int(m["int"]) * 10**scale + (int(frac.ljust(scale, "0")) if frac else 0)
     if value > UINT64_MAX:
         raise AmountError(f"amount {amount!r} is larger than an Open Payments amount can hold")
     return value
+
+
+def check_decimal(amount: str) -> str:
+    """Refuse what is not a non-negative decimal before the asset's scale is known."""
+    text = amount.strip().replace("_", "") if isinstance(amount, str) else ""
+    m = _DECIMAL.match(text)
+    if not isinstance(amount, str) or text.startswith("-") or m is None:
+        raise AmountError(
+            f"amount {amount!r} is not a positive decimal number",
+            hint="write it like 100 or 100.00",
+        )
+    frac = (m["frac"] or "").rstrip("0")
+    to_minor_units(text, len(frac))  # refuses what exceeds uint64 even at its own scale
+    return text
 
 
 def from_minor_units(value: int | str, scale: int) -> str:
@@ -82,7 +98,7 @@ class Amount:
     def __post_init__(self) -> None:
         _check_scale(self.asset_scale)
         parse_wire_value(self.value)
-        if not _ASSET_CODE.match(self.asset_code):
+        if not isinstance(self.asset_code, str) or not _ASSET_CODE.fullmatch(self.asset_code):
             raise AmountError(f"asset code {self.asset_code!r} is not a currency-like code")
 
     @classmethod
@@ -99,7 +115,11 @@ class Amount:
             raise AmountError(f"the amount lacks {exc.args[0]}") from exc
 
     def to_wire(self) -> dict[str, Any]:
-        return {"value": str(self.value), "assetCode": self.asset_code, "assetScale": self.asset_scale}
+        return {
+            "value": str(self.value),
+            "assetCode": self.asset_code,
+            "assetScale": self.asset_scale,
+        }
 
     @property
     def decimal(self) -> str:

@@ -321,7 +321,7 @@ def signature_base(message: Any, components: list[str], signature_input: str) ->
     """Rebuild the base the way Rafiki does: ``@signature-params`` is the received text."""
     verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519, key_resolver=None)
     _, params = parse_signature_input(signature_input)
-    base, _, elements = verifier._build_signature_base(
+    _, _, elements = verifier._build_signature_base(
         message, covered_component_ids=[Item(c) for c in components], signature_params=params
     )
     received_params = signature_input.split(f"{LABEL}=", 1)[1].strip()

@@ -1,0 +1,1081 @@
+"""The approval flow as a resumable state machine (design.md, "The pending grant").
+
+Every transition is committed to the store before the next network call, so a crash at
+any point leaves a row that ``replay`` carries on from. The one step that moves money,
+creating the outgoing payment, is guarded twice: ``paying`` is committed first and a
+replay from ``paying`` looks for the payment already made for the quote; and a lease
+keeps two processes (a listener and a replay, say) from driving one grant at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from opapprove.approvals.errors import FlowError
+from opapprove.approvals.store import FINAL_STATES, CachedGrant, Pending, Seller, StaleState, State
+from opapprove.openpayments import errors as op_errors
+from opapprove.openpayments import interaction, money, urls
+
+if TYPE_CHECKING:
+    import httpx
+
+    from opapprove.approvals.store import Store
+    from opapprove.openpayments.client import Exchange, OpenPaymentsClient
+    from opapprove.settings import Settings
+
+EventHook = Callable[[str, Pending, dict[str, Any]], Awaitable[None] | None]
+
+INCOMING_ACTIONS = ["create", "read", "complete"]
+QUOTE_ACTIONS = ["create", "read"]
+# ``list`` lets a replay find a payment that was made before a crash (money moves once).
+OUTGOING_ACTIONS = ["create", "read", "list"]
+
+SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+RESUMABLE_AFTER_APPROVAL = (State.APPROVED, State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED)
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    if isinstance(model, dict):
+        return model
+    data: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return data
+
+
+def finish_uri_for(base_url: str, pending_id: str) -> str:
+    return f"{base_url.rstrip('/')}/payments/finish?{urlencode({'pendingId': pending_id})}"
+
+
+def seller_from_settings(settings: Settings) -> Seller | None:
+    if not (settings.seller_wallet_address_url and settings.seller_key_id):
+        return None
+    if not settings.seller_private_key_path:
+        return None
+    return Seller(
+        id=settings.seller_id,
+        wallet_address_url=settings.seller_wallet_address_url,
+        key_id=settings.seller_key_id,
+        private_key_path=str(settings.seller_private_key_path),
+        created_at=0.0,
+    )
+
+
+def resolve_seller(settings: Settings, store: Store, seller_id: str | None) -> Seller:
+    wanted = seller_id or settings.seller_id
+    seller = store.get_seller(wanted)
+    if seller is None:
+        from_settings = seller_from_settings(settings)
+        if from_settings is not None and from_settings.id == wanted:
+            seller = from_settings
+    if seller is None:
+        raise FlowError(
+            f"Configure wallet address first: no seller {wanted!r} is set up",
+            hint="run `opapprove seller add` (or `seller keygen`), or set"
+            " seller_wallet_address_url, seller_key_id and seller_private_key_path in the config",
+            kind="config",
+        )
+    return seller
+
+
+def is_expired(quote: dict[str, Any] | None, now: float) -> bool:
+    if not quote or not quote.get("expiresAt"):
+        return False
+    from datetime import datetime
+
+    try:
+        expires = datetime.fromisoformat(str(quote["expiresAt"]).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return expires.timestamp() <= now
+
+
+class Flow:
+    """Drives pending grants through the state machine; one instance per command or server."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        on_exchange: Callable[[Exchange], None] | None = None,
+        on_event: EventHook | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.on_exchange = on_exchange
+        self.on_event = on_event
+        self.transport = transport
+        self.clock = clock
+        self.lease_seconds = lease_seconds or max(60.0, float(settings.timeout) * 6)
+        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._clients: dict[str, OpenPaymentsClient] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    async def __aenter__(self) -> Flow:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def client_for(self, seller: Seller) -> OpenPaymentsClient:
+        client = self._clients.get(seller.id)
+        if client is None:
+            from opapprove.openpayments.client import OpenPaymentsClient
+            from opapprove.openpayments.keys import load_private_key_file
+
+            try:
+                key = load_private_key_file(_path(seller.private_key_path))
+            except op_errors.KeyLoadError as exc:
+                raise FlowError(
+                    f"seller {seller.id!r}: {exc.message}", hint=exc.hint, kind="config"
+                ) from exc
+            client = OpenPaymentsClient(
+                wallet_address_url=seller.wallet_address_url,
+                key=key,
+                key_id=seller.key_id,
+                transport=self.transport,
+                timeout=float(self.settings.timeout),
+                use_http=bool(self.settings.use_http),
+                allow_http=bool(self.settings.allow_http),
+                on_exchange=self.on_exchange,
+                clock=self.clock,
+            )
+            self._clients[seller.id] = client
+        return client
+
+    def _seller_of(self, pending: Pending) -> Seller:
+        return resolve_seller(self.settings, self.store, pending.seller_id)
+
+    async def _emit(self, kind: str, pending: Pending, **data: Any) -> None:
+        if self.on_event is None:
+            return
+        result = self.on_event(kind, pending, data)
+        if result is not None:
+            await result
+
+    def _get(self, pending_id: str) -> Pending:
+        pending = self.store.get_pending(pending_id)
+        if pending is None:
+            raise FlowError(
+                f"unknown pendingId {pending_id!r}",
+                hint="list grants with `opapprove pending list`",
+                kind="input",
+            )
+        return pending
+
+    def _move(
+        self,
+        pending: Pending,
+        to: State,
+        *,
+        expect: State | tuple[State, ...] | None = None,
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Pending:
+        return self.store.transition(
+            pending.id,
+            to,
+            expect=expect if expect is not None else pending.state,
+            event=event,
+            data=data,
+            **fields,
+        )
+
+    def _fail(self, pending: Pending, message: str) -> Pending:
+        try:
+            return self._move(
+                pending, State.FAILED, event="failed", data={"error": message}, last_error=message
+            )
+        except StaleState:
+            return self._get(pending.id)
+
+    # ------------------------------------------------------------------ start (steps 1-7)
+
+    async def start_quote(
+        self,
+        *,
+        offer_id: str,
+        buyer_wallet: str,
+        amount: str,
+        seller_id: str | None = None,
+        poll: bool = False,
+    ) -> Pending:
+        if not buyer_wallet or not buyer_wallet.strip():
+            raise FlowError(
+                "Configure wallet address first: no buyer wallet address was given",
+                hint="pass the buyer's wallet address, e.g. --buyer https://ilp.example/alice",
+                kind="input",
+            )
+        try:
+            buyer = urls.parse_wallet_address(buyer_wallet, allow_http=self._allow_http)
+        except op_errors.WalletAddressError as exc:
+            raise FlowError(
+                f"Invalid wallet address: {exc.message}", hint=exc.hint, kind="input"
+            ) from exc
+        try:
+            money.check_decimal(amount)
+        except op_errors.AmountError as exc:
+            raise FlowError(f"invalid amount: {exc.message}", hint=exc.hint, kind="input") from exc
+        if not offer_id.strip():
+            raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
+        seller = resolve_seller(self.settings, self.store, seller_id)
+        self.client_for(seller)  # a broken key fails here, before anything is stored
+        pending = self.store.create_pending(
+            seller_id=seller.id,
+            offer_id=offer_id,
+            buyer_wallet=buyer,
+            amount=amount.strip(),
+            seller_wallet=seller.wallet_address_url,
+            poll=poll,
+        )
+        return await self._setup(pending, fresh=True)
+
+    @property
+    def _allow_http(self) -> bool:
+        return bool(self.settings.allow_http)
+
+    async def _setup(self, pending: Pending, *, fresh: bool = False) -> Pending:
+        """Steps 1-7 from wherever ``pending`` stopped; ends awaiting approval."""
+        seller = self._seller_of(pending)
+        client = self.client_for(seller)
+        try:
+            pending = await self._fetch_wallets(pending, client)
+            if pending.state == State.STARTED:
+                pending = await self._create_incoming(pending, client, seller)
+            if pending.state == State.INCOMING_CREATED or (
+                pending.state == State.QUOTE_CREATED and is_expired(pending.quote, self.clock())
+            ):
+                pending = await self._create_quote(pending, client, seller)
+            if pending.state == State.QUOTE_CREATED:
+                pending = await self._request_outgoing_grant(pending, client, seller)
+        except op_errors.TransportError as exc:
+            # The server may or may not have acted; the row stays where it is for replay.
+            self.store.record_error(pending.id, str(exc))
+            raise FlowError(
+                f"Failed to initialize payment: {exc.message}",
+                hint=(exc.hint or "check the wallet is reachable")
+                + f"; resume with `opapprove pending replay {pending.id}`",
+                kind="transport",
+                pending_id=pending.id,
+            ) from exc
+        except op_errors.OpenPaymentsError as exc:
+            failed = self._fail(self._get(pending.id), str(exc))
+            prefix = (
+                "Invalid wallet address"
+                if _is_wallet_problem(exc)
+                else ("Failed to initialize payment")
+            )
+            raise FlowError(
+                f"{prefix}: {exc.message}",
+                hint=exc.hint,
+                kind="wallet" if isinstance(exc, op_errors.ResponseError) else "protocol",
+                status=getattr(exc, "status", None),
+                code=getattr(exc, "code", None),
+                pending_id=failed.id,
+            ) from exc
+        if fresh or pending.state == State.AWAITING_APPROVAL:
+            await self._emit("approval.needed", pending, approvalUrl=pending.interact_redirect)
+        return pending
+
+    async def _fetch_wallets(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        if pending.buyer_doc and pending.seller_doc:
+            return pending
+        seller_url = pending.seller_wallet or self._seller_of(pending).wallet_address_url
+        buyer_doc, seller_doc = await asyncio.gather(
+            client.get_wallet_address(pending.buyer_wallet),
+            client.get_wallet_address(seller_url),
+        )
+        return self.store.update(
+            pending.id,
+            event="wallets_fetched",
+            buyer_doc=_dump(buyer_doc),
+            seller_doc=_dump(seller_doc),
+        )
+
+    async def _grant_token(
+        self,
+        client: OpenPaymentsClient,
+        seller: Seller,
+        auth_server: str,
+        access: dict[str, Any],
+        *,
+        fresh: bool = False,
+    ) -> str:
+        """A non-interactive grant's token, reused from the cache until it expires."""
+        key = "|".join(
+            [
+                auth_server,
+                seller.wallet_address_url,
+                seller.key_id,
+                access["type"],
+                ",".join(access["actions"]),
+                access.get("identifier", ""),
+            ]
+        )
+        if not fresh:
+            cached = self.store.get_cached_grant(key, now=self.clock())
+            if cached is not None:
+                return cached.access_token
+        from opapprove.openpayments.client import is_pending
+        from opapprove.openpayments.models import GrantRequest
+
+        body = GrantRequest.model_validate(
+            {"access_token": {"access": [access]}, "client": seller.wallet_address_url}
+        )
+        grant = await client.request_grant(auth_server, body)
+        if is_pending(grant):
+            raise FlowError(
+                f"the wallet asks for interaction on a {access['type']} grant",
+                hint="this wallet requires consent for it; opapprove expects it non-interactive",
+                kind="wallet",
+            )
+        data = _dump(grant)
+        token = data["access_token"]
+        expires_in = token.get("expires_in")
+        now = self.clock()
+        self.store.put_cached_grant(
+            CachedGrant(
+                key=key,
+                auth_server=auth_server,
+                access_token=token["value"],
+                manage_url=token["manage"],
+                expires_at=now + float(expires_in) if expires_in else None,
+                access=token.get("access", []),
+                created_at=now,
+            )
+        )
+        return str(token["value"])
+
+    async def _with_grant(
+        self,
+        client: OpenPaymentsClient,
+        seller: Seller,
+        auth_server: str,
+        access: dict[str, Any],
+        call: Callable[[str], Awaitable[Any]],
+    ) -> Any:
+        token = await self._grant_token(client, seller, auth_server, access)
+        try:
+            return await call(token)
+        except op_errors.ResourceError as exc:
+            if not _token_dead(exc):
+                raise
+        # The cached token expired or was revoked at the server: get a fresh grant once.
+        token = await self._grant_token(client, seller, auth_server, access, fresh=True)
+        return await call(token)
+
+    async def _create_incoming(
+        self, pending: Pending, client: OpenPaymentsClient, seller: Seller
+    ) -> Pending:
+        from opapprove.openpayments.models import CreateIncomingPayment
+
+        seller_doc = pending.seller_doc or {}
+        try:
+            incoming_amount = money.Amount.parse(
+                pending.amount, seller_doc["assetCode"], int(seller_doc["assetScale"])
+            )
+        except op_errors.AmountError as exc:
+            raise FlowError(
+                f"invalid amount: {exc.message}",
+                hint=exc.hint,
+                kind="input",
+                pending_id=pending.id,
+            ) from exc
+        body = CreateIncomingPayment.model_validate(
+            {
+                "walletAddress": seller_doc["id"],
+                "incomingAmount": incoming_amount.to_wire(),
+                "metadata": {"offerId": pending.offer_id, "pendingId": pending.id},
+            }
+        )
+        access = {"type": "incoming-payment", "actions": INCOMING_ACTIONS}
+        incoming = await self._with_grant(
+            client,
+            seller,
+            seller_doc["authServer"],
+            access,
+            lambda token: client.create_incoming_payment(seller_doc["resourceServer"], token, body),
+        )
+        data = _dump(incoming)
+        return self._move(
+            pending,
+            State.INCOMING_CREATED,
+            event="incoming_payment_created",
+            data={"incomingPayment": data["id"]},
+            incoming_payment_url=data["id"],
+            incoming_payment=_public_incoming(data),
+        )
+
+    async def _create_quote(
+        self, pending: Pending, client: OpenPaymentsClient, seller: Seller
+    ) -> Pending:
+        from opapprove.openpayments.models import CreateQuote
+
+        buyer_doc = pending.buyer_doc or {}
+        body = CreateQuote.model_validate(
+            {
+                "walletAddress": buyer_doc["id"],
+                "receiver": pending.incoming_payment_url,
+                "method": "ilp",
+            }
+        )
+        access = {"type": "quote", "actions": QUOTE_ACTIONS}
+        quote = await self._with_grant(
+            client,
+            seller,
+            buyer_doc["authServer"],
+            access,
+            lambda token: client.create_quote(buyer_doc["resourceServer"], token, body),
+        )
+        data = _dump(quote)
+        return self._move(
+            pending,
+            State.QUOTE_CREATED,
+            expect=(State.INCOMING_CREATED, State.QUOTE_CREATED),
+            event="quote_created",
+            data={"quote": data["id"], "debitAmount": data["debitAmount"]},
+            quote_url=data["id"],
+            quote=data,
+            debit_amount=data["debitAmount"],
+            receive_amount=data["receiveAmount"],
+        )
+
+    async def _request_outgoing_grant(
+        self, pending: Pending, client: OpenPaymentsClient, seller: Seller
+    ) -> Pending:
+        from opapprove.openpayments.client import is_pending
+        from opapprove.openpayments.models import GrantRequest
+
+        buyer_doc = pending.buyer_doc or {}
+        grant_url = buyer_doc["authServer"]
+        nonce = pending.client_nonce or interaction.new_nonce()
+        finish_uri = pending.finish_uri or finish_uri_for(self.settings.base_url, pending.id)
+        # What the hash check needs is committed before the request leaves.
+        pending = self.store.update(
+            pending.id, client_nonce=nonce, finish_uri=finish_uri, grant_url=grant_url
+        )
+        interact: dict[str, Any] = {"start": ["redirect"]}
+        if not pending.poll:
+            interact["finish"] = {"method": "redirect", "uri": finish_uri, "nonce": nonce}
+        body = GrantRequest.model_validate(
+            {
+                "access_token": {
+                    "access": [
+                        {
+                            "type": "outgoing-payment",
+                            "actions": OUTGOING_ACTIONS,
+                            "identifier": buyer_doc["id"],
+                            "limits": {
+                                "debitAmount": pending.debit_amount,
+                                "receiver": pending.incoming_payment_url,
+                            },
+                        }
+                    ]
+                },
+                "client": seller.wallet_address_url,
+                "interact": interact,
+            }
+        )
+        grant = await client.request_grant(grant_url, body)
+        data = _dump(grant)
+        cont = data["continue"]
+        if is_pending(grant):
+            return self._move(
+                pending,
+                State.AWAITING_APPROVAL,
+                event="approval_requested",
+                data={"redirect": data["interact"]["redirect"]},
+                interact_redirect=data["interact"]["redirect"],
+                server_finish_nonce=data["interact"].get("finish"),
+                continue_uri=cont["uri"],
+                continue_token=cont["access_token"]["value"],
+                continue_wait=cont.get("wait"),
+                approval_expires_at=self.clock() + float(self.settings.approval_timeout),
+            )
+        # A wallet that grants without interaction: go straight on to paying.
+        return self._move(
+            pending,
+            State.GRANT_ISSUED,
+            event="grant_issued_without_interaction",
+            **_token_fields(data, self.clock()),
+        )
+
+    # ------------------------------------------------------------------ finish (step 8)
+
+    async def finish_url(self, url: str) -> Pending:
+        try:
+            parts = urlsplit(url.strip())
+            query = parse_qs(
+                parts.query, keep_blank_values=True, max_num_fields=20, strict_parsing=False
+            )
+        except ValueError as exc:
+            raise FlowError(
+                f"that is not a finish redirect URL ({exc})",
+                hint="paste the whole URL the wallet sent the browser to",
+                kind="input",
+            ) from exc
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[0] if values else None
+
+        pending_id = one("pendingId")
+        if not pending_id:
+            raise FlowError(
+                "the URL has no pendingId",
+                hint="paste the whole URL the wallet redirected to",
+                kind="input",
+            )
+        return await self.finish(
+            pending_id,
+            interact_ref=one("interact_ref"),
+            hash=one("hash"),
+            result=one("result"),
+            message=one("message"),
+        )
+
+    async def finish(
+        self,
+        pending_id: str,
+        *,
+        interact_ref: str | None = None,
+        hash: str | None = None,
+        result: str | None = None,
+        message: str | None = None,
+    ) -> Pending:
+        pending = self._get(pending_id)
+        if result:
+            return await self._finish_with_result(pending, result, message)
+        if not interact_ref:
+            raise FlowError(
+                "the finish redirect has neither interact_ref nor result",
+                hint="paste the whole URL the wallet redirected to",
+                kind="input",
+                pending_id=pending.id,
+            )
+        if pending.interact_ref is not None:
+            if pending.interact_ref != interact_ref or not self._hash_ok(
+                pending, interact_ref, hash
+            ):
+                self._refuse(pending, "callback_refused", "interact_ref does not match this grant")
+                raise FlowError(
+                    "this grant was already approved with another interact_ref",
+                    hint="the callback is forged or replayed; nothing was changed",
+                    kind="verification",
+                    pending_id=pending.id,
+                )
+            if pending.state in FINAL_STATES:
+                return pending
+            return await self._after_approval(pending)
+        if pending.state != State.AWAITING_APPROVAL:
+            self._refuse(pending, "callback_refused", f"grant is {pending.state}")
+            raise _not_awaiting(pending)
+        if not self._hash_ok(pending, interact_ref, hash):
+            self._refuse(pending, "callback_refused", "hash mismatch")
+            raise FlowError(
+                "the finish redirect's hash does not match this grant",
+                hint="the redirect was forged, altered, or belongs to another grant; nothing was"
+                " paid",
+                kind="verification",
+                pending_id=pending.id,
+            )
+        try:
+            pending = self._move(
+                pending,
+                State.APPROVED,
+                expect=State.AWAITING_APPROVAL,
+                event="approved",
+                interact_ref=interact_ref,
+            )
+        except StaleState:
+            # Another process took this callback first; carry on from what it committed.
+            pending = self._get(pending.id)
+            if pending.interact_ref != interact_ref:
+                raise _not_awaiting(pending) from None
+        return await self._after_approval(pending)
+
+    def _hash_ok(self, pending: Pending, interact_ref: str, received: str | None) -> bool:
+        if not received or not (pending.client_nonce and pending.server_finish_nonce):
+            return False
+        return interaction.hash_matches(
+            received,
+            pending.client_nonce,
+            pending.server_finish_nonce,
+            interact_ref,
+            pending.grant_url or "",
+        )
+
+    def _refuse(self, pending: Pending, kind: str, why: str) -> None:
+        self.store.add_event(pending.id, kind, {"reason": why})
+
+    async def _finish_with_result(
+        self, pending: Pending, result: str, message: str | None
+    ) -> Pending:
+        if pending.state != State.AWAITING_APPROVAL:
+            self._refuse(pending, "callback_refused", f"result={result} while {pending.state}")
+            raise _not_awaiting(pending)
+        data = {"result": result, "message": message}
+        if result == "grant_rejected":
+            pending = self._move(
+                pending,
+                State.REJECTED,
+                event="rejected",
+                data=data,
+                last_error="the buyer rejected the payment",
+            )
+            await self._emit("payment.failed", pending, reason="rejected")
+            raise FlowError(
+                "the buyer rejected the payment in the wallet",
+                hint="start a new quote if the buyer changes their mind",
+                kind="rejected",
+                pending_id=pending.id,
+            )
+        if result == "invalid_interaction" and message and "expired" in message:
+            return await self._expire(pending, data)
+        pending = self._move(
+            pending,
+            State.FAILED,
+            event="interaction_failed",
+            data=data,
+            last_error=f"{result}: {message or ''}".strip(": "),
+        )
+        await self._emit("payment.failed", pending, reason=result)
+        raise FlowError(
+            f"the wallet ended the approval: {result}" + (f" ({message})" if message else ""),
+            hint="start a new quote",
+            kind="rejected",
+            pending_id=pending.id,
+        )
+
+    async def _expire(self, pending: Pending, data: dict[str, Any] | None = None) -> Pending:
+        pending = self._move(
+            pending,
+            State.EXPIRED,
+            event="expired",
+            data=data,
+            last_error="Payment approval expired",
+        )
+        await self._emit("payment.failed", pending, reason="expired")
+        raise FlowError(
+            "Payment approval expired",
+            hint=f"start over: opapprove quote start --offer {pending.offer_id} --buyer "
+            f"{pending.buyer_wallet} --amount {pending.amount}",
+            kind="expired",
+            pending_id=pending.id,
+        )
+
+    # ------------------------------------------------------------------ after approval
+
+    async def _after_approval(self, pending: Pending) -> Pending:
+        if not self.store.acquire_lease(pending.id, self.holder, self.lease_seconds):
+            raise FlowError(
+                f"another opapprove process is finishing grant {pending.id} right now",
+                hint=f"wait for it, or retry in {int(self.lease_seconds)} s if it crashed",
+                kind="busy",
+                pending_id=pending.id,
+            )
+        try:
+            pending = self._get(pending.id)
+            seller = self._seller_of(pending)
+            client = self.client_for(seller)
+            try:
+                if pending.state == State.APPROVED:
+                    pending = await self._continue(pending, client)
+                if pending.state in (State.GRANT_ISSUED, State.PAYING):
+                    pending = await self._pay(pending, client)
+                if pending.state == State.PAYMENT_CREATED:
+                    pending = await self._check_payment(pending, client)
+            except op_errors.TransportError as exc:
+                self.store.record_error(pending.id, str(exc))
+                raise FlowError(
+                    f"could not finish the payment: {exc.message}",
+                    hint=(exc.hint or "the wallet did not answer")
+                    + f"; resume with `opapprove pending replay {pending.id}`"
+                    " (it never pays twice)",
+                    kind="transport",
+                    pending_id=pending.id,
+                ) from exc
+            return pending
+        finally:
+            self.store.release_lease(pending.id, self.holder)
+
+    async def _continue(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        assert pending.continue_uri and pending.continue_token and pending.interact_ref
+        try:
+            grant = await client.continue_grant(
+                pending.continue_uri, pending.continue_token, pending.interact_ref
+            )
+        except op_errors.GrantError as exc:
+            failed = self._fail(pending, str(exc))
+            await self._emit("payment.failed", failed, reason=exc.code or "continue_failed")
+            raise FlowError(
+                f"the wallet refused to continue the grant: {exc.message}",
+                hint=exc.hint or "the grant was not approved, or was already continued once",
+                kind="wallet",
+                status=exc.status,
+                code=exc.code,
+                pending_id=pending.id,
+            ) from exc
+        data = _dump(grant)
+        if "access_token" not in data:
+            raise FlowError(
+                "the wallet continued the grant but issued no access token",
+                hint="the buyer may not have approved yet",
+                kind="wallet",
+                pending_id=pending.id,
+            )
+        return self._move(
+            pending, State.GRANT_ISSUED, event="grant_issued", **_token_fields(data, self.clock())
+        )
+
+    async def _pay(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        buyer_doc = pending.buyer_doc or {}
+        rs = buyer_doc["resourceServer"]
+        if pending.state == State.PAYING:
+            existing = await self._find_payment(pending, client)
+            if existing is not None:
+                return self._move(
+                    pending,
+                    State.PAYMENT_CREATED,
+                    event="payment_found",
+                    data={"outgoingPayment": existing["id"]},
+                    outgoing_payment_url=existing["id"],
+                    outgoing_payment=existing,
+                )
+        else:
+            pending = self._move(pending, State.PAYING, expect=State.GRANT_ISSUED, event="paying")
+        from opapprove.openpayments.models import CreateOutgoingPayment
+
+        body = CreateOutgoingPayment.model_validate(
+            {
+                "walletAddress": buyer_doc["id"],
+                "quoteId": pending.quote_url,
+                "metadata": {"offerId": pending.offer_id, "pendingId": pending.id},
+            }
+        )
+        try:
+            payment = await self._with_access_token(
+                pending, client, lambda token: client.create_outgoing_payment(rs, token, body)
+            )
+        except op_errors.ResourceError as exc:
+            failed = self._fail(self._get(pending.id), str(exc))
+            await self._emit("payment.failed", failed, reason=exc.description or "refused")
+            raise FlowError(
+                f"the wallet refused the outgoing payment: {exc.message}",
+                hint=exc.hint,
+                kind="wallet",
+                status=exc.status,
+                code=exc.code,
+                pending_id=pending.id,
+            ) from exc
+        data = _dump(payment)
+        return self._move(
+            self._get(pending.id),
+            State.PAYMENT_CREATED,
+            expect=State.PAYING,
+            event="payment_created",
+            data={"outgoingPayment": data["id"]},
+            outgoing_payment_url=data["id"],
+            outgoing_payment=data,
+        )
+
+    async def _find_payment(
+        self, pending: Pending, client: OpenPaymentsClient
+    ) -> dict[str, Any] | None:
+        """The payment a crashed run may already have made for this quote, if any."""
+        buyer_doc = pending.buyer_doc or {}
+
+        async def search(token: str) -> dict[str, Any] | None:
+            async for payment in client.iter_outgoing_payments(
+                buyer_doc["resourceServer"], token, buyer_doc["id"]
+            ):
+                data = _dump(payment)
+                if data.get("quoteId") == pending.quote_url:
+                    return data
+            return None
+
+        found: dict[str, Any] | None = await self._with_access_token(pending, client, search)
+        self.store.add_event(
+            pending.id, "payment_search", {"found": found["id"] if found else None}
+        )
+        return found
+
+    async def _with_access_token(
+        self, pending: Pending, client: OpenPaymentsClient, call: Callable[[str], Awaitable[Any]]
+    ) -> Any:
+        assert pending.access_token
+        try:
+            return await call(pending.access_token)
+        except op_errors.ResourceError as exc:
+            if not (_token_dead(exc) and pending.token_manage_url):
+                raise
+        # 403 Inactive Token: rotate via manage, store the new token, retry once.
+        rotated = _dump(await client.rotate_token(pending.token_manage_url, pending.access_token))
+        token = rotated.get("access_token", rotated)
+        pending = self.store.update(
+            pending.id,
+            event="token_rotated",
+            access_token=token["value"],
+            token_manage_url=token["manage"],
+            token_expires_at=(self.clock() + float(token["expires_in"]))
+            if token.get("expires_in")
+            else None,
+        )
+        return await call(str(token["value"]))
+
+    async def _check_payment(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        assert pending.outgoing_payment_url
+        payment = _dump(
+            await self._with_access_token(
+                pending,
+                client,
+                lambda token: client.get_outgoing_payment(
+                    pending.outgoing_payment_url or "", token
+                ),
+            )
+        )
+        pending = self.store.update(pending.id, outgoing_payment=payment)
+        if payment.get("failed"):
+            failed = self._fail(pending, "the wallet gave up on the payment (failed: true)")
+            await self._emit("payment.failed", failed, reason="payment_failed")
+            return failed
+        sent = money.parse_wire_value(payment["sentAmount"]["value"])
+        debit = money.parse_wire_value(payment["debitAmount"]["value"])
+        if sent >= debit:
+            done = self._move(
+                pending,
+                State.COMPLETED,
+                event="completed",
+                data={"sentAmount": payment["sentAmount"]},
+            )
+            await self._emit("payment.completed", done)
+            return done
+        return pending
+
+    # ------------------------------------------------------------------ other entry points
+
+    async def wait_for_approval(self, pending_id: str, *, timeout: float) -> Pending:
+        """For ``--poll`` grants (no finish redirect): poll continuation until approved."""
+        pending = self._get(pending_id)
+        if pending.state != State.AWAITING_APPROVAL:
+            return await self.replay(pending_id)
+        if not pending.poll:
+            raise FlowError(
+                "this grant has a finish redirect and cannot be polled",
+                hint="wait for the redirect with `opapprove listen`, or paste it to `finish`",
+                kind="input",
+                pending_id=pending.id,
+            )
+        seller = self._seller_of(pending)
+        client = self.client_for(seller)
+        assert pending.continue_uri and pending.continue_token
+        try:
+            grant = await client.poll_grant(
+                pending.continue_uri,
+                pending.continue_token,
+                wait=float(pending.continue_wait or 0),
+                timeout=timeout,
+            )
+        except op_errors.GrantError as exc:
+            if exc.status == 404:
+                failed = self._move(
+                    pending,
+                    State.REJECTED,
+                    event="rejected",
+                    last_error="the buyer rejected the payment",
+                )
+                await self._emit("payment.failed", failed, reason="rejected")
+                raise FlowError(
+                    "the buyer rejected the payment in the wallet",
+                    hint="start a new quote",
+                    kind="rejected",
+                    pending_id=pending.id,
+                ) from exc
+            raise
+        except op_errors.TransportError as exc:
+            raise FlowError(
+                f"gave up waiting for approval: {exc.message}",
+                hint=exc.hint,
+                kind="timeout",
+                pending_id=pending.id,
+            ) from exc
+        pending = self._move(
+            pending,
+            State.GRANT_ISSUED,
+            event="grant_issued",
+            **_token_fields(_dump(grant), self.clock()),
+        )
+        return await self._after_approval(pending)
+
+    async def refresh(self, pending_id: str) -> Pending:
+        """Re-read where a grant's payment stands (``status``); completes it when sent."""
+        pending = self._get(pending_id)
+        if pending.state == State.PAYMENT_CREATED:
+            return await self._after_approval(pending)
+        if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
+            try:
+                await self._expire(pending)
+            except FlowError:
+                return self._get(pending.id)
+        return pending
+
+    def _approval_expired(self, pending: Pending) -> bool:
+        return bool(pending.approval_expires_at and self.clock() > pending.approval_expires_at)
+
+    async def replay(self, pending_id: str) -> Pending:
+        """Carry a grant on from its last committed state, never paying twice."""
+        pending = self._get(pending_id)
+        self.store.add_event(pending.id, "replay", {"state": str(pending.state)})
+        if pending.state in FINAL_STATES:
+            return pending
+        if pending.state in SETUP_STATES:
+            return await self._setup(pending)
+        if pending.state == State.AWAITING_APPROVAL:
+            if self._approval_expired(pending):
+                return await self._expire(pending)
+            if pending.poll:
+                return await self.wait_for_approval(
+                    pending.id, timeout=float(pending.continue_wait or 0) + 1
+                )
+            raise FlowError(
+                "still awaiting the buyer's approval; real wallets cannot be polled for grants"
+                " with a finish redirect",
+                hint=f"paste the wallet's redirect with `opapprove finish URL`, or `opapprove"
+                f" pending cancel {pending.id}` and start again",
+                kind="waiting",
+                pending_id=pending.id,
+            )
+        return await self._after_approval(pending)
+
+    async def cancel(self, pending_id: str) -> Pending:
+        pending = self._get(pending_id)
+        if pending.state == State.CANCELLED:
+            return pending
+        if pending.state in FINAL_STATES or pending.state in (State.PAYING, State.PAYMENT_CREATED):
+            raise FlowError(
+                f"grant {pending.id} is {pending.state}; there is nothing left to cancel",
+                hint="a payment that was made cannot be cancelled here"
+                if pending.state in (State.PAYING, State.PAYMENT_CREATED, State.COMPLETED)
+                else None,
+                kind="input",
+                pending_id=pending.id,
+            )
+        if not self.store.acquire_lease(pending.id, self.holder, self.lease_seconds):
+            raise FlowError(
+                f"another opapprove process is working on grant {pending.id}",
+                hint="try again shortly",
+                kind="busy",
+                pending_id=pending.id,
+            )
+        try:
+            seller = self._seller_of(pending)
+            client = self.client_for(seller)
+            notes: dict[str, Any] = {}
+            if pending.continue_uri and pending.continue_token:
+                notes["grant"] = await _quietly(
+                    client.cancel_grant(pending.continue_uri, pending.continue_token)
+                )
+            if pending.access_token and pending.token_manage_url:
+                notes["token"] = await _quietly(
+                    client.revoke_token(pending.token_manage_url, pending.access_token)
+                )
+            pending = self._move(
+                self._get(pending.id), State.CANCELLED, event="cancelled", data=notes
+            )
+        finally:
+            self.store.release_lease(pending.id, self.holder)
+        await self._emit("payment.failed", pending, reason="cancelled")
+        return pending
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _path(text: str) -> Any:
+    from pathlib import Path
+
+    return Path(text).expanduser()
+
+
+async def _quietly(call: Awaitable[None]) -> str:
+    try:
+        await call
+    except op_errors.ResponseError as exc:
+        return f"{exc.status} {exc.description or exc.code or ''}".strip()
+    except op_errors.TransportError as exc:
+        return f"unreachable: {exc.message}"
+    return "ok"
+
+
+def _token_fields(grant: dict[str, Any], now: float) -> dict[str, Any]:
+    token = grant["access_token"]
+    cont = grant.get("continue") or {}
+    fields: dict[str, Any] = {
+        "access_token": token["value"],
+        "token_manage_url": token.get("manage"),
+        "token_expires_at": now + float(token["expires_in"]) if token.get("expires_in") else None,
+    }
+    if cont.get("uri"):
+        fields["continue_uri"] = cont["uri"]
+        fields["continue_token"] = cont["access_token"]["value"]
+    return fields
+
+
+def _public_incoming(data: dict[str, Any]) -> dict[str, Any]:
+    # The ilp sharedSecret is a secret: the store keeps the payment without it.
+    return {k: v for k, v in data.items() if k != "methods"}
+
+
+def _token_dead(exc: op_errors.ResourceError) -> bool:
+    text = f"{exc.description or ''} {exc.message}".lower()
+    return (exc.status == 403 and "inactive token" in text) or (
+        exc.status == 401 and "invalid token" in text
+    )
+
+
+def _is_wallet_problem(exc: op_errors.OpenPaymentsError) -> bool:
+    if isinstance(exc, op_errors.WalletAddressError):
+        return True
+    if isinstance(exc, op_errors.ResponseError):
+        return (
+            exc.status in (404, 302, 301, 303, 307, 308)
+            and "/jwks" not in exc.url
+            and (exc.method == "GET")
+        )
+    return False
+
+
+def _not_awaiting(pending: Pending) -> FlowError:
+    messages = {
+        State.EXPIRED: ("Payment approval expired", "start a new quote"),
+        State.CANCELLED: ("this approval was cancelled", "start a new quote"),
+        State.REJECTED: ("the buyer already rejected this payment", "start a new quote"),
+        State.COMPLETED: ("this payment is already completed", None),
+        State.FAILED: ("this payment already failed", "see `opapprove pending show`"),
+    }
+    message, hint = messages.get(
+        pending.state,
+        (
+            f"grant {pending.id} is not awaiting approval (it is {pending.state})",
+            "nothing was changed",
+        ),
+    )
+    kind = "expired" if pending.state == State.EXPIRED else "rejected"
+    if pending.state not in FINAL_STATES:
+        kind = "input"
+    return FlowError(message, hint=hint, kind=kind, pending_id=pending.id)

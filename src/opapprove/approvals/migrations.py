@@ -1,0 +1,98 @@
+"""The store's schema, as an append-only list of migrations.
+
+``PRAGMA user_version`` is the number of migrations applied. Never edit a migration
+that has shipped: append a new one. Each is a list of single statements because
+``executescript`` would commit the surrounding transaction.
+"""
+
+from __future__ import annotations
+
+# 'opAp' in ASCII: marks a SQLite file as an opapprove store (PRAGMA application_id).
+APPLICATION_ID = 0x6F704170
+
+_V1 = [
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    """CREATE TABLE sellers (
+        id TEXT PRIMARY KEY,
+        wallet_address_url TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        private_key_path TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    # No foreign key to sellers: a seller may come from settings instead of this table.
+    """CREATE TABLE pending (
+        id TEXT PRIMARY KEY,
+        seller_id TEXT NOT NULL,
+        offer_id TEXT NOT NULL,
+        buyer_wallet TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        seller_wallet TEXT,
+        buyer_doc TEXT,
+        seller_doc TEXT,
+        incoming_payment_url TEXT,
+        incoming_payment TEXT,
+        quote_url TEXT,
+        quote TEXT,
+        debit_amount TEXT,
+        receive_amount TEXT,
+        grant_url TEXT,
+        client_nonce TEXT,
+        finish_uri TEXT,
+        poll INTEGER NOT NULL DEFAULT 0,
+        interact_redirect TEXT,
+        server_finish_nonce TEXT,
+        continue_uri TEXT,
+        continue_token TEXT,
+        continue_wait INTEGER,
+        interact_ref TEXT,
+        access_token TEXT,
+        token_manage_url TEXT,
+        token_expires_at REAL,
+        outgoing_payment_url TEXT,
+        outgoing_payment TEXT,
+        approval_expires_at REAL,
+        last_error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_holder TEXT,
+        lease_until REAL
+    )""",
+    "CREATE INDEX pending_state_updated ON pending (state, updated_at)",
+    "CREATE INDEX pending_created ON pending (created_at)",
+    "CREATE INDEX pending_offer ON pending (seller_id, offer_id)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pending_id TEXT NOT NULL REFERENCES pending (id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX events_pending ON events (pending_id, id)",
+    """CREATE TABLE cached_grants (
+        key TEXT PRIMARY KEY,
+        auth_server TEXT NOT NULL,
+        access_token TEXT NOT NULL,
+        manage_url TEXT NOT NULL,
+        expires_at REAL,
+        access TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pending_id TEXT REFERENCES pending (id) ON DELETE CASCADE,
+        event_type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_at REAL,
+        last_error TEXT,
+        created_at REAL NOT NULL
+    )""",
+    "CREATE INDEX webhook_deliveries_undelivered ON webhook_deliveries (delivered_at, created_at)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1]

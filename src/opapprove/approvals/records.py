@@ -1,0 +1,207 @@
+"""The rows of the store as dataclasses: sellers, pending grants, their events, cached grants.
+
+Reprs show tokens as ``'***'`` so a record can be logged or printed by mistake safely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+REDACTED = "***"
+# Keys whose string values are credentials wherever they appear in JSON we keep:
+# GNAP puts token values under access_token.value and continue.access_token.value.
+SECRET_KEYS = frozenset(
+    {
+        "access_token",
+        "continue_token",
+        "token",
+        "private_key",
+        "secret",
+        "webhook_secret",
+        "api_token",
+    }
+)
+
+
+class State(StrEnum):
+    STARTED = "started"
+    INCOMING_CREATED = "incoming_created"
+    QUOTE_CREATED = "quote_created"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    GRANT_ISSUED = "grant_issued"
+    PAYING = "paying"
+    PAYMENT_CREATED = "payment_created"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+FINAL_STATES: frozenset[State] = frozenset(
+    {State.COMPLETED, State.REJECTED, State.EXPIRED, State.CANCELLED, State.FAILED}
+)
+
+
+def redact(data: Any) -> Any:
+    """A copy of JSON-like ``data`` with every credential replaced by ``'***'``."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SECRET_KEYS and isinstance(value, str):
+                out[key] = REDACTED
+            elif key in SECRET_KEYS and isinstance(value, dict):
+                inner = redact(value)
+                if isinstance(inner.get("value"), str):
+                    inner["value"] = REDACTED
+                out[key] = inner
+            else:
+                out[key] = redact(value)
+        return out
+    if isinstance(data, list):
+        return [redact(item) for item in data]
+    return data
+
+
+def _repr(obj: Any, secrets: frozenset[str]) -> str:
+    parts = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in secrets and value is not None:
+            parts.append(f"{f.name}={REDACTED!r}")
+        elif isinstance(value, dict | list):
+            parts.append(f"{f.name}={redact(value)!r}")
+        else:
+            parts.append(f"{f.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+@dataclass(repr=False)
+class Seller:
+    """A payee: a wallet address and the key its wallet knows it by."""
+
+    id: str
+    wallet_address_url: str
+    key_id: str
+    private_key_path: str
+    created_at: float
+
+    def __repr__(self) -> str:
+        return _repr(self, frozenset())
+
+
+_PENDING_SECRETS = frozenset({"continue_token", "access_token"})
+
+
+@dataclass(repr=False)
+class Pending:
+    """One interactive payment approval, from quote to payment; see design.md's state machine."""
+
+    id: str
+    seller_id: str
+    offer_id: str
+    buyer_wallet: str
+    amount: str
+    state: State
+    created_at: float
+    updated_at: float
+    version: int
+    seller_wallet: str | None = None
+    buyer_doc: dict[str, Any] | None = None
+    seller_doc: dict[str, Any] | None = None
+    incoming_payment_url: str | None = None
+    incoming_payment: dict[str, Any] | None = None
+    quote_url: str | None = None
+    quote: dict[str, Any] | None = None
+    debit_amount: dict[str, Any] | None = None
+    receive_amount: dict[str, Any] | None = None
+    grant_url: str | None = None
+    client_nonce: str | None = None
+    finish_uri: str | None = None
+    poll: bool = False
+    interact_redirect: str | None = None
+    server_finish_nonce: str | None = None
+    continue_uri: str | None = None
+    continue_token: str | None = None
+    continue_wait: int | None = None
+    interact_ref: str | None = None
+    access_token: str | None = None
+    token_manage_url: str | None = None
+    token_expires_at: float | None = None
+    outgoing_payment_url: str | None = None
+    outgoing_payment: dict[str, Any] | None = None
+    approval_expires_at: float | None = None
+    last_error: str | None = None
+    attempts: int = 0
+    lease_holder: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def as_dict(self, *, redact_secrets: bool = True) -> dict[str, Any]:
+        """Plain JSON-ready dict (for ``--json``); tokens are ``'***'`` unless told otherwise."""
+        out = dataclasses.asdict(self)
+        out["state"] = str(self.state)
+        if redact_secrets:
+            for name in _PENDING_SECRETS:
+                if out[name] is not None:
+                    out[name] = REDACTED
+            out = redact(out)
+        return out
+
+    def __repr__(self) -> str:
+        return _repr(self, _PENDING_SECRETS)
+
+
+PENDING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Pending))
+PENDING_JSON_FIELDS = frozenset(
+    {
+        "buyer_doc",
+        "seller_doc",
+        "incoming_payment",
+        "quote",
+        "debit_amount",
+        "receive_amount",
+        "outgoing_payment",
+    }
+)
+# Columns only the store itself writes; callers change them through transition() & co.
+PENDING_MANAGED_FIELDS = frozenset({"id", "state", "created_at", "updated_at", "version"})
+
+
+@dataclass(repr=False)
+class Event:
+    """One line of a pending grant's audit trail. ``data`` is stored with credentials redacted."""
+
+    id: int
+    pending_id: str
+    at: float
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return _repr(self, frozenset())
+
+
+@dataclass(repr=False)
+class CachedGrant:
+    """A non-interactive grant's access token (incoming-payment or quote), kept until expiry."""
+
+    key: str
+    auth_server: str
+    access_token: str
+    manage_url: str
+    expires_at: float | None
+    access: list[Any]
+    created_at: float
+
+    def __repr__(self) -> str:
+        return _repr(self, frozenset({"access_token"}))

@@ -1,0 +1,60 @@
+"""Sellers as the seed's ``POST /sellers`` describes them, checked before they are stored."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from opapprove.approvals.store import Seller, Store
+from opapprove.openpayments import errors as op_errors
+from opapprove.openpayments import keys, urls
+
+
+class SellerInputError(ValueError):
+    """A seller description that cannot be used; the message says what to fix."""
+
+
+def validate_seller(
+    seller_id: str,
+    wallet_address_url: str,
+    key_id: str,
+    private_key_path: str,
+    *,
+    allow_http: bool = False,
+) -> Seller:
+    if not seller_id or not seller_id.strip():
+        raise SellerInputError("the seller id is empty")
+    if not key_id or not key_id.strip():
+        raise SellerInputError("the key id is empty: give the kid of the key in the wallet's JWKS")
+    try:
+        wallet = urls.parse_wallet_address(wallet_address_url, allow_http=allow_http)
+    except op_errors.WalletAddressError as exc:
+        raise SellerInputError(f"Invalid wallet address: {exc}") from exc
+    path = Path(private_key_path).expanduser()
+    try:
+        keys.load_private_key_file(path)
+    except op_errors.KeyLoadError as exc:
+        raise SellerInputError(str(exc)) from exc
+    return Seller(
+        id=seller_id.strip(),
+        wallet_address_url=wallet,
+        key_id=key_id.strip(),
+        private_key_path=str(path.resolve()),
+        created_at=time.time(),
+    )
+
+
+def add_seller_from_seed(store: Store, body: dict[str, Any], *, replace: bool = True) -> Seller:
+    """The seed's body: ``{"id", "walletAddressUrl", "keyId", "privateKeyPath"}``."""
+    missing = [
+        k
+        for k in ("id", "walletAddressUrl", "keyId", "privateKeyPath")
+        if not isinstance(body.get(k), str) or not body.get(k)
+    ]
+    if missing:
+        raise SellerInputError(f"missing or non-string field(s): {', '.join(missing)}")
+    seller = validate_seller(
+        body["id"], body["walletAddressUrl"], body["keyId"], body["privateKeyPath"], allow_http=True
+    )
+    return store.add_seller(seller, replace=replace)

@@ -1,0 +1,822 @@
+"""The SQLite store: sellers, pending grants and their events, cached grants, webhook deliveries.
+
+One file in WAL mode, shared by every opapprove process on the machine. Each write is one
+short ``BEGIN IMMEDIATE`` transaction, retried while another process holds the write lock,
+so concurrent processes wait for each other instead of failing with "database is locked".
+A state change and its audit event are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from opapprove.approvals.ids import new_id
+from opapprove.approvals.migrations import APPLICATION_ID, MIGRATIONS
+from opapprove.approvals.records import (
+    FINAL_STATES,
+    PENDING_FIELDS,
+    PENDING_JSON_FIELDS,
+    PENDING_MANAGED_FIELDS,
+    CachedGrant,
+    Event,
+    Pending,
+    Seller,
+    State,
+    redact,
+)
+
+__all__ = [
+    "FINAL_STATES",
+    "CachedGrant",
+    "Event",
+    "Pending",
+    "PendingNotFound",
+    "Seller",
+    "StaleState",
+    "State",
+    "Store",
+    "StoreError",
+]
+
+T = TypeVar("T")
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 10_000
+# On top of SQLite's own 10 s busy wait: a few more tries with growing pauses.
+_RETRIES = 6
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked. ``str(err)`` is one line: what, why, what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} — {self.hint}"
+
+
+class StaleState(StoreError):
+    """The pending grant is not in the state the caller expected (someone moved it on).
+
+    ``current`` is its state now, or ``None`` if there is no such pending grant.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        pending_id: str = "",
+        current: State | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.pending_id = pending_id
+        self.current = current
+
+
+class PendingNotFound(StaleState):
+    """There is no pending grant with that id (``current`` is ``None``)."""
+
+
+def _not_found(pending_id: str) -> PendingNotFound:
+    return PendingNotFound(
+        f"no pending grant {pending_id} in the store",
+        "check the id with `opapprove pending list`",
+        pending_id=pending_id,
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _expected_states(expect: State | Iterable[State]) -> tuple[State, ...]:
+    if isinstance(expect, str):
+        return (State(expect),)
+    states = tuple(State(s) for s in expect)
+    if not states:
+        raise TypeError("expect must name at least one state")
+    return states
+
+
+def _pending_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:
+    """Validate caller-supplied Pending fields and turn them into column values."""
+    unknown = sorted(set(fields) - set(PENDING_FIELDS))
+    if unknown:
+        raise TypeError(f"{caller}() got unknown Pending fields: {', '.join(unknown)}")
+    managed = sorted(set(fields) & PENDING_MANAGED_FIELDS)
+    if managed:
+        raise TypeError(f"{caller}() cannot set {', '.join(managed)}: the store manages them")
+    columns: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in PENDING_JSON_FIELDS:
+            columns[name] = None if value is None else _dumps(value)
+        elif name == "poll":
+            columns[name] = int(bool(value))
+        else:
+            columns[name] = value
+    return columns
+
+
+def _pending_from_row(row: sqlite3.Row) -> Pending:
+    values: dict[str, Any] = {}
+    for name in PENDING_FIELDS:
+        value = row[name]
+        if name in PENDING_JSON_FIELDS:
+            value = _loads(value)
+        elif name == "state":
+            value = State(value)
+        elif name == "poll":
+            value = bool(value)
+        values[name] = value
+    return Pending(**values)
+
+
+def _event_from_row(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        pending_id=row["pending_id"],
+        at=row["at"],
+        kind=row["kind"],
+        from_state=row["from_state"],
+        to_state=row["to_state"],
+        data=_loads(row["data"]) or {},
+    )
+
+
+def _seller_from_row(row: sqlite3.Row) -> Seller:
+    return Seller(
+        id=row["id"],
+        wallet_address_url=row["wallet_address_url"],
+        key_id=row["key_id"],
+        private_key_path=row["private_key_path"],
+        created_at=row["created_at"],
+    )
+
+
+def _grant_from_row(row: sqlite3.Row) -> CachedGrant:
+    return CachedGrant(
+        key=row["key"],
+        auth_server=row["auth_server"],
+        access_token=row["access_token"],
+        manage_url=row["manage_url"],
+        expires_at=row["expires_at"],
+        access=_loads(row["access"]) or [],
+        created_at=row["created_at"],
+    )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _jitter() -> float:
+    return 0.5 + int.from_bytes(os.urandom(2), "big") / 65535
+
+
+class Store:
+    """The opapprove store in one SQLite file. Safe to share between threads and processes."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path).expanduser()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn = self._open()
+
+    @classmethod
+    def open(cls, path: Path | str, *, clock: Callable[[], float] = time.time) -> Store:
+        return cls(path, clock=clock)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- opening ----------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        if path.is_dir():
+            raise StoreError(
+                f"store {path} is a directory, not a file",
+                "give the path of a file, e.g. --store ~/opapprove.db",
+            )
+        self._create_file()
+        self._check_header()
+        try:
+            conn = sqlite3.connect(
+                str(path),
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc, "opening it") from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # Before anything writes: switching to WAL rewrites the header of someone else's file.
+            self._retrying(lambda: self._check_ours(conn), "reading it")
+            self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), "setup")
+            self._retrying(lambda: self._migrate(conn), "upgrading its schema")
+        except BaseException:
+            conn.close()
+            raise
+        self._match_sidecar_modes()
+        return conn
+
+    def _create_file(self) -> None:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder for store {path}: {exc.strerror or exc}",
+                "choose another place with --store or OPAPPROVE_STORE",
+            ) from exc
+        try:
+            # Created 0600 before SQLite sees it: the store holds access tokens.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create store {path}: {exc.strerror or exc}",
+                "choose another place with --store or OPAPPROVE_STORE",
+            ) from exc
+        os.close(fd)
+
+    def _check_header(self) -> None:
+        try:
+            with self.path.open("rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read store {self.path}: {exc.strerror or exc}",
+                "check the path and that this user may read and write it",
+            ) from exc
+        # A prefix is fine: another process may be writing a brand-new store's first page.
+        if head != SQLITE_MAGIC[: len(head)]:
+            raise StoreError(
+                f"{self.path} is not an opapprove store (it is not a SQLite database); "
+                "it was left untouched",
+                "point --store or OPAPPROVE_STORE at another file",
+            )
+
+    def _check_ours(self, conn: sqlite3.Connection) -> None:
+        # One statement, so one snapshot: another process may be creating the schema now.
+        version, app_id, tables = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT application_id FROM pragma_application_id),"
+            " (SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%')"
+        ).fetchone()
+        fresh = version == 0 and app_id == 0 and tables == 0
+        if not fresh and app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is a SQLite database of some other program, not an opapprove "
+                "store; it was left untouched",
+                "point --store or OPAPPROVE_STORE at another file",
+            )
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this opapprove "
+                f"knows ({len(MIGRATIONS)})",
+                "upgrade opapprove, or use another store",
+            )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this "
+                    f"opapprove knows ({len(MIGRATIONS)})",
+                    "upgrade opapprove, or use another store",
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number]:
+                    conn.execute(statement)
+            if version < len(MIGRATIONS):
+                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if version == 0:
+            self._chmod(self.path, 0o600)
+
+    def _match_sidecar_modes(self) -> None:
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except OSError:
+            return
+        for suffix in ("-wal", "-shm"):
+            self._chmod(self.path.with_name(self.path.name + suffix), mode)
+
+    @staticmethod
+    def _chmod(path: Path, mode: int) -> None:
+        try:
+            if path.exists() and path.stat().st_mode & 0o777 != mode:
+                os.chmod(path, mode)
+        except OSError:
+            pass  # not ours to change (another user's file); SQLite will still work
+
+    # -- transactions -----------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"store {self.path} is closed", "open it again with Store(path)")
+        return self._conn
+
+    def _error(self, exc: sqlite3.Error, what: str) -> StoreError:
+        text = str(exc)
+        lowered = text.lower()
+        if _is_busy(exc):
+            return StoreError(
+                f"store {self.path} stayed locked by another process while {what}",
+                "try again; if it keeps happening, look for a hung opapprove process",
+            )
+        if "readonly" in lowered or "read-only" in lowered:
+            return StoreError(
+                f"store {self.path} cannot be written: {text}",
+                "check that this user may write the file and its folder",
+            )
+        if "not a database" in lowered or "malformed" in lowered:
+            return StoreError(
+                f"store {self.path} is damaged or not a SQLite database ({text})",
+                "restore it from a backup, or point --store at another file",
+            )
+        if "unable to open" in lowered:
+            return StoreError(
+                f"cannot open store {self.path}: {text}",
+                "check the path and that this user may read and write it",
+            )
+        return StoreError(f"store {self.path}: {what} failed: {text}", None)
+
+    def _retrying(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` under the lock, again after a pause while SQLite says locked/busy."""
+        for attempt in range(_RETRIES):
+            with self._lock:
+                try:
+                    return fn()
+                except sqlite3.OperationalError as exc:
+                    self._rollback_quietly()
+                    if not _is_busy(exc) or attempt + 1 == _RETRIES:
+                        raise self._error(exc, what) from exc
+                except sqlite3.Error as exc:
+                    raise self._error(exc, what) from exc
+            time.sleep(min(0.05 * 2**attempt, 1.0) * _jitter())
+        raise AssertionError("unreachable")
+
+    def _rollback_quietly(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the transaction is gone either way; the next BEGIN starts clean
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        def attempt() -> T:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retrying(attempt, what)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        return self._retrying(lambda: fn(self._connection()), what)
+
+    def schema_version(self) -> int:
+        version: int = self._read(
+            lambda c: c.execute("PRAGMA user_version").fetchone()[0], "reading its version"
+        )
+        return version
+
+    # -- sellers ----------------------------------------------------------------------
+
+    def add_seller(self, seller: Seller, *, replace: bool = False) -> Seller:
+        """Save a seller; an existing id is an error unless ``replace``."""
+
+        def txn(conn: sqlite3.Connection) -> Seller:
+            row = (
+                seller.id,
+                seller.wallet_address_url,
+                seller.key_id,
+                seller.private_key_path,
+                seller.created_at,
+            )
+            if replace:
+                conn.execute(
+                    "INSERT INTO sellers (id, wallet_address_url, key_id, private_key_path,"
+                    " created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                    " wallet_address_url = excluded.wallet_address_url,"
+                    " key_id = excluded.key_id, private_key_path = excluded.private_key_path,"
+                    " created_at = excluded.created_at",
+                    row,
+                )
+            else:
+                exists = conn.execute("SELECT 1 FROM sellers WHERE id = ?", (seller.id,))
+                if exists.fetchone() is not None:
+                    raise StoreError(
+                        f"seller {seller.id!r} already exists",
+                        "replace it explicitly, or choose another seller id",
+                    )
+                conn.execute(
+                    "INSERT INTO sellers (id, wallet_address_url, key_id, private_key_path,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+            return seller
+
+        return self._write(txn, "saving a seller")
+
+    def get_seller(self, seller_id: str) -> Seller | None:
+        def read(conn: sqlite3.Connection) -> Seller | None:
+            row = conn.execute("SELECT * FROM sellers WHERE id = ?", (seller_id,)).fetchone()
+            return None if row is None else _seller_from_row(row)
+
+        return self._read(read, "reading a seller")
+
+    def list_sellers(self) -> list[Seller]:
+        def read(conn: sqlite3.Connection) -> list[Seller]:
+            rows = conn.execute("SELECT * FROM sellers ORDER BY id").fetchall()
+            return [_seller_from_row(r) for r in rows]
+
+        return self._read(read, "listing sellers")
+
+    def remove_seller(self, seller_id: str) -> bool:
+        def txn(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM sellers WHERE id = ?", (seller_id,)).rowcount > 0
+
+        return self._write(txn, "removing a seller")
+
+    # -- pending grants -----------------------------------------------------------------
+
+    @staticmethod
+    def _fetch_pending(conn: sqlite3.Connection, pending_id: str) -> Pending | None:
+        row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()
+        return None if row is None else _pending_from_row(row)
+
+    @staticmethod
+    def _insert_event(
+        conn: sqlite3.Connection,
+        pending_id: str,
+        at: float,
+        kind: str,
+        from_state: str | None,
+        to_state: str | None,
+        data: Mapping[str, Any] | None,
+    ) -> Event:
+        clean = redact(dict(data or {}))
+        cur = conn.execute(
+            "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (pending_id, at, kind, from_state, to_state, _dumps(clean)),
+        )
+        event_id = cur.lastrowid
+        assert event_id is not None
+        return Event(event_id, pending_id, at, kind, from_state, to_state, clean)
+
+    def create_pending(
+        self,
+        *,
+        seller_id: str,
+        offer_id: str,
+        buyer_wallet: str,
+        amount: str,
+        **fields: Any,
+    ) -> Pending:
+        """A new pending grant in state ``started``, with a ``created`` event."""
+        columns = _pending_columns(fields, "create_pending")
+
+        def txn(conn: sqlite3.Connection) -> Pending:
+            now = self._clock()
+            pending_id = new_id()  # real time even under a test clock: ids stay ordered
+            values: dict[str, Any] = {
+                "id": pending_id,
+                "seller_id": seller_id,
+                "offer_id": offer_id,
+                "buyer_wallet": buyer_wallet,
+                "amount": amount,
+                "state": str(State.STARTED),
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+                **columns,
+            }
+            names = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            # Column names come from the Pending dataclass (checked above), never from input.
+            conn.execute(
+                f"INSERT INTO pending ({names}) VALUES ({marks})",  # noqa: S608
+                tuple(values.values()),
+            )
+            self._insert_event(
+                conn,
+                pending_id,
+                now,
+                "created",
+                None,
+                str(State.STARTED),
+                {"seller_id": seller_id, "offer_id": offer_id, "amount": amount},
+            )
+            created = self._fetch_pending(conn, pending_id)
+            assert created is not None
+            return created
+
+        return self._write(txn, "creating a pending grant")
+
+    def get_pending(self, pending_id: str) -> Pending | None:
+        return self._read(lambda c: self._fetch_pending(c, pending_id), "reading a pending grant")
+
+    def list_pending(
+        self,
+        *,
+        states: Iterable[State] | None = None,
+        since: float | None = None,
+        stuck_after: float | None = None,
+        now: float | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Pending]:
+        """Pending grants, oldest first unless ``newest_first``.
+
+        ``since``: created at or after. ``stuck_after``: not final and not changed (no
+        transition or update) for that many seconds before ``now``.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            wanted = sorted({str(State(s)) for s in states})
+            if not wanted:
+                return []
+            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
+            params.extend(wanted)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(since)
+        if stuck_after is not None:
+            finals = sorted(str(s) for s in FINAL_STATES)
+            clauses.append(f"state NOT IN ({', '.join('?' for _ in finals)})")
+            params.extend(finals)
+            clauses.append("updated_at < ?")
+            params.append((self._clock() if now is None else now) - stuck_after)
+        sql = "SELECT * FROM pending"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        order = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY created_at {order}, id {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+
+        def read(conn: sqlite3.Connection) -> list[Pending]:
+            return [_pending_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return self._read(read, "listing pending grants")
+
+    def transition(
+        self,
+        pending_id: str,
+        to: State,
+        *,
+        expect: State | Iterable[State],
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Pending:
+        """Move a pending grant from one of ``expect`` to ``to``, saving ``fields`` with it.
+
+        One transaction: the row and its event are written together or not at all.
+        Raises :class:`StaleState` (nothing changed) if the grant is in another state.
+        """
+        target = State(to)
+        expected = _expected_states(expect)
+        columns = _pending_columns(fields, "transition")
+
+        def txn(conn: sqlite3.Connection) -> Pending:
+            row = conn.execute("SELECT state FROM pending WHERE id = ?", (pending_id,)).fetchone()
+            if row is None:
+                raise _not_found(pending_id)
+            current = State(row["state"])
+            if current not in expected:
+                raise StaleState(
+                    f"pending grant {pending_id} is {current}, not "
+                    f"{' or '.join(str(s) for s in expected)}, so it cannot become {target}",
+                    f"another process may have moved it on; see `opapprove pending show "
+                    f"{pending_id}`",
+                    pending_id=pending_id,
+                    current=current,
+                )
+            now = self._clock()
+            sets = "".join(f"{name} = ?, " for name in columns)
+            conn.execute(
+                f"UPDATE pending SET {sets}state = ?, version = version + 1, updated_at = ?"  # noqa: S608
+                " WHERE id = ? AND state = ?",
+                (*columns.values(), str(target), now, pending_id, str(current)),
+            )
+            self._insert_event(
+                conn,
+                pending_id,
+                now,
+                event or f"{current}->{target}",
+                str(current),
+                str(target),
+                data,
+            )
+            moved = self._fetch_pending(conn, pending_id)
+            assert moved is not None
+            return moved
+
+        return self._write(txn, "saving a state change")
+
+    def update(
+        self,
+        pending_id: str,
+        *,
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Pending:
+        """Save ``fields`` without a state change; with ``event``, also log it."""
+        columns = _pending_columns(fields, "update")
+
+        def txn(conn: sqlite3.Connection) -> Pending:
+            now = self._clock()
+            sets = "".join(f"{name} = ?, " for name in columns)
+            cur = conn.execute(
+                f"UPDATE pending SET {sets}version = version + 1, updated_at = ?"  # noqa: S608
+                " WHERE id = ?",
+                (*columns.values(), now, pending_id),
+            )
+            if cur.rowcount == 0:
+                raise _not_found(pending_id)
+            if event is not None:
+                self._insert_event(conn, pending_id, now, event, None, None, data)
+            updated = self._fetch_pending(conn, pending_id)
+            assert updated is not None
+            return updated
+
+        return self._write(txn, "updating a pending grant")
+
+    def record_error(self, pending_id: str, message: str) -> None:
+        """Note a failed attempt: ``last_error``, ``attempts + 1`` and an ``error`` event.
+
+        ``updated_at`` is left alone so a grant that keeps failing still shows as stuck.
+        """
+
+        def txn(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE pending SET last_error = ?, attempts = attempts + 1,"
+                " version = version + 1 WHERE id = ?",
+                (message, pending_id),
+            )
+            if cur.rowcount == 0:
+                raise _not_found(pending_id)
+            self._insert_event(
+                conn, pending_id, self._clock(), "error", None, None, {"message": message}
+            )
+
+        self._write(txn, "recording an error")
+
+    def add_event(self, pending_id: str, kind: str, data: dict[str, Any] | None = None) -> Event:
+        """Append to a pending grant's audit trail; credentials in ``data`` are redacted."""
+
+        def txn(conn: sqlite3.Connection) -> Event:
+            if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
+                raise _not_found(pending_id)
+            return self._insert_event(conn, pending_id, self._clock(), kind, None, None, data)
+
+        return self._write(txn, "adding an event")
+
+    def events(self, pending_id: str) -> list[Event]:
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE pending_id = ? ORDER BY id", (pending_id,)
+            ).fetchall()
+            return [_event_from_row(r) for r in rows]
+
+        return self._read(read, "reading events")
+
+    def acquire_lease(
+        self, pending_id: str, holder: str, seconds: float, *, now: float | None = None
+    ) -> bool:
+        """Take (or extend) the right to work on a grant; False if another holder has it."""
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            at = self._clock() if now is None else now
+            cur = conn.execute(
+                "UPDATE pending SET lease_holder = ?, lease_until = ? WHERE id = ? AND"
+                " (lease_holder IS NULL OR lease_holder = ? OR lease_until IS NULL"
+                " OR lease_until <= ?)",
+                (holder, at + seconds, pending_id, holder, at),
+            )
+            if cur.rowcount == 1:
+                return True
+            if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
+                raise _not_found(pending_id)
+            return False
+
+        return self._write(txn, "taking a lease")
+
+    def release_lease(self, pending_id: str, holder: str) -> None:
+        """Give the lease back; a no-op unless ``holder`` holds it."""
+
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE pending SET lease_holder = NULL, lease_until = NULL"
+                " WHERE id = ? AND lease_holder = ?",
+                (pending_id, holder),
+            )
+
+        self._write(txn, "releasing a lease")
+
+    # -- cached non-interactive grants ----------------------------------------------------
+
+    def get_cached_grant(
+        self, key: str, *, now: float | None = None, margin: float = 30.0
+    ) -> CachedGrant | None:
+        """The cached grant for ``key`` if it is still good for at least ``margin`` seconds."""
+
+        def read(conn: sqlite3.Connection) -> CachedGrant | None:
+            row = conn.execute("SELECT * FROM cached_grants WHERE key = ?", (key,)).fetchone()
+            return None if row is None else _grant_from_row(row)
+
+        grant = self._read(read, "reading a cached grant")
+        if grant is None:
+            return None
+        at = self._clock() if now is None else now
+        if grant.expires_at is not None and grant.expires_at - margin <= at:
+            return None
+        return grant
+
+    def put_cached_grant(self, grant: CachedGrant) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cached_grants (key, auth_server, access_token, manage_url,"
+                " expires_at, access, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET auth_server = excluded.auth_server,"
+                " access_token = excluded.access_token, manage_url = excluded.manage_url,"
+                " expires_at = excluded.expires_at, access = excluded.access,"
+                " created_at = excluded.created_at",
+                (
+                    grant.key,
+                    grant.auth_server,
+                    grant.access_token,
+                    grant.manage_url,
+                    grant.expires_at,
+                    _dumps(grant.access),
+                    grant.created_at,
+                ),
+            )
+
+        self._write(txn, "caching a grant")
+
+    def drop_cached_grant(self, key: str) -> None:
+        self._write(
+            lambda c: c.execute("DELETE FROM cached_grants WHERE key = ?", (key,)),
+            "dropping a cached grant",
+        )

@@ -1,0 +1,176 @@
+"""The ``opapprove`` command: global options, error handling, and the command groups.
+
+Command modules are small and import their heavy dependencies inside the command
+functions; this file must stay cheap to import (``opapprove --help`` target: 150 ms).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from opapprove import __version__
+from opapprove.cli import exitcodes
+from opapprove.cli.errors import classify
+from opapprove.cli.runtime import Runtime, hoist_global_options
+
+
+class OpApproveGroup(TyperGroup):
+    """Runs the command and turns every failure into one line and a documented exit code.
+
+    This lives in ``main`` (not only in ``run``) so CliRunner tests see the same behaviour.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        runtime = extra.pop("obj", None) or Runtime.from_argv(argv)
+        code = exitcodes.OK
+        try:
+            rv = super().main(
+                args=argv,
+                prog_name=prog_name or "opapprove",
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                obj=runtime,
+                **extra,
+            )
+            code = rv if isinstance(rv, int) else exitcodes.OK
+        except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                raise
+            code = _report(runtime, exc)
+        finally:
+            try:
+                runtime.close()
+            except Exception as exc:
+                if code == exitcodes.OK:
+                    code = _report(runtime, exc)
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def _report(runtime: Runtime, exc: BaseException) -> int:
+    from typer import _click
+
+    if isinstance(exc, _click.exceptions.NoArgsIsHelpError):
+        # A bare group: its help is the most useful answer.
+        if exc.ctx is not None:
+            sys.stderr.write(exc.ctx.get_help() + "\n")
+        return exitcodes.USAGE
+    report = classify(exc)
+    if runtime.debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    runtime.output.error(report)
+    return report.exit_code
+
+
+app = typer.Typer(
+    name="opapprove",
+    cls=OpApproveGroup,
+    help="Run and debug Open Payments (Interledger) interactive payment approvals.",
+    epilog=exitcodes.epilog(),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"opapprove {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML config file (default: the platform config dir)."),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="SQLite store file (overrides the config).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print every HTTP exchange to stderr.")
+    ] = False,
+    trace_file: Annotated[
+        Path | None,
+        typer.Option("--trace-file", help="Append every HTTP exchange as JSON lines (0600)."),
+    ] = None,
+    show_secrets: Annotated[
+        bool,
+        typer.Option("--show-secrets", help="Do not mask tokens and secrets in traces."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Run and debug Open Payments (Interledger) interactive payment approvals."""
+    runtime = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime()
+    runtime.config = config
+    runtime.store_path = store
+    runtime.json = json_output
+    runtime.debug = debug
+    runtime.trace = trace
+    runtime.trace_file = trace_file
+    runtime.show_secrets = show_secrets
+    ctx.obj = runtime
+
+
+@app.command()
+def version(ctx: typer.Context) -> None:
+    """Print the opapprove version."""
+    runtime: Runtime = ctx.obj
+    runtime.output.result(
+        {"version": __version__, "python": sys.version.split()[0]},
+        lambda console: console.print(f"opapprove {__version__}", markup=False),
+    )
+
+
+def _register() -> None:
+    from opapprove.cli import sandbox, seller, wallet
+
+    app.add_typer(seller.app, name="seller")
+    app.add_typer(wallet.app, name="wallet")
+    app.add_typer(sandbox.app, name="sandbox")
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process and return the exit code (for embedding and tests)."""
+    command = typer.main.get_command(app)
+    return int(command.main(args=argv, standalone_mode=False))
+
+
+def run() -> None:
+    """The console-script entry point."""
+    app(prog_name="opapprove")

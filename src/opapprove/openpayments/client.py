@@ -1,0 +1,732 @@
+"""One async client for every Open Payments operation: wallet address, GNAP AS, resource server.
+
+It behaves like the Node SDK 7.4 (``@interledger/open-payments``): ``Accept:
+application/json`` on every request, compact JSON bodies, RFC 9421 signatures on every
+POST and on anything carrying an access token, ``authServer`` / ``resourceServer`` used
+verbatim, responses checked against the spec's shapes. Every failure comes out as an
+``errors.OpenPaymentsError`` with a hint a person can act on; no httpx exception leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeGuard, TypeVar
+
+if "httpx" not in sys.modules:
+    # httpx's __init__ imports its command-line client (rich, click, pygments) whenever
+    # they are installed, and they are: the CLI depends on them. The library must not pay
+    # for the CLI, so give httpx an empty _main; httpx then falls back to a stub main().
+    sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ValidationError
+
+from opapprove import __version__
+from opapprove.openpayments import errors
+from opapprove.openpayments.error_hints import (
+    INCONSISTENT_HINT,
+    INVALID_RESPONSE_HINT,
+    REDIRECT_HINT,
+    Call,
+    hint_for,
+    one_line,
+    parse_error_body,
+)
+from opapprove.openpayments.exchange import Exchange
+from opapprove.openpayments.models import (
+    JWKS,
+    AccessToken,
+    ClientRef,
+    ContinueRequest,
+    CreateIncomingPayment,
+    CreateOutgoingPayment,
+    CreateQuote,
+    Grant,
+    GrantRequest,
+    GrantSpentAmounts,
+    IncomingPayment,
+    IncomingPaymentWithMethods,
+    OutgoingPayment,
+    OutgoingPaymentWithSpentAmounts,
+    Page,
+    PendingGrant,
+    PublicIncomingPayment,
+    Quote,
+    RotatedToken,
+    WalletAddress,
+    client_url,
+    parse_continue_response,
+    parse_grant_response,
+)
+from opapprove.openpayments.signatures import (
+    OpenPaymentsAuth,
+    SignedParts,
+    compact_json,
+    should_sign,
+)
+from opapprove.openpayments.urls import apply_use_http, check_url
+
+M = TypeVar("M")
+
+__all__ = ["Exchange", "GrantTimeout", "OpenPaymentsClient", "is_pending"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class GrantTimeout(errors.OpenPaymentsError):
+    """``poll_grant`` gave up: the user did not approve within the timeout."""
+
+
+def is_pending(grant: PendingGrant | Grant) -> TypeGuard[PendingGrant]:
+    """True while the grant still waits for the user (the SDK's ``isPendingGrant``)."""
+    return isinstance(grant, PendingGrant)
+
+
+def _join(base: str, path: str) -> str:
+    return f"{base.rstrip('/')}/{path}"
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class OpenPaymentsClient:
+    """An async Open Payments client; use it as ``async with OpenPaymentsClient(...) as op:``.
+
+    ``key``/``key_id`` sign requests (needed for everything but the unauthenticated GETs).
+    ``use_http`` rewrites every URL to http (a local Rafiki); plain http goes only to
+    loopback unless ``allow_http``. GETs are retried ``retries`` times on connection
+    errors and 5xx answers; nothing else is. ``on_exchange`` sees every attempt.
+    ``validate=False`` skips the status and consistency checks, but a body must still
+    parse into its model.
+    """
+
+    def __init__(
+        self,
+        *,
+        wallet_address_url: str | None = None,
+        key: Ed25519PrivateKey | None = None,
+        key_id: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+        use_http: bool = False,
+        allow_http: bool = False,
+        validate: bool = True,
+        retries: int = 2,
+        retry_backoff: float = 0.2,
+        on_exchange: Callable[[Exchange], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if (key is None) != (key_id is None):
+            raise errors.KeyLoadError(
+                "a signing key needs its key id, and a key id needs its key",
+                hint="give both the private key and the key id (the JWK's kid)",
+            )
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        self.wallet_address_url = wallet_address_url
+        self.key_id = key_id
+        self.timeout = timeout
+        self.use_http = use_http
+        self.allow_http = allow_http
+        self.validate = validate
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self.on_exchange = on_exchange
+        self._sleep = sleep
+        self._auth = OpenPaymentsAuth(key, key_id, clock=clock) if key and key_id else None
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"Accept": "application/json", "User-Agent": f"opapprove/{__version__}"},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenPaymentsClient(wallet_address_url={self.wallet_address_url!r}, "
+            f"key_id={self.key_id!r}, signing={self._auth is not None})"
+        )
+
+    async def __aenter__(self) -> OpenPaymentsClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ----------------------------------------------------------------- wallet addresses
+
+    async def get_wallet_address(self, url: str) -> WalletAddress:
+        call = Call("get-wallet-address", "wallet", 200)
+        response = await self._send(call, "GET", url)
+        return self._parse(call, response, WalletAddress.model_validate, "wallet address")
+
+    async def get_keys(self, url: str) -> JWKS:
+        """``GET {url}/jwks.json`` (one slash, whatever ``url`` ends with)."""
+        call = Call("get-wallet-address-keys", "wallet", 200)
+        response = await self._send(call, "GET", _join(url, "jwks.json"))
+        return self._parse(call, response, JWKS.model_validate, "key set")
+
+    # ----------------------------------------------------------------- grants
+
+    async def request_grant(self, auth_server: str, body: GrantRequest) -> PendingGrant | Grant:
+        call = Call("post-request", "auth", 200, client=self._client_for(body.client))
+        response = await self._send(call, "POST", auth_server, body=body)
+        return self._parse(call, response, parse_grant_response, "grant")
+
+    async def continue_grant(
+        self, uri: str, token: str, interact_ref: str | None = None
+    ) -> PendingGrant | Grant:
+        """Continue after the redirect (``interact_ref``) or poll (``None``: no body).
+
+        While the user has not approved, the answer is a ``PendingGrant`` without
+        ``interact``: only ``continue`` (possibly with a new token, uri and wait).
+        """
+        call = Call("post-continue", "auth", 200, client=self.wallet_address_url)
+        body = ContinueRequest(interact_ref=interact_ref) if interact_ref is not None else None
+        response = await self._send(call, "POST", uri, token=token, body=body)
+        return self._parse(call, response, parse_continue_response, "continuation")
+
+    async def poll_grant(
+        self,
+        uri: str,
+        token: str,
+        *,
+        wait: float,
+        timeout: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Grant:
+        """Poll a grant (one without a finish redirect) until the user approves it.
+
+        Waits ``wait`` seconds before the first poll and then whatever ``continue.wait``
+        says; a ``too_fast`` answer means waiting again. Raises ``GrantTimeout`` once
+        ``timeout`` seconds have gone by, and ``GrantError`` if the AS refuses.
+        """
+        started = time.monotonic()
+        slept = 0.0
+        delay = max(wait, 0.0)
+        while True:
+            # Time passes either for real or, with a fake sleep, only in what was slept.
+            spent = max(time.monotonic() - started, slept)
+            if spent + delay > timeout:
+                raise GrantTimeout(
+                    f"the grant was not approved within {timeout:g}s",
+                    hint="approve it at the interaction URL and poll again, or cancel it",
+                )
+            await sleep(delay)
+            slept += delay
+            try:
+                grant = await self.continue_grant(uri, token)
+            except errors.GrantError as exc:
+                if exc.code != "too_fast":
+                    raise
+                delay = max(wait, 1.0)
+                continue
+            if isinstance(grant, Grant):
+                return grant
+            uri, token = grant.continue_.uri, grant.continue_.token
+            delay = float(grant.continue_.wait) if grant.continue_.wait is not None else wait
+
+    async def cancel_grant(self, uri: str, token: str) -> None:
+        call = Call("delete-continue", "auth", 204, client=self.wallet_address_url)
+        await self._send(call, "DELETE", uri, token=token)
+
+    async def rotate_token(self, manage: str, token: str) -> AccessToken:
+        """``POST manage``: a new token value and a new manage URL; the old token dies."""
+        call = Call("post-token", "auth", 200, client=self.wallet_address_url)
+        response = await self._send(call, "POST", manage, token=token)
+        rotated = self._parse(call, response, RotatedToken.model_validate, "rotated token")
+        return rotated.access_token
+
+    async def revoke_token(self, manage: str, token: str) -> None:
+        call = Call("delete-token", "auth", 204, client=self.wallet_address_url)
+        await self._send(call, "DELETE", manage, token=token)
+
+    # ----------------------------------------------------------------- incoming payments
+
+    async def create_incoming_payment(
+        self, resource_server: str, token: str, body: CreateIncomingPayment
+    ) -> IncomingPaymentWithMethods:
+        call = self._rs_call("create-incoming-payment", 201)
+        url = _join(resource_server, "incoming-payments")
+        response = await self._send(call, "POST", url, token=token, body=body)
+        payment = self._parse(
+            call, response, IncomingPaymentWithMethods.model_validate, "incoming payment"
+        )
+        if self.validate:
+            self._check_incoming(response, payment, created=True)
+        return payment
+
+    async def get_incoming_payment(self, url: str, token: str) -> IncomingPaymentWithMethods:
+        call = self._rs_call("get-incoming-payment", 200)
+        response = await self._send(call, "GET", url, token=token)
+        payment = self._parse(
+            call, response, IncomingPaymentWithMethods.model_validate, "incoming payment"
+        )
+        if self.validate:
+            self._check_incoming(response, payment)
+        return payment
+
+    async def get_public_incoming_payment(self, url: str) -> PublicIncomingPayment:
+        """The unauthenticated, unsigned view: ``authServer`` and maybe ``receivedAmount``."""
+        call = Call("get-incoming-payment", "resource", 200)
+        response = await self._send(call, "GET", url)
+        return self._parse(
+            call, response, PublicIncomingPayment.model_validate, "public incoming payment"
+        )
+
+    async def complete_incoming_payment(self, url: str, token: str) -> IncomingPayment:
+        call = self._rs_call("complete-incoming-payment", 200)
+        response = await self._send(call, "POST", _join(url, "complete"), token=token)
+        payment = self._parse(call, response, IncomingPayment.model_validate, "incoming payment")
+        if self.validate:
+            self._check_incoming(response, payment, completed=True)
+        return payment
+
+    async def list_incoming_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        first: int | None = None,
+        last: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[IncomingPayment]:
+        call = self._rs_call("list-incoming-payments", 200)
+        url = _join(resource_server, "incoming-payments")
+        params = _page_params(wallet_address, first, last, cursor)
+        response = await self._send(call, "GET", url, token=token, params=params)
+        page = self._parse(
+            call, response, Page[IncomingPayment].model_validate, "incoming payment page"
+        )
+        if self.validate:
+            for payment in page.result:
+                self._check_incoming(response, payment)
+        return page
+
+    async def iter_incoming_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        page_size: int = 100,
+    ) -> AsyncIterator[IncomingPayment]:
+        """Every incoming payment of ``wallet_address``, following ``endCursor`` forward."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self.list_incoming_payments(
+                resource_server, token, wallet_address, first=page_size, cursor=cursor
+            )
+            for payment in page.result:
+                yield payment
+            cursor = self._next_cursor(page, seen, "list-incoming-payments", resource_server)
+            if cursor is None:
+                return
+
+    # ----------------------------------------------------------------- quotes
+
+    async def create_quote(self, resource_server: str, token: str, body: CreateQuote) -> Quote:
+        call = self._rs_call("create-quote", 201)
+        url = _join(resource_server, "quotes")
+        response = await self._send(call, "POST", url, token=token, body=body)
+        return self._parse(call, response, Quote.model_validate, "quote")
+
+    async def get_quote(self, url: str, token: str) -> Quote:
+        call = self._rs_call("get-quote", 200)
+        response = await self._send(call, "GET", url, token=token)
+        return self._parse(call, response, Quote.model_validate, "quote")
+
+    # ----------------------------------------------------------------- outgoing payments
+
+    async def create_outgoing_payment(
+        self, resource_server: str, token: str, body: CreateOutgoingPayment
+    ) -> OutgoingPaymentWithSpentAmounts:
+        call = self._rs_call("create-outgoing-payment", 201)
+        url = _join(resource_server, "outgoing-payments")
+        response = await self._send(call, "POST", url, token=token, body=body)
+        payment = self._parse(
+            call, response, OutgoingPaymentWithSpentAmounts.model_validate, "outgoing payment"
+        )
+        if self.validate:
+            self._check_outgoing(response, payment)
+        return payment
+
+    async def get_outgoing_payment(self, url: str, token: str) -> OutgoingPayment:
+        call = self._rs_call("get-outgoing-payment", 200)
+        response = await self._send(call, "GET", url, token=token)
+        payment = self._parse(call, response, OutgoingPayment.model_validate, "outgoing payment")
+        if self.validate:
+            self._check_outgoing(response, payment)
+        return payment
+
+    async def list_outgoing_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        first: int | None = None,
+        last: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[OutgoingPayment]:
+        call = self._rs_call("list-outgoing-payments", 200)
+        url = _join(resource_server, "outgoing-payments")
+        params = _page_params(wallet_address, first, last, cursor)
+        response = await self._send(call, "GET", url, token=token, params=params)
+        page = self._parse(
+            call, response, Page[OutgoingPayment].model_validate, "outgoing payment page"
+        )
+        if self.validate:
+            for payment in page.result:
+                self._check_outgoing(response, payment)
+        return page
+
+    async def iter_outgoing_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        page_size: int = 100,
+    ) -> AsyncIterator[OutgoingPayment]:
+        """Every outgoing payment of ``wallet_address``, following ``endCursor`` forward."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self.list_outgoing_payments(
+                resource_server, token, wallet_address, first=page_size, cursor=cursor
+            )
+            for payment in page.result:
+                yield payment
+            cursor = self._next_cursor(page, seen, "list-outgoing-payments", resource_server)
+            if cursor is None:
+                return
+
+    async def get_grant_spent_amounts(self, resource_server: str, token: str) -> GrantSpentAmounts:
+        """What the grant behind ``token`` (outgoing-payment create) has spent this interval."""
+        call = self._rs_call("get-outgoing-payment-grant", 200)
+        url = _join(resource_server, "outgoing-payment-grant")
+        response = await self._send(call, "GET", url, token=token)
+        return self._parse(call, response, GrantSpentAmounts.model_validate, "grant spent amounts")
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _client_for(self, client: ClientRef) -> str | None:
+        return client_url(client) or self.wallet_address_url
+
+    def _rs_call(self, operation: str, expected: int) -> Call:
+        return Call(operation, "resource", expected, client=self.wallet_address_url)
+
+    def _target(self, url: str) -> str:
+        target = apply_use_http(url) if self.use_http else url
+        return check_url(target, allow_http=self.allow_http)
+
+    async def _send(
+        self,
+        call: Call,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        body: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        target = self._target(url)
+        headers: dict[str, str] = {}
+        if token is not None:
+            headers["Authorization"] = f"GNAP {token}"
+        content: bytes | None = None
+        if body is not None:
+            content = compact_json(body.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            headers["Content-Type"] = "application/json"
+        signed = should_sign(method, headers)
+        if signed and self._auth is None:
+            raise errors.KeyLoadError(
+                f"{method} {target} must be signed, but this client has no private key",
+                hint="give the client wallet's private key and its key id",
+            )
+        # Only reads are retried: a POST or DELETE that timed out may have happened,
+        # and money must move once.
+        attempts = 1 + self.retries if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            response, failure = await self._attempt(
+                call, method, target, headers, content, params, attempt, signed
+            )
+            retryable = failure is not None or (
+                response is not None and response.status_code >= 500
+            )
+            if retryable and attempt < attempts:
+                await self._sleep(self.retry_backoff * 2 ** (attempt - 1))
+                continue
+            if failure is not None:
+                raise failure
+            assert response is not None
+            self._check_status(call, method, response)
+            return response
+        raise AssertionError("unreachable")
+
+    async def _attempt(
+        self,
+        call: Call,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        params: dict[str, str] | None,
+        attempt: int,
+        signed: bool,
+    ) -> tuple[httpx.Response | None, errors.TransportError | None]:
+        try:
+            request = self._http.build_request(
+                method, target, headers=headers, content=content, params=params
+            )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise errors.TransportError(
+                f"cannot {method} {target}: {exc}",
+                method=method,
+                url=target,
+                hint="check the URL",
+            ) from exc
+        started = time.perf_counter()
+        response: httpx.Response | None = None
+        failure: errors.TransportError | None = None
+        try:
+            response = await self._http.send(request, auth=self._auth if signed else None)
+        except httpx.TimeoutException as exc:
+            failure = errors.TransportError(
+                f"{method} {request.url} timed out after {self.timeout:g}s ({type(exc).__name__})",
+                method=method,
+                url=str(request.url),
+                hint="the server is slow or unreachable: try again, or raise the timeout",
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            failure = errors.TransportError(
+                f"{method} {request.url} failed: {one_line(str(exc) or type(exc).__name__)}",
+                method=method,
+                url=str(request.url),
+                hint=_transport_hint(exc, str(request.url)),
+            )
+        elapsed = time.perf_counter() - started
+        if self.on_exchange is not None:
+            signature = request.extensions.get("opapprove_signature")
+            self.on_exchange(
+                Exchange(
+                    method=method,
+                    url=str(request.url),
+                    request_headers=dict(request.headers),
+                    request_body=request.content,
+                    signature=signature if isinstance(signature, SignedParts) else None,
+                    status=response.status_code if response is not None else None,
+                    response_headers=dict(response.headers) if response is not None else {},
+                    response_body=response.content if response is not None else b"",
+                    elapsed=elapsed,
+                    error=str(failure) if failure is not None else None,
+                    operation=call.operation,
+                    attempt=attempt,
+                )
+            )
+        return response, failure
+
+    def _check_status(self, call: Call, method: str, response: httpx.Response) -> None:
+        status = response.status_code
+        url = str(response.request.url)
+        error_cls = errors.GrantError if call.kind == "auth" else errors.ResourceError
+        text = response.content.decode("utf-8", "replace")
+        if 300 <= status < 400:
+            location = response.headers.get("location", "nowhere")
+            raise error_cls(
+                f"{method} {url} answered {status}, a redirect to {location}",
+                method=method,
+                url=url,
+                status=status,
+                body=text,
+                hint=REDIRECT_HINT,
+            )
+        if not 200 <= status < 300:
+            code, description, details = parse_error_body(response.content)
+            summary = " ".join(part for part in (code, description) if part) or (
+                response.reason_phrase or "error"
+            )
+            raise error_cls(
+                f"{method} {url} failed: {status} {one_line(summary)}",
+                method=method,
+                url=url,
+                status=status,
+                code=code,
+                description=description,
+                details=details,
+                body=text,
+                hint=hint_for(call, status, code, description, self.key_id),
+            )
+        if self.validate and status != call.expected:
+            raise errors.InvalidResponse(
+                f"{method} {url} answered {status}; {call.operation} answers {call.expected}",
+                method=method,
+                url=url,
+                status=status,
+                body=text,
+                hint=INVALID_RESPONSE_HINT,
+            )
+
+    def _parse(
+        self,
+        call: Call,
+        response: httpx.Response,
+        parse: Callable[[Any], M],
+        what: str,
+    ) -> M:
+        method, url, status = (
+            response.request.method,
+            str(response.request.url),
+            response.status_code,
+        )
+        text = response.content.decode("utf-8", "replace")
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise errors.InvalidResponse(
+                f"{method} {url} answered {status} with a body that is not JSON ({kind})",
+                method=method,
+                url=url,
+                status=status,
+                body=text,
+                hint=REDIRECT_HINT if "html" in kind else INVALID_RESPONSE_HINT,
+            ) from None
+        try:
+            return parse(data)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                for e in exc.errors()
+            ]
+            raise errors.InvalidResponse(
+                f"{method} {url}: the {what} does not match the Open Payments spec "
+                f"({len(problems)} problem{'s' if len(problems) != 1 else ''}; {problems[0]})",
+                method=method,
+                url=url,
+                status=status,
+                details={"errors": problems},
+                body=text,
+                hint=INVALID_RESPONSE_HINT,
+            ) from None
+        except ValueError as exc:
+            raise errors.InvalidResponse(
+                f"{method} {url}: the {what} does not match the Open Payments spec ({exc})",
+                method=method,
+                url=url,
+                status=status,
+                details={"errors": [str(exc)]},
+                body=text,
+                hint=INVALID_RESPONSE_HINT,
+            ) from None
+
+    def _inconsistent(self, response: httpx.Response, problem: str) -> errors.InvalidResponse:
+        method, url = response.request.method, str(response.request.url)
+        return errors.InvalidResponse(
+            f"{method} {url}: {problem}",
+            method=method,
+            url=url,
+            status=response.status_code,
+            details={"errors": [problem]},
+            body=response.content.decode("utf-8", "replace"),
+            hint=INCONSISTENT_HINT,
+        )
+
+    def _check_incoming(
+        self,
+        response: httpx.Response,
+        payment: IncomingPayment,
+        *,
+        created: bool = False,
+        completed: bool = False,
+    ) -> None:
+        received = payment.received_amount
+        if payment.incoming_amount is not None and not payment.incoming_amount.same_asset(received):
+            raise self._inconsistent(
+                response, "the incoming payment's incomingAmount and receivedAmount differ in asset"
+            )
+        if created and (int(received.value) != 0 or payment.completed):
+            raise self._inconsistent(
+                response, "a new incoming payment must have received 0 and not be completed"
+            )
+        if completed and not payment.completed:
+            raise self._inconsistent(response, "the completed incoming payment is not completed")
+
+    def _check_outgoing(self, response: httpx.Response, payment: OutgoingPayment) -> None:
+        debit, sent = payment.debit_amount, payment.sent_amount
+        if not debit.same_asset(sent):
+            raise self._inconsistent(
+                response, "the outgoing payment's debitAmount and sentAmount differ in asset"
+            )
+        if int(sent.value) > int(debit.value):
+            raise self._inconsistent(
+                response, "the outgoing payment sent more than its debitAmount"
+            )
+        if int(sent.value) == int(debit.value) and payment.failed:
+            raise self._inconsistent(
+                response, "the outgoing payment sent its whole debitAmount but is marked failed"
+            )
+
+    def _next_cursor(
+        self, page: Page[Any], seen: set[str], operation: str, resource_server: str
+    ) -> str | None:
+        info = page.pagination
+        if not info.has_next_page:
+            return None
+        cursor = info.end_cursor
+        if cursor is None or cursor in seen:
+            raise errors.InvalidResponse(
+                f"{operation} at {resource_server} says there is a next page but gives "
+                + ("no endCursor" if cursor is None else f"the same endCursor {cursor!r} again"),
+                method="GET",
+                url=resource_server,
+                status=200,
+                hint=INCONSISTENT_HINT,
+            )
+        seen.add(cursor)
+        return cursor
+
+
+def _page_params(
+    wallet_address: str, first: int | None, last: int | None, cursor: str | None
+) -> dict[str, str]:
+    if first is not None and last is not None:
+        raise ValueError("give first (forward) or last (backward), not both")
+    params = {"wallet-address": wallet_address}
+    for name, value in (("first", first), ("last", last)):
+        if value is not None:
+            if not 1 <= value <= 100:
+                raise ValueError(f"{name} must be from 1 to 100, not {value}")
+            params[name] = str(value)
+    if cursor is not None:
+        if not cursor:
+            raise ValueError("cursor must not be empty")
+        params["cursor"] = cursor
+    return params
+
+
+def _transport_hint(exc: Exception, url: str) -> str:
+    text = str(exc).lower()
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        if url.startswith("https://"):
+            return "TLS failed: if this is a local wallet without TLS, use use_http"
+        return "TLS failed: check the server's certificate"
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect: check the URL and that the server is running"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection or spoke something other than HTTP: try again"
+    return "check the URL and your network, then try again"

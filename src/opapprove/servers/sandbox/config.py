@@ -1,0 +1,187 @@
+"""What a sandbox runs with: its accounts, keys, lifetimes, fees, clock and operator knobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opapprove.openpayments.errors import KeyLoadError
+from opapprove.openpayments.keys import Jwk
+
+# Path segments the sandbox itself uses; an account may not shadow them.
+RESERVED_NAMES = frozenset({"auth", "op", "interact", "_admin", "favicon.ico"})
+# Account names end up in ILP addresses (test.opapprove.<name>) and in URL paths.
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class SandboxConfigError(ValueError):
+    """A sandbox configuration that cannot work (one line: what, why, what to do)."""
+
+
+@dataclass
+class AccountConfig:
+    """One wallet address of the sandbox, ``{public}/{name}``."""
+
+    name: str
+    public_name: str | None = None
+    asset_code: str = "USD"
+    asset_scale: int = 2
+    balance: int = 0
+    keys: list[Jwk] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FeePolicy:
+    """The sending side's fee: ``fixed`` minor units plus ``basis_points`` of the receive amount."""
+
+    fixed: int = 0
+    basis_points: int = 0
+
+    def fee_for(self, receive: int) -> int:
+        return self.fixed + math.ceil(receive * self.basis_points / 10_000)
+
+    def receive_for_debit(self, debit: int) -> int:
+        """The largest receive amount whose receive + fee fits in ``debit`` (0 if none does)."""
+        if debit <= self.fixed:
+            return 0
+        receive = (debit - self.fixed) * 10_000 // (10_000 + self.basis_points)
+        while receive > 0 and receive + self.fee_for(receive) > debit:
+            receive -= 1
+        return receive
+
+
+def _default_accounts() -> list[AccountConfig]:
+    return [
+        AccountConfig(name="buyer", public_name="Buyer", balance=100_000),
+        AccountConfig(name="seller", public_name="Seller"),
+    ]
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class SandboxConfig:
+    """Everything a sandbox needs; all durations are seconds.
+
+    ``public_url`` is the origin clients address (signatures are checked against
+    ``public_url + path + query``). ``None`` means: take it from each request's scheme
+    and ``Host`` header, which is what a server bound to port 0 needs.
+    """
+
+    accounts: list[AccountConfig] = field(default_factory=_default_accounts)
+    # The client wallet (the seller in the seed) publishes these keys in its jwks.json.
+    client_account: str = "seller"
+    seller_keys: list[Jwk] = field(default_factory=list)
+    extra_keys: list[Jwk] = field(default_factory=list)
+    public_url: str | None = None
+    wait_seconds: int = 5
+    interaction_lifetime: float = 600.0
+    token_lifetime: int = 600
+    quote_lifetime: float = 300.0
+    incoming_payment_lifetime: float = 30 * 24 * 3600.0
+    fee: FeePolicy = field(default_factory=FeePolicy)
+    clock: Callable[[], float] = time.time
+    # Injectable so tests can see latency and delay faults without sleeping.
+    sleep: Sleep = asyncio.sleep
+    state_path: Path | None = None
+    latency: float = 0.0
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Optional freshness check on the signature's `created`; Rafiki has none.
+    created_window: int | None = None
+    # Rafiki digests JSON.stringify(JSON.parse(body)); refuse bodies that differ from that.
+    require_compact_json: bool = True
+    http_timeout: float = 5.0
+
+    def validate(self) -> None:
+        names: set[str] = set()
+        for acct in self.accounts:
+            if not ACCOUNT_NAME.match(acct.name) or acct.name in RESERVED_NAMES:
+                raise SandboxConfigError(
+                    f"account name {acct.name!r} cannot be used: it must be lowercase letters, "
+                    "digits, '-' or '_' and not one of " + ", ".join(sorted(RESERVED_NAMES))
+                )
+            if acct.name in names:
+                raise SandboxConfigError(f"account {acct.name!r} is configured twice")
+            names.add(acct.name)
+            if not 0 <= acct.asset_scale <= 255 or acct.balance < 0:
+                raise SandboxConfigError(
+                    f"account {acct.name!r} needs an asset scale of 0..255 and a balance >= 0"
+                )
+        if self.client_account not in names:
+            raise SandboxConfigError(
+                f"the client account {self.client_account!r} is not among the accounts "
+                f"({', '.join(sorted(names))})"
+            )
+        if self.public_url is not None and not re.match(
+            r"^https?://[^/?#]+(/[^?#]*)?$", self.public_url
+        ):
+            raise SandboxConfigError(
+                f"public_url {self.public_url!r} must be an http(s) origin like http://127.0.0.1:8080"
+            )
+        if min(self.wait_seconds, self.interaction_lifetime, self.token_lifetime) < 0:
+            raise SandboxConfigError("wait and lifetimes must not be negative")
+
+    def keys_for(self, account: str) -> list[Jwk]:
+        acct = next(a for a in self.accounts if a.name == account)
+        keys = list(acct.keys)
+        if account == self.client_account:
+            keys += self.seller_keys + self.extra_keys
+        return keys
+
+
+def load_public_keys(path: Path) -> list[Jwk]:
+    """Read a public JWK, or a JWKS ``{"keys": [...]}``, from ``path`` (``--key FILE.jwk``)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise KeyLoadError(
+            f"cannot read key file {path}: {exc.strerror or exc}",
+            hint="give the path of a public JWK file (JSON)",
+        ) from exc
+    except ValueError as exc:
+        raise KeyLoadError(
+            f"key file {path} is not JSON ({exc})",
+            hint="give a public JWK like the ones in a wallet's jwks.json",
+        ) from exc
+    items = data.get("keys") if isinstance(data, dict) and "keys" in data else [data]
+    if not isinstance(items, list) or not items:
+        raise KeyLoadError(f"key file {path} holds no keys")
+    if any(isinstance(item, dict) and "d" in item for item in items):
+        raise KeyLoadError(
+            f"key file {path} holds a private key",
+            hint="give the sandbox only the public JWK (without 'd')",
+        )
+    return [Jwk.from_dict(item) for item in items]
+
+
+def describe(config: SandboxConfig, base_url: str | None = None) -> list[dict[str, Any]]:
+    """The wallets a sandbox serves, for ``opapprove sandbox`` to print.
+
+    ``base_url`` is the origin it listens on; it defaults to ``config.public_url``.
+    """
+    base = (base_url or config.public_url or "").rstrip("/")
+    if not base:
+        raise SandboxConfigError("describe() needs the sandbox's URL: pass base_url")
+    out = []
+    for acct in config.accounts:
+        out.append(
+            {
+                "name": acct.name,
+                "url": f"{base}/{acct.name}",
+                "publicName": acct.public_name,
+                "assetCode": acct.asset_code,
+                "assetScale": acct.asset_scale,
+                "balance": acct.balance,
+                "keyIds": [k.kid for k in config.keys_for(acct.name)],
+                "client": acct.name == config.client_account,
+            }
+        )
+    return out

@@ -1,0 +1,162 @@
+"""The interaction endpoints and the consent page a person approves or rejects a grant on.
+
+Plain HTML forms (no script, no external assets) so a headless browser can click
+``#approve`` / ``#reject``. Each decision answers 303 to the client's finish URI.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from opapprove.openpayments.money import format_wire
+from opapprove.servers.sandbox import grants
+from opapprove.servers.sandbox.errors import SandboxError
+from opapprove.servers.sandbox.records import Grant
+from opapprove.servers.sandbox.state import SandboxState
+from opapprove.servers.sandbox.urls import base_url
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}"
+    "dt{font-weight:600;margin-top:.6rem}dd{margin:0;word-break:break-all}"
+    "form{display:inline-block;margin:1.2rem .6rem 0 0}"
+    "button{font-size:1rem;padding:.5rem 1.4rem}"
+)
+
+
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)} · opapprove sandbox</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _describe_item(item: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    kind = str(item.get("type"))
+    actions = ", ".join(str(a) for a in item.get("actions", []))
+    rows.append(("access", "Access", f"{kind}: {actions}"))
+    if item.get("identifier"):
+        rows.append(("sender", "From wallet", str(item["identifier"])))
+    limits = item.get("limits") or {}
+    if "debitAmount" in limits:
+        rows.append(("amount", "Amount", format_wire(limits["debitAmount"])))
+    elif "receiveAmount" in limits:
+        rows.append(("amount", "Amount received", format_wire(limits["receiveAmount"])))
+    elif kind == "outgoing-payment":
+        rows.append(("amount", "Amount", "no limit"))
+    if "receiver" in limits:
+        rows.append(("receiver", "Receiver", str(limits["receiver"])))
+    if "interval" in limits:
+        rows.append(("interval", "Every", str(limits["interval"])))
+    return rows
+
+
+def consent_page(base: str, grant: Grant, nonce: str) -> HTMLResponse:
+    who = escape(grant.client_name or "An application")
+    client_url = escape(grant.client_wallet or "")
+    rows: list[tuple[str, str, str]] = []
+    for item in grant.access:
+        rows.extend(_describe_item(item))
+    if grant.subject is not None:
+        ids = ", ".join(str(s.get("id")) for s in grant.subject.get("sub_ids", []))
+        rows.append(("subject", "Identify you as", ids))
+    seen: set[str] = set()
+    details = []
+    for key, label, value in rows:
+        html_id = key if key not in seen else f"{key}-{len(seen)}"
+        seen.add(key)
+        details.append(f'<dt>{escape(label)}</dt><dd id="{html_id}">{escape(value)}</dd>')
+    action = f"{base}/interact/{grant.interact_id}/{escape(nonce)}"
+    body = (
+        f'<p><strong id="client-name">{who}</strong> (<span id="client-url">{client_url}</span>)'
+        " asks for your approval.</p>"
+        f"<dl>{''.join(details)}</dl>"
+        f'<form method="post" action="{action}/accept">'
+        '<button id="approve" type="submit">Approve</button></form>'
+        f'<form method="post" action="{action}/reject">'
+        '<button id="reject" type="submit">Reject</button></form>'
+    )
+    return page("Approve a payment", body)
+
+
+def _state(request: Request) -> SandboxState:
+    state: SandboxState = request.app.state.sandbox
+    return state
+
+
+def _go(url: str | None, title: str, text: str) -> Response:
+    if url is not None:
+        return RedirectResponse(url, status_code=303)
+    return page(title, f"<p>{escape(text)}</p>")
+
+
+_OUTCOME_TEXT = {
+    "approved": ("Approved", "You approved the request. You can return to the application."),
+    "rejected": ("Rejected", "You rejected the request. You can return to the application."),
+    "expired": ("Expired", "This approval request expired. Ask the application to start again."),
+    "unknown": ("Cancelled", "This approval request was cancelled by the application."),
+    "invalid": ("Already decided", "This approval request was already decided."),
+}
+
+
+async def start(request: Request) -> Response:
+    state = _state(request)
+    base = base_url(request, state.config.public_url)
+    try:
+        grant = grants.find_interaction(
+            state, request.path_params["id"], request.path_params["nonce"]
+        )
+    except SandboxError as exc:
+        return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
+    blocked = grants.interaction_blocker(state, grant)
+    if blocked is not None:
+        return _go(blocked.finish_url, *_OUTCOME_TEXT[blocked.outcome])
+    return consent_page(base, grant, request.path_params["nonce"])
+
+
+async def _decide(request: Request, accept: bool) -> Response:
+    state = _state(request)
+    try:
+        decision = grants.decide_interaction(
+            state, request.path_params["id"], request.path_params["nonce"], accept=accept
+        )
+    except SandboxError as exc:
+        return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
+    return _go(decision.finish_url, *_OUTCOME_TEXT[decision.outcome])
+
+
+async def accept(request: Request) -> Response:
+    return await _decide(request, True)
+
+
+async def reject(request: Request) -> Response:
+    return await _decide(request, False)
+
+
+async def finish(request: Request) -> Response:
+    state = _state(request)
+    try:
+        grant = grants.find_interaction(
+            state, request.path_params["id"], request.path_params["nonce"]
+        )
+    except SandboxError as exc:
+        return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
+    url = grants.finish_redirect(state, grant)
+    if url is None:
+        return page("Nothing to finish", "<p>This request has no decision to report yet.</p>")
+    return RedirectResponse(url, status_code=302)
+
+
+ROUTES = [
+    Route("/interact/{id}/{nonce}", start, methods=["GET"]),
+    Route("/interact/{id}/{nonce}/accept", accept, methods=["POST"]),
+    Route("/interact/{id}/{nonce}/reject", reject, methods=["POST"]),
+    Route("/interact/{id}/{nonce}/finish", finish, methods=["GET"]),
+]

@@ -1,0 +1,176 @@
+"""The sandbox's state: every record in memory behind one lock, mirrored to SQLite if asked.
+
+It is also the operator's Python handle for in-process tests and the demo: approve a
+pending interaction, read balances and payments, set faults and latency.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from opapprove.servers.sandbox.config import AccountConfig, SandboxConfig
+from opapprove.servers.sandbox.errors import SandboxError
+from opapprove.servers.sandbox.faults import FaultBook, FaultRule, parse_rule
+from opapprove.servers.sandbox.records import (
+    AccessToken,
+    Account,
+    Grant,
+    IncomingPayment,
+    OutgoingPayment,
+    Quote,
+    Record,
+    from_data,
+)
+from opapprove.servers.sandbox.storage import SqliteStorage
+
+
+class SandboxState:
+    def __init__(self, config: SandboxConfig) -> None:
+        config.validate()
+        self.config = config
+        # Re-entrant: an operation holding it may call helpers that take it too.
+        self.lock = threading.RLock()
+        self.accounts: dict[str, Account] = {}
+        self.grants: dict[str, Grant] = {}
+        self.tokens: dict[str, AccessToken] = {}  # by management id
+        self.incoming: dict[str, IncomingPayment] = {}
+        self.quotes: dict[str, Quote] = {}
+        self.outgoing: dict[str, OutgoingPayment] = {}
+        self.faults = FaultBook()
+        self.latency = float(config.latency)
+        self._seq = 0
+        self._storage = SqliteStorage(config.state_path) if config.state_path else None
+        if self._storage is not None:
+            self._load(self._storage.load())
+        fresh = []
+        for acct in config.accounts:
+            if acct.name not in self.accounts:
+                self.accounts[acct.name] = Account(id=acct.name, balance=acct.balance)
+                fresh.append(self.accounts[acct.name])
+        self.commit(*fresh)
+        for route, spec in config.faults.items():
+            self.faults.set(parse_rule(route, spec))
+
+    def _load(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        for data in rows.get(Account.kind, []):
+            self.accounts[data["id"]] = from_data(Account, data)
+        for data in rows.get(Grant.kind, []):
+            self.grants[data["id"]] = from_data(Grant, data)
+        for data in rows.get(AccessToken.kind, []):
+            self.tokens[data["id"]] = from_data(AccessToken, data)
+        for data in rows.get(IncomingPayment.kind, []):
+            self.incoming[data["id"]] = from_data(IncomingPayment, data)
+        for data in rows.get(Quote.kind, []):
+            self.quotes[data["id"]] = from_data(Quote, data)
+        for data in rows.get(OutgoingPayment.kind, []):
+            self.outgoing[data["id"]] = from_data(OutgoingPayment, data)
+        seqs = [p.seq for p in self.incoming.values()] + [p.seq for p in self.outgoing.values()]
+        self._seq = max(seqs, default=0)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def now(self) -> float:
+        return self.config.clock()
+
+    def next_seq(self) -> int:
+        with self.lock:
+            self._seq += 1
+            return self._seq
+
+    def commit(self, *records: Record, deleted: Iterable[Record] = ()) -> None:
+        """Write changed records (already changed in memory) to SQLite in one transaction."""
+        if self._storage is not None:
+            with self.lock:
+                self._storage.write(records, [(r.kind, r.id) for r in deleted])
+
+    def close(self) -> None:
+        if self._storage is not None:
+            with self.lock:
+                self._storage.close()
+                self._storage = None
+
+    def account_config(self, name: str) -> AccountConfig | None:
+        return next((a for a in self.config.accounts if a.name == name), None)
+
+    def token_by_value(self, value: str) -> AccessToken | None:
+        return next((t for t in self.tokens.values() if t.value == value), None)
+
+    def grant_by_continue_id(self, continue_id: str) -> Grant | None:
+        return next((g for g in self.grants.values() if g.continue_id == continue_id), None)
+
+    def grant_by_interaction(self, interact_id: str) -> Grant | None:
+        return next((g for g in self.grants.values() if g.interact_id == interact_id), None)
+
+    # ------------------------------------------------------------------ operator API
+
+    def approve(self, redirect_url: str, reject: bool = False) -> str:
+        """Do what a person's click on the consent page does; return the client's finish URL.
+
+        The URL is returned, not fetched. It is ``""`` for a grant that asked for no finish
+        redirect (the client polls instead).
+        """
+        from opapprove.servers.sandbox.grants import decide_interaction
+
+        path = urlsplit(redirect_url).path.rstrip("/").split("/")
+        if len(path) < 4 or path[-3] != "interact":
+            raise SandboxError(
+                f"{redirect_url!r} is not an interaction URL ({{public}}/interact/{{id}}/{{nonce}})"
+            )
+        decision = decide_interaction(self, path[-2], path[-1], accept=not reject)
+        return decision.finish_url or ""
+
+    def balance(self, name: str) -> int:
+        with self.lock:
+            account = self.accounts.get(name)
+            if account is None:
+                raise SandboxError(f"no account {name!r}", status=404)
+            return account.balance
+
+    def accounts_summary(self) -> list[dict[str, Any]]:
+        with self.lock:
+            out = []
+            for acct in self.config.accounts:
+                out.append(
+                    {
+                        "name": acct.name,
+                        "publicName": acct.public_name,
+                        "assetCode": acct.asset_code,
+                        "assetScale": acct.asset_scale,
+                        "balance": self.accounts[acct.name].balance,
+                        "keyIds": [k.kid for k in self.config.keys_for(acct.name)],
+                    }
+                )
+            return out
+
+    def incoming_payments(self) -> list[IncomingPayment]:
+        with self.lock:
+            return sorted(self.incoming.values(), key=lambda p: p.seq)
+
+    def outgoing_payments(self) -> list[OutgoingPayment]:
+        with self.lock:
+            return sorted(self.outgoing.values(), key=lambda p: p.seq)
+
+    def set_fault(
+        self,
+        route: str,
+        *,
+        status: int | None = None,
+        delay: float | None = None,
+        drop: str | None = None,
+        times: int | None = None,
+    ) -> FaultRule:
+        spec = {"status": status, "delay": delay, "drop": drop, "times": times}
+        rule = parse_rule(route, {k: v for k, v in spec.items() if v is not None})
+        self.faults.set(rule)
+        return rule
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def set_latency(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise SandboxError(f"latency {seconds!r} must be a number of seconds >= 0")
+        self.latency = float(seconds)

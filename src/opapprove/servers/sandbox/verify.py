@@ -1,0 +1,175 @@
+"""Who a client is and whether it signed the request: key lookup and Rafiki's verifier rules.
+
+A client wallet on this sandbox is looked up in memory; any other wallet's ``jwks.json``
+is fetched over HTTP the way Rafiki does (``Accept: application/json``, spec-shaped JWKS).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+
+from opapprove.openpayments.errors import KeyLoadError, SignatureError
+from opapprove.openpayments.keys import Jwk
+from opapprove.openpayments.signatures import compact_json, parse_signature_input, verify_request
+from opapprove.servers.sandbox.errors import GnapError, ResourceServerError
+from opapprove.servers.sandbox.state import SandboxState
+from opapprove.servers.sandbox.urls import account_of, target_uri
+
+
+@dataclass
+class ClientKeys:
+    """A client's keys; ``keys`` is None when they could not be retrieved (``problem`` says why)."""
+
+    client: str
+    keys: list[Jwk] | None
+    public_name: str | None = None
+    problem: str | None = None
+    raw: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def wallet_keys(
+    state: SandboxState, base: str, wallet: str, *, want_name: bool = False
+) -> ClientKeys:
+    name = account_of(base, wallet)
+    acct = state.account_config(name) if name else None
+    if acct is not None:
+        keys = state.config.keys_for(acct.name)
+        return ClientKeys(wallet, keys, acct.public_name, raw=[k.to_dict() for k in keys])
+    try:
+        async with httpx.AsyncClient(timeout=state.config.http_timeout) as http:
+            headers = {"Accept": "application/json"}
+            jwks = await http.get(f"{wallet}/jwks.json", headers=headers)
+            public_name = None
+            if want_name:
+                doc = await http.get(wallet, headers=headers)
+                data = doc.json() if doc.status_code == 200 else {}
+                name_value = data.get("publicName") if isinstance(data, dict) else None
+                public_name = name_value if isinstance(name_value, str) else None
+    except (httpx.HTTPError, ValueError) as exc:
+        return ClientKeys(wallet, None, problem=f"cannot fetch {wallet}/jwks.json: {exc}")
+    if jwks.status_code != 200:
+        return ClientKeys(wallet, None, problem=f"{wallet}/jwks.json answered {jwks.status_code}")
+    try:
+        data = jwks.json()
+    except ValueError:
+        return ClientKeys(wallet, None, problem=f"{wallet}/jwks.json is not JSON")
+    if not isinstance(data, dict) or set(data) != {"keys"} or not isinstance(data["keys"], list):
+        return ClientKeys(wallet, None, problem=f'{wallet}/jwks.json is not {{"keys": [...]}}')
+    try:
+        keys = [Jwk.from_dict(k) for k in data["keys"]]
+    except KeyLoadError as exc:
+        return ClientKeys(wallet, None, problem=f"{wallet}/jwks.json has a bad key: {exc}")
+    return ClientKeys(wallet, keys, public_name, raw=data["keys"])
+
+
+async def grant_client_keys(
+    state: SandboxState, base: str, wallet: str | None, jwk: dict[str, Any] | None
+) -> ClientKeys:
+    if wallet is not None:
+        return await wallet_keys(state, base, wallet)
+    key = Jwk.from_dict(jwk)
+    return ClientKeys(f"jwk:{key.kid}", [key], raw=[key.to_dict()])
+
+
+@dataclass
+class _Outcome:
+    asked: str | None = None
+    error: SignatureError | None = None
+
+
+def _check(
+    state: SandboxState, request: Request, body: bytes, base: str, keys: list[Jwk] | None
+) -> _Outcome:
+    by_kid = {k.kid: k for k in keys or []}
+    outcome = _Outcome()
+
+    def resolve(kid: str) -> Any:
+        outcome.asked = kid
+        key = by_kid.get(kid)
+        return None if key is None else key.public_key()
+
+    try:
+        verify_request(
+            request.method,
+            target_uri(request, base),
+            request.headers,
+            body,
+            resolve,
+            require_digest=True,
+            created_window=state.config.created_window,
+            now=state.now(),
+        )
+        if body and state.config.require_compact_json:
+            _check_compact(body)
+    except SignatureError as exc:
+        outcome.error = exc
+    return outcome
+
+
+def _check_compact(body: bytes) -> None:
+    try:
+        same = compact_json(json.loads(body)) == body
+    except (ValueError, UnicodeDecodeError):
+        same = False
+    if not same:
+        raise SignatureError(
+            "the body is not compact JSON; Rafiki digests JSON.stringify(JSON.parse(body)), "
+            "so this Content-Digest would not match there",
+            part="content-digest",
+            hint="send the body as compact JSON and digest exactly those bytes",
+        )
+
+
+def verify_as(
+    state: SandboxState, request: Request, body: bytes, base: str, client: ClientKeys
+) -> None:
+    """Auth-server rules: unknown key 400 invalid_client, anything else 401 invalid_client."""
+    outcome = _check(state, request, body, base, client.keys)
+    if outcome.error is None:
+        return
+    known = {k.kid for k in client.keys or []}
+    if outcome.asked is not None and outcome.asked not in known:
+        raise GnapError(400, "invalid_client", "could not determine client")
+    raise GnapError(401, "invalid_client", f"invalid signature: {outcome.error.message}")
+
+
+def _lenient_key_id(request: Request) -> str | None:
+    sig_input = request.headers.get("signature-input")
+    if not sig_input:
+        return None
+    try:
+        _, params = parse_signature_input(sig_input)
+    except SignatureError:
+        return None
+    kid = params.get("keyid")
+    return kid if isinstance(kid, str) and kid else None
+
+
+def verify_rs(
+    state: SandboxState, request: Request, body: bytes, base: str, client: ClientKeys
+) -> None:
+    """Resource-server rules: 401 "Signature validation error: ..." with Rafiki's details."""
+    outcome = _check(state, request, body, base, client.keys)
+    error = outcome.error
+    if error is None:
+        return
+    kid = outcome.asked or _lenient_key_id(request)
+    details: dict[str, Any] = {"client": client.client, "reason": error.message}
+    if kid is None:
+        description = "missing keyId in signature input"
+    else:
+        details["keyIdInSignature"] = kid
+        if outcome.asked is not None and client.keys is None:
+            description = "could not retrieve client keys"
+            details["reason"] = client.problem or error.message
+        elif outcome.asked is not None and outcome.asked not in {k.kid for k in client.keys or []}:
+            description = "could not find key in list of client keys"
+            details["clientKeys"] = client.raw
+        else:
+            description = "provided signature is invalid"
+    raise ResourceServerError(401, f"Signature validation error: {description}", details=details)

@@ -1,0 +1,177 @@
+"""Serve an ASGI app with uvicorn on loopback, in a background thread.
+
+``serve_in_thread(app)`` binds 127.0.0.1 (port 0 picks a free port), waits until the
+socket listens, and returns a ``RunningServer`` whose ``.url`` holds the real port.
+
+Connections are served by a uvicorn h11 protocol that also hands the app a way to close
+the connection without answering (``scope["extensions"]["opapprove.close_connection"]``),
+which the sandbox's drop faults use; uvicorn itself would answer 500 instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    from opapprove.servers.sandbox.config import SandboxConfig
+
+CLOSE_EXTENSION = "opapprove.close_connection"
+_LOOPBACK_NAMES = {"localhost"}
+
+
+class ServerStartError(RuntimeError):
+    """The server could not start listening (one line: what, why, what to do)."""
+
+
+class ClosableH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus a per-connection ``close`` callable in the scope."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        inner = self.app
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope.get("type") == "http":
+                extensions = dict(scope.get("extensions") or {})
+                extensions[CLOSE_EXTENSION] = transport.close
+                scope["extensions"] = extensions
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+class _Server(uvicorn.Server):
+    """Tells a waiting thread when its sockets listen (or when starting gave up)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RunningServer:
+    """A uvicorn server in a daemon thread; ``stop()`` (or leaving ``with``) shuts it down."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str, port: int):
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C in the main thread interrupts the wait)."""
+        while self._thread.is_alive():
+            self._thread.join(0.5)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RunningServer({self.url})"
+
+
+def serve_in_thread(
+    app: Callable[..., Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    start_timeout: float = 15.0,
+) -> RunningServer:
+    if not _is_loopback(host):
+        raise ServerStartError(
+            f"refusing to bind {host}: opapprove servers listen on loopback only; use 127.0.0.1"
+        )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=ClosableH11Protocol,
+        lifespan="off",
+        loop="asyncio",
+    )
+    server = _Server(config)
+    started = server.ready
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # uvicorn exits with SystemExit when it cannot bind
+            failure.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, name=f"uvicorn-{host}:{port}", daemon=True)
+    thread.start()
+    if not started.wait(start_timeout) or not server.started:
+        server.should_exit = True
+        why = f" ({failure[0]!r})" if failure else ""
+        raise ServerStartError(
+            f"could not start a server on {host}:{port}{why}; is the port already in use?"
+        )
+    bound = server.servers[0].sockets[0].getsockname()
+    return RunningServer(server, thread, host, int(bound[1]))
+
+
+def run_sandbox(
+    config: SandboxConfig,
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the sandbox until interrupted (``opapprove sandbox``); ``on_ready`` gets its URL.
+
+    ``config`` is a ``SandboxConfig``. With ``public_url`` unset the sandbox takes its origin
+    from each request's Host header, so it works on port 0 and as localhost or 127.0.0.1.
+    """
+    # Imported here: serving is generic and must not pull the sandbox in for other servers.
+    from opapprove.servers.sandbox.app import create_app
+
+    app = create_app(config)
+    server = serve_in_thread(app, host=host, port=port)
+    try:
+        if on_ready is not None:
+            on_ready(server.url)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        app.sandbox.close()

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opapprove.approvals.flow import Flow
+from opapprove.approvals.store import Seller, Store
+from opapprove.openpayments.keys import write_private_key
+from opapprove.settings import Settings, load_settings
+from tests.sandbox_fixtures import Sandbox, make_sandbox
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class FlowKit:
+    sandbox: Sandbox
+    store: Store
+    settings: Settings
+    flow: Flow
+    tmp: Path
+
+    def new_flow(self, **kwargs: Any) -> Flow:
+        return Flow(
+            self.store,
+            self.settings,
+            transport=httpx.ASGITransport(app=self.sandbox.asgi),
+            clock=self.sandbox.clock,
+            **kwargs,
+        )
+
+    def finish_url(self, redirect: str, *, reject: bool = False) -> str:
+        url: str = self.sandbox.state.approve(redirect, reject=reject)
+        return url
+
+
+def make_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sandbox_overrides: Any) -> FlowKit:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    box = make_sandbox(**sandbox_overrides)
+    key_path = tmp_path / "seller.pem"
+    write_private_key(key_path, box.key)
+    store = Store(tmp_path / "store.db")
+    store.add_seller(
+        Seller(
+            id="default-seller",
+            wallet_address_url=box.seller,
+            key_id=box.key_id,
+            private_key_path=str(key_path),
+            created_at=0.0,
+        )
+    )
+    settings = load_settings(
+        store=tmp_path / "store.db", allow_http=True, base_url="http://127.0.0.1:3999"
+    )
+    flow = Flow(
+        store, settings, transport=httpx.ASGITransport(app=box.asgi), clock=box.clock
+    )
+    return FlowKit(box, store, settings, flow, tmp_path)
+
+
+@pytest.fixture
+def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlowKit]:
+    k = make_kit(tmp_path, monkeypatch)
+    yield k
+    k.sandbox.recorder.assert_clean()
+    k.store.close()
+    k.sandbox.state.close()
+
+
+@pytest.fixture
+async def started(kit: FlowKit) -> AsyncIterator[tuple[FlowKit, Any]]:
+    pending = await kit.flow.start_quote(
+        offer_id="offer-1", buyer_wallet=kit.sandbox.buyer, amount="12.34"
+    )
+    yield kit, pending
+    await kit.flow.aclose()

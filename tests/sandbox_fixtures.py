@@ -1,0 +1,362 @@
+"""Reusable sandbox test kit: a spec-checking ASGI middleware, a fake clock, a harness.
+
+``SpecCheckedApp`` wraps any sandbox app (in-process or served on loopback) and checks
+every Open Payments response it sends against the copied specs by operationId. Pages and
+admin routes are skipped, and so are injected faults (``x-sandbox-fault``). A few answers
+the spec does not list are Rafiki's real behaviour; ``RAFIKI_DEVIATIONS`` names each one,
+and those still have to be well-formed error bodies.
+
+Use from any test folder:
+
+    from tests.sandbox_fixtures import Sandbox, make_sandbox
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from opapprove.openpayments.keys import generate_private_key, public_jwk
+from opapprove.openpayments.signatures import OpenPaymentsAuth, compact_json
+from opapprove.servers.sandbox import SandboxApp, SandboxConfig, create_app
+from opapprove.servers.serving import RunningServer, serve_in_thread
+from tests.spec_check import SpecMismatch, check_response
+
+_ID = r"[^/]+"
+OPERATIONS: list[tuple[str, re.Pattern[str], str]] = [
+    (m, re.compile(f"^{p}$"), op)
+    for m, p, op in [
+        ("POST", "/auth", "post-request"),
+        ("POST", f"/auth/continue/{_ID}", "post-continue"),
+        ("DELETE", f"/auth/continue/{_ID}", "delete-continue"),
+        ("POST", f"/auth/token/{_ID}", "post-token"),
+        ("DELETE", f"/auth/token/{_ID}", "delete-token"),
+        ("POST", "/op/incoming-payments", "create-incoming-payment"),
+        ("GET", "/op/incoming-payments", "list-incoming-payments"),
+        ("GET", f"/op/incoming-payments/{_ID}", "get-incoming-payment"),
+        ("POST", f"/op/incoming-payments/{_ID}/complete", "complete-incoming-payment"),
+        ("POST", "/op/quotes", "create-quote"),
+        ("GET", f"/op/quotes/{_ID}", "get-quote"),
+        ("POST", "/op/outgoing-payments", "create-outgoing-payment"),
+        ("GET", "/op/outgoing-payments", "list-outgoing-payments"),
+        ("GET", f"/op/outgoing-payments/{_ID}", "get-outgoing-payment"),
+        ("GET", "/op/outgoing-payment-grant", "get-outgoing-payment-grant"),
+        # Not Open Payments: consent pages and the operator API.
+        ("ANY", "/interact/.*", ""),
+        ("ANY", "/_admin/.*", ""),
+        ("GET", f"/{_ID}/page", ""),
+        ("GET", f"/{_ID}/jwks.json", "get-wallet-address-keys"),
+        ("GET", f"/{_ID}", "get-wallet-address"),
+    ]
+]
+
+# (operationId, status, error code) answers the spec does not list, each Rafiki's behaviour.
+RAFIKI_DEVIATIONS: dict[tuple[str, int, str], str] = {
+    ("post-continue", 401, "invalid_request"): "Rafiki: non-empty body without interact_ref",
+    ("post-continue", 400, "invalid_request"): "a continue body that is not JSON",
+    ("create-incoming-payment", 400, "400"): "Rafiki's request validation / invalid amount",
+    ("create-incoming-payment", 404, "404"): "Rafiki: unknown wallet address",
+    ("create-quote", 404, "404"): "Rafiki: unknown wallet address",
+    ("create-outgoing-payment", 400, "400"): "Rafiki: invalid quote / invalid amount",
+    ("create-outgoing-payment", 404, "404"): "Rafiki: unknown quote or wallet address",
+    ("complete-incoming-payment", 409, "409"): "Rafiki: wrong state (already completed)",
+    ("list-incoming-payments", 400, "400"): "Rafiki's request validation (pagination)",
+    ("list-outgoing-payments", 400, "400"): "Rafiki's request validation (pagination)",
+    ("list-incoming-payments", 404, "404"): "Rafiki: unknown wallet address",
+    ("list-outgoing-payments", 404, "404"): "Rafiki: unknown wallet address",
+}
+
+
+def operation_for(method: str, path: str) -> str | None:
+    """The operationId of a sandbox route, "" for a known non-OP route, None if unknown."""
+    for m, pattern, op in OPERATIONS:
+        if (m == "ANY" or m == method) and pattern.match(path):
+            return op
+    return None
+
+
+@dataclass
+class SpecRecorder:
+    failures: list[str] = field(default_factory=list)
+    seen: Counter[tuple[str, int]] = field(default_factory=Counter)
+    deviations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+
+    def check(self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes):
+        op = operation_for(method, path)
+        if op is None:
+            self.failures.append(f"{method} {path}: no operation mapped for this route")
+            return
+        if not op or headers.get("x-sandbox-fault"):
+            return
+        body: Any = None
+        if "application/json" in headers.get("content-type", ""):
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self.failures.append(f"{op} {status}: body is not JSON: {raw[:200]!r}")
+                return
+        self.seen[(op, status)] += 1
+        try:
+            check_response(op, status, body)
+        except (SpecMismatch, AssertionError) as exc:
+            error = body.get("error") if isinstance(body, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            key = (op, status, str(code))
+            if key in RAFIKI_DEVIATIONS and _well_formed_error(body):
+                self.deviations[key] += 1
+                return
+            self.failures.append(f"{method} {path} -> {status}: {exc}")
+
+    def assert_clean(self) -> None:
+        assert not self.failures, "sandbox answers that break the spec:\n" + "\n".join(
+            self.failures
+        )
+
+
+def _well_formed_error(body: Any) -> bool:
+    error = body.get("error") if isinstance(body, dict) else None
+    return (
+        isinstance(error, dict)
+        and isinstance(error.get("code"), str)
+        and isinstance(error.get("description"), str)
+        and bool(error["description"])
+    )
+
+
+class SpecCheckedApp:
+    """ASGI middleware: passes everything through and checks each finished response."""
+
+    def __init__(self, app: ASGIApp, recorder: SpecRecorder) -> None:
+        self.app = app
+        self.recorder = recorder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers.extend(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if status:
+            hdrs = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
+            self.recorder.check(scope["method"], scope["path"], status[0], hdrs, b"".join(chunks))
+
+
+class FakeClock:
+    """A clock tests move by hand: expiries without sleeping."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Sandbox:
+    """An in-process sandbox with a seller key, a fake clock and spec checking on."""
+
+    app: SandboxApp
+    asgi: SpecCheckedApp
+    recorder: SpecRecorder
+    clock: FakeClock
+    sleeps: list[float]
+    key: ed25519.Ed25519PrivateKey
+    key_id: str
+    base: str = "http://sandbox.test"
+
+    @property
+    def state(self) -> Any:
+        return self.app.sandbox
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    @property
+    def buyer(self) -> str:
+        return self.url("/buyer")
+
+    @property
+    def seller(self) -> str:
+        return self.url("/seller")
+
+    @asynccontextmanager
+    async def client(
+        self,
+        key: ed25519.Ed25519PrivateKey | None = None,
+        key_id: str | None = None,
+        *,
+        base: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> AsyncIterator[Api]:
+        auth = OpenPaymentsAuth(key or self.key, key_id or self.key_id)
+        transport = transport or httpx.ASGITransport(app=self.asgi)
+        async with httpx.AsyncClient(transport=transport, auth=auth, timeout=10) as http:
+            yield Api(http, base or self.base, client_wallet=f"{base or self.base}/seller")
+
+    @contextmanager
+    def served(self) -> Iterator[RunningServer]:
+        """The same sandbox on real loopback HTTP (base URL from the Host header)."""
+        with serve_in_thread(self.asgi) as server:
+            yield server
+
+
+def make_sandbox(tmp_path: Path | None = None, **overrides: Any) -> Sandbox:
+    key = generate_private_key()
+    key_id = f"seller-{secrets.token_hex(4)}"
+    clock = FakeClock()
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    settings: dict[str, Any] = {
+        "seller_keys": [public_jwk(key, key_id)],
+        "wait_seconds": 0,
+        "clock": clock,
+        "sleep": fake_sleep,
+    }
+    settings.update(overrides)
+    if tmp_path is not None and "state_path" not in overrides:
+        settings["state_path"] = tmp_path / "sandbox.sqlite"
+    app = create_app(SandboxConfig(**settings))
+    recorder = SpecRecorder()
+    return Sandbox(app, SpecCheckedApp(app, recorder), recorder, clock, sleeps, key, key_id)
+
+
+class Api:
+    """A thin signed client over one sandbox origin: compact JSON, GNAP tokens, helpers."""
+
+    def __init__(self, http: httpx.AsyncClient, base: str, *, client_wallet: str) -> None:
+        self.http = http
+        self.base = base
+        self.client_wallet = client_wallet
+
+    # -- raw calls -----------------------------------------------------------------
+    async def post(
+        self, url: str, body: Any = None, *, token: str | None = None, raw: bytes | None = None
+    ) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"GNAP {token}"
+        content = raw if raw is not None else (b"" if body is None else compact_json(body))
+        if content:
+            headers["Content-Type"] = "application/json"
+        return await self.http.post(url, content=content, headers=headers)
+
+    async def get(self, url: str, *, token: str | None = None, **params: Any) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"GNAP {token}"
+        return await self.http.get(url, headers=headers, params=params or None)
+
+    async def delete(self, url: str, *, token: str) -> httpx.Response:
+        return await self.http.delete(
+            url, headers={"Accept": "application/json", "Authorization": f"GNAP {token}"}
+        )
+
+    # -- steps of the flow ------------------------------------------------------------
+    def wallet_url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    async def grant(
+        self, access: list[dict[str, Any]], *, interact: dict[str, Any] | None = None, **extra: Any
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"access_token": {"access": access}, "client": self.client_wallet}
+        if interact is not None:
+            body["interact"] = interact
+        body.update(extra)
+        return await self.post(f"{self.base}/auth", body)
+
+    async def token(self, access: list[dict[str, Any]]) -> dict[str, Any]:
+        resp = await self.grant(access)
+        assert resp.status_code == 200, resp.text
+        token: dict[str, Any] = resp.json()["access_token"]
+        return token
+
+    async def incoming_payment(
+        self, value: str = "1234", *, wallet: str = "seller", token: str | None = None
+    ) -> dict[str, Any]:
+        if token is None:
+            token = (await self.token([{"type": "incoming-payment", "actions": ["create", "read",
+                                                                              "complete"]}]))["value"]
+        body = {
+            "walletAddress": self.wallet_url(wallet),
+            "incomingAmount": {"value": value, "assetCode": "USD", "assetScale": 2},
+            "metadata": {"description": "test order"},
+        }
+        resp = await self.post(f"{self.base}/op/incoming-payments", body, token=token)
+        assert resp.status_code == 201, resp.text
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def quote(
+        self, receiver: str, *, wallet: str = "buyer", token: str | None = None, **amount: Any
+    ) -> dict[str, Any]:
+        if token is None:
+            token = (await self.token([{"type": "quote", "actions": ["create", "read"]}]))["value"]
+        body = {"walletAddress": self.wallet_url(wallet), "receiver": receiver, "method": "ilp"}
+        body.update(amount)
+        resp = await self.post(f"{self.base}/op/quotes", body, token=token)
+        assert resp.status_code == 201, resp.text
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def pending_outgoing_grant(
+        self,
+        *,
+        limits: dict[str, Any] | None = None,
+        wallet: str = "buyer",
+        finish_uri: str | None = "http://127.0.0.1:3999/finish?pendingId=42",
+        nonce: str = "client-nonce-1",
+        actions: tuple[str, ...] = ("create", "read", "list"),
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "type": "outgoing-payment",
+            "actions": list(actions),
+            "identifier": self.wallet_url(wallet),
+        }
+        if limits is not None:
+            item["limits"] = limits
+        interact: dict[str, Any] = {"start": ["redirect"]}
+        if finish_uri is not None:
+            interact["finish"] = {"method": "redirect", "uri": finish_uri, "nonce": nonce}
+        resp = await self.grant([item], interact=interact)
+        assert resp.status_code == 200, resp.text
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def continue_grant(
+        self, pending: dict[str, Any], interact_ref: str | None = None
+    ) -> httpx.Response:
+        cont = pending["continue"]
+        body = None if interact_ref is None else {"interact_ref": interact_ref}
+        return await self.post(cont["uri"], body, token=cont["access_token"]["value"])
+
+
+def finish_params(finish_url: str) -> dict[str, str]:
+    return dict(httpx.URL(finish_url).params)
