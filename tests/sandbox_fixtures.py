@@ -1,7 +1,8 @@
 """Reusable sandbox test kit: a spec-checking ASGI middleware, a fake clock, a harness.
 
 ``SpecCheckedApp`` wraps any sandbox app (in-process or served on loopback) and checks
-every Open Payments response it sends against the copied specs by operationId. Pages and
+every Open Payments response it sends against the copied specs by operationId, with
+``tests.spec_check`` and again the way the Node SDK reads them (``check_as_sdk``). Pages and
 admin routes are skipped, and so are injected faults (``x-sandbox-fault``). A few answers
 the spec does not list are Rafiki's real behaviour; ``RAFIKI_DEVIATIONS`` names each one,
 and those still have to be well-formed error bodies.
@@ -13,6 +14,7 @@ Use from any test folder:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -21,9 +23,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import httpx
+import jsonschema
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,7 +36,7 @@ from opapprove.openpayments.keys import generate_private_key, public_jwk
 from opapprove.openpayments.signatures import OpenPaymentsAuth, compact_json
 from opapprove.servers.sandbox import SandboxApp, SandboxConfig, create_app
 from opapprove.servers.serving import RunningServer, serve_in_thread
-from tests.spec_check import SpecMismatch, check_response
+from tests.spec_check import SpecMismatch, check_response, operations
 
 _ID = r"[^/]+"
 OPERATIONS: list[tuple[str, re.Pattern[str], str]] = [
@@ -115,13 +120,68 @@ class SpecRecorder:
             key = (op, status, str(code))
             if key in RAFIKI_DEVIATIONS and _well_formed_error(body):
                 self.deviations[key] += 1
-                return
-            self.failures.append(f"{method} {path} -> {status}: {exc}")
+            else:
+                self.failures.append(f"{method} {path} -> {status}: {exc}")
+            return
+        try:
+            check_as_sdk(op, status, body)
+        except (SpecMismatch, AssertionError) as exc:
+            self.failures.append(f"{method} {path} -> {status}: the Node SDK would refuse: {exc}")
 
     def assert_clean(self) -> None:
         assert not self.failures, "sandbox answers that break the spec:\n" + "\n".join(
             self.failures
         )
+
+
+@functools.cache
+def _raw_spec(name: str) -> dict[str, Any]:
+    # Read afresh: the SDK sees the spec as published, siblings of $ref included.
+    text = resources.files("opapprove.specs").joinpath(name).read_text("utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+def _inline(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
+    """Resolve every $ref, merging a Reference's siblings into its target.
+
+    That is how the Node SDK's json-schema-ref-parser reads the specs: a sibling
+    ``description`` next to a response $ref, and ``additionalProperties: false`` next to
+    a schema $ref (list items, the complete response), apply to the referenced object.
+    """
+    assert depth < 64, "cyclic $ref"
+    if isinstance(node, list):
+        return [_inline(doc, n, depth + 1) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target: Any = doc
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        return {**_inline(doc, target, depth + 1), **_inline(doc, siblings, depth + 1)}
+    return {k: _inline(doc, v, depth + 1) for k, v in node.items()}
+
+
+def check_as_sdk(operation_id: str, status: int, body: Any) -> None:
+    """``check_response`` as the Node SDK reads the spec: a $ref's siblings merged into it.
+
+    So ``additionalProperties: false`` next to ``$ref: incoming-payment`` (list items, the
+    complete response) refuses fields the incoming payment does not define, like ``methods``.
+    """
+    op = operations()[operation_id]
+    doc = _raw_spec(op.spec)
+    response = _inline(doc, op.op.get("responses", {}).get(str(status)))
+    if response is None:
+        raise SpecMismatch(f"{operation_id} does not list {status}")
+    schema = (response.get("content") or {}).get("application/json", {}).get("schema")
+    if schema is None:
+        assert body in (None, b"", "", {}), f"{operation_id} {status} has no body in the spec"
+        return
+    cls = jsonschema.Draft202012Validator
+    errors = list(cls(schema, format_checker=cls.FORMAT_CHECKER).iter_errors(body))
+    if errors:
+        raise SpecMismatch(f"{operation_id} {status}: {errors[0].message[:300]}")
 
 
 def _well_formed_error(body: Any) -> bool:

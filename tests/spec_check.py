@@ -28,7 +28,27 @@ class Operation:
 @functools.cache
 def _load(name: str) -> dict[str, Any]:
     text = resources.files("opapprove.specs").joinpath(name).read_text("utf-8")
-    return yaml.safe_load(text)  # type: ignore[no-any-return]
+    doc: dict[str, Any] = yaml.safe_load(text)
+    _drop_ref_siblings(doc)
+    return doc
+
+
+def _drop_ref_siblings(node: Any) -> None:
+    """Give ``additionalProperties`` beside a ``$ref`` the meaning the spec authors intended.
+
+    The specs put ``additionalProperties: false`` next to ``$ref: incoming-payment`` in a
+    few places. Under JSON Schema 2020-12 that sibling applies on its own and refuses every
+    property; the Node SDK's validator ignores ``$ref`` siblings (the OpenAPI 3.0 rule), and
+    so do we, or no real incoming payment would ever validate.
+    """
+    if isinstance(node, dict):
+        if "$ref" in node:
+            node.pop("additionalProperties", None)
+        for value in node.values():
+            _drop_ref_siblings(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_ref_siblings(value)
 
 
 @functools.cache
@@ -44,7 +64,8 @@ def operations() -> dict[str, Operation]:
 
 
 def _deref(doc: dict[str, Any], node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+    # Siblings of a $ref here are descriptions; the referenced object is what counts.
+    while isinstance(node, dict) and "$ref" in node:
         ref = node["$ref"]
         assert ref.startswith("#/"), ref
         target: Any = doc

@@ -203,6 +203,14 @@ def test_empty_string_in_toml_means_not_set(tmp_path: Path) -> None:
     assert s.webhook_url is None and s.api_token is None
 
 
+def test_relative_paths_from_env_are_made_absolute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPAPPROVE_STORE", "here.db")
+    assert load_settings().store == tmp_path / "here.db"
+
+
 def test_base_url_trailing_slash_is_dropped() -> None:
     assert load_settings(base_url="https://shop.test/pay/").base_url == "https://shop.test/pay"
 

@@ -135,8 +135,9 @@ class Settings(BaseSettings):
 
     @field_validator("store", "seller_private_key_path")
     @classmethod
-    def _expand_home(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
+    def _absolute_path(cls, value: Path | None) -> Path | None:
+        # Absolute now, so a path given relative to where the command ran stays right later.
+        return value.expanduser().absolute() if value is not None else None
 
     @field_validator("seller_id", "listen_host")
     @classmethod

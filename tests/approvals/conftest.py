@@ -61,9 +61,7 @@ def make_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sandbox_override
     settings = load_settings(
         store=tmp_path / "store.db", allow_http=True, base_url="http://127.0.0.1:3999"
     )
-    flow = Flow(
-        store, settings, transport=httpx.ASGITransport(app=box.asgi), clock=box.clock
-    )
+    flow = Flow(store, settings, transport=httpx.ASGITransport(app=box.asgi), clock=box.clock)
     return FlowKit(box, store, settings, flow, tmp_path)
 
 

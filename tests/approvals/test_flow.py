@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,7 +10,7 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import State
-from tests.approvals.conftest import FlowKit
+from tests.approvals.conftest import FlowKit, make_kit
 
 pytestmark = pytest.mark.anyio
 
@@ -65,8 +66,9 @@ async def test_bad_hash_is_refused_and_nothing_changes(started: tuple[FlowKit, A
     kit, pending = started
     url = kit.finish_url(pending.interact_redirect)
     q = _query(url)
-    forged = url.replace(q["hash"].replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"),
-                         "AAAA")
+    forged = url.replace(
+        q["hash"].replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"), "AAAA"
+    )
     assert forged != url
     with pytest.raises(FlowError) as err:
         await kit.flow.finish_url(forged)
@@ -222,3 +224,44 @@ async def test_unaffordable_payment_fails(kit: FlowKit) -> None:
     assert done.state == State.FAILED
     assert kit.sandbox.state.balance("buyer") == 100_000
     await kit.flow.aclose()
+
+
+async def test_continue_waits_for_wait_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch, wait_seconds=5)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        kit.sandbox.clock.advance(seconds)
+
+    flow = kit.new_flow(sleep=sleep)
+    pending = await flow.start_quote(offer_id="w", buyer_wallet=kit.sandbox.buyer, amount="1")
+    assert pending.continue_wait == 5
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect))
+    assert done.state == State.COMPLETED
+    assert slept == [5.0]
+    assert "too_fast" not in [e.kind for e in kit.store.events(pending.id)]
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
+
+
+async def test_too_fast_is_retried_after_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch, wait_seconds=5)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        kit.sandbox.clock.advance(seconds)
+
+    flow = kit.new_flow(sleep=sleep)
+    pending = await flow.start_quote(offer_id="w", buyer_wallet=kit.sandbox.buyer, amount="1")
+    # Pretend the wallet said wait 0, so the first continue goes out too early.
+    kit.store.update(pending.id, continue_wait=0)
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect))
+    assert done.state == State.COMPLETED
+    assert "too_fast" in [e.kind for e in kit.store.events(pending.id)]
+    await flow.aclose()

@@ -11,6 +11,7 @@ EXIT_CODES = {
     "protocol": 5,
     "rejected": 6,
     "expired": 6,
+    "stale": 6,
     "verification": 7,
     "timeout": 8,
     "waiting": 8,

@@ -35,6 +35,9 @@ INCOMING_ACTIONS = ["create", "read", "complete"]
 QUOTE_ACTIONS = ["create", "read"]
 # ``list`` lets a replay find a payment that was made before a crash (money moves once).
 OUTGOING_ACTIONS = ["create", "read", "list"]
+INCOMING_ACCESS: dict[str, Any] = {"type": "incoming-payment", "actions": INCOMING_ACTIONS}
+QUOTE_ACCESS: dict[str, Any] = {"type": "quote", "actions": QUOTE_ACTIONS}
+TOO_FAST_RETRIES = 3
 
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
 RESUMABLE_AFTER_APPROVAL = (State.APPROVED, State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED)
@@ -106,6 +109,7 @@ class Flow:
         on_event: EventHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         lease_seconds: float | None = None,
     ) -> None:
         self.store = store
@@ -114,6 +118,7 @@ class Flow:
         self.on_event = on_event
         self.transport = transport
         self.clock = clock
+        self.sleep = sleep
         self.lease_seconds = lease_seconds or max(60.0, float(settings.timeout) * 6)
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._clients: dict[str, OpenPaymentsClient] = {}
@@ -256,6 +261,15 @@ class Flow:
         try:
             pending = await self._fetch_wallets(pending, client)
             if pending.state == State.STARTED:
+                # Both non-interactive grants at once: they only need the wallet documents.
+                await asyncio.gather(
+                    self._grant_token(
+                        client, seller, (pending.seller_doc or {})["authServer"], INCOMING_ACCESS
+                    ),
+                    self._grant_token(
+                        client, seller, (pending.buyer_doc or {})["authServer"], QUOTE_ACCESS
+                    ),
+                )
                 pending = await self._create_incoming(pending, client, seller)
             if pending.state == State.INCOMING_CREATED or (
                 pending.state == State.QUOTE_CREATED and is_expired(pending.quote, self.clock())
@@ -403,7 +417,7 @@ class Flow:
                 "metadata": {"offerId": pending.offer_id, "pendingId": pending.id},
             }
         )
-        access = {"type": "incoming-payment", "actions": INCOMING_ACTIONS}
+        access = INCOMING_ACCESS
         incoming = await self._with_grant(
             client,
             seller,
@@ -434,7 +448,7 @@ class Flow:
                 "method": "ilp",
             }
         )
-        access = {"type": "quote", "actions": QUOTE_ACTIONS}
+        access = QUOTE_ACCESS
         quote = await self._with_grant(
             client,
             seller,
@@ -717,9 +731,7 @@ class Flow:
     async def _continue(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         assert pending.continue_uri and pending.continue_token and pending.interact_ref
         try:
-            grant = await client.continue_grant(
-                pending.continue_uri, pending.continue_token, pending.interact_ref
-            )
+            grant = await self._continue_patiently(pending, client)
         except op_errors.GrantError as exc:
             failed = self._fail(pending, str(exc))
             await self._emit("payment.failed", failed, reason=exc.code or "continue_failed")
@@ -742,6 +754,28 @@ class Flow:
         return self._move(
             pending, State.GRANT_ISSUED, event="grant_issued", **_token_fields(data, self.clock())
         )
+
+    async def _continue_patiently(self, pending: Pending, client: OpenPaymentsClient) -> Any:
+        """Continue, honouring ``wait``: a continue sent too soon gets ``too_fast``."""
+        wait = float(pending.continue_wait or 0)
+        if wait and pending.approval_expires_at:
+            granted_at = pending.approval_expires_at - float(self.settings.approval_timeout)
+            early = granted_at + wait - self.clock()
+            if early > 0:
+                await self.sleep(min(early, wait))
+        for attempt in range(TOO_FAST_RETRIES + 1):
+            try:
+                return await client.continue_grant(
+                    pending.continue_uri or "",
+                    pending.continue_token or "",
+                    pending.interact_ref,
+                )
+            except op_errors.GrantError as exc:
+                if exc.code != "too_fast" or attempt == TOO_FAST_RETRIES:
+                    raise
+                self.store.add_event(pending.id, "too_fast", {"wait": wait})
+                await self.sleep(max(wait, 1.0) * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def _pay(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         buyer_doc = pending.buyer_doc or {}
@@ -1075,7 +1109,8 @@ def _not_awaiting(pending: Pending) -> FlowError:
             "nothing was changed",
         ),
     )
-    kind = "expired" if pending.state == State.EXPIRED else "rejected"
+    # A callback for a grant that has moved on is refused (a conflict), not a fresh rejection.
+    kind = "expired" if pending.state == State.EXPIRED else "stale"
     if pending.state not in FINAL_STATES:
         kind = "input"
     return FlowError(message, hint=hint, kind=kind, pending_id=pending.id)

@@ -163,6 +163,12 @@ def _from_openpayments(exc: BaseException) -> ErrorReport | None:
     if errors is None or not isinstance(exc, errors.OpenPaymentsError):
         return None
     message, hint = exc.message, exc.hint
+    client = _loaded("opapprove.openpayments.client")
+    if client is not None and isinstance(exc, client.GrantTimeout):
+        return ErrorReport(message, hint, "timeout", exitcodes.TIMEOUT)
+    urls = _loaded("opapprove.openpayments.urls")
+    if urls is not None and isinstance(exc, urls.InsecureUrlError):
+        return ErrorReport(message, hint, "insecure_url", exitcodes.USAGE)
     if isinstance(exc, errors.TransportError):
         return ErrorReport(message, hint, "transport", exitcodes.TRANSPORT)
     if isinstance(exc, errors.ResponseError):

@@ -140,6 +140,26 @@ def _config_ids(seller: Seller | None) -> set[str]:
     return {seller.id} if seller is not None else set()
 
 
+def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller | None, str | None]:
+    """The named seller (must exist), else the default seller if there is one, else a note.
+
+    Without a name, a read-only command must not create a store file as a side effect, so
+    a store that does not exist yet only means "no sellers in the store".
+    """
+    settings = runtime.settings()
+    if seller_id is not None:
+        return resolve_seller(settings, runtime.store(), seller_id), None
+    if not Path(settings.store).expanduser().exists():
+        seller = settings_seller(settings)
+        if seller is not None:
+            return seller, None
+        return None, "no seller is configured"
+    try:
+        return resolve_seller(settings, runtime.store(), None), None
+    except CliError as exc:
+        return None, exc.message
+
+
 def load_seller_key(seller: Seller) -> Ed25519PrivateKey:
     from opapprove.openpayments.errors import KeyLoadError
     from opapprove.openpayments.keys import load_private_key_file

@@ -28,37 +28,21 @@ def _text(body: bytes | str | None) -> str:
     return body.decode("utf-8", "replace") if isinstance(body, bytes) else body
 
 
-def _headers(raw: Any) -> list[tuple[str, str]]:
-    if raw is None:
-        return []
-    items = raw.multi_items() if hasattr(raw, "multi_items") else list(dict(raw).items())
-    return [(str(k), str(v)) for k, v in items]
-
-
-def _signature_base(signature: Any) -> str | None:
-    if signature is None:
-        return None
-    if isinstance(signature, str):
-        return signature
-    base = getattr(signature, "signature_base", None)
-    return base if isinstance(base, str) else None
-
-
 def exchange_record(exchange: Exchange, *, show_secrets: bool = False) -> dict[str, Any]:
     """One exchange as a JSON-ready dict (the ``--trace-file`` line, and what is printed)."""
     ex = exchange if show_secrets else exchange.redacted()
-    headers = _headers(ex.request_headers)
-    resp_headers = _headers(ex.response_headers)
     record: dict[str, Any] = {
-        "at": time.time(),
+        "at": round(time.time(), 3),
+        "operation": ex.operation or None,
+        "attempt": ex.attempt,
         "method": ex.method,
         "url": ex.url,
         "status": ex.status,
-        "elapsed_ms": round((ex.elapsed or 0.0) * 1000, 1),
-        "request_headers": dict(headers),
+        "elapsed_ms": round(ex.elapsed * 1000, 1),
+        "request_headers": dict(ex.request_headers),
         "request_body": _text(ex.request_body),
-        "signature_base": _signature_base(ex.signature),
-        "response_headers": dict(resp_headers),
+        "signature_base": ex.signature_base,
+        "response_headers": dict(ex.response_headers),
         "response_body": _text(ex.response_body),
         "error": ex.error,
     }
@@ -99,7 +83,9 @@ def format_exchange(record: dict[str, Any]) -> str:
     """The human form of one exchange, for stderr."""
     status = record["status"]
     outcome = f"{status}" if status is not None else f"no answer ({record['error']})"
-    lines = [f"--> {record['method']} {record['url']}"]
+    what = f"  ({record['operation']})" if record.get("operation") else ""
+    retry = f"  [attempt {record['attempt']}]" if (record.get("attempt") or 1) > 1 else ""
+    lines = [f"--> {record['method']} {record['url']}{what}{retry}"]
     lines += [f"    {k}: {v}" for k, v in record["request_headers"].items()]
     if record["request_body"]:
         lines += ["    " + ln for ln in _pretty_body(record["request_body"]).splitlines()]

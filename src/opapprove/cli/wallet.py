@@ -7,7 +7,6 @@ must be in the seller wallet's ``jwks.json`` and the JWK there must be the priva
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -15,7 +14,7 @@ import typer
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, ErrorReport, classify
 from opapprove.cli.runtime import Runtime
-from opapprove.cli.seller import load_seller_key, parse_wallet, resolve_seller, settings_seller
+from opapprove.cli.seller import load_seller_key, parse_wallet, seller_or_default
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -82,23 +81,6 @@ def _runtime(ctx: typer.Context) -> Runtime:
     runtime = ctx.obj
     assert isinstance(runtime, Runtime)
     return runtime
-
-
-def _pick_seller(runtime: Runtime, seller_id: str | None) -> tuple[Seller | None, str | None]:
-    """The seller to check: the named one (must exist), else the default if there is one."""
-    settings = runtime.settings()
-    if seller_id is not None:
-        return resolve_seller(settings, runtime.store(), seller_id), None
-    # Without --seller, a read-only check must not create a store file as a side effect.
-    if not Path(settings.store).expanduser().exists():
-        seller = settings_seller(settings)
-        if seller is not None and seller.id == settings.seller_id:
-            return seller, None
-        return None, "no seller is configured: the key check was skipped"
-    try:
-        return resolve_seller(settings, runtime.store(), None), None
-    except CliError as exc:
-        return None, f"{exc.message}: the key check was skipped"
 
 
 def _invalid(url: str, exc: BaseException) -> CliError:
@@ -217,7 +199,7 @@ def check(
             hint=exc.hint or FORMAT_HINT,
             kind="wallet_address",
         ) from exc
-    seller, seller_note = _pick_seller(runtime, seller_id)
+    seller, seller_note = seller_or_default(runtime, seller_id)
     report = Report(url=wallet_url, seller=seller, seller_note=seller_note)
 
     async def go() -> None:

@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeGuard, TypeVar
-
-if "httpx" not in sys.modules:
-    # httpx's __init__ imports its command-line client (rich, click, pygments) whenever
-    # they are installed, and they are: the CLI depends on them. The library must not pay
-    # for the CLI, so give httpx an empty _main; httpx then falls back to a stub main().
-    sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

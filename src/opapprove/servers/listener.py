@@ -77,6 +77,7 @@ def _page_for_error(err: FlowError) -> tuple[int, str]:
         "verification": ("refused", "This link could not be verified", 400),
         "input": ("refused", "This link is not valid", 400),
         "busy": ("busy", "Already being processed", 409),
+        "stale": ("refused", "This payment was already settled", 409),
     }
     state, title, status = titles.get(err.kind, ("error", "Something went wrong", 502))
     text = err.message + (f". {err.hint}" if err.hint else "")

@@ -1,0 +1,290 @@
+"""The whole approval flow on the embedded sandbox, as one call (``opapprove demo``).
+
+It starts the sandbox and the finish listener on free loopback ports, makes a seller
+with a fresh key, starts a quote, approves it the way a browser would (fetch the
+consent page, press Approve, follow the redirect to the listener), waits for the
+payment to complete and reports the seed's eight steps with their timings. Nothing is
+printed here: ``on_step`` and the returned ``DemoResult`` are for the CLI to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from opapprove.approvals.flow import Flow
+from opapprove.approvals.store import Pending, Seller, State, Store
+from opapprove.openpayments.client import Exchange
+from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
+from opapprove.servers.listener import create_listener_app
+from opapprove.servers.sandbox import SandboxConfig, create_app
+from opapprove.servers.serving import serve_in_thread
+from opapprove.settings import load_settings
+
+STEPS = {
+    1: "Fetch wallet addresses (buyer and seller)",
+    2: "Request incoming payment grant (seller's wallet)",
+    3: "Create incoming payment",
+    4: "Request quote grant (buyer's wallet)",
+    5: "Create quote",
+    6: "Request interactive outgoing payment grant",
+    7: "Buyer approves in the wallet; redirect to the listener",
+    8: "Continue grant, create outgoing payment, payment completed",
+}
+
+
+@dataclass
+class DemoStep:
+    number: int
+    title: str
+    seconds: float = 0.0
+    requests: int = 0
+    detail: str = ""
+
+
+@dataclass
+class DemoResult:
+    pending: Pending
+    steps: list[DemoStep]
+    balances_before: dict[str, str]
+    balances_after: dict[str, str]
+    sandbox_url: str
+    listener_url: str
+    approval_url: str
+    store_path: Path
+    seconds: float
+    exchanges: int = 0
+    listener_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def classify(exchange: Exchange) -> int | None:
+    """Which of the seed's steps a request belongs to, from its method, URL and body."""
+    url, method = exchange.url, exchange.method
+    body = exchange.request_body or b""
+    if method == "GET" and "/op/" not in url and "/auth" not in url:
+        return 1
+    if method == "POST" and url.endswith("/auth"):
+        if b'"incoming-payment"' in body:
+            return 2
+        if b'"quote"' in body:
+            return 4
+        return 6
+    if method == "POST" and url.endswith("/op/incoming-payments"):
+        return 3
+    if method == "POST" and url.endswith("/op/quotes"):
+        return 5
+    return 8
+
+
+def _balances(sandbox: Any) -> dict[str, str]:
+    from opapprove.openpayments.money import from_minor_units
+
+    return {
+        a["name"]: f"{from_minor_units(a['balance'], a['assetScale'])} {a['assetCode']}"
+        for a in sandbox.accounts_summary()
+    }
+
+
+async def approve_like_a_browser(http: httpx.AsyncClient, approval_url: str) -> httpx.Response:
+    """GET the consent page, submit its Approve form, follow the redirect to the listener."""
+    page = await http.get(approval_url)
+    page.raise_for_status()
+    match = re.search(r'<form method="post" action="([^"]+/accept)"', page.text)
+    if match is None:
+        raise RuntimeError("the consent page has no Approve form")
+    action = match.group(1).replace("&amp;", "&")
+    decision = await http.post(action)
+    location = decision.headers.get("location")
+    if decision.status_code not in (302, 303) or not location:
+        raise RuntimeError(f"approving answered {decision.status_code}, not a redirect")
+    return await http.get(location)
+
+
+async def run_demo(
+    *,
+    amount: str = "12.34",
+    offer_id: str = "demo-offer-1",
+    work_dir: Path | None = None,
+    on_step: Callable[[DemoStep], None] | None = None,
+    on_exchange: Callable[[Exchange], None] | None = None,
+    wait_for_person: Callable[[str], None] | None = None,
+    person_timeout: float = 600.0,
+    latency: float = 0.0,
+    wait_seconds: int = 1,
+) -> DemoResult:
+    """Run the flow; ``wait_for_person`` (``--browser``) gets the URL and a person approves."""
+    started = time.perf_counter()
+    work = work_dir or Path(tempfile.mkdtemp(prefix="opapprove-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    key = generate_private_key()
+    key_id = f"demo-{uuid.uuid4()}"
+    key_path = work / "seller.pem"
+    if key_path.exists():
+        key_path.unlink()
+    write_private_key(key_path, key)
+
+    sandbox_app = create_app(
+        SandboxConfig(
+            seller_keys=[public_jwk(key, key_id)], latency=latency, wait_seconds=wait_seconds
+        )
+    )
+    store_path = work / "opapprove.db"
+    steps = {n: DemoStep(n, title) for n, title in STEPS.items()}
+    step_started: dict[int, float] = {}
+    exchanges = 0
+
+    def record(exchange: Exchange) -> None:
+        nonlocal exchanges
+        exchanges += 1
+        number = classify(exchange)
+        if number is not None:
+            step = steps[number]
+            step.requests += 1
+        if on_exchange is not None:
+            on_exchange(exchange)
+
+    listener_events: list[dict[str, Any]] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def heard(event: dict[str, Any]) -> None:
+        listener_events.append(event)
+        if event.get("event") in ("finished", "failed", "callback_refused"):
+            loop.call_soon_threadsafe(done.set)
+
+    with serve_in_thread(sandbox_app) as sandbox_server:
+        sandbox = sandbox_app.sandbox
+        before = _balances(sandbox)
+        store = Store(store_path)
+        seller = Seller(
+            id="demo-seller",
+            wallet_address_url=f"{sandbox_server.url}/seller",
+            key_id=key_id,
+            private_key_path=str(key_path),
+            created_at=time.time(),
+        )
+        store.add_seller(seller, replace=True)
+        # The listener's own flow, store connection and event loop, as `opapprove listen` has.
+        listener_store = Store(store_path)
+        holder: dict[str, Any] = {}
+
+        def listener_flow() -> Flow:
+            return holder["flow"]  # type: ignore[no-any-return]
+
+        base_settings = {"store": store_path, "seller_id": seller.id}
+        listener_app_box: dict[str, Any] = {}
+
+        class _LazyApp:
+            """The listener needs its own URL in settings before its flow is built."""
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                await listener_app_box["app"](scope, receive, send)
+
+        with serve_in_thread(_LazyApp()) as listener_server:
+            settings = load_settings(base_url=listener_server.url, **base_settings)
+            holder["flow"] = Flow(listener_store, settings, on_exchange=record)
+            listener_app_box["app"] = create_listener_app(listener_flow(), on_event=heard)
+            flow = Flow(store, settings, on_exchange=record)
+            try:
+                t0 = time.perf_counter()
+                pending = await flow.start_quote(
+                    offer_id=offer_id,
+                    buyer_wallet=f"{sandbox_server.url}/buyer",
+                    amount=amount,
+                )
+                setup_seconds = time.perf_counter() - t0
+                approval_url = pending.interact_redirect or ""
+                _spread_setup_time(steps, store, pending.id, setup_seconds)
+                for n in range(1, 7):
+                    _report(steps[n], on_step)
+                step_started[7] = time.perf_counter()
+                if wait_for_person is not None:
+                    wait_for_person(approval_url)
+                    await asyncio.wait_for(done.wait(), timeout=person_timeout)
+                else:
+                    async with httpx.AsyncClient(timeout=30) as browser:
+                        page = await approve_like_a_browser(browser, approval_url)
+                        steps[7].detail = f"listener page: HTTP {page.status_code}"
+                    await asyncio.wait_for(done.wait(), timeout=60)
+                total_7_8 = time.perf_counter() - step_started[7]
+                pending = await flow.refresh(pending.id)
+                deadline = time.perf_counter() + 30
+                while pending.state == State.PAYMENT_CREATED and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.2)
+                    pending = await flow.refresh(pending.id)
+                _spread_finish_time(steps, store, pending.id, total_7_8)
+                steps[7].detail = steps[7].detail or "approved"
+                steps[8].detail = f"state {pending.state}"
+                _report(steps[7], on_step)
+                _report(steps[8], on_step)
+            finally:
+                await flow.aclose()
+                await holder["flow"].aclose()
+        after = _balances(sandbox)
+        listener_store.close()
+        store.close()
+    return DemoResult(
+        pending=pending,
+        steps=[steps[n] for n in sorted(steps)],
+        balances_before=before,
+        balances_after=after,
+        sandbox_url=sandbox_server.url,
+        listener_url=listener_server.url,
+        approval_url=approval_url,
+        store_path=store_path,
+        seconds=time.perf_counter() - started,
+        exchanges=exchanges,
+        listener_events=listener_events,
+    )
+
+
+def _report(step: DemoStep, on_step: Callable[[DemoStep], None] | None) -> None:
+    if on_step is not None:
+        on_step(step)
+
+
+def _event_times(store: Store, pending_id: str) -> dict[str, float]:
+    return {e.kind: e.at for e in store.events(pending_id)}
+
+
+def _spread_setup_time(
+    steps: dict[int, DemoStep], store: Store, pending_id: str, total: float
+) -> None:
+    """Steps 1-6 from the audit trail's timestamps (each step commits an event)."""
+    at = _event_times(store, pending_id)
+    marks = [
+        (1, "created", "wallets_fetched"),
+        (3, "wallets_fetched", "incoming_payment_created"),
+        (5, "incoming_payment_created", "quote_created"),
+        (6, "quote_created", "approval_requested"),
+    ]
+    for number, start, end in marks:
+        if start in at and end in at:
+            steps[number].seconds = max(0.0, at[end] - at[start])
+    # The two grants run together, between the wallets and the incoming payment.
+    steps[2].detail = steps[4].detail = "requested concurrently; reused when cached"
+    steps[2].seconds = steps[4].seconds = 0.0
+    if total and not any(s.seconds for s in steps.values()):
+        steps[1].seconds = total
+
+
+def _spread_finish_time(
+    steps: dict[int, DemoStep], store: Store, pending_id: str, total: float
+) -> None:
+    at = _event_times(store, pending_id)
+    if "approved" in at and "approval_requested" in at:
+        steps[7].seconds = max(0.0, at["approved"] - at["approval_requested"])
+    end = at.get("completed") or at.get("payment_created") or at.get("failed")
+    if end and "approved" in at:
+        steps[8].seconds = max(0.0, end - at["approved"])
+    else:
+        steps[8].seconds = total
