@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -97,7 +97,9 @@ class SpecRecorder:
     seen: Counter[tuple[str, int]] = field(default_factory=Counter)
     deviations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
 
-    def check(self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes):
+    def check(
+        self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes
+    ) -> None:
         op = operation_for(method, path)
         if op is None:
             self.failures.append(f"{method} {path}: no operation mapped for this route")
@@ -171,7 +173,8 @@ def check_as_sdk(operation_id: str, status: int, body: Any) -> None:
     """
     op = operations()[operation_id]
     doc = _raw_spec(op.spec)
-    response = _inline(doc, op.op.get("responses", {}).get(str(status)))
+    raw_op = doc["paths"][op.path][op.method.lower()]
+    response = _inline(doc, raw_op.get("responses", {}).get(str(status)))
     if response is None:
         raise SpecMismatch(f"{operation_id} does not list {status}")
     schema = (response.get("content") or {}).get("application/json", {}).get("schema")
@@ -362,8 +365,11 @@ class Api:
         self, value: str = "1234", *, wallet: str = "seller", token: str | None = None
     ) -> dict[str, Any]:
         if token is None:
-            token = (await self.token([{"type": "incoming-payment", "actions": ["create", "read",
-                                                                              "complete"]}]))["value"]
+            token = (
+                await self.token(
+                    [{"type": "incoming-payment", "actions": ["create", "read", "complete"]}]
+                )
+            )["value"]
         body = {
             "walletAddress": self.wallet_url(wallet),
             "incomingAmount": {"value": value, "assetCode": "USD", "assetScale": 2},

@@ -180,7 +180,6 @@ async def run_demo(
         def listener_flow() -> Flow:
             return holder["flow"]  # type: ignore[no-any-return]
 
-        base_settings = {"store": store_path, "seller_id": seller.id}
         listener_app_box: dict[str, Any] = {}
 
         class _LazyApp:
@@ -190,7 +189,9 @@ async def run_demo(
                 await listener_app_box["app"](scope, receive, send)
 
         with serve_in_thread(_LazyApp()) as listener_server:
-            settings = load_settings(base_url=listener_server.url, **base_settings)
+            settings = load_settings(
+                base_url=listener_server.url, store=store_path, seller_id=seller.id
+            )
             holder["flow"] = Flow(listener_store, settings, on_exchange=record)
             listener_app_box["app"] = create_listener_app(listener_flow(), on_event=heard)
             flow = Flow(store, settings, on_exchange=record)

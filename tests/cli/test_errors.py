@@ -21,7 +21,11 @@ TOKEN = "AB12CD34EF56TOKEN"
     ("exc", "code", "kind"),
     [
         (CliError("x"), exitcodes.USAGE, "usage"),
-        (op.TransportError("down", method="GET", url="https://w/x"), exitcodes.TRANSPORT, "transport"),
+        (
+            op.TransportError("down", method="GET", url="https://w/x"),
+            exitcodes.TRANSPORT,
+            "transport",
+        ),
         (
             op.GrantError("no", method="POST", url="https://a/", status=400, code="invalid_client"),
             exitcodes.REFUSED,

@@ -150,14 +150,20 @@ async def test_seed_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     auth = {"Authorization": "Bearer s3cret"}
     resp = await h.http.post(
         "/offers/1/quotes/start",
-        json={"sellerId": "default-seller", "buyerWalletAddressUrl": kit.sandbox.buyer,
-              "amount": "100"},
+        json={
+            "sellerId": "default-seller",
+            "buyerWalletAddressUrl": kit.sandbox.buyer,
+            "amount": "100",
+        },
     )
     assert resp.status_code == 401
     resp = await h.http.post(
         "/offers/1/quotes/start",
-        json={"sellerId": "default-seller", "buyerWalletAddressUrl": kit.sandbox.buyer,
-              "amount": "100"},
+        json={
+            "sellerId": "default-seller",
+            "buyerWalletAddressUrl": kit.sandbox.buyer,
+            "amount": "100",
+        },
         headers=auth,
     )
     assert resp.status_code == 200, resp.text
@@ -165,7 +171,9 @@ async def test_seed_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert set(body) == {"success", "redirectUrl", "pendingId", "paymentUrl"}
     assert body["success"] is True and body["redirectUrl"] == body["paymentUrl"]
     seller_body = {
-        "id": "s2", "walletAddressUrl": kit.sandbox.seller, "keyId": kit.sandbox.key_id,
+        "id": "s2",
+        "walletAddressUrl": kit.sandbox.seller,
+        "keyId": kit.sandbox.key_id,
         "privateKeyPath": str(tmp_path / "seller.pem"),
     }
     resp = await h.http.post("/sellers", json=seller_body, headers=auth)

@@ -75,7 +75,10 @@ class Runtime:
 
     @property
     def output(self) -> Output:
-        if self._output is None or self._output.json_mode != self.json:
+        if self._output is None or (self._output.json_mode, self._output.show_secrets) != (
+            self.json,
+            self.show_secrets,
+        ):
             self._output = Output(json_mode=self.json, show_secrets=self.show_secrets)
         return self._output
 

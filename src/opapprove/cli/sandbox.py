@@ -1,10 +1,243 @@
-"""``opapprove sandbox``: run the embedded sandbox; ``sandbox approve`` clicks Approve.
+"""``opapprove sandbox``: run the embedded Open Payments sandbox; ``approve`` clicks Approve.
 
-Placeholder until servers/sandbox lands (engineer B).
+The sandbox registers the default seller's public key on its client wallet (``/seller``),
+so a seller whose wallet address is that URL can request grants right away.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
+
 import typer
 
-app = typer.Typer(help="Run the embedded Open Payments sandbox (offline wallets).")
+from opapprove.cli import exitcodes
+from opapprove.cli.errors import CliError
+from opapprove.cli.runtime import Runtime
+from opapprove.cli.seller import load_seller_key, seller_or_default
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from opapprove.approvals.store import Seller
+    from opapprove.openpayments.keys import Jwk
+    from opapprove.servers.sandbox import SandboxConfig
+
+app = typer.Typer(
+    help="Run the embedded, offline Open Payments sandbox; approve on it.",
+    invoke_without_command=True,
+)
+
+
+def _runtime(ctx: typer.Context) -> Runtime:
+    runtime = ctx.obj
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def _load_keys(paths: list[Path]) -> list[Jwk]:
+    from opapprove.servers.sandbox import load_public_keys
+
+    out: list[Jwk] = []
+    for path in paths:
+        out.extend(load_public_keys(path.expanduser()))
+    return out
+
+
+def _seller_key(runtime: Runtime, seller_id: str | None) -> tuple[Seller | None, list[Jwk]]:
+    from opapprove.openpayments.keys import public_jwk
+
+    seller, _ = seller_or_default(runtime, seller_id)
+    if seller is None:
+        return None, []
+    return seller, [public_jwk(load_seller_key(seller), seller.key_id)]
+
+
+def build_config(
+    *,
+    seller_keys: list[Jwk],
+    extra_keys: list[Jwk],
+    public_url: str | None,
+    state: Path | None,
+    latency: float,
+    wait: int,
+) -> SandboxConfig:
+    from opapprove.servers.sandbox import SandboxConfig, SandboxConfigError
+
+    config = SandboxConfig(
+        seller_keys=seller_keys,
+        extra_keys=extra_keys,
+        public_url=public_url.rstrip("/") if public_url else None,
+        state_path=state.expanduser() if state else None,
+        latency=latency,
+        wait_seconds=wait,
+    )
+    try:
+        config.validate()
+    except SandboxConfigError as exc:
+        raise CliError(f"bad sandbox option: {exc}", hint="see `opapprove sandbox --help`") from exc
+    return config
+
+
+@app.callback()
+def sandbox(
+    ctx: typer.Context,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free).")
+    ] = 0,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", help="The origin clients use, if not the bound one."),
+    ] = None,
+    state: Annotated[
+        Path | None, typer.Option("--state", help="Keep accounts and grants in this SQLite file.")
+    ] = None,
+    key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--key", metavar="FILE.jwk", help="Also register this public JWK (or JWKS); repeatable."
+        ),
+    ] = None,
+    latency: Annotated[
+        float, typer.Option("--latency", min=0.0, help="Seconds added to every request.")
+    ] = 0.0,
+    wait: Annotated[
+        int, typer.Option("--wait", min=0, help="continue.wait seconds the auth server asks for.")
+    ] = 5,
+    seller_id: Annotated[
+        str | None,
+        typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
+    ] = None,
+) -> None:
+    """Serve wallet addresses, an auth server and a resource server on 127.0.0.1 until Ctrl-C."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from opapprove.servers.sandbox import describe
+    from opapprove.servers.serving import ServerStartError, run_sandbox
+
+    runtime = _runtime(ctx)
+    seller, seller_keys = _seller_key(runtime, seller_id)
+    config = build_config(
+        seller_keys=seller_keys,
+        extra_keys=_load_keys(key or []),
+        public_url=public_url,
+        state=state,
+        latency=latency,
+        wait=wait,
+    )
+    output = runtime.output
+
+    def on_ready(url: str) -> None:
+        base = config.public_url or url
+        wallets = describe(config, base_url=base)
+        data: dict[str, Any] = {
+            "url": base,
+            "wallets": wallets,
+            "seller": None if seller is None else seller.id,
+            "admin_approve": f"{base}/_admin/approve",
+        }
+        output.result(data, lambda console: _render(console, base, wallets, seller))
+        if seller is not None and not seller.wallet_address_url.startswith(base + "/"):
+            output.warn(
+                f"seller {seller.id!r} uses {seller.wallet_address_url}, not this sandbox; to pay "
+                f"here add a seller with --wallet {base}/seller and the same key"
+            )
+
+    try:
+        run_sandbox(config, port, on_ready=on_ready)
+    except ServerStartError as exc:
+        raise CliError(str(exc), hint="pick another --port, or --port 0") from exc
+    output.info("sandbox stopped")
+
+
+def _render(console: Console, base: str, wallets: list[dict[str, Any]], seller: Any) -> None:
+    from opapprove.openpayments.money import from_minor_units
+
+    console.print(f"Open Payments sandbox at {base}", markup=False)
+    for w in wallets:
+        keys = ", ".join(w["keyIds"]) or "none"
+        role = "  (client wallet)" if w["client"] else ""
+        balance = from_minor_units(w["balance"], w["assetScale"])
+        console.print(
+            f"  {w['url']}  {w.get('publicName') or w['name']}, {balance} {w['assetCode']}"
+            f", keys: {keys}{role}",
+            markup=False,
+        )
+    if seller is not None:
+        console.print(f"Seller {seller.id}'s key {seller.key_id} is registered.", markup=False)
+    else:
+        console.print("No seller key registered (see `opapprove seller keygen`).", markup=False)
+    console.print(
+        "Approve without a browser: opapprove sandbox approve <redirect URL>", markup=False
+    )
+    console.print("Press Ctrl-C to stop.", markup=False)
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    redirect_url: Annotated[
+        str, typer.Argument(metavar="REDIRECT_URL", help="The grant's interact.redirect URL.")
+    ],
+    reject: Annotated[bool, typer.Option("--reject", help="Click Reject instead.")] = False,
+) -> None:
+    """Click Approve (or Reject) on a sandbox.
+
+    Prints the client's finish URL (the redirect the browser would follow).
+    """
+    runtime = _runtime(ctx)
+    parts = urlsplit(redirect_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or "/interact/" not in parts.path:
+        raise CliError(
+            f"{redirect_url!r} is not a sandbox interaction URL",
+            hint="pass the redirect URL `opapprove quote start` printed (.../interact/ID/NONCE)",
+        )
+    origin = f"{parts.scheme}://{parts.netloc}"
+    result = runtime.run(_post_approve(runtime, origin, redirect_url.strip(), reject))
+    finish_url = result.get("finish_url") or None
+    data = {"finish_url": finish_url, "rejected": reject}
+
+    def render(console: Console) -> None:
+        if finish_url:
+            console.print(finish_url, markup=False, soft_wrap=True)
+        else:
+            runtime.output.info("decided; the grant has no finish redirect (the client polls)")
+
+    runtime.output.result(data, render)
+
+
+async def _post_approve(
+    runtime: Runtime, origin: str, redirect_url: str, reject: bool
+) -> dict[str, Any]:
+    import httpx
+
+    from opapprove.openpayments.urls import check_url
+
+    settings = runtime.settings()
+    target = f"{origin}/_admin/approve"
+    check_url(target, allow_http=bool(settings.allow_http))
+    try:
+        async with httpx.AsyncClient(timeout=float(settings.timeout)) as http:
+            response = await http.post(target, json={"redirect": redirect_url, "reject": reject})
+    except httpx.HTTPError as exc:
+        raise CliError(
+            f"cannot reach the sandbox at {origin}: {exc or type(exc).__name__}",
+            hint="is `opapprove sandbox` running there?",
+            kind="transport",
+            exit_code=exitcodes.TRANSPORT,
+        ) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        why = error.get("description") if isinstance(error, dict) else None
+        raise CliError(
+            f"the sandbox refused: {why or f'HTTP {response.status_code}'}",
+            hint="is this an interaction URL of a pending grant on that sandbox?",
+            kind="refused",
+            exit_code=exitcodes.REFUSED,
+        )
+    return body

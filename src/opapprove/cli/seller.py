@@ -55,7 +55,7 @@ def parse_wallet(url: str, settings: Settings) -> str:
         return parse_wallet_address(url, allow_http=bool(settings.allow_http))
     except WalletAddressError as exc:
         raise CliError(
-            f"Invalid wallet address {url!r}: {exc.message}",
+            f"Invalid wallet address: {exc.message}",
             hint=exc.hint or "use the form https://ilp.interledger-test.dev/username",
             kind="wallet_address",
         ) from exc
@@ -258,7 +258,10 @@ def add(
         bool, typer.Option("--replace", help="Overwrite an existing seller of this id.")
     ] = False,
 ) -> None:
-    """Add a seller: wallet address, key id and private key (seed: POST /sellers)."""
+    """Add a seller: wallet address, key id, private key.
+
+    The seed's POST /sellers. An inline key is saved to a 0600 file next to the store.
+    """
     from opapprove.approvals.store import Seller
     from opapprove.openpayments.errors import KeyLoadError
     from opapprove.openpayments.keys import load_private_key, private_key_pem, public_jwk
@@ -328,21 +331,13 @@ def list_(ctx: typer.Context) -> None:
         if not rows:
             console.print("No sellers. " + _HOW_TO_ADD, markup=False)
             return
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False)
-        for column in ("ID", "WALLET", "KEY ID", "KEY FILE", "SOURCE"):
-            table.add_column(column)
+        # Blocks, not a table: long URLs and paths stay whole and copyable at any width.
         for row in rows:
-            mark = " (default)" if row["default"] else ""
-            table.add_row(
-                row["id"] + mark,
-                row["wallet_address_url"],
-                row["key_id"],
-                row["private_key_path"],
-                row["source"],
-            )
-        console.print(table)
+            tags = ", ".join(t for t in ("default" if row["default"] else "", row["source"]) if t)
+            console.print(f"{row['id']}  ({tags})", markup=False)
+            console.print(f"  wallet:    {row['wallet_address_url']}", markup=False)
+            console.print(f"  key id:    {row['key_id']}", markup=False)
+            console.print(f"  key file:  {row['private_key_path']}", markup=False)
 
     runtime.output.result({"sellers": rows}, render)
 
@@ -352,7 +347,7 @@ def show(
     ctx: typer.Context,
     seller_id: Annotated[str, typer.Argument(metavar="ID", help="The seller to show.")],
 ) -> None:
-    """Show a seller, its key file and mode, and the public JWK to upload (never the key)."""
+    """Show a seller and the public JWK to upload (never the key)."""
     from opapprove.openpayments.keys import public_jwk
 
     runtime = _runtime(ctx)
@@ -435,7 +430,10 @@ def keygen(
         str | None, typer.Option("--wallet", help="The seller's wallet address (with --seller).")
     ] = None,
 ) -> None:
-    """Generate an Ed25519 key (0600 PEM) and print the public JWK to upload to the wallet."""
+    """Generate an Ed25519 key (0600 PEM); print its public JWK.
+
+    Upload the JWK to the wallet (developer keys). Never overwrites a file.
+    """
     from opapprove.approvals.store import Seller
     from opapprove.openpayments.keys import (
         generate_private_key,

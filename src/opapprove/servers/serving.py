@@ -84,6 +84,10 @@ class RunningServer:
         self._server.should_exit = True
         self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def wait(self) -> None:
         """Block until the server stops (Ctrl-C in the main thread interrupts the wait)."""
         while self._thread.is_alive():
@@ -155,11 +159,13 @@ def run_sandbox(
     *,
     host: str = "127.0.0.1",
     on_ready: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Serve the sandbox until interrupted (``opapprove sandbox``); ``on_ready`` gets its URL.
+    """Serve the sandbox until Ctrl-C (or ``stop`` is set); ``on_ready`` gets its URL.
 
-    ``config`` is a ``SandboxConfig``. With ``public_url`` unset the sandbox takes its origin
-    from each request's Host header, so it works on port 0 and as localhost or 127.0.0.1.
+    This is what ``opapprove sandbox`` runs. With ``config.public_url`` unset the sandbox
+    takes its origin from each request's Host header, so port 0, ``localhost`` and
+    ``127.0.0.1`` all work; print ``describe(config, url)`` from ``on_ready``.
     """
     # Imported here: serving is generic and must not pull the sandbox in for other servers.
     from opapprove.servers.sandbox.app import create_app
@@ -169,7 +175,11 @@ def run_sandbox(
     try:
         if on_ready is not None:
             on_ready(server.url)
-        server.wait()
+        if stop is None:
+            server.wait()
+        else:
+            while server.running and not stop.wait(0.2):
+                pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -48,7 +48,11 @@ async def run_full_flow(api: Api, sandbox: Sandbox) -> None:
     assert finish_url.startswith("http://127.0.0.1:3999/finish?pendingId=42&hash=")
     params = finish_params(finish_url)
     verify_finish_hash(
-        params["hash"], nonce, pending["interact"]["finish"], params["interact_ref"], buyer["authServer"]
+        params["hash"],
+        nonce,
+        pending["interact"]["finish"],
+        params["interact_ref"],
+        buyer["authServer"],
     )
 
     # Continue with interact_ref: the access token, once.
@@ -119,8 +123,15 @@ async def test_consent_page_click_through(sandbox: Sandbox) -> None:
         page = await api.http.get(redirect)
         assert page.status_code == 200
         html = page.text
-        for needle in ('id="approve"', 'id="reject"', "12.34 USD", "Seller", sandbox.seller,
-                       sandbox.buyer, incoming["id"]):
+        for needle in (
+            'id="approve"',
+            'id="reject"',
+            "12.34 USD",
+            "Seller",
+            sandbox.seller,
+            sandbox.buyer,
+            incoming["id"],
+        ):
             assert needle in html
         click = await api.http.post(f"{redirect}/accept")
         assert click.status_code == 303

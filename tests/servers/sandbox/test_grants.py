@@ -162,7 +162,9 @@ async def test_revoking_an_issued_grant_deactivates_its_token(sandbox: Sandbox) 
         resp = await api.grant(INCOMING_RW)
         grant = resp.json()
         cont = grant["continue"]
-        assert (await api.delete(cont["uri"], token=cont["access_token"]["value"])).status_code == 204
+        assert (
+            await api.delete(cont["uri"], token=cont["access_token"]["value"])
+        ).status_code == 204
         used = await api.post(
             sandbox.url("/op/incoming-payments"),
             {"walletAddress": sandbox.seller},
@@ -275,20 +277,28 @@ async def test_jwk_client_for_non_interactive_grants_only(sandbox: Sandbox) -> N
 
 async def test_wallet_address_object_client(sandbox: Sandbox) -> None:
     async with sandbox.client() as api:
-        body = {"access_token": {"access": INCOMING_RW}, "client": {"walletAddress": sandbox.seller}}
+        body = {
+            "access_token": {"access": INCOMING_RW},
+            "client": {"walletAddress": sandbox.seller},
+        }
         assert (await api.post(sandbox.url("/auth"), body)).status_code == 200
 
 
 @pytest.mark.parametrize(
     ("access", "needle"),
     [
-        ([{"type": "quote", "actions": ["create"], "identifier": "http://sandbox.test/buyer"}],
-         "identifier"),
+        (
+            [{"type": "quote", "actions": ["create"], "identifier": "http://sandbox.test/buyer"}],
+            "identifier",
+        ),
         ([{"type": "incoming-payment", "actions": ["fly"]}], "actions"),
         ([{"type": "payment", "actions": ["create"]}], "type"),
         ([{"type": "quote", "actions": ["create"]}] * 2, "unique"),
-        ([{"type": "quote", "actions": [a]} for a in ("create", "read", "read-all")]
-         + [{"type": "incoming-payment", "actions": ["read"]}], "at most 3"),
+        (
+            [{"type": "quote", "actions": [a]} for a in ("create", "read", "read-all")]
+            + [{"type": "incoming-payment", "actions": ["read"]}],
+            "at most 3",
+        ),
         ([{"type": "outgoing-payment", "actions": ["create"]}], "access identifier required"),
         ([{"type": "incoming-payment", "actions": ["list-all"]}], "access identifier required"),
         (
@@ -351,7 +361,9 @@ async def test_list_all_forces_interaction(sandbox: Sandbox) -> None:
 
 
 async def test_interactive_grant_needs_client_public_name() -> None:
-    box = make_sandbox(accounts=[AccountConfig("buyer", "Buyer", balance=10), AccountConfig("seller")])
+    box = make_sandbox(
+        accounts=[AccountConfig("buyer", "Buyer", balance=10), AccountConfig("seller")]
+    )
     async with box.client() as api:
         resp = await api.grant(
             [{"type": "outgoing-payment", "actions": ["create"], "identifier": box.buyer}],

@@ -32,7 +32,9 @@ async def outgoing_token(api: Api, sandbox: Sandbox, **limits: Any) -> str:
     return token
 
 
-async def pay_quote(api: Api, sandbox: Sandbox, quote: dict[str, Any], token: str) -> httpx.Response:
+async def pay_quote(
+    api: Api, sandbox: Sandbox, quote: dict[str, Any], token: str
+) -> httpx.Response:
     body = {"walletAddress": sandbox.buyer, "quoteId": quote["id"]}
     return await api.post(sandbox.url("/op/outgoing-payments"), body, token=token)
 
@@ -176,8 +178,10 @@ async def test_quote_request_problems(sandbox: Sandbox) -> None:
         open_ended = await api.incoming_payment("1000")
         cases = [
             ({"receiver": "https://elsewhere.example/incoming-payments/1"}, "invalid receiver"),
-            ({"receiver": open_ended["id"], "debitAmount": usd(1) | {"assetCode": "EUR"}},
-             "invalid amount"),
+            (
+                {"receiver": open_ended["id"], "debitAmount": usd(1) | {"assetCode": "EUR"}},
+                "invalid amount",
+            ),
             ({"receiver": open_ended["id"], "receiveAmount": usd(5000)}, "invalid amount"),
         ]
         for extra, description in cases:
@@ -222,19 +226,23 @@ async def test_incoming_payment_lifecycle(sandbox: Sandbox) -> None:
             assert resp.status_code == 400, body
             assert needle in error_of(resp)["details"]["reason"]
         unknown = await api.post(
-            sandbox.url("/op/incoming-payments"), {"walletAddress": sandbox.url("/nobody")}, token=token
+            sandbox.url("/op/incoming-payments"),
+            {"walletAddress": sandbox.url("/nobody")},
+            token=token,
         )
         assert unknown.status_code == 404
 
 
 async def test_list_pagination(sandbox: Sandbox) -> None:
     async with sandbox.client() as api:
-        token = (
-            await api.token([{"type": "incoming-payment", "actions": ["create", "list"]}])
-        )["value"]
+        token = (await api.token([{"type": "incoming-payment", "actions": ["create", "list"]}]))[
+            "value"
+        ]
         made = [await api.incoming_payment(str(v), token=token) for v in (100, 200, 300)]
         url = sandbox.url("/op/incoming-payments")
-        page1 = (await api.get(url, token=token, **{"wallet-address": sandbox.seller, "first": 2})).json()
+        page1 = (
+            await api.get(url, token=token, **{"wallet-address": sandbox.seller, "first": 2})
+        ).json()
         assert [p["id"] for p in page1["result"]] == [made[2]["id"], made[1]["id"]]
         assert page1["pagination"]["hasNextPage"] is True
         assert page1["pagination"]["hasPreviousPage"] is False
@@ -243,8 +251,11 @@ async def test_list_pagination(sandbox: Sandbox) -> None:
             await api.get(
                 url,
                 token=token,
-                **{"wallet-address": sandbox.seller, "first": 2,
-                   "cursor": page1["pagination"]["endCursor"]},
+                **{
+                    "wallet-address": sandbox.seller,
+                    "first": 2,
+                    "cursor": page1["pagination"]["endCursor"],
+                },
             )
         ).json()
         assert [p["id"] for p in page2["result"]] == [made[0]["id"]]
@@ -259,8 +270,11 @@ async def test_list_pagination(sandbox: Sandbox) -> None:
             await api.get(
                 url,
                 token=token,
-                **{"wallet-address": sandbox.seller, "last": 1,
-                   "cursor": page2["pagination"]["startCursor"]},
+                **{
+                    "wallet-address": sandbox.seller,
+                    "last": 1,
+                    "cursor": page2["pagination"]["startCursor"],
+                },
             )
         ).json()
         assert [p["id"] for p in back["result"]] == [made[1]["id"]]
@@ -287,6 +301,7 @@ async def test_read_only_sees_own_resources_read_all_sees_all(sandbox: Sandbox) 
     async with sandbox.client() as api:
         incoming = await api.incoming_payment("100")
     async with sandbox.client(other_key, "other-client") as other:
+
         async def token_for(actions: list[str]) -> str:
             body = {
                 "access_token": {"access": [{"type": "incoming-payment", "actions": actions}]},

@@ -213,7 +213,9 @@ async def test_signature_is_checked_against_the_public_url() -> None:
     )
     signed = httpx.Request("POST", "https://wallet.example/auth", content=body)
     sign_request(signed, box.key, box.key_id)
-    delivered = httpx.Request("POST", "http://127.0.0.1:8000/auth", content=body, headers=signed.headers)
+    delivered = httpx.Request(
+        "POST", "http://127.0.0.1:8000/auth", content=body, headers=signed.headers
+    )
     delivered.headers["Host"] = "127.0.0.1:8000"
     resp = await send(box, delivered)
     assert resp.status_code == 200, resp.text

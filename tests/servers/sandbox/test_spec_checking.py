@@ -20,7 +20,9 @@ INCOMING = {
 }
 
 
-def check(method: str, path: str, status: int, body: Any, headers: httpx.Headers = JSON) -> SpecRecorder:
+def check(
+    method: str, path: str, status: int, body: Any, headers: httpx.Headers = JSON
+) -> SpecRecorder:
     recorder = SpecRecorder()
     recorder.check(method, path, status, headers, json.dumps(body).encode())
     return recorder
@@ -59,9 +61,17 @@ def test_unmapped_routes_fail_and_injected_faults_are_skipped() -> None:
 
 
 def test_known_rafiki_deviations_must_still_be_error_bodies() -> None:
-    good = check("POST", "/op/incoming-payments/1/complete", 409,
-                 {"error": {"code": "409", "description": "wrong state"}})
+    good = check(
+        "POST",
+        "/op/incoming-payments/1/complete",
+        409,
+        {"error": {"code": "409", "description": "wrong state"}},
+    )
     assert good.failures == [] and sum(good.deviations.values()) == 1
     assert check("POST", "/op/incoming-payments/1/complete", 409, {"oops": True}).failures
-    assert check("POST", "/op/incoming-payments/1/complete", 418,
-                 {"error": {"code": "418", "description": "teapot"}}).failures
+    assert check(
+        "POST",
+        "/op/incoming-payments/1/complete",
+        418,
+        {"error": {"code": "418", "description": "teapot"}},
+    ).failures

@@ -1,0 +1,68 @@
+"""serve_in_thread: loopback only, real port from port 0, stops cleanly."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from opapprove.servers.serving import ServerStartError, serve_in_thread
+
+
+def hello_app() -> Starlette:
+    async def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/", hello)])
+
+
+def test_port_zero_gets_a_real_port_and_stops() -> None:
+    with serve_in_thread(hello_app()) as server:
+        assert server.port > 0
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        assert httpx.get(server.url).text == "hello"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url, timeout=2)
+
+
+def test_refuses_non_loopback_hosts() -> None:
+    with pytest.raises(ServerStartError, match="loopback"):
+        serve_in_thread(hello_app(), host="0.0.0.0")
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerStartError, match="in use"):
+            serve_in_thread(hello_app(), port=port)
+
+
+def test_run_sandbox_serves_until_stopped() -> None:
+    from opapprove.servers.sandbox import SandboxConfig
+    from opapprove.servers.serving import run_sandbox
+
+    stop = threading.Event()
+    urls: list[str] = []
+    seen: list[int] = []
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        seen.append(httpx.get(f"{url}/buyer", headers={"Accept": "application/json"}).status_code)
+        stop.set()
+
+    runner = threading.Thread(
+        target=run_sandbox, args=(SandboxConfig(),), kwargs={"on_ready": ready, "stop": stop}
+    )
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive()
+    assert seen == [200]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(urls[0], timeout=2)
