@@ -158,7 +158,7 @@ async def run_demo(
 
     def heard(event: dict[str, Any]) -> None:
         listener_events.append(event)
-        if event.get("event") in ("finished", "failed", "callback_refused"):
+        if event.get("event") in ("finished", "failed", "rejected", "expired", "callback_refused"):
             loop.call_soon_threadsafe(done.set)
 
     with serve_in_thread(sandbox_app) as sandbox_server:

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from opapprove.approvals.errors import FlowError
@@ -158,6 +158,7 @@ class Flow:
                 allow_http=bool(self.settings.allow_http),
                 on_exchange=self.on_exchange,
                 clock=self.clock,
+                sleep=self.sleep,
             )
             self._clients[seller.id] = client
         return client
@@ -730,9 +731,14 @@ class Flow:
 
     async def _continue(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         assert pending.continue_uri and pending.continue_token and pending.interact_ref
+        # Committed before the request: the AS issues the token once, so a refusal after an
+        # earlier attempt means that attempt's token was lost in a crash (see _reapprove).
+        self.store.add_event(pending.id, "continue_sent")
         try:
             grant = await self._continue_patiently(pending, client)
         except op_errors.GrantError as exc:
+            if _already_continued(exc) and self._continued_before(pending):
+                await self._reapprove(pending, client, exc)
             failed = self._fail(pending, str(exc))
             await self._emit("payment.failed", failed, reason=exc.code or "continue_failed")
             raise FlowError(
@@ -753,6 +759,46 @@ class Flow:
             )
         return self._move(
             pending, State.GRANT_ISSUED, event="grant_issued", **_token_fields(data, self.clock())
+        )
+
+    def _continued_before(self, pending: Pending) -> bool:
+        sent = [e for e in self.store.events(pending.id) if e.kind == "continue_sent"]
+        return len(sent) > 1
+
+    async def _reapprove(
+        self, pending: Pending, client: OpenPaymentsClient, exc: op_errors.GrantError
+    ) -> NoReturn:
+        """The token went to a run that died before committing it: ask for a new grant.
+
+        No money has moved (nothing pays without that token), so the old grant is revoked
+        and the buyer approves a fresh one; the quote is reused unless it expired.
+        """
+        assert pending.continue_uri and pending.continue_token
+        old = await _quietly(client.cancel_grant(pending.continue_uri, pending.continue_token))
+        pending = self._move(
+            pending,
+            State.QUOTE_CREATED,
+            expect=State.APPROVED,
+            event="approval_restarted",
+            data={"reason": exc.description or exc.code or str(exc), "oldGrant": old},
+            client_nonce=interaction.new_nonce(),
+            interact_ref=None,
+            interact_redirect=None,
+            server_finish_nonce=None,
+            continue_uri=None,
+            continue_token=None,
+            continue_wait=None,
+            approval_expires_at=None,
+        )
+        pending = await self._setup(pending)
+        raise FlowError(
+            "the wallet issued this grant's token to an earlier run that stopped before saving"
+            " it, so the buyer has to approve again",
+            hint=f"send the buyer the new approval URL {pending.interact_redirect} , then"
+            f" `opapprove finish URL` with the wallet's redirect (or `opapprove pending cancel"
+            f" {pending.id}`)",
+            kind="waiting",
+            pending_id=pending.id,
         )
 
     async def _continue_patiently(self, pending: Pending, client: OpenPaymentsClient) -> Any:
@@ -1073,6 +1119,11 @@ def _token_fields(grant: dict[str, Any], now: float) -> dict[str, Any]:
 def _public_incoming(data: dict[str, Any]) -> dict[str, Any]:
     # The ilp sharedSecret is a secret: the store keeps the payment without it.
     return {k: v for k, v in data.items() if k != "methods"}
+
+
+def _already_continued(exc: op_errors.GrantError) -> bool:
+    # Rafiki's answer to a second continue: 401 request_denied "grant interaction not approved".
+    return exc.status == 401 and exc.code == "request_denied"
 
 
 def _token_dead(exc: op_errors.ResourceError) -> bool:

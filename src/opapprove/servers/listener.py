@@ -70,18 +70,60 @@ def _pending_details(pending: Pending) -> dict[str, str]:
     return details
 
 
-def _page_for_error(err: FlowError) -> tuple[int, str]:
-    titles = {
-        "rejected": ("rejected", "Payment not approved", 200),
-        "expired": ("expired", "Payment approval expired", 410),
-        "verification": ("refused", "This link could not be verified", 400),
-        "input": ("refused", "This link is not valid", 400),
-        "busy": ("busy", "Already being processed", 409),
-        "stale": ("refused", "This payment was already settled", 409),
-    }
-    state, title, status = titles.get(err.kind, ("error", "Something went wrong", 502))
-    text = err.message + (f". {err.hint}" if err.hint else "")
-    return status, render_page(state, title, text)
+# What the buyer's browser is told: plain words for the buyer, not the operator's hint.
+_ERROR_PAGES: dict[str, tuple[str, str, int, str]] = {
+    "rejected": (
+        "rejected",
+        "Payment not approved",
+        200,
+        "You declined this payment. Nothing was charged.",
+    ),
+    "expired": (
+        "expired",
+        "Payment approval expired",
+        410,
+        "This approval link has expired and nothing was charged. Ask the seller for a"
+        " new payment link.",
+    ),
+    "verification": (
+        "refused",
+        "This link could not be verified",
+        400,
+        "The approval could not be verified, so nothing was charged.",
+    ),
+    "input": (
+        "refused",
+        "This link is not valid",
+        400,
+        "This link does not belong to a payment waiting for approval.",
+    ),
+    "stale": (
+        "refused",
+        "This payment was already settled",
+        409,
+        "This approval was already handled; nothing more is needed from you.",
+    ),
+    "busy": (
+        "busy",
+        "Already being processed",
+        409,
+        "This payment is being processed right now; you can close this tab.",
+    ),
+}
+
+
+def _page_for_error(err: FlowError, pending: Pending | None) -> tuple[int, str]:
+    state, title, status, text = _ERROR_PAGES.get(
+        err.kind,
+        (
+            "error",
+            "The payment could not be finished",
+            502,
+            "Your approval was received, but the payment could not be completed right now. The"
+            " seller can retry it; there is no need to approve again.",
+        ),
+    )
+    return status, render_page(state, title, text, _pending_details(pending) if pending else None)
 
 
 def create_listener_app(
@@ -123,18 +165,20 @@ def create_listener_app(
                 message=params.get("message"),
             )
         except FlowError as err:
+            refused = err.kind in ("verification", "input", "stale")
+            named = {"rejected": "rejected", "expired": "expired"}
+            event = "callback_refused" if refused else named.get(err.kind, "failed")
             emit(
                 {
-                    "event": "callback_refused"
-                    if err.kind in ("verification", "input")
-                    else "failed",
+                    "event": event,
                     "pendingId": pending_id if err.pending_id else None,
                     "kind": err.kind,
                     "error": err.message,
                     "hint": err.hint,
                 }
             )
-            status, page = _page_for_error(err)
+            known = flow.store.get_pending(err.pending_id) if err.pending_id else None
+            status, page = _page_for_error(err, None if refused else known)
             return HTMLResponse(page, status)
         emit(
             {

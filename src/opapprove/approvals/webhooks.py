@@ -1,0 +1,374 @@
+"""Marketplace webhooks: the seed's ``payment.completed`` and friends, signed, retried, once.
+
+Each event is written to the store before it is sent (one row per grant and event type),
+so a second ``handle()`` for the same event sends nothing and ``deliver_pending`` can finish
+what a crash or an unreachable receiver left undelivered. The receiver still sees the
+same ``Opapprove-Event-Id`` on every attempt, so it can drop a repeat that slips through
+(two processes delivering the same row at once).
+
+Signature, in one header: ``Opapprove-Signature: t=<unix>,v1=<hex>`` where ``v1`` is
+HMAC-SHA256 with the shared secret over ``f"{t}.{body}"``; the timestamp lets the receiver
+refuse old deliveries that someone replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from opapprove.approvals.errors import FlowError
+from opapprove.approvals.store import State, StoreError, WebhookDelivery
+
+if TYPE_CHECKING:
+    from opapprove.approvals.store import Pending, Store
+    from opapprove.settings import Settings
+
+SIGNATURE_HEADER = "Opapprove-Signature"
+EVENT_ID_HEADER = "Opapprove-Event-Id"
+EVENT_TYPES = ("approval.needed", "payment.completed", "payment.failed")
+DEFAULT_TOLERANCE = 300
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+_RETRY_STATUSES = frozenset({408, 429})
+# The seed's failure statuses; anything else a flow reports is plain "failed".
+_FAILED_STATUS = {
+    State.REJECTED: "rejected",
+    State.EXPIRED: "expired",
+    State.CANCELLED: "cancelled",
+}
+
+
+class WebhookSignatureError(FlowError):
+    """A webhook signature that does not check out; ``reason`` is format, stale or mismatch."""
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, kind="verification")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What became of one delivery: ``delivered``, or ``error`` says why not (yet)."""
+
+    delivery_id: int
+    pending_id: str | None
+    event_type: str
+    event_id: str
+    delivered: bool
+    attempts: int
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------- bodies and signatures
+
+
+def webhook_body(kind: str, pending: Pending, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON body for a flow event, or ``None`` for events the marketplace is not told."""
+    base: dict[str, Any] = {"type": kind, "pendingId": pending.id, "offerId": pending.offer_id}
+    if kind == "approval.needed":
+        url = data.get("approvalUrl") or pending.interact_redirect
+        if not url:
+            return None
+        return {**base, "status": "awaiting_approval", "approvalUrl": url}
+    if kind == "payment.completed":
+        return {**base, "status": "paid"}  # exactly the seed's four keys
+    if kind == "payment.failed":
+        status = _FAILED_STATUS.get(pending.state, "failed")
+        reason = data.get("reason") or pending.last_error or status
+        return {**base, "status": status, "reason": str(reason)}
+    return None
+
+
+def encode_body(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _secret_bytes(secret: str | bytes | SecretStr) -> bytes:
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value()
+    return secret if isinstance(secret, bytes) else secret.encode("utf-8")
+
+
+def _as_bytes(body: str | bytes) -> bytes:
+    return body if isinstance(body, bytes) else body.encode("utf-8")
+
+
+def _mac(secret: bytes, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret, str(timestamp).encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str | bytes | SecretStr, body: str | bytes, timestamp: int) -> str:
+    """The ``Opapprove-Signature`` header value for ``body`` sent at ``timestamp``."""
+    return f"t={timestamp},v1={_mac(_secret_bytes(secret), timestamp, _as_bytes(body))}"
+
+
+def _parse_header(header: str) -> tuple[int, list[str]]:
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t" and value.isascii() and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value.strip().lower())
+    if timestamp is None or not signatures:
+        raise WebhookSignatureError(
+            f"the {SIGNATURE_HEADER} header is malformed ({header[:80]!r})",
+            reason="format",
+            hint="expected t=<unix seconds>,v1=<hex HMAC-SHA256>; pass the header value as sent",
+        )
+    return timestamp, signatures
+
+
+def verify_signature(
+    secret: str | bytes | SecretStr,
+    header: str,
+    body: str | bytes,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> None:
+    """Check a delivery's signature header against its raw body; raise if it is not genuine.
+
+    ``body`` must be the bytes exactly as received. A timestamp more than ``tolerance``
+    seconds away from ``now`` is refused, so a captured delivery cannot be replayed later.
+    """
+    if not isinstance(header, str) or not header.strip():
+        raise WebhookSignatureError(
+            f"there is no {SIGNATURE_HEADER} header value",
+            reason="format",
+            hint="pass the header value as sent, e.g. 't=1700000000,v1=5f3c…'",
+        )
+    timestamp, signatures = _parse_header(header)
+    at = time.time() if now is None else now
+    age = at - timestamp
+    if abs(age) > tolerance:
+        when = f"{int(age)} s old" if age > 0 else f"{int(-age)} s in the future"
+        raise WebhookSignatureError(
+            f"the webhook signature timestamp is {when} (tolerance {tolerance:g} s)",
+            reason="stale",
+            hint="a replayed or delayed delivery; if it is genuine, check both clocks",
+        )
+    expected = _mac(_secret_bytes(secret), timestamp, _as_bytes(body)).encode("ascii")
+    # Every candidate is compared, in constant time, so timing says nothing about which.
+    matched = False
+    for candidate in signatures:
+        matched |= hmac.compare_digest(expected, candidate.encode("ascii", "replace"))
+    if not matched:
+        raise WebhookSignatureError(
+            "the webhook signature does not match the body",
+            reason="mismatch",
+            hint="the body was changed, or the secret differs from the sender's webhook_secret",
+        )
+
+
+def event_id(delivery: WebhookDelivery) -> str:
+    """Stable for a delivery across every attempt, so the receiver can drop repeats."""
+    return f"{delivery.pending_id or '-'}.{delivery.event_type}.{delivery.id}"
+
+
+def _where(url: str) -> str:
+    # Only scheme, host and path go into the audit trail: a query may carry a credential.
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    return None
+
+
+# ---------------------------------------------------------------------- the sender
+
+
+class WebhookSender:
+    """Sends the flow's events to ``settings.webhook_url``; use ``handle`` as ``on_event``.
+
+    Nothing here raises into the payment flow: a receiver that is down or refuses costs
+    retries and ``webhook_attempt`` events, never a payment step.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        backoff: float = BACKOFF_BASE,
+    ) -> None:
+        self.url = settings.webhook_url
+        self._secret = settings.webhook_secret
+        self.retries = int(settings.webhook_retries)
+        self.timeout = float(settings.timeout)
+        self.store = store
+        self.sleep = sleep
+        self.clock = clock
+        self.backoff = backoff
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self._in_flight: set[int] = set()
+
+    def __repr__(self) -> str:
+        secret = "set" if self._secret is not None else "none"
+        return f"WebhookSender(url={self.url!r}, secret={secret}, retries={self.retries})"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    async def aclose(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
+
+    async def __aenter__(self) -> WebhookSender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                transport=self._transport, timeout=self.timeout, follow_redirects=False
+            )
+        return self._http
+
+    # -- entry points -------------------------------------------------------------------
+
+    async def handle(
+        self, kind: str, pending: Pending, data: dict[str, Any] | None = None
+    ) -> DeliveryResult | None:
+        """Flow's ``on_event``: record the event, then send it (with retries) unless sent."""
+        if not self.enabled:
+            return None
+        body = webhook_body(kind, pending, data or {})
+        if body is None:
+            return None
+        try:
+            delivery, created = self.store.add_webhook_delivery(
+                pending.id, kind, encode_body(body), same_body=kind == "approval.needed"
+            )
+        except StoreError:
+            return None  # the payment is committed already; a lost notice must not undo it
+        if not created:
+            return None
+        return await self._deliver(delivery)
+
+    async def deliver_pending(
+        self, store: Store | None = None, *, min_age: float = 0.0
+    ) -> list[DeliveryResult]:
+        """Send again every delivery not yet delivered (``pending replay`` calls this).
+
+        ``min_age`` skips deliveries younger than that many seconds, which another
+        process may be sending right now.
+        """
+        if not self.enabled:
+            return []
+        source = store or self.store
+        now = self.clock()
+        results = []
+        for delivery in source.webhook_deliveries(undelivered=True):
+            if delivery.id in self._in_flight or now - delivery.created_at < min_age:
+                continue
+            results.append(await self._deliver(delivery, store=source))
+        return results
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _deliver(self, delivery: WebhookDelivery, *, store: Store | None = None) -> DeliveryResult:
+        store = store or self.store
+        assert self.url
+        self._in_flight.add(delivery.id)
+        try:
+            return await self._attempts(delivery, store, self.url)
+        finally:
+            self._in_flight.discard(delivery.id)
+
+    async def _attempts(self, delivery: WebhookDelivery, store: Store, url: str) -> DeliveryResult:
+        ident = event_id(delivery)
+        body = delivery.body.encode("utf-8")
+        attempts_now = 0
+        error: str | None = None
+        for attempt in range(1, self.retries + 2):
+            attempts_now = attempt
+            status, error, retry, wait = await self._post(url, ident, body)
+            delivered = error is None
+            outcome = "delivered" if delivered else ("retry" if retry else "gave_up")
+            if not delivered and retry and attempt == self.retries + 1:
+                outcome = "gave_up"
+            info: dict[str, Any] = {
+                "attempt": attempt,
+                "status": status,
+                "error": error,
+                "outcome": outcome,
+                "url": _where(url),
+                "eventId": ident,
+            }
+            try:
+                delivery = store.record_webhook_attempt(
+                    delivery.id, delivered=delivered, error=error, data=info
+                )
+            except StoreError:
+                pass  # the receiver has it or not either way; the trail is best effort
+            if delivered or outcome == "gave_up":
+                break
+            await self.sleep(wait if wait is not None else self._backoff(attempt))
+        return DeliveryResult(
+            delivery_id=delivery.id,
+            pending_id=delivery.pending_id,
+            event_type=delivery.event_type,
+            event_id=ident,
+            delivered=error is None,
+            attempts=attempts_now,
+            error=error,
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.backoff * 2 ** (attempt - 1), BACKOFF_CAP))
+
+    async def _post(
+        self, url: str, ident: str, body: bytes
+    ) -> tuple[int | None, str | None, bool, float | None]:
+        """One attempt: ``(status, error or None, worth retrying, server's Retry-After)``."""
+        timestamp = int(self.clock())
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID_HEADER: ident,
+        }
+        if self._secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self._secret, body, timestamp)
+        try:
+            response = await self._client().post(url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return None, f"timed out ({type(exc).__name__})", True, None
+        except httpx.HTTPError as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return None, f"could not connect: {text}", True, None
+        status = response.status_code
+        if 200 <= status < 300:
+            return status, None, True, None
+        reason = response.reason_phrase or "error"
+        if status >= 500 or status in _RETRY_STATUSES:
+            wait = _retry_after(response)
+            return status, f"{status} {reason}", True, None if wait is None else min(wait, BACKOFF_CAP)
+        if 300 <= status < 400:
+            where = response.headers.get("location", "nowhere")
+            return status, f"{status} redirect to {where} (not followed)", False, None
+        return status, f"{status} {reason}", False, None
