@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from opapprove.approvals.errors import FlowError
+from opapprove.approvals.flow import resolve_seller
 from opapprove.approvals.store import Store
 from opapprove.cli import exitcodes
-from opapprove.cli.errors import CliError
-from opapprove.cli.seller import resolve_seller
 from opapprove.openpayments.keys import (
     generate_private_key,
     load_private_key_file,
@@ -257,7 +257,7 @@ def test_config_seller_is_listed_and_resolved(cli: Cli) -> None:
 
 def test_resolve_seller_nothing_configured(cli: Cli) -> None:
     settings = load_settings(cli.config, store=cli.store)
-    with Store(cli.store) as store, pytest.raises(CliError) as info:
+    with Store(cli.store) as store, pytest.raises(FlowError) as info:
         resolve_seller(settings, store)
     assert info.value.exit_code == exitcodes.CONFIG
     assert info.value.message.startswith("Configure wallet address first")
@@ -267,7 +267,7 @@ def test_resolve_seller_nothing_configured(cli: Cli) -> None:
 def test_resolve_seller_incomplete_config(cli: Cli) -> None:
     cli.write_config(f'seller_wallet_address_url = "{WALLET}"\n')
     settings = load_settings(cli.config, store=cli.store)
-    with Store(cli.store) as store, pytest.raises(CliError) as info:
+    with Store(cli.store) as store, pytest.raises(FlowError) as info:
         resolve_seller(settings, store)
     assert "seller_key_id" in (info.value.hint or "")
 
@@ -293,6 +293,6 @@ def test_resolve_seller_store_default_and_named(cli: Cli) -> None:
     with Store(cli.store) as store:
         assert resolve_seller(settings, store).id == "default-seller"
         assert resolve_seller(settings, store, "other").id == "other"
-        with pytest.raises(CliError) as info:
+        with pytest.raises(FlowError) as info:
             resolve_seller(settings, store, "ghost")
     assert "default-seller, other" in (info.value.hint or "")

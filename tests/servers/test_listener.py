@@ -1,4 +1,4 @@
-"""The finish-callback listener: real callbacks finish payments, forged and odd ones change nothing."""
+"""The finish-callback listener: real callbacks pay, forged and odd ones change nothing."""
 
 from __future__ import annotations
 

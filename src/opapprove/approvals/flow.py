@@ -68,21 +68,56 @@ def seller_from_settings(settings: Settings) -> Seller | None:
     )
 
 
-def resolve_seller(settings: Settings, store: Store, seller_id: str | None) -> Seller:
+def resolve_seller(settings: Settings, store: Store, seller_id: str | None = None) -> Seller:
+    """The seller to act for: ``seller_id``, else the default ``settings.seller_id``.
+
+    The store's seller of that id, else the config's ``seller_*`` seller if it has that id.
+    Nothing usable is the seed's "Configure wallet address first" (kind ``config``, exit 3),
+    with a hint naming what exists and what to set.
+    """
     wanted = seller_id or settings.seller_id
     seller = store.get_seller(wanted)
-    if seller is None:
-        from_settings = seller_from_settings(settings)
-        if from_settings is not None and from_settings.id == wanted:
-            seller = from_settings
-    if seller is None:
-        raise FlowError(
-            f"Configure wallet address first: no seller {wanted!r} is set up",
-            hint="run `opapprove seller add` (or `seller keygen`), or set"
-            " seller_wallet_address_url, seller_key_id and seller_private_key_path in the config",
-            kind="config",
+    if seller is not None:
+        return seller
+    from_settings = seller_from_settings(settings)
+    if from_settings is not None and from_settings.id == wanted:
+        return from_settings
+    known = sorted(
+        {s.id for s in store.list_sellers()} | ({from_settings.id} if from_settings else set())
+    )
+    if seller_id is not None:
+        message = f"Configure wallet address first: unknown seller {seller_id!r}"
+        hint = "known sellers: " + ", ".join(known) if known else _HOW_TO_ADD
+    elif missing := _incomplete_settings_seller(settings):
+        message = "Configure wallet address first: the config's default seller is incomplete"
+        hint = "set " + ", ".join(missing) + f" (or OPAPPROVE_{missing[0].upper()})"
+    elif known:
+        message = f"Configure wallet address first: no default seller {wanted!r}"
+        hint = (
+            f"pass --seller {known[0]}, or set seller_id in the config (known: {', '.join(known)})"
         )
-    return seller
+    else:
+        message = f"Configure wallet address first: no seller {wanted!r} is set up"
+        hint = _HOW_TO_ADD
+    raise FlowError(message, hint=hint, kind="config")
+
+
+_HOW_TO_ADD = (
+    "run `opapprove seller add ID --wallet URL --key-id KID --key FILE` (or `opapprove seller"
+    " keygen --seller ID --wallet URL`), or set seller_wallet_address_url, seller_key_id and"
+    " seller_private_key_path in the config"
+)
+
+
+def _incomplete_settings_seller(settings: Settings) -> list[str]:
+    names = {
+        "seller_wallet_address_url": settings.seller_wallet_address_url,
+        "seller_key_id": settings.seller_key_id,
+        "seller_private_key_path": settings.seller_private_key_path,
+    }
+    if not any(names.values()):
+        return []
+    return [name for name, value in names.items() if not value]
 
 
 def is_expired(quote: dict[str, Any] | None, now: float) -> bool:

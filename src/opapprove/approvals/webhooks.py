@@ -104,7 +104,9 @@ def _as_bytes(body: str | bytes) -> bytes:
 
 
 def _mac(secret: bytes, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret, str(timestamp).encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret, str(timestamp).encode("ascii") + b"." + body, hashlib.sha256
+    ).hexdigest()
 
 
 def sign(secret: str | bytes | SecretStr, body: str | bytes, timestamp: int) -> str:
@@ -252,10 +254,18 @@ class WebhookSender:
 
     # -- entry points -------------------------------------------------------------------
 
-    async def handle(
+    async def handle(self, kind: str, pending: Pending, data: dict[str, Any]) -> None:
+        """Flow's ``on_event`` (``Flow(on_event=sender.handle)``): see :meth:`notify`."""
+        await self.notify(kind, pending, data)
+
+    async def notify(
         self, kind: str, pending: Pending, data: dict[str, Any] | None = None
     ) -> DeliveryResult | None:
-        """Flow's ``on_event``: record the event, then send it (with retries) unless sent."""
+        """Record the event, then send it (with retries); ``None`` if nothing was sent.
+
+        Nothing is sent without a ``webhook_url``, for events the marketplace is not told,
+        or when this event was recorded before (by this or another process).
+        """
         if not self.enabled:
             return None
         body = webhook_body(kind, pending, data or {})
@@ -292,7 +302,9 @@ class WebhookSender:
 
     # -- sending -------------------------------------------------------------------------
 
-    async def _deliver(self, delivery: WebhookDelivery, *, store: Store | None = None) -> DeliveryResult:
+    async def _deliver(
+        self, delivery: WebhookDelivery, *, store: Store | None = None
+    ) -> DeliveryResult:
         store = store or self.store
         assert self.url
         self._in_flight.add(delivery.id)
@@ -367,7 +379,12 @@ class WebhookSender:
         reason = response.reason_phrase or "error"
         if status >= 500 or status in _RETRY_STATUSES:
             wait = _retry_after(response)
-            return status, f"{status} {reason}", True, None if wait is None else min(wait, BACKOFF_CAP)
+            return (
+                status,
+                f"{status} {reason}",
+                True,
+                None if wait is None else min(wait, BACKOFF_CAP),
+            )
         if 300 <= status < 400:
             where = response.headers.get("location", "nowhere")
             return status, f"{status} redirect to {where} (not followed)", False, None

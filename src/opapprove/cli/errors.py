@@ -96,6 +96,7 @@ def classify(exc: BaseException) -> ErrorReport:
         if module is not None and isinstance(exc, getattr(module, "FlowError", ())):
             status = getattr(exc, "status", None)
             code = getattr(exc, "code", None)
+            pending_id = getattr(exc, "pending_id", None)
             return ErrorReport(
                 _text(getattr(exc, "message", exc)),
                 getattr(exc, "hint", None),
@@ -103,6 +104,8 @@ def classify(exc: BaseException) -> ErrorReport:
                 int(getattr(exc, "exit_code", exitcodes.UNEXPECTED)),
                 status=status if isinstance(status, int) else None,
                 code=code if isinstance(code, str) else None,
+                # Scripts need the grant to look at (or replay) after a failed step.
+                details={"pendingId": pending_id} if pending_id else {},
             )
 
     settings = _loaded("opapprove.settings")

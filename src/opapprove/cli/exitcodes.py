@@ -26,6 +26,21 @@ MEANINGS: dict[int, str] = {
 }
 
 
+# What a grant's final state means for a command that waited for it (status --watch, listen).
+_BY_FINAL_STATE = {
+    "completed": OK,
+    "rejected": NOT_APPROVED,
+    "expired": NOT_APPROVED,
+    "cancelled": NOT_APPROVED,
+    "failed": REFUSED,
+}
+
+
+def for_state(state: str) -> int | None:
+    """The exit code for a grant that ended in ``state``; ``None`` while it is not final."""
+    return _BY_FINAL_STATE.get(str(state))
+
+
 def epilog() -> str:
     # "\b" stops click from re-wrapping the table into one paragraph.
     lines = ["\b", "Exit codes:"]

@@ -63,71 +63,9 @@ def parse_wallet(url: str, settings: Settings) -> str:
 
 def settings_seller(settings: Settings) -> Seller | None:
     """The seller described by the config's ``seller_*`` keys, if they are all set."""
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.flow import seller_from_settings
 
-    wallet = settings.seller_wallet_address_url
-    key_id = settings.seller_key_id
-    key_path = settings.seller_private_key_path
-    if not (wallet and key_id and key_path):
-        return None
-    return Seller(
-        id=settings.seller_id,
-        wallet_address_url=str(wallet),
-        key_id=str(key_id),
-        private_key_path=str(Path(key_path).expanduser()),
-        created_at=0.0,
-    )
-
-
-def _partial_settings_seller(settings: Settings) -> list[str]:
-    names = {
-        "seller_wallet_address_url": settings.seller_wallet_address_url,
-        "seller_key_id": settings.seller_key_id,
-        "seller_private_key_path": settings.seller_private_key_path,
-    }
-    if not any(names.values()):
-        return []
-    return [name for name, value in names.items() if not value]
-
-
-def resolve_seller(settings: Settings, store: Store, seller_id: str | None = None) -> Seller:
-    """The seller to act for: ``seller_id``, else the default ``settings.seller_id``.
-
-    Same order as the flow (approvals.flow.resolve_seller): the store's seller of that id,
-    else the config's ``seller_*`` seller if it has that id. Nothing configured is the seed's
-    "Configure wallet address first", as a one-line configuration error (exit 3).
-    """
-    wanted = seller_id or settings.seller_id
-    found = store.get_seller(wanted)
-    if found is not None:
-        return found
-    from_config = settings_seller(settings)
-    if from_config is not None and from_config.id == wanted:
-        return from_config
-    known = sorted({s.id for s in store.list_sellers()} | _config_ids(from_config))
-    if seller_id is not None:
-        raise config_error(
-            f"unknown seller {seller_id!r}",
-            "known sellers: " + ", ".join(known) if known else _HOW_TO_ADD,
-        )
-    missing = _partial_settings_seller(settings)
-    if missing:
-        raise config_error(
-            "Configure wallet address first: the config's default seller is incomplete",
-            "set " + ", ".join(missing) + " (or OPAPPROVE_" + missing[0].upper() + ")",
-        )
-    if known:
-        raise config_error(
-            f"Configure wallet address first: no default seller {wanted!r}",
-            "pass --seller "
-            + known[0]
-            + ", or set seller_id in the config (known: "
-            + ", ".join(known)
-            + ")",
-        )
-    raise config_error(
-        f"Configure wallet address first: no seller {wanted!r} is set up", _HOW_TO_ADD
-    )
+    return seller_from_settings(settings)
 
 
 _HOW_TO_ADD = (
@@ -136,16 +74,15 @@ _HOW_TO_ADD = (
 )
 
 
-def _config_ids(seller: Seller | None) -> set[str]:
-    return {seller.id} if seller is not None else set()
-
-
 def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller | None, str | None]:
     """The named seller (must exist), else the default seller if there is one, else a note.
 
     Without a name, a read-only command must not create a store file as a side effect, so
     a store that does not exist yet only means "no sellers in the store".
     """
+    from opapprove.approvals.errors import FlowError
+    from opapprove.approvals.flow import resolve_seller
+
     settings = runtime.settings()
     if seller_id is not None:
         return resolve_seller(settings, runtime.store(), seller_id), None
@@ -156,7 +93,7 @@ def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller |
         return None, "no seller is configured"
     try:
         return resolve_seller(settings, runtime.store(), None), None
-    except CliError as exc:
+    except FlowError as exc:
         return None, exc.message
 
 
@@ -348,6 +285,7 @@ def show(
     seller_id: Annotated[str, typer.Argument(metavar="ID", help="The seller to show.")],
 ) -> None:
     """Show a seller and the public JWK to upload (never the key)."""
+    from opapprove.approvals.flow import resolve_seller
     from opapprove.openpayments.keys import public_jwk
 
     runtime = _runtime(ctx)

@@ -1,0 +1,62 @@
+"""The approval Flow a command drives: the runtime's store, settings and trace, plus webhooks.
+
+Every command that moves a grant (quote, finish, status, pending, listen) builds its Flow
+here, so each one notifies the marketplace the same way when ``webhook_url`` is set.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opapprove.cli.runtime import Runtime
+
+if TYPE_CHECKING:
+    from opapprove.approvals.flow import Flow
+    from opapprove.approvals.store import Pending
+    from opapprove.approvals.webhooks import WebhookSender
+
+FlowHook = Callable[[str, "Pending", dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass
+class Session:
+    flow: Flow
+    webhooks: WebhookSender | None
+
+
+@asynccontextmanager
+async def open_flow(runtime: Runtime, *, on_event: FlowHook | None = None) -> AsyncIterator[Session]:
+    """A Flow (closed on exit) whose events go to ``on_event`` and, if configured, webhooks."""
+    from opapprove.approvals.flow import Flow
+
+    settings = runtime.settings()
+    store = runtime.store()
+    sender: WebhookSender | None = None
+    if settings.webhook_url:
+        from opapprove.approvals.webhooks import WebhookSender
+
+        sender = WebhookSender(settings, store)
+    hooks: list[FlowHook] = [h for h in (on_event, sender.handle if sender else None) if h]
+
+    async def fan_out(kind: str, pending: Pending, data: dict[str, Any]) -> None:
+        for hook in hooks:
+            result = hook(kind, pending, data)
+            if inspect.isawaitable(result):
+                await result
+
+    flow = Flow(
+        store,
+        settings,
+        on_exchange=runtime.on_exchange(),
+        on_event=fan_out if hooks else None,
+    )
+    try:
+        yield Session(flow, sender)
+    finally:
+        await flow.aclose()
+        if sender is not None:
+            await sender.aclose()

@@ -1,0 +1,235 @@
+"""``opapprove quote start``: steps 1-7 of the seed's flow, ending at the buyer's approval URL.
+
+The seed's ``startQuoteFlow`` / ``POST /offers/{offerId}/quotes/start``. With ``--poll``
+the grant asks for no finish redirect and the command waits until the buyer approved
+and the payment went out, which needs no listener at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from opapprove.cli import exitcodes
+from opapprove.cli.errors import CliError
+from opapprove.cli.runtime import Runtime
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from opapprove.approvals.flow import Flow
+    from opapprove.approvals.store import Pending
+
+app = typer.Typer(help="Start a quote: everything up to the buyer's approval.", no_args_is_help=True)
+
+# Between checks of a created payment that the wallet is still sending (--poll).
+SENDING_CHECK_INTERVAL = 0.5
+
+
+def _runtime(ctx: typer.Context) -> Runtime:
+    runtime = ctx.obj
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context,
+    offer: Annotated[str, typer.Option("--offer", metavar="ID", help="The offer (job) id.")],
+    buyer: Annotated[
+        str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
+    ],
+    amount: Annotated[
+        str,
+        typer.Option("--amount", help="What the seller receives, in the seller's asset: 100.00"),
+    ],
+    seller_id: Annotated[
+        str | None,
+        typer.Option("--seller", metavar="ID", help="The seller (default: the config's)."),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the approval URL in this machine's browser.")
+    ] = False,
+    qr: Annotated[bool, typer.Option("--qr", help="Also draw the approval URL as a QR code.")] = (
+        False
+    ),
+    poll: Annotated[
+        bool,
+        typer.Option(
+            "--poll",
+            help="Ask for no finish redirect; wait here until approved and paid (no listener).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", min=0.0, help="With --poll: seconds to wait (default: poll_timeout)."
+        ),
+    ] = None,
+) -> None:
+    """Start a quote for an offer and print the buyer's approval URL.
+
+    Steps 1-7: wallet addresses, incoming payment, quote, interactive outgoing grant.
+    The buyer approves at the URL; the wallet then redirects to the listener
+    (`opapprove listen`), or paste that redirect to `opapprove finish URL`.
+    """
+    runtime = _runtime(ctx)
+    if timeout is not None and not poll:
+        raise CliError("--timeout goes with --poll", hint="add --poll, or leave --timeout out")
+    settings = runtime.settings()
+    wait = float(timeout if timeout is not None else settings.poll_timeout)
+
+    async def go() -> tuple[Pending, Pending]:
+        from opapprove.approvals.store import State
+        from opapprove.cli.flows import open_flow
+
+        async with open_flow(runtime) as session:
+            flow = session.flow
+            started = await flow.start_quote(
+                offer_id=offer,
+                buyer_wallet=buyer,
+                amount=amount,
+                seller_id=seller_id,
+                poll=poll,
+            )
+            if started.state != State.AWAITING_APPROVAL:
+                # A wallet that grants without asking the buyer: pay right away.
+                return started, await flow.replay(started.id)
+            _show_started(runtime, started, qr=qr, open_browser=open_browser, poll=poll)
+            if not poll:
+                return started, started
+            return started, await _wait_until_paid(runtime, flow, started, wait)
+
+    started, pending = runtime.run(go())
+    _finish_output(runtime, started, pending)
+    code = exitcodes.for_state(str(pending.state))
+    if code:
+        raise typer.Exit(code)
+
+
+def _show_started(
+    runtime: Runtime, pending: Pending, *, qr: bool, open_browser: bool, poll: bool
+) -> None:
+    """What a person needs at once: the steps done and the URL (before any waiting)."""
+    url = pending.interact_redirect or ""
+    output = runtime.output
+    if not output.json_mode:
+        _render_steps(output.out, pending)
+        output.out.print("Approval URL (open it in the buyer's browser):", markup=False)
+        output.out.print(url, markup=False, soft_wrap=True)
+        if qr:
+            _draw_qr(url, sys.stdout)
+        sys.stdout.flush()
+        if poll:
+            output.info("Waiting for the buyer to approve (polling the wallet; Ctrl-C stops)...")
+        else:
+            finish = pending.finish_uri or ""
+            output.info(
+                f"After approval the wallet redirects the browser to {finish.split('?')[0]}: run "
+                "`opapprove listen` there, or paste the redirect URL to `opapprove finish URL`."
+            )
+    elif qr:
+        # stdout holds exactly one JSON document; the picture is for a person, on stderr.
+        _draw_qr(url, sys.stderr)
+    if open_browser and url:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            output.warn("could not open a browser here; open the URL yourself")
+
+
+def _draw_qr(url: str, out: Any) -> None:
+    import segno
+
+    segno.make(url, error="l").terminal(out=out, compact=True)
+    out.flush()
+
+
+async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait: float) -> Pending:
+    import asyncio
+    import time
+
+    from opapprove.approvals.store import State
+    from opapprove.openpayments.client import GrantTimeout
+
+    deadline = time.monotonic() + wait
+    try:
+        pending = await flow.wait_for_approval(pending.id, timeout=wait)
+    except GrantTimeout as exc:
+        raise CliError(
+            f"the buyer did not approve within {wait:g} s (grant {pending.id})",
+            hint=f"the grant is still open: `opapprove pending replay {pending.id}` polls again,"
+            f" `opapprove pending cancel {pending.id}` gives up",
+            kind="timeout",
+            exit_code=exitcodes.TIMEOUT,
+        ) from exc
+    runtime.output.info(f"Approved; state {pending.state}.")
+    while pending.state == State.PAYMENT_CREATED and time.monotonic() < deadline:
+        await asyncio.sleep(SENDING_CHECK_INTERVAL)
+        pending = await flow.refresh(pending.id)
+    if pending.state == State.PAYMENT_CREATED:
+        raise CliError(
+            f"the payment was created but not seen fully sent within {wait:g} s",
+            hint=f"follow it with `opapprove status {pending.id} --watch`",
+            kind="timeout",
+            exit_code=exitcodes.TIMEOUT,
+        )
+    return pending
+
+
+def _render_steps(console: Console, pending: Pending) -> None:
+    from opapprove.cli.views import amount
+
+    buyer_doc = pending.buyer_doc or {}
+    seller_doc = pending.seller_doc or {}
+    quote = pending.quote or {}
+    incoming = pending.incoming_payment or {}
+
+    def asset(doc: dict[str, Any]) -> str:
+        return f"{doc.get('assetCode', '?')}, scale {doc.get('assetScale', '?')}"
+
+    lines = [
+        f"Quote started for offer {pending.offer_id}: pending {pending.id}",
+        f"  1. wallet addresses   buyer {buyer_doc.get('id', pending.buyer_wallet)}"
+        f" ({asset(buyer_doc)}); seller {seller_doc.get('id', pending.seller_wallet)}"
+        f" ({asset(seller_doc)})",
+        f"  2. incoming payment   {pending.incoming_payment_url}"
+        f" for {amount(incoming.get('incomingAmount')) or pending.amount}",
+        f"  3. quote              debit {amount(pending.debit_amount)}, receive"
+        f" {amount(pending.receive_amount)}"
+        + (f", expires {quote['expiresAt']}" if quote.get("expiresAt") else ""),
+        f"  4. approval           interactive outgoing-payment grant requested from"
+        f" {pending.grant_url}",
+    ]
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None:
+    import time
+
+    from opapprove.cli.views import amount, pending_json
+
+    data = pending_json(pending, now=time.time())
+    data["approvalUrl"] = started.interact_redirect
+    output = runtime.output
+    if output.json_mode:
+        output.result(data)
+        return
+    if started is pending:
+        return  # everything was shown before waiting
+
+    def render(console: Console) -> None:
+        line = f"Payment {pending.state}"
+        paid = pending.outgoing_payment or {}
+        if paid.get("sentAmount"):
+            line += f": sent {amount(paid['sentAmount'])}"
+        if pending.outgoing_payment_url:
+            line += f" ({pending.outgoing_payment_url})"
+        if pending.last_error and pending.is_final and str(pending.state) != "completed":
+            line += f" — {pending.last_error}"
+        console.print(line, markup=False, soft_wrap=True)
+
+    output.result(data, render)

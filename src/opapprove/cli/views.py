@@ -1,0 +1,211 @@
+"""How a pending grant looks to people and to scripts: amounts, ages, times, one JSON shape.
+
+Every flow command (``quote start``, ``finish``, ``status``, ``pending``) shows a grant
+through ``pending_json``, so a script reads the same keys whichever command it ran.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opapprove.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from opapprove.approvals.store import Pending
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def amount(data: Any) -> str | None:
+    """A wire amount as ``"12.34 USD"``; ``None`` when there is none."""
+    if not data:
+        return None
+    from opapprove.openpayments.money import format_wire
+
+    return format_wire(data)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def clock_time(ts: float) -> str:
+    """Local wall-clock time for event lines (``14:02:17``)."""
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+def age(seconds: float) -> str:
+    """``95`` → ``"1m 35s"``: short, two units at most."""
+    s = max(0, int(seconds))
+    for unit, size, smaller, smaller_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if s >= size:
+            rest = (s % size) // smaller_size
+            return f"{s // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{s}s"
+
+
+def parse_since(text: str, now: float) -> float:
+    """``--since``: an ISO time (``2026-01-31T12:00``, UTC unless it says otherwise) or a
+    duration back from now (``90s``, ``30m``, ``2h``, ``1d``, ``1h30m``)."""
+    raw = text.strip()
+    parts = _DURATION.findall(raw)
+    if parts and _DURATION.sub("", raw).strip() == "":
+        return now - sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts)
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f"--since {text!r} is neither a duration nor an ISO time",
+            hint="use e.g. --since 2h, --since 30m, or --since 2026-01-31T12:00:00Z",
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def parse_states(values: list[str] | None) -> list[Any] | None:
+    """``--state`` values as States; a wrong name is a usage error that lists the right ones."""
+    if not values:
+        return None
+    from opapprove.approvals.store import State
+
+    names = [v.strip().lower() for value in values for v in value.split(",") if v.strip()]
+    known = [str(s) for s in State]
+    wrong = [n for n in names if n not in known]
+    if wrong:
+        raise CliError(
+            f"unknown state {wrong[0]!r}",
+            hint="states: " + ", ".join(known),
+        )
+    return [State(n) for n in names]
+
+
+def _incoming(pending: Pending) -> dict[str, Any] | None:
+    if not pending.incoming_payment_url:
+        return None
+    stored = pending.incoming_payment or {}
+    received = stored.get("receivedAmount")
+    completed = bool(stored.get("completed"))
+    # The stored copy is from creation time; the outgoing payment says what arrived since.
+    paid = pending.outgoing_payment or {}
+    if str(pending.state) == "completed" and paid.get("receiveAmount"):
+        received = paid["receiveAmount"]
+        completed = True
+    return {
+        "id": pending.incoming_payment_url,
+        "incomingAmount": stored.get("incomingAmount"),
+        "receivedAmount": received,
+        "completed": completed,
+        "expiresAt": stored.get("expiresAt"),
+    }
+
+
+def _quote(pending: Pending) -> dict[str, Any] | None:
+    if not pending.quote_url:
+        return None
+    quote = pending.quote or {}
+    return {
+        "id": pending.quote_url,
+        "debitAmount": pending.debit_amount,
+        "receiveAmount": pending.receive_amount,
+        "expiresAt": quote.get("expiresAt"),
+    }
+
+
+def _outgoing(pending: Pending) -> dict[str, Any] | None:
+    if not pending.outgoing_payment_url:
+        return None
+    paid = pending.outgoing_payment or {}
+    return {
+        "id": pending.outgoing_payment_url,
+        "debitAmount": paid.get("debitAmount"),
+        "receiveAmount": paid.get("receiveAmount"),
+        "sentAmount": paid.get("sentAmount"),
+        "failed": bool(paid.get("failed")),
+    }
+
+
+def pending_json(pending: Pending, *, now: float) -> dict[str, Any]:
+    """One grant for ``--json``: what a script needs, never a token."""
+    outgoing = _outgoing(pending)
+    awaiting = str(pending.state) == "awaiting_approval"
+    return {
+        "pendingId": pending.id,
+        "offerId": pending.offer_id,
+        "sellerId": pending.seller_id,
+        "buyer": pending.buyer_wallet,
+        "amount": pending.amount,
+        "state": str(pending.state),
+        "final": pending.is_final,
+        "approvalUrl": pending.interact_redirect if awaiting else None,
+        "approvalExpiresAt": iso(pending.approval_expires_at) if awaiting else None,
+        "poll": pending.poll,
+        "debitAmount": pending.debit_amount,
+        "receiveAmount": pending.receive_amount,
+        "sentAmount": outgoing["sentAmount"] if outgoing else None,
+        "incomingPayment": _incoming(pending),
+        "quote": _quote(pending),
+        "outgoingPayment": outgoing,
+        "lastError": pending.last_error,
+        "attempts": pending.attempts,
+        "createdAt": iso(pending.created_at),
+        "updatedAt": iso(pending.updated_at),
+        "ageSeconds": round(max(0.0, now - pending.created_at), 1),
+    }
+
+
+def incoming_line(pending: Pending) -> str | None:
+    info = _incoming(pending)
+    if info is None:
+        return None
+    wanted = amount(info["incomingAmount"])
+    got = amount(info["receivedAmount"])
+    if info["completed"]:
+        status = "completed"
+    elif got and wanted:
+        status = f"received {got} of {wanted}"
+    else:
+        status = f"for {wanted}" if wanted else "open"
+    return f"{info['id']}  ({status})"
+
+
+def detail_rows(pending: Pending, *, now: float) -> list[tuple[str, str]]:
+    """``status``'s lines: label and value, only those that are known."""
+    rows: list[tuple[str, str | None]] = [
+        ("pending id", pending.id),
+        ("state", str(pending.state)),
+        ("offer", pending.offer_id),
+        ("seller", pending.seller_id),
+        ("buyer", pending.buyer_wallet),
+        ("amount", pending.amount),
+        ("debit amount", amount(pending.debit_amount)),
+        ("receive amount", amount(pending.receive_amount)),
+        ("incoming payment", incoming_line(pending)),
+        ("quote", pending.quote_url),
+        ("outgoing payment", pending.outgoing_payment_url),
+        ("sent amount", amount((pending.outgoing_payment or {}).get("sentAmount"))),
+        ("last error", pending.last_error),
+        ("created", f"{iso(pending.created_at)} ({age(now - pending.created_at)} ago)"),
+        ("last change", f"{iso(pending.updated_at)} ({age(now - pending.updated_at)} ago)"),
+    ]
+    if str(pending.state) == "awaiting_approval":
+        rows.append(("approval URL", pending.interact_redirect))
+        if pending.approval_expires_at:
+            left = pending.approval_expires_at - now
+            rows.append(
+                (
+                    "approval expires",
+                    f"{iso(pending.approval_expires_at)} "
+                    + (f"(in {age(left)})" if left > 0 else "(passed)"),
+                )
+            )
+    return [(label, value) for label, value in rows if value]

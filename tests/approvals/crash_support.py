@@ -1,0 +1,126 @@
+"""Making the flow "die" at a chosen request, and coming back as a fresh process.
+
+Two ways to die right after a request left:
+- ``drop``: the sandbox's own fault mode ``drop: after_commit`` (the server acted, the
+  client saw the connection close without an answer);
+- ``kill``: our side dies after the answer arrived but before anything was committed,
+  by raising :class:`Killed` (a BaseException, like SIGKILL nothing in the flow catches);
+- ``kill_before``: our side dies just before the request leaves (for seeding states).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from opapprove.approvals.flow import Flow
+from opapprove.approvals.store import Store
+from tests.approvals.conftest import FlowKit
+
+
+class Killed(BaseException):
+    """The process was killed: no ``except Exception`` in the flow sees this."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    method: str
+    path: str  # a regex over the URL path
+    body: str | None = None  # a fragment the body must contain
+
+    def matches(self, request: httpx.Request) -> bool:
+        if request.method != self.method or not re.fullmatch(self.path, request.url.path):
+            return False
+        return self.body is None or self.body.encode() in request.content
+
+
+# Every request the flow makes, in order (the wallet GETs and the first two grants run
+# concurrently).
+STEPS: list[Step] = [
+    Step("wallet GET (buyer)", "GET", r"/buyer"),
+    Step("wallet GET (seller)", "GET", r"/seller"),
+    Step("grant incoming-payment", "POST", r"/auth", '"type":"incoming-payment"'),
+    Step("grant quote", "POST", r"/auth", '"type":"quote"'),
+    Step("create incoming payment", "POST", r"/op/incoming-payments"),
+    Step("create quote", "POST", r"/op/quotes"),
+    Step("grant outgoing-payment (interactive)", "POST", r"/auth", '"type":"outgoing-payment"'),
+    Step("continue grant", "POST", r"/auth/continue/[^/]+"),
+    Step("create outgoing payment", "POST", r"/op/outgoing-payments"),
+    Step("get outgoing payment", "GET", r"/op/outgoing-payments/[^/]+"),
+]
+STEP_BY_NAME = {s.name: s for s in STEPS}
+GET_ATTEMPTS = 3  # the client retries a GET twice: a drop must outlast all three tries
+
+
+class CrashingTransport(httpx.AsyncBaseTransport):
+    """Passes requests to ``inner``; once armed, dies at the first request matching a step."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, sandbox_state: Any) -> None:
+        self.inner = inner
+        self.sandbox_state = sandbox_state
+        self.step: Step | None = None
+        self.mode = ""
+        self.fired = False
+
+    def arm(self, step: Step, mode: str) -> None:
+        assert mode in ("drop", "kill", "kill_before")
+        self.step, self.mode, self.fired = step, mode, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        step = self.step
+        if step is None or not step.matches(request):
+            return await self.inner.handle_async_request(request)
+        if self.mode == "kill_before":
+            self.step, self.fired = None, True
+            raise Killed(f"killed before {step.name}")
+        if self.mode == "kill":
+            response = await self.inner.handle_async_request(request)
+            await response.aread()
+            self.step, self.fired = None, True
+            raise Killed(f"killed after {step.name}")
+        # drop: the sandbox drops this request (and the client's retries of a GET) after
+        # doing it. Arming just before forwarding, with no await in between, targets
+        # exactly this request even while another one to the same route is in flight.
+        self.step = None
+        times = GET_ATTEMPTS if request.method == "GET" else 1
+        self.sandbox_state.set_fault(
+            f"{request.method} {request.url.path}", drop="after_commit", times=times
+        )
+        try:
+            return await self.inner.handle_async_request(request)
+        except httpx.RemoteProtocolError:
+            self.fired = True
+            raise
+
+
+def fresh_flow(kit: FlowKit, *, clock: Any = None, **kwargs: Any) -> tuple[Store, Flow]:
+    """What a new process would have: its own Store and Flow on the same store file."""
+    store = Store(Path(kit.store.path), clock=clock or kit.sandbox.clock)
+    flow = Flow(
+        store,
+        kit.settings,
+        transport=httpx.ASGITransport(app=kit.sandbox.asgi),
+        clock=kit.sandbox.clock,
+        sleep=no_sleep,
+        **kwargs,
+    )
+    return store, flow
+
+
+async def no_sleep(seconds: float) -> None:
+    return None
+
+
+def payments_by_pending(sandbox_state: Any) -> dict[str, int]:
+    """How many outgoing payments the sandbox holds for each pendingId (from metadata)."""
+    counts: dict[str, int] = {}
+    for payment in sandbox_state.outgoing_payments():
+        metadata = getattr(payment, "metadata", None) or {}
+        key = str(metadata.get("pendingId"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts

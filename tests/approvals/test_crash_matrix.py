@@ -1,0 +1,219 @@
+"""Crash at every step of the flow, then replay: every flow completes, money moves once.
+
+For each request the flow makes, the run "dies" right after that request left, in two
+ways (see crash_support): the sandbox drops the connection after doing the work, or our
+process is killed after the answer arrived but before it was committed. A fresh Store and
+Flow on the same file (a new process) then replays, and the buyer approves again when a
+new approval is needed, until the grant is final. ``test_the_whole_matrix`` asserts (and
+writes out) the steps x crash modes table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opapprove.approvals.errors import FlowError
+from opapprove.approvals.flow import Flow
+from opapprove.approvals.store import State
+from tests.approvals.conftest import FlowKit, make_kit
+from tests.approvals.crash_support import (
+    STEPS,
+    CrashingTransport,
+    Killed,
+    Step,
+    fresh_flow,
+    no_sleep,
+    payments_by_pending,
+)
+
+pytestmark = pytest.mark.anyio
+
+MODES = ("drop", "kill")
+AMOUNT, MINOR = "12.34", 1234
+EXPECTED = "completed, 1 payment"
+# The event that shows replay took the guarded path, for the steps that have one.
+RECOVERED_BY = {
+    "continue grant": "approval_restarted",  # the lost token cannot be fetched again
+    "create outgoing payment": "payment_found",  # found, not made a second time
+}
+# (step name, mode) -> the cell of the matrix: "<final state>, <n> payment(s)[, ...]".
+MATRIX: dict[tuple[str, str], str] = {}
+
+
+async def _die(kit: FlowKit, step: Step, mode: str) -> tuple[str, bool]:
+    """Run the flow until it dies at ``step``; return the grant's id and whether it died."""
+    crashing = CrashingTransport(httpx.ASGITransport(app=kit.sandbox.asgi), kit.sandbox.state)
+    dying = Flow(
+        kit.store, kit.settings, transport=crashing, clock=kit.sandbox.clock, sleep=no_sleep
+    )
+    crashing.arm(step, mode)
+    try:
+        pending = await dying.start_quote(
+            offer_id="offer-crash", buyer_wallet=kit.sandbox.buyer, amount=AMOUNT
+        )
+        await dying.finish_url(kit.finish_url(pending.interact_redirect))
+    except (Killed, FlowError):
+        pass
+    finally:
+        await dying.aclose()
+    (pending,) = kit.store.list_pending()
+    # A run that still finished (say, by retrying a GET) did not die.
+    return pending.id, crashing.fired and not pending.is_final
+
+
+async def _finish_as_a_new_process(kit: FlowKit, pending_id: str) -> State:
+    store, flow = fresh_flow(kit)
+    try:
+        for _ in range(6):
+            pending = store.get_pending(pending_id)
+            assert pending is not None
+            if pending.is_final:
+                break
+            if pending.state == State.AWAITING_APPROVAL:
+                # The buyer approves (again): the new approval request after the crash.
+                await flow.finish_url(kit.finish_url(pending.interact_redirect))
+                continue
+            try:
+                await flow.replay(pending_id)
+            except FlowError as exc:
+                assert exc.kind == "waiting", str(exc)
+        final = store.get_pending(pending_id)
+        assert final is not None
+        return final.state
+    finally:
+        await flow.aclose()
+        store.close()
+
+
+async def _run_case(tmp: Path, step: Step, mode: str) -> str:
+    with pytest.MonkeyPatch.context() as mp:
+        kit = make_kit(tmp, mp)
+        try:
+            buyer_before = kit.sandbox.state.balance("buyer")
+            seller_before = kit.sandbox.state.balance("seller")
+            pending_id, died = await _die(kit, step, mode)
+            if not died:
+                return "the crash did not happen"
+            state = await _finish_as_a_new_process(kit, pending_id)
+            payments = payments_by_pending(kit.sandbox.state)
+            count = payments.get(pending_id, 0)
+            cell = f"{state}, {count} payment{'s' if count != 1 else ''}"
+            debited = buyer_before - kit.sandbox.state.balance("buyer")
+            credited = kit.sandbox.state.balance("seller") - seller_before
+            if sum(payments.values()) != count:
+                cell += f", {sum(payments.values()) - count} stray"
+            if debited != MINOR or credited != MINOR:
+                cell += f", debited {debited} credited {credited}"
+            kinds = {e.kind for e in kit.store.events(pending_id)}
+            proof = RECOVERED_BY.get(step.name)
+            if proof is not None and proof not in kinds:
+                cell += f", without {proof}"
+            kit.sandbox.recorder.assert_clean()
+            return cell
+        finally:
+            kit.store.close()
+            kit.sandbox.state.close()
+
+
+async def _cell(tmp: Path, step: Step, mode: str) -> str:
+    key = (step.name, mode)
+    if key not in MATRIX:
+        MATRIX[key] = await _run_case(tmp, step, mode)
+    return MATRIX[key]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
+async def test_crash_then_replay_completes_and_pays_once(
+    tmp_path: Path, step: Step, mode: str
+) -> None:
+    assert await _cell(tmp_path, step, mode) == EXPECTED
+
+
+async def test_replay_waits_for_a_live_lease_then_pays_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch)
+    pending_id, died = await _die(kit, _step("create outgoing payment"), "kill")
+    assert died
+    store, flow = fresh_flow(kit)
+    try:
+        assert store.get_pending(pending_id).state == State.PAYING
+        # Another process (a listener, say) is working on the grant right now.
+        assert store.acquire_lease(pending_id, "listener-4242", 60)
+        with pytest.raises(FlowError) as err:
+            await flow.replay(pending_id)
+        assert err.value.kind == "busy"
+        assert store.get_pending(pending_id).state == State.PAYING
+        assert payments_by_pending(kit.sandbox.state) == {pending_id: 1}
+        # That process died holding the lease; once it runs out, replay carries on.
+        kit.sandbox.clock.advance(61)
+        done = await flow.replay(pending_id)
+        assert done.state == State.COMPLETED
+        assert payments_by_pending(kit.sandbox.state) == {pending_id: 1}
+        assert "payment_found" in [e.kind for e in store.events(pending_id)]
+    finally:
+        await flow.aclose()
+        store.close()
+        kit.store.close()
+
+
+async def test_two_replays_at_once_pay_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch)
+    pending_id, died = await _die(kit, _step("create outgoing payment"), "drop")
+    assert died
+    (store_a, flow_a), (store_b, flow_b) = fresh_flow(kit), fresh_flow(kit)
+    try:
+        results = await asyncio.gather(
+            flow_a.replay(pending_id), flow_b.replay(pending_id), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert all(isinstance(r, FlowError) and r.kind == "busy" for r in refused), refused
+        for _ in range(2):
+            if store_a.get_pending(pending_id).state != State.COMPLETED:
+                await flow_a.replay(pending_id)
+        assert store_a.get_pending(pending_id).state == State.COMPLETED
+        assert payments_by_pending(kit.sandbox.state) == {pending_id: 1}
+    finally:
+        for flow in (flow_a, flow_b):
+            await flow.aclose()
+        store_a.close()
+        store_b.close()
+        kit.store.close()
+
+
+async def test_the_whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every step x crash mode: completed with exactly one payment (runs missing cells)."""
+    for step in STEPS:
+        for mode in MODES:
+            await _cell(tmp_path_factory.mktemp("cell"), step, mode)
+    table = _table()
+    out = tmp_path_factory.getbasetemp() / "crash_matrix.md"
+    out.write_text(table, encoding="utf-8")
+    wrong = {k: v for k, v in MATRIX.items() if v != EXPECTED}
+    assert not wrong, table
+
+
+def _table() -> str:
+    width = max(len(s.name) for s in STEPS)
+    cell = len(EXPECTED)
+    lines = [
+        f"| {'step (dies right after it)':<{width}} | "
+        + " | ".join(f"{m:<{cell}}" for m in MODES)
+        + " |",
+        f"|{'-' * (width + 2)}|" + "|".join("-" * (cell + 2) for _ in MODES) + "|",
+    ]
+    for step in STEPS:
+        cells = [f"{MATRIX.get((step.name, m), 'not run'):<{cell}}" for m in MODES]
+        lines.append(f"| {step.name:<{width}} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _step(name: str) -> Step:
+    return next(s for s in STEPS if s.name == name)
