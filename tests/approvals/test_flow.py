@@ -124,15 +124,28 @@ async def test_replay_of_stale_approval_marks_expired(started: tuple[FlowKit, An
     assert kit.store.get_pending(pending.id).state == State.EXPIRED
 
 
-async def test_quote_expired_before_payment(started: tuple[FlowKit, Any]) -> None:
+async def test_quote_expired_before_payment_is_requoted(started: tuple[FlowKit, Any]) -> None:
     kit, pending = started
     url = kit.finish_url(pending.interact_redirect)
-    kit.sandbox.clock.advance(301)  # quotes live 300 s
+    kit.sandbox.clock.advance(301)  # quotes live 300 s, approvals 600 s
+    done = await kit.flow.finish_url(url)
+    assert done.state == State.COMPLETED
+    assert done.quote_url != pending.quote_url
+    assert "requoted" in [e.kind for e in kit.store.events(pending.id)]
+    assert len(kit.sandbox.state.outgoing_payments()) == 1
+
+
+async def test_requote_dearer_than_approved_fails(started: tuple[FlowKit, Any]) -> None:
+    from opapprove.servers.sandbox import FeePolicy
+
+    kit, pending = started
+    url = kit.finish_url(pending.interact_redirect)
+    kit.sandbox.clock.advance(301)
+    kit.sandbox.state.config.fee = FeePolicy(fixed=5)
     with pytest.raises(FlowError) as err:
         await kit.flow.finish_url(url)
-    assert err.value.kind == "wallet"
-    after = kit.store.get_pending(pending.id)
-    assert after.state == State.FAILED and after.last_error
+    assert "more than" in err.value.message
+    assert kit.store.get_pending(pending.id).state == State.FAILED
     assert kit.sandbox.state.outgoing_payments() == []
 
 

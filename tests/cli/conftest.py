@@ -80,3 +80,20 @@ def one_error_line(result: Result) -> str:
 
 
 KeyWriter = Callable[..., Any]
+
+
+@pytest.fixture(scope="module")
+def flow_sandbox() -> Iterator[tuple[Any, str]]:
+    """One sandbox on loopback for a test module's flow commands (see tests/cli/flow_kit)."""
+    from tests.cli.flow_kit import served_sandbox
+
+    with served_sandbox() as served:
+        yield served
+
+
+@pytest.fixture
+def kit(cli: Cli, flow_sandbox: tuple[Any, str]) -> Any:
+    """A CLI with its own store whose default seller is set up on the module's sandbox."""
+    from tests.cli.flow_kit import setup_kit
+
+    return setup_kit(cli, *flow_sandbox)

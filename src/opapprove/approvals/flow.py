@@ -38,6 +38,7 @@ OUTGOING_ACTIONS = ["create", "read", "list"]
 INCOMING_ACCESS: dict[str, Any] = {"type": "incoming-payment", "actions": INCOMING_ACTIONS}
 QUOTE_ACCESS: dict[str, Any] = {"type": "quote", "actions": QUOTE_ACTIONS}
 TOO_FAST_RETRIES = 3
+WALLET_DOC_TTL = 60.0
 
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
 RESUMABLE_AFTER_APPROVAL = (State.APPROVED, State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED)
@@ -157,6 +158,7 @@ class Flow:
         self.lease_seconds = lease_seconds or max(60.0, float(settings.timeout) * 6)
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._clients: dict[str, OpenPaymentsClient] = {}
+        self._wallet_docs: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -209,10 +211,15 @@ class Flow:
             await result
 
     def _get(self, pending_id: str) -> Pending:
-        pending = self.store.get_pending(pending_id)
+        # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
+        known = (
+            pending_id.isprintable()
+            and pending_id.encode("utf-8", "replace").decode("utf-8") == pending_id
+        )
+        pending = self.store.get_pending(pending_id) if known and len(pending_id) < 200 else None
         if pending is None:
             raise FlowError(
-                f"unknown pendingId {pending_id!r}",
+                f"unknown pendingId {pending_id[:60]!r}",
                 hint="list grants with `opapprove pending list`",
                 kind="input",
             )
@@ -313,17 +320,21 @@ class Flow:
                 pending = await self._create_quote(pending, client, seller)
             if pending.state == State.QUOTE_CREATED:
                 pending = await self._request_outgoing_grant(pending, client, seller)
-        except op_errors.TransportError as exc:
-            # The server may or may not have acted; the row stays where it is for replay.
-            self.store.record_error(pending.id, str(exc))
-            raise FlowError(
-                f"Failed to initialize payment: {exc.message}",
-                hint=(exc.hint or "check the wallet is reachable")
-                + f"; resume with `opapprove pending replay {pending.id}`",
-                kind="transport",
-                pending_id=pending.id,
-            ) from exc
         except op_errors.OpenPaymentsError as exc:
+            unknown_outcome = isinstance(exc, op_errors.TransportError) or (
+                isinstance(exc, op_errors.ResponseError) and exc.status >= 500
+            )
+            if unknown_outcome:
+                # The server may or may not have acted; the row stays where it is for replay.
+                self.store.record_error(pending.id, str(exc))
+                raise FlowError(
+                    f"Failed to initialize payment: {exc.message}",
+                    hint=(exc.hint or "check the wallet is reachable")
+                    + f"; resume with `opapprove pending replay {pending.id}`",
+                    kind="transport" if isinstance(exc, op_errors.TransportError) else "wallet",
+                    status=getattr(exc, "status", None),
+                    pending_id=pending.id,
+                ) from exc
             failed = self._fail(self._get(pending.id), str(exc))
             prefix = (
                 "Invalid wallet address"
@@ -347,15 +358,23 @@ class Flow:
             return pending
         seller_url = pending.seller_wallet or self._seller_of(pending).wallet_address_url
         buyer_doc, seller_doc = await asyncio.gather(
-            client.get_wallet_address(pending.buyer_wallet),
-            client.get_wallet_address(seller_url),
+            self._wallet_doc(client, pending.buyer_wallet),
+            self._wallet_doc(client, seller_url),
         )
         return self.store.update(
-            pending.id,
-            event="wallets_fetched",
-            buyer_doc=_dump(buyer_doc),
-            seller_doc=_dump(seller_doc),
+            pending.id, event="wallets_fetched", buyer_doc=buyer_doc, seller_doc=seller_doc
         )
+
+    async def _wallet_doc(self, client: OpenPaymentsClient, url: str) -> dict[str, Any]:
+        # A bulk replay or a busy listener asks for the same few wallets again and again;
+        # their documents hardly ever change, so one fetch serves this Flow for a while.
+        now = self.clock()
+        hit = self._wallet_docs.get(url)
+        if hit is not None and 0 <= now - hit[0] < WALLET_DOC_TTL:
+            return dict(hit[1])
+        doc = _dump(await client.get_wallet_address(url))
+        self._wallet_docs[url] = (now, doc)
+        return dict(doc)
 
     async def _grant_token(
         self,
@@ -760,6 +779,17 @@ class Flow:
                     kind="transport",
                     pending_id=pending.id,
                 ) from exc
+            except op_errors.OpenPaymentsError as exc:
+                self.store.record_error(pending.id, str(exc))
+                raise FlowError(
+                    f"could not finish the payment: {exc.message}",
+                    hint=(exc.hint + "; " if exc.hint else "")
+                    + f"resume with `opapprove pending replay {pending.id}`",
+                    kind="wallet" if isinstance(exc, op_errors.ResponseError) else "protocol",
+                    status=getattr(exc, "status", None),
+                    code=getattr(exc, "code", None),
+                    pending_id=pending.id,
+                ) from exc
             return pending
         finally:
             self.store.release_lease(pending.id, self.holder)
@@ -772,6 +802,8 @@ class Flow:
         try:
             grant = await self._continue_patiently(pending, client)
         except op_errors.GrantError as exc:
+            if exc.status >= 500:
+                raise  # unknown outcome: recorded by the caller, the row stays `approved`
             if _already_continued(exc) and self._continued_before(pending):
                 await self._reapprove(pending, client, exc)
             failed = self._fail(pending, str(exc))
@@ -874,6 +906,9 @@ class Flow:
                 )
         else:
             pending = self._move(pending, State.PAYING, expect=State.GRANT_ISSUED, event="paying")
+        pending = self._get(pending.id)
+        if is_expired(pending.quote, self.clock()):
+            pending = await self._requote(pending, client)
         from opapprove.openpayments.models import CreateOutgoingPayment
 
         body = CreateOutgoingPayment.model_validate(
@@ -888,6 +923,19 @@ class Flow:
                 pending, client, lambda token: client.create_outgoing_payment(rs, token, body)
             )
         except op_errors.ResourceError as exc:
+            if exc.status >= 500:
+                # The wallet may have made the payment before it failed: like a dropped
+                # connection, stay in `paying` so a replay looks for it before paying again.
+                self.store.record_error(pending.id, str(exc))
+                raise FlowError(
+                    f"the wallet failed while creating the payment: {exc.message}",
+                    hint=f"replay it with `opapprove pending replay {pending.id}`: it checks"
+                    " for a payment already made before making one",
+                    kind="wallet",
+                    status=exc.status,
+                    code=exc.code,
+                    pending_id=pending.id,
+                ) from exc
             failed = self._fail(self._get(pending.id), str(exc))
             await self._emit("payment.failed", failed, reason=exc.description or "refused")
             raise FlowError(
@@ -909,6 +957,53 @@ class Flow:
             outgoing_payment=data,
         )
 
+    async def _requote(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        """The buyer approved after the quote expired (quotes live 5 min, approvals 10):
+        quote again for the same incoming payment and pay if it fits the approved limit."""
+        from opapprove.openpayments.models import CreateQuote
+
+        seller = self._seller_of(pending)
+        buyer_doc = pending.buyer_doc or {}
+        body = CreateQuote.model_validate(
+            {
+                "walletAddress": buyer_doc["id"],
+                "receiver": pending.incoming_payment_url,
+                "method": "ilp",
+            }
+        )
+        quote = _dump(
+            await self._with_grant(
+                client,
+                seller,
+                buyer_doc["authServer"],
+                QUOTE_ACCESS,
+                lambda token: client.create_quote(buyer_doc["resourceServer"], token, body),
+            )
+        )
+        approved = money.Amount.from_wire(pending.debit_amount)
+        debit = money.Amount.from_wire(quote["debitAmount"])
+        if not debit.same_asset(approved) or debit.value > approved.value:
+            failed = self._fail(
+                pending, f"the new quote debits {debit}, more than the {approved} approved"
+            )
+            await self._emit("payment.failed", failed, reason="requote_over_limit")
+            raise FlowError(
+                f"the quote expired and a new one debits {debit}, more than the {approved}"
+                " the buyer approved",
+                hint="start a new quote so the buyer can approve the new amount",
+                kind="wallet",
+                pending_id=pending.id,
+            )
+        # Committed before the payment is made, so a replay searches for the right quote.
+        return self.store.update(
+            pending.id,
+            event="requoted",
+            data={"old": pending.quote_url, "quote": quote["id"], "debitAmount": debit.to_wire()},
+            quote_url=quote["id"],
+            quote=quote,
+            receive_amount=quote["receiveAmount"],
+        )
+
     async def _find_payment(
         self, pending: Pending, client: OpenPaymentsClient
     ) -> dict[str, Any] | None:
@@ -920,7 +1015,10 @@ class Flow:
                 buyer_doc["resourceServer"], token, buyer_doc["id"]
             ):
                 data = _dump(payment)
-                if data.get("quoteId") == pending.quote_url:
+                metadata = data.get("metadata") or {}
+                if data.get("quoteId") == pending.quote_url or (
+                    isinstance(metadata, dict) and metadata.get("pendingId") == pending.id
+                ):
                     return data
             return None
 
@@ -933,6 +1031,8 @@ class Flow:
     async def _with_access_token(
         self, pending: Pending, client: OpenPaymentsClient, call: Callable[[str], Awaitable[Any]]
     ) -> Any:
+        # The row, not the caller's copy: an earlier call may have rotated the token.
+        pending = self._get(pending.id)
         assert pending.access_token
         try:
             return await call(pending.access_token)

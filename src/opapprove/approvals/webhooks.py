@@ -67,6 +67,7 @@ class DeliveryResult:
     delivered: bool
     attempts: int
     error: str | None = None
+    retryable: bool = False  # not delivered, and worth sending again later
 
 
 # ---------------------------------------------------------------------- bodies and signatures
@@ -201,7 +202,9 @@ class WebhookSender:
     """Sends the flow's events to ``settings.webhook_url``; use ``handle`` as ``on_event``.
 
     Nothing here raises into the payment flow: a receiver that is down or refuses costs
-    retries and ``webhook_attempt`` events, never a payment step.
+    retries and ``webhook_attempt`` events, never a payment step. With ``background``,
+    ``handle`` returns once the delivery row is saved and sends in a task, so a slow
+    receiver does not hold up the flow; ``drain()`` (or ``aclose()``) waits for those sends.
     """
 
     def __init__(
@@ -213,6 +216,7 @@ class WebhookSender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         backoff: float = BACKOFF_BASE,
+        background: bool = False,
     ) -> None:
         self.url = settings.webhook_url
         self._secret = settings.webhook_secret
@@ -224,7 +228,10 @@ class WebhookSender:
         self.backoff = backoff
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        self.background = background
+        self.receiver_down = False
         self._in_flight: set[int] = set()
+        self._tasks: set[asyncio.Task[DeliveryResult]] = set()
 
     def __repr__(self) -> str:
         secret = "set" if self._secret is not None else "none"
@@ -234,7 +241,13 @@ class WebhookSender:
     def enabled(self) -> bool:
         return bool(self.url)
 
+    async def drain(self) -> None:
+        """Wait until every delivery sent in the background has ended (delivered or not)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def aclose(self) -> None:
+        await self.drain()
         http, self._http = self._http, None
         if http is not None:
             await http.aclose()
@@ -255,16 +268,20 @@ class WebhookSender:
     # -- entry points -------------------------------------------------------------------
 
     async def handle(self, kind: str, pending: Pending, data: dict[str, Any]) -> None:
-        """Flow's ``on_event`` (``Flow(on_event=sender.handle)``): see :meth:`notify`."""
-        await self.notify(kind, pending, data)
+        """Flow's ``on_event`` (``Flow(on_event=sender.handle)``): :meth:`notify`, never raising."""
+        try:
+            await self.notify(kind, pending, data)
+        except Exception:  # noqa: S110 - the payment step is committed; a notice must not undo it
+            pass
 
     async def notify(
         self, kind: str, pending: Pending, data: dict[str, Any] | None = None
     ) -> DeliveryResult | None:
-        """Record the event, then send it (with retries); ``None`` if nothing was sent.
+        """Record the event, then send it (with retries); ``None`` if nothing was sent now.
 
         Nothing is sent without a ``webhook_url``, for events the marketplace is not told,
-        or when this event was recorded before (by this or another process).
+        or when this event was recorded before (by this or another process). In the
+        background mode the send happens in a task and this returns ``None`` at once.
         """
         if not self.enabled:
             return None
@@ -279,6 +296,11 @@ class WebhookSender:
             return None  # the payment is committed already; a lost notice must not undo it
         if not created:
             return None
+        if self.background:
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return None
         return await self._deliver(delivery)
 
     async def deliver_pending(
@@ -286,8 +308,9 @@ class WebhookSender:
     ) -> list[DeliveryResult]:
         """Send again every delivery not yet delivered (``pending replay`` calls this).
 
-        ``min_age`` skips deliveries younger than that many seconds, which another
-        process may be sending right now.
+        Oldest first; the sweep stops at the first one the receiver fails to take (down,
+        5xx, 429), leaving the rest for the next sweep. ``min_age`` skips deliveries
+        younger than that many seconds, which another process may be sending right now.
         """
         if not self.enabled:
             return []
@@ -297,7 +320,10 @@ class WebhookSender:
         for delivery in source.webhook_deliveries(undelivered=True):
             if delivery.id in self._in_flight or now - delivery.created_at < min_age:
                 continue
-            results.append(await self._deliver(delivery, store=source))
+            result = await self._deliver(delivery, store=source)
+            results.append(result)
+            if result.retryable:
+                break  # the receiver is not taking deliveries now; the rest stay for later
         return results
 
     # -- sending -------------------------------------------------------------------------
@@ -318,13 +344,20 @@ class WebhookSender:
         body = delivery.body.encode("utf-8")
         attempts_now = 0
         error: str | None = None
-        for attempt in range(1, self.retries + 2):
+        retry = False
+        # While the receiver is down, one try each: the rest wait for deliver_pending, and a
+        # batch of events does not spend every event's whole backoff on a dead endpoint.
+        tries = 1 if self.receiver_down else self.retries + 1
+        for attempt in range(1, tries + 1):
             attempts_now = attempt
             status, error, retry, wait = await self._post(url, ident, body)
             delivered = error is None
+            if status is not None and (delivered or not retry):
+                self.receiver_down = False  # it answered: it is up, whatever it said
             outcome = "delivered" if delivered else ("retry" if retry else "gave_up")
-            if not delivered and retry and attempt == self.retries + 1:
+            if not delivered and retry and attempt == tries:
                 outcome = "gave_up"
+                self.receiver_down = True
             info: dict[str, Any] = {
                 "attempt": attempt,
                 "status": status,
@@ -350,6 +383,7 @@ class WebhookSender:
             delivered=error is None,
             attempts=attempts_now,
             error=error,
+            retryable=error is not None and retry,
         )
 
     def _backoff(self, attempt: int) -> float:
@@ -370,7 +404,7 @@ class WebhookSender:
             response = await self._client().post(url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             return None, f"timed out ({type(exc).__name__})", True, None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, f"could not connect: {text}", True, None
         status = response.status_code

@@ -29,8 +29,17 @@ class Session:
 
 
 @asynccontextmanager
-async def open_flow(runtime: Runtime, *, on_event: FlowHook | None = None) -> AsyncIterator[Session]:
-    """A Flow (closed on exit) whose events go to ``on_event`` and, if configured, webhooks."""
+async def open_flow(
+    runtime: Runtime, *, on_event: FlowHook | None = None, background_webhooks: bool = False
+) -> AsyncIterator[Session]:
+    """A Flow (closed on exit) whose events go to ``on_event`` and, if configured, webhooks.
+
+    ``background_webhooks`` (the listener): deliveries run beside the flow instead of
+    before the next step, so a slow or absent receiver never holds up the buyer's page;
+    leaving the block waits for them.
+    """
+    import asyncio
+
     from opapprove.approvals.flow import Flow
 
     settings = runtime.settings()
@@ -41,9 +50,15 @@ async def open_flow(runtime: Runtime, *, on_event: FlowHook | None = None) -> As
 
         sender = WebhookSender(settings, store)
     hooks: list[FlowHook] = [h for h in (on_event, sender.handle if sender else None) if h]
+    in_flight: set[asyncio.Task[None]] = set()
 
     async def fan_out(kind: str, pending: Pending, data: dict[str, Any]) -> None:
         for hook in hooks:
+            if background_webhooks and sender is not None and hook == sender.handle:
+                task = asyncio.create_task(sender.handle(kind, pending, data))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                continue
             result = hook(kind, pending, data)
             if inspect.isawaitable(result):
                 await result
@@ -57,6 +72,8 @@ async def open_flow(runtime: Runtime, *, on_event: FlowHook | None = None) -> As
     try:
         yield Session(flow, sender)
     finally:
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
         await flow.aclose()
         if sender is not None:
             await sender.aclose()

@@ -155,11 +155,36 @@ def version(ctx: typer.Context) -> None:
 
 
 def _register() -> None:
-    from opapprove.cli import sandbox, seller, wallet
+    from opapprove.cli import (
+        demo,
+        doctor,
+        finish,
+        listen,
+        pending,
+        quote,
+        sandbox,
+        seller,
+        sig,
+        smoke,
+        status,
+        wallet,
+        webhook,
+    )
 
+    # The flow first, in the order a person meets it; then setup and tools.
+    app.add_typer(quote.app, name="quote")
+    app.command("listen")(listen.listen)
+    app.command("finish")(finish.finish)
+    app.command("status")(status.status)
+    app.add_typer(pending.app, name="pending")
+    app.command("demo")(demo.demo)
     app.add_typer(seller.app, name="seller")
     app.add_typer(wallet.app, name="wallet")
     app.add_typer(sandbox.app, name="sandbox")
+    app.add_typer(webhook.app, name="webhook")
+    app.command("doctor")(doctor.doctor)
+    app.add_typer(sig.app, name="sig")
+    app.command("smoke")(smoke.smoke)
 
 
 _register()

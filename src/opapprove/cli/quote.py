@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.store import Pending
 
-app = typer.Typer(help="Start a quote: everything up to the buyer's approval.", no_args_is_help=True)
+app = typer.Typer(
+    help="Start a quote: everything up to the buyer's approval.", no_args_is_help=True
+)
 
 # Between checks of a created payment that the wallet is still sending (--poll).
 SENDING_CHECK_INTERVAL = 0.5
@@ -43,7 +45,11 @@ def start(
     ],
     amount: Annotated[
         str,
-        typer.Option("--amount", help="What the seller receives, in the seller's asset: 100.00"),
+        typer.Option(
+            "--amount",
+            metavar="AMOUNT",
+            help="What the seller receives, in the seller's asset: 100.00",
+        ),
     ],
     seller_id: Annotated[
         str | None,
@@ -65,7 +71,10 @@ def start(
     timeout: Annotated[
         float | None,
         typer.Option(
-            "--timeout", min=0.0, help="With --poll: seconds to wait (default: poll_timeout)."
+            "--timeout",
+            metavar="S",
+            min=0.0,
+            help="With --poll: seconds to wait (default: poll_timeout).",
         ),
     ] = None,
 ) -> None:

@@ -34,7 +34,7 @@ def _new_token(state: SandboxState, grant: Grant) -> AccessToken:
         created_at=state.now(),
         expires_in=state.config.token_lifetime,
     )
-    state.tokens[token.id] = token
+    state.add_token(token)
     return token
 
 
@@ -67,7 +67,7 @@ def create_grant(
             grant.interact_id = str(uuid.uuid4())
             grant.interact_nonce = secrets.token_hex(16)
             grant.interaction_expires_at = now + state.config.interaction_lifetime
-        state.grants[grant.id] = grant
+        state.add_grant(grant)
         token = None if interactive else _new_token(state, grant)
         state.commit(grant, *([token] if token else []))
     return grant, token
@@ -148,7 +148,7 @@ def rotate_token(state: SandboxState, token: AccessToken) -> AccessToken:
         grant = state.grants.get(token.grant_id)
         if token.revoked or grant is None or grant.state == "revoked":
             raise GnapError(404, "invalid_rotation", "token or grant was revoked")
-        del state.tokens[token.id]
+        state.drop_token(token)
         new = _new_token(state, grant)
         state.commit(new, deleted=[token])
         return new

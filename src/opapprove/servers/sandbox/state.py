@@ -34,8 +34,13 @@ class SandboxState:
         # Re-entrant: an operation holding it may call helpers that take it too.
         self.lock = threading.RLock()
         self.accounts: dict[str, Account] = {}
+        # Write grants and tokens through add_grant / add_token / drop_token: they keep the
+        # indexes below, so a lookup stays O(1) however many flows a sandbox has served.
         self.grants: dict[str, Grant] = {}
         self.tokens: dict[str, AccessToken] = {}  # by management id
+        self._token_ids: dict[str, str] = {}  # token value -> management id
+        self._continue_ids: dict[str, str] = {}  # continue id -> grant id
+        self._interaction_ids: dict[str, str] = {}  # interact id -> grant id
         self.incoming: dict[str, IncomingPayment] = {}
         self.quotes: dict[str, Quote] = {}
         self.outgoing: dict[str, OutgoingPayment] = {}
@@ -58,9 +63,9 @@ class SandboxState:
         for data in rows.get(Account.kind, []):
             self.accounts[data["id"]] = from_data(Account, data)
         for data in rows.get(Grant.kind, []):
-            self.grants[data["id"]] = from_data(Grant, data)
+            self.add_grant(from_data(Grant, data))
         for data in rows.get(AccessToken.kind, []):
-            self.tokens[data["id"]] = from_data(AccessToken, data)
+            self.add_token(from_data(AccessToken, data))
         for data in rows.get(IncomingPayment.kind, []):
             self.incoming[data["id"]] = from_data(IncomingPayment, data)
         for data in rows.get(Quote.kind, []):
@@ -95,14 +100,35 @@ class SandboxState:
     def account_config(self, name: str) -> AccountConfig | None:
         return next((a for a in self.config.accounts if a.name == name), None)
 
+    def add_grant(self, grant: Grant) -> None:
+        """Store a new grant (its continue and interaction ids never change afterwards)."""
+        with self.lock:
+            self.grants[grant.id] = grant
+            self._continue_ids[grant.continue_id] = grant.id
+            if grant.interact_id is not None:
+                self._interaction_ids[grant.interact_id] = grant.id
+
+    def add_token(self, token: AccessToken) -> None:
+        with self.lock:
+            self.tokens[token.id] = token
+            self._token_ids[token.value] = token.id
+
+    def drop_token(self, token: AccessToken) -> None:
+        with self.lock:
+            self.tokens.pop(token.id, None)
+            self._token_ids.pop(token.value, None)
+
     def token_by_value(self, value: str) -> AccessToken | None:
-        return next((t for t in self.tokens.values() if t.value == value), None)
+        token = self.tokens.get(self._token_ids.get(value, ""))
+        return token if token is not None and token.value == value else None
 
     def grant_by_continue_id(self, continue_id: str) -> Grant | None:
-        return next((g for g in self.grants.values() if g.continue_id == continue_id), None)
+        grant = self.grants.get(self._continue_ids.get(continue_id, ""))
+        return grant if grant is not None and grant.continue_id == continue_id else None
 
     def grant_by_interaction(self, interact_id: str) -> Grant | None:
-        return next((g for g in self.grants.values() if g.interact_id == interact_id), None)
+        grant = self.grants.get(self._interaction_ids.get(interact_id, ""))
+        return grant if grant is not None and grant.interact_id == interact_id else None
 
     # ------------------------------------------------------------------ operator API
 

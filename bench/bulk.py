@@ -1,0 +1,149 @@
+"""(4) Bulk: ``pending replay --all`` over many stuck grants, against the sandbox with latency.
+
+The store is seeded with N grants stuck at ``started`` (the wallet was unreachable when
+their ``quote start`` ran: the usual way hundreds get stuck at once), plus the seller.
+``replay_many`` (what ``opapprove pending replay --all --concurrency C`` runs) carries
+each on to ``awaiting_approval``: wallet documents, incoming payment, quote, interactive
+grant. The non-interactive grants come from the store's cache after the first few.
+``--profile FILE`` writes the replaying process's cProfile stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from common import (
+    DEFAULT_LATENCY,
+    Figure,
+    Report,
+    SandboxProcess,
+    heading,
+    ms,
+    new_seller,
+    say,
+    workdir,
+    write_config,
+)
+from round_trips import add_seller
+
+SECTION = "bulk replay"
+TARGET_1000 = 10.0
+
+
+def seed(store_path: Path, buyer: str, count: int) -> None:
+    from opapprove.approvals.store import Store
+
+    with Store(store_path) as store:
+        for i in range(count):
+            pending = store.create_pending(
+                seller_id="s", offer_id=f"bulk-{i}", buyer_wallet=buyer, amount="1.00"
+            )
+            store.record_error(pending.id, "GET buyer wallet timed out (seeded)")
+
+
+async def replay_all(
+    store_path: Path, config: Path, concurrency: int, transport: Any = None
+) -> tuple[float, Counter]:
+    from opapprove.approvals.flow import Flow
+    from opapprove.approvals.replay import replay_many, select_for_replay
+    from opapprove.approvals.store import Store
+    from opapprove.settings import load_settings
+
+    settings = load_settings(config, store=store_path, seller_id="s")
+    with Store(store_path) as store:
+        t0 = time.perf_counter()
+        chosen = select_for_replay(store, all=True)
+        async with Flow(store, settings, transport=transport) as flow:
+            outcomes = await replay_many(flow, chosen, concurrency=concurrency)
+        elapsed = time.perf_counter() - t0
+    return elapsed, Counter(o.outcome for o in outcomes)
+
+
+def one_size(
+    count: int, concurrency: int, latency: float, profile: Path | None = None
+) -> tuple[float, Counter]:
+    with workdir("bulk") as work:
+        seller = new_seller(work)
+        config = write_config(work)
+        with SandboxProcess([seller], latency=latency) as sandbox:
+            store_path = work / "store.db"
+            add_seller(store_path, "s", f"{sandbox.url}/seller", seller.key_id, seller.key_path)
+            seed(store_path, f"{sandbox.url}/buyer", count)
+            profiler = cProfile.Profile() if profile else None
+            if profiler is not None:
+                profiler.enable()
+            elapsed, outcomes = asyncio.run(replay_all(store_path, config, concurrency))
+            if profiler is not None and profile is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
+    return elapsed, outcomes
+
+
+def run(
+    report: Report,
+    *,
+    sizes: tuple[int, ...] = (100, 1000),
+    concurrency: int = 64,
+    latency: float = DEFAULT_LATENCY,
+    profile: Path | None = None,
+) -> None:
+    heading(
+        f"4. Bulk `pending replay --all --concurrency {concurrency}` (stuck at `started`,"
+        f" latency {ms(latency)}/request)"
+    )
+    times: dict[int, float] = {}
+    for count in sizes:
+        elapsed, outcomes = one_size(count, concurrency, latency, profile)
+        times[count] = elapsed
+        say(f"{count} grants: {elapsed:.2f} s, outcomes {dict(outcomes)}")
+        advanced = outcomes.get("advanced", 0)
+        figure = Figure(
+            SECTION,
+            f"{count} grants",
+            f"{elapsed:.2f} s",
+            note=f"{count / elapsed:.0f} grants/s; {advanced}/{count} advanced",
+        )
+        if count == 1000:
+            figure.target = f"<= {TARGET_1000:g} s"
+            figure.met = elapsed <= TARGET_1000 and advanced == count
+        report.add(figure)
+    smallest = min(times)
+    for count in sorted(times):
+        if count != smallest:
+            growth = (times[count] / times[smallest]) / (count / smallest)
+            report.add(
+                Figure(
+                    SECTION,
+                    f"growth {smallest} -> {count} (time ratio / size ratio)",
+                    f"{growth:.2f}",
+                    "linear (~1.0 or below)",
+                    growth <= 1.2,
+                )
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY)
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args()
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    run(
+        Report(),
+        sizes=sizes,
+        concurrency=args.concurrency,
+        latency=args.latency,
+        profile=args.profile,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""``opapprove doctor``: is this machine ready to run approvals? One line per check.
+
+Config and file modes, the store, the seller and its key, the seller wallet and its auth
+and resource servers, the key published in the wallet's JWKS, the clock against the
+servers' Date header. The exit code is the first failure's (0 when nothing failed;
+warnings count too with ``--strict``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from opapprove.cli import exitcodes
+from opapprove.cli.redact import redact_text
+from opapprove.cli.runtime import Runtime
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from opapprove.diagnostics.doctor import Check
+
+# What a failed (or, with --strict, warned) check is about -> the documented exit code.
+EXIT_BY_KIND = {
+    "transport": exitcodes.TRANSPORT,
+    "wallet": exitcodes.REFUSED,
+    "input": exitcodes.USAGE,
+}
+MARKS = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}
+
+
+def exit_code_for(checks: list[Check], *, strict: bool = False) -> int:
+    """The first failed check's code; with ``strict`` a warning counts as a failure."""
+    bad = ("fail", "warn") if strict else ("fail",)
+    for wanted in bad:
+        for check in checks:
+            if check.status == wanted:
+                return EXIT_BY_KIND.get(check.kind or "", exitcodes.CONFIG)
+    return exitcodes.OK
+
+
+def doctor(
+    ctx: typer.Context,
+    seller_id: Annotated[
+        str | None,
+        typer.Option("--seller", metavar="ID", help="Check this seller (default: the config's)."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit non-zero on warnings too (for CI).")
+    ] = False,
+) -> None:
+    """Check config, store, seller key, wallet, servers, published JWK and clock.
+
+    One line per check: pass, WARN or FAIL, with what to do. Exit 0 unless a check
+    failed (or warned, with --strict); then the exit code says what kind of problem.
+    """
+    from opapprove.diagnostics.doctor import Check, run_checks, worst
+    from opapprove.settings import SettingsError
+
+    runtime = ctx.obj
+    assert isinstance(runtime, Runtime)
+    try:
+        settings = runtime.settings()
+    except SettingsError as exc:
+        checks = [Check("config", "fail", exc.message, exc.hint, kind="config")]
+    else:
+        checks = run_checks(settings, settings.store, seller_id)
+    code = exit_code_for(checks, strict=strict)
+    verdict = worst(checks)
+    data: dict[str, Any] = {
+        "worst": verdict,
+        "exit_code": code,
+        "checks": [c.to_json() for c in checks],
+    }
+
+    def render(console: Console) -> None:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            line = f"{MARKS[check.status]}  {check.name:<{width}}  {redact_text(check.message)}"
+            console.print(line, markup=False, soft_wrap=True)
+            if check.hint:
+                console.print(
+                    f"      {'':<{width}}  → {redact_text(check.hint)}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+        warned = sum(1 for c in checks if c.status == "warn")
+        failed = sum(1 for c in checks if c.status == "fail")
+        console.print(
+            f"doctor: {len(checks)} checks, {warned} warning(s), {failed} failure(s)",
+            markup=False,
+        )
+
+    runtime.output.result(data, render, ok=code == exitcodes.OK)
+    if code != exitcodes.OK:
+        raise typer.Exit(code)

@@ -1,0 +1,90 @@
+"""``opapprove finish URL``: the wallet's redirect, pasted by hand instead of caught by ``listen``.
+
+The same verification as the listener: the interaction hash must match this grant's
+nonces, or nothing is paid (exit 7).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from opapprove.cli import exitcodes
+from opapprove.cli.errors import CliError
+from opapprove.cli.runtime import Runtime
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from opapprove.approvals.store import Pending
+
+
+def finish(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL",
+            help="The whole URL the wallet redirected the browser to (.../payments/finish?...);"
+            " '-' reads it from stdin.",
+        ),
+    ],
+) -> None:
+    """Finish a payment from the wallet's redirect URL: verify, continue the grant, pay.
+
+    Exit 0 when the payment was made, 6 if the buyer rejected or the approval expired,
+    7 if the URL does not verify (nothing is paid).
+    """
+    runtime = ctx.obj
+    assert isinstance(runtime, Runtime)
+    if url.strip() == "-":
+        if sys.stdin.isatty():
+            raise CliError("'-' reads the URL from stdin, but stdin is a terminal", hint="pipe it")
+        url = sys.stdin.readline()
+    if not url.strip():
+        raise CliError("the URL is empty", hint="paste the whole redirect URL, in quotes")
+
+    async def go() -> Pending:
+        from opapprove.cli.flows import open_flow
+
+        async with open_flow(runtime) as session:
+            return await session.flow.finish_url(url)
+
+    pending = runtime.run(go())
+    show_outcome(runtime, pending)
+    code = exitcodes.for_state(str(pending.state))
+    if code:
+        raise typer.Exit(code)
+
+
+def show_outcome(runtime: Runtime, pending: Pending) -> None:
+    import time
+
+    from opapprove.cli.views import amount, pending_json
+
+    data = pending_json(pending, now=time.time())
+
+    def render(console: Console) -> None:
+        paid = pending.outgoing_payment or {}
+        state = str(pending.state)
+        if state == "completed":
+            line = f"Payment completed for offer {pending.offer_id}"
+            if paid.get("sentAmount"):
+                line += f": sent {amount(paid['sentAmount'])}"
+        elif state == "payment_created":
+            line = (
+                f"Payment created for offer {pending.offer_id}; the wallet is still sending it"
+                f" (follow it: opapprove status {pending.id} --watch)"
+            )
+        else:
+            line = f"Grant {pending.id} is {state}"
+            if pending.last_error:
+                line += f": {pending.last_error}"
+        console.print(line, markup=False, soft_wrap=True)
+        if pending.outgoing_payment_url:
+            console.print(f"  outgoing payment: {pending.outgoing_payment_url}", markup=False)
+        console.print(f"  pending id:       {pending.id}", markup=False)
+
+    runtime.output.result(data, render)

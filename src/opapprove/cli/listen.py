@@ -1,0 +1,336 @@
+"""``opapprove listen``: catch the wallet's redirect on loopback and finish the payment.
+
+The seed's ``GET /payments/finish`` (and with ``--api`` its payments-service routes),
+served by uvicorn in this process's event loop so the Flow, its HTTP clients and the
+server share one loop and close together. One line per event, or one JSON line each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from opapprove.cli import exitcodes
+from opapprove.cli.errors import CliError
+from opapprove.cli.runtime import Runtime
+
+if TYPE_CHECKING:
+    from opapprove.settings import Settings
+
+# Listener events that are a finish callback (what --once and --timeout wait for).
+CALLBACK_EVENTS = frozenset({"finished", "callback_refused", "failed"})
+
+
+@dataclass
+class _Outcome:
+    code: int | None = None
+    callbacks: int = 0
+    interrupted: bool = False
+    timed_out: bool = False
+
+
+def listen(
+    ctx: typer.Context,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            metavar="N",
+            min=0,
+            max=65535,
+            help="Port (default: listen_port; 0: any free).",
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            metavar="HOST",
+            help="Loopback address to bind (default: listen_host, 127.0.0.1).",
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Exit after the first finish callback, with its outcome."),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="S",
+            min=0.0,
+            help="Exit 8 if no finish callback arrives within S seconds.",
+        ),
+    ] = None,
+    api: Annotated[
+        bool,
+        typer.Option(
+            "--api",
+            help="Also serve the seed's POST /sellers and POST /offers/{offerId}/quotes/start"
+            " (bearer api_token).",
+        ),
+    ] = False,
+) -> None:
+    """Serve GET /payments/finish on loopback: verify each redirect, finish the payment.
+
+    With --once the exit code is the callback's outcome: 0 paid, 6 rejected or expired,
+    7 refused (forged or altered). Ctrl-C stops it (exit 130).
+    """
+    runtime = ctx.obj
+    assert isinstance(runtime, Runtime)
+    settings = runtime.settings()
+    bind_host = (host or settings.listen_host).strip()
+    bind_port = settings.listen_port if port is None else port
+    sock = _bind(bind_host, bind_port)
+    outcome = _Outcome()
+    try:
+        runtime.run(_serve(runtime, sock, outcome, once=once, timeout=timeout, api=api))
+    except KeyboardInterrupt:
+        outcome.interrupted = True  # Ctrl-C before the server's own handling was in place
+    finally:
+        sock.close()
+    output = runtime.output
+    if outcome.interrupted:
+        if output.json_mode:
+            output.event({"event": "stopped", "reason": "interrupted"})
+        else:
+            output.info("listener stopped (Ctrl-C)")
+        raise typer.Exit(exitcodes.INTERRUPTED)
+    if outcome.timed_out:
+        raise CliError(
+            f"no finish callback arrived within {timeout:g} s",
+            hint="did the buyer approve? Is the wallet redirecting to this listener's"
+            " base_url? (`opapprove pending list` shows what is waiting)",
+            kind="timeout",
+            exit_code=exitcodes.TIMEOUT,
+        )
+    if outcome.code:
+        raise typer.Exit(outcome.code)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    if not _is_loopback(host):
+        raise CliError(
+            f"refusing to listen on {host}: the listener binds loopback only",
+            hint="use --host 127.0.0.1 and put a reverse proxy in front for outside access",
+        )
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    if address == "localhost":
+        address = "127.0.0.1"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise CliError(
+            f"cannot listen on {address}:{port}: {exc.strerror or exc}",
+            hint="another process may be using the port: pick another with --port (and"
+            " set base_url to match), or stop that process",
+            kind="transport",
+            exit_code=exitcodes.TRANSPORT,
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _describe_base(settings: Settings, url: str, port: int) -> tuple[str, bool | None, str | None]:
+    """The finish URL wallets will use, whether it reaches this listener, and a warning."""
+    from urllib.parse import urlsplit
+
+    base = settings.base_url.rstrip("/")
+    finish = f"{base}/payments/finish"
+    parts = urlsplit(base)
+    base_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not _is_loopback(parts.hostname or ""):
+        return (
+            finish,
+            None,
+            f"base_url {base} is not this machine's loopback: make sure a proxy forwards"
+            f" {finish} to {url}",
+        )
+    if base_port != port:
+        return (
+            finish,
+            False,
+            f"wallets will redirect browsers to {finish} (base_url), but this listener is on"
+            f' {url}: pass --port {base_port}, or set base_url = "{url}" before starting quotes',
+        )
+    return finish, True, None
+
+
+def _code_for(event: dict[str, Any]) -> int:
+    from opapprove.approvals.errors import EXIT_CODES
+
+    kind = event.get("event")
+    if kind == "finished":
+        return exitcodes.for_state(str(event.get("state"))) or exitcodes.OK
+    if kind == "callback_refused":
+        return exitcodes.VERIFICATION
+    return EXIT_CODES.get(str(event.get("kind")), exitcodes.UNEXPECTED)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    kind = event.get("event", "?")
+    pid = event.get("pendingId") or "-"
+    if kind == "finished":
+        line = f"finished  {pid}  offer {event.get('offerId')}  {event.get('state')}"
+        if event.get("outgoingPayment"):
+            line += f"  payment {event['outgoingPayment']}"
+    elif kind == "callback_refused":
+        why = event.get("error") or event.get("reason") or "refused"
+        line = f"REFUSED   {pid}  {why}"
+    elif kind == "failed":
+        line = f"failed    {pid}  {event.get('kind')}: {event.get('error')}"
+        if event.get("hint"):
+            line += f" — {event['hint']}"
+    elif kind == "quote_started":
+        line = f"quote     {pid}  offer {event.get('offerId')}  awaiting approval"
+    elif kind == "seller_added":
+        line = f"seller    {event.get('sellerId')} added"
+    else:
+        line = f"{kind}  {pid}"
+    return " ".join(line.split())
+
+
+async def _serve(
+    runtime: Runtime,
+    sock: socket.socket,
+    outcome: _Outcome,
+    *,
+    once: bool,
+    timeout: float | None,
+    api: bool,
+) -> None:
+    import asyncio
+    import signal
+    import time
+
+    import uvicorn
+
+    from opapprove.cli.flows import open_flow
+    from opapprove.cli.views import clock_time, iso
+    from opapprove.servers.listener import create_listener_app
+
+    class Server(uvicorn.Server):
+        # Ctrl-C is this command's to handle (exit 130), not uvicorn's to re-raise.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    settings = runtime.settings()
+    output = runtime.output
+    host, port = sock.getsockname()[:2]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    finish, matches, warning = _describe_base(settings, url, port)
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    server: Server | None = None
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    def interrupted() -> None:
+        outcome.interrupted = True
+        stop()
+
+    def timed_out() -> None:
+        if outcome.callbacks == 0:
+            outcome.timed_out = True
+            stop()
+
+    def heard(event: dict[str, Any]) -> None:
+        now = time.time()
+        if output.json_mode:
+            output.event({**event, "at": iso(now)})
+        else:
+            output.out.print(f"{clock_time(now)}  {_event_line(event)}", markup=False)
+            output.out.file.flush()
+        if event.get("event") in CALLBACK_EVENTS:
+            outcome.callbacks += 1
+            if once and outcome.code is None:
+                outcome.code = _code_for(event)
+                stop()
+
+    # Before anything is printed: once "Listening" shows, Ctrl-C is handled here.
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, interrupted)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or a platform without it: Ctrl-C still ends us
+    timer = loop.call_later(timeout, timed_out) if timeout is not None else None
+    try:
+        async with open_flow(runtime, background_webhooks=True) as session:
+            app = create_listener_app(session.flow, on_event=heard, api=api, api_token=token)
+            config = uvicorn.Config(
+                app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=2
+            )
+            server = Server(config)
+            if outcome.interrupted or outcome.timed_out:
+                return
+            _announce(runtime, url, finish, matches, warning, api, token, bool(session.webhooks))
+            await server.serve(sockets=[sock])
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _announce(
+    runtime: Runtime,
+    url: str,
+    finish: str,
+    matches: bool | None,
+    warning: str | None,
+    api: bool,
+    token: str | None,
+    webhooks: bool,
+) -> None:
+    output = runtime.output
+    if output.json_mode:
+        output.event(
+            {
+                "event": "listening",
+                "url": url,
+                "finishUrl": finish,
+                "matchesBaseUrl": matches,
+                "api": api,
+                "webhooks": webhooks,
+            }
+        )
+    else:
+        output.out.print(f"Listening on {url} (Ctrl-C stops)", markup=False)
+        output.out.print(f"Finish URL for new quotes: {finish}?pendingId=...", markup=False)
+        if api:
+            guard = "bearer api_token required" if token else "open to local processes"
+            output.out.print(
+                f"API: POST {url}/sellers, POST {url}/offers/{{offerId}}/quotes/start ({guard})",
+                markup=False,
+            )
+        output.out.file.flush()
+    if warning:
+        output.warn(warning)
+    if api and not token:
+        output.warn("--api without api_token: any local process may start quotes")

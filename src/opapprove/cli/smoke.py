@@ -1,0 +1,113 @@
+"""``opapprove smoke``: the flow up to the buyer's approval, then cancelled, for CI.
+
+Nobody clicks Approve in CI: the run checks the seller's key and wallet, the buyer's
+wallet, steps 1-7 of the flow, that the approval URL answers, and cancels the grant.
+One line per step, ``--json``, ``--junit FILE`` for dashboards; the exit code is the
+first failure's. No webhooks are sent for smoke grants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from opapprove.cli.errors import CliError
+from opapprove.cli.redact import redact_text
+from opapprove.cli.runtime import Runtime
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from opapprove.diagnostics.smoke import SmokeReport
+
+MARKS = {"pass": "pass", "fail": "FAIL", "skip": "skip"}
+
+
+def _redacted(report: SmokeReport) -> SmokeReport:
+    """The report with anything token-like in messages masked (it goes to files and CI logs)."""
+    steps = [
+        dataclasses.replace(
+            step,
+            message=redact_text(step.message),
+            hint=redact_text(step.hint) if step.hint else None,
+        )
+        for step in report.steps
+    ]
+    return dataclasses.replace(report, steps=steps)
+
+
+def _write_junit(path: Path, xml: str) -> None:
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(xml, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CliError(
+            f"cannot write the JUnit report {path}: {exc.strerror or exc}",
+            hint="choose another --junit path",
+        ) from exc
+
+
+def smoke(
+    ctx: typer.Context,
+    buyer: Annotated[
+        str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
+    ],
+    amount: Annotated[
+        str, typer.Option("--amount", help="What the seller would receive, e.g. 0.01.")
+    ],
+    seller_id: Annotated[
+        str | None,
+        typer.Option("--seller", metavar="ID", help="The seller (default: the config's)."),
+    ] = None,
+    offer: Annotated[
+        str | None, typer.Option("--offer", metavar="ID", help="Offer id (default: smoke-<time>).")
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", metavar="FILE", help="Also write JUnit XML here.")
+    ] = None,
+) -> None:
+    """Smoke-test real wallets up to the approval URL, then cancel the grant (for CI).
+
+    Exit 0 when every step passes, else the first failing step's exit code.
+    """
+    from opapprove.approvals.flow import Flow
+    from opapprove.diagnostics.smoke import run_smoke, to_junit
+
+    runtime = ctx.obj
+    assert isinstance(runtime, Runtime)
+    settings = runtime.settings()
+    store = runtime.store()
+
+    async def go() -> SmokeReport:
+        async with Flow(store, settings, on_exchange=runtime.on_exchange()) as flow:
+            return await run_smoke(
+                flow, buyer=buyer, amount=amount, seller_id=seller_id, offer_id=offer
+            )
+
+    report = _redacted(runtime.run(go()))
+    if junit is not None:
+        _write_junit(junit, to_junit(report))
+
+    def render(console: Console) -> None:
+        width = max(len(step.name) for step in report.steps)
+        for step in report.steps:
+            line = f"{MARKS[step.status]}  {step.name:<{width}}  {step.message}"
+            if step.status != "skip":
+                line += f"  ({step.seconds * 1000:.0f} ms)"
+            console.print(line, markup=False, soft_wrap=True)
+            if step.status == "fail" and step.hint:
+                console.print(f"      {'':<{width}}  → {step.hint}", markup=False, soft_wrap=True)
+        failed = report.first_failure
+        verdict = "smoke: ok" if failed is None else f"smoke: FAILED at {failed.name}"
+        console.print(verdict, markup=False)
+
+    runtime.output.result(report.to_json(), render, ok=report.ok)
+    if not report.ok:
+        raise typer.Exit(report.exit_code)

@@ -1,0 +1,55 @@
+"""``opapprove demo`` in-process: the table, --keep, --browser with a stand-in for the person."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import threading
+
+import httpx
+import pytest
+
+from opapprove.cli import exitcodes
+from opapprove.demo import approve_like_a_browser
+from tests.cli.conftest import Cli, one_error_line
+
+
+def test_rich_table_and_keep(cli: Cli) -> None:
+    kept = cli.tmp / "kept"
+    result = cli("demo", "--keep", str(kept), "--amount", "2.50")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for text in ("step", "requests", "ms", "Create quote", "approval URL:", "Payment completed."):
+        assert text in out
+    assert "buyer 1000.00 USD -> 997.50 USD; seller 0.00 USD -> 2.50 USD" in out
+    assert "final state:   completed" in out
+    assert stat.S_IMODE((kept / "opapprove.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((kept / "seller.pem").stat().st_mode) == 0o600
+    assert not cli.store.exists()
+
+
+def test_browser_waits_for_the_person(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+
+    def person_clicks_approve(url: str, *args: object, **kwargs: object) -> bool:
+        async def click() -> None:
+            async with httpx.AsyncClient(timeout=30) as browser:
+                await approve_like_a_browser(browser, url)
+
+        opened.append(url)
+        threading.Thread(target=lambda: asyncio.run(click()), daemon=True).start()
+        return True
+
+    monkeypatch.setattr("webbrowser.open", person_clicks_approve)
+    result = cli("--json", "demo", "--browser")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "completed" and opened == [doc["approvalUrl"]]
+    assert doc["approvalUrl"] in result.stderr  # shown to the person even with --json
+
+
+def test_bad_amount(cli: Cli) -> None:
+    result = cli("demo", "--amount", "twelve")
+    assert result.exit_code == exitcodes.USAGE
+    assert "--amount" in one_error_line(result)

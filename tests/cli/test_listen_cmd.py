@@ -1,0 +1,88 @@
+"""``opapprove listen`` in-process: --once over real loopback HTTP, --timeout, bad binds."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import httpx
+
+from opapprove.cli import exitcodes
+from tests.cli.conftest import Cli, one_error_line
+from tests.cli.flow_kit import Kit
+
+
+def browse_when_up(base: str, url: str, seen: list[httpx.Response]) -> threading.Thread:
+    """A browser that follows the wallet's redirect as soon as the listener answers."""
+
+    def run() -> None:
+        with httpx.Client(timeout=10) as http:
+            for _ in range(500):
+                try:
+                    http.get(f"{base}/health")
+                    break
+                except httpx.TransportError:
+                    threading.Event().wait(0.02)
+            seen.append(http.get(url))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_once_finishes_the_payment_and_exits_0(kit: Kit) -> None:
+    started = kit.start()
+    finish_url = kit.approve(started["approvalUrl"])
+    seen: list[httpx.Response] = []
+    thread = browse_when_up(kit.listener, finish_url, seen)
+    result = kit.cli("--json", "listen", "--once", "--timeout", "30")
+    thread.join(10)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[0]["event"] == "listening" and events[0]["matchesBaseUrl"] is True
+    assert events[0]["url"] == kit.listener
+    assert events[1]["event"] == "finished" and events[1]["state"] == "completed"
+    assert seen and seen[0].status_code == 200 and "Payment complete" in seen[0].text
+    assert len(kit.payments()) == 1
+
+
+def test_once_with_a_forged_callback_exits_7(kit: Kit) -> None:
+    started = kit.start()
+    forged = kit.approve(started["approvalUrl"]).replace("hash=", "hash=x")
+    seen: list[httpx.Response] = []
+    thread = browse_when_up(kit.listener, forged, seen)
+    result = kit.cli("listen", "--once", "--timeout", "30")
+    thread.join(10)
+    assert result.exit_code == exitcodes.VERIFICATION
+    assert "REFUSED" in result.stdout
+    assert seen[0].status_code == 400
+    assert kit.payments() == []
+
+
+def test_timeout_without_callbacks_is_exit_8(kit: Kit) -> None:
+    result = kit.cli("listen", "--port", "0", "--timeout", "0.1")
+    assert result.exit_code == exitcodes.TIMEOUT
+    assert "Listening on http://127.0.0.1:" in result.stdout
+    # Port 0 is not base_url's port: the wallet would redirect elsewhere, so it says so.
+    lines = result.stderr.splitlines()
+    assert any(ln.startswith("warning: wallets will redirect") for ln in lines)
+    assert [ln for ln in lines if ln.startswith("error: ")] == [
+        next(ln for ln in lines if ln.startswith("error: no finish callback arrived"))
+    ]
+
+
+def test_non_loopback_host_is_refused(cli: Cli) -> None:
+    result = cli("listen", "--host", "0.0.0.0", "--port", "0")
+    assert result.exit_code == exitcodes.USAGE
+    assert "loopback" in one_error_line(result)
+
+
+def test_port_in_use(cli: Cli) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = cli("listen", "--port", str(port), "--timeout", "1")
+    assert result.exit_code == exitcodes.TRANSPORT
+    assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(result)

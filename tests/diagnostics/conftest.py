@@ -1,0 +1,79 @@
+"""A sandbox served on loopback for the diagnostics, with the seller's key on disk."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
+from opapprove.settings import Settings, load_settings
+from tests.sandbox_fixtures import Sandbox, make_sandbox
+
+# Published in the seller wallet's jwks.json, but the public key of some other private key.
+OTHER_KID = "published-other-key"
+
+
+@dataclass
+class Live:
+    sandbox: Sandbox
+    url: str
+    key_path: Path
+
+    @property
+    def buyer(self) -> str:
+        return f"{self.url}/buyer"
+
+    @property
+    def seller(self) -> str:
+        return f"{self.url}/seller"
+
+    def settings(self, tmp: Path, **overrides: Any) -> Settings:
+        """Settings whose default seller is the sandbox's seller (key id and key file)."""
+        values: dict[str, Any] = {
+            "store": tmp / "data" / "opapprove.db",
+            "seller_wallet_address_url": self.seller,
+            "seller_key_id": self.sandbox.key_id,
+            "seller_private_key_path": self.key_path,
+            "timeout": 5.0,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+
+def serve_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The body of a module-scoped ``live`` fixture (the CLI tests use it too)."""
+    tmp = tmp_path_factory.mktemp("diagnostics")
+    sandbox = make_sandbox(extra_keys=[public_jwk(generate_private_key(), OTHER_KID)])
+    key_path = tmp / "seller.pem"
+    write_private_key(key_path, sandbox.key)
+    with sandbox.served() as server:
+        yield Live(sandbox, server.url, key_path)
+    sandbox.recorder.assert_clean()
+    sandbox.state.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    yield from serve_live(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No config file or OPAPPROVE_* variable of the machine leaks into a test."""
+    for name in [n for n in os.environ if n.startswith("OPAPPROVE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+def closed_port_url(path: str = "/alice") -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
