@@ -31,6 +31,8 @@ PYTHON = sys.executable
 OPAPPROVE = str(Path(PYTHON).with_name("opapprove"))
 INTEROP = ROOT / "tests" / "interop"
 DEFAULT_LATENCY = 0.1
+# A ``trio`` that cannot be imported, so a child process sees what a user install has.
+NO_TRIO = BENCH / "user_install"
 
 
 # ---------------------------------------------------------------------------- output
@@ -217,9 +219,6 @@ class SandboxProcess:
         answer.raise_for_status()
         return str(answer.json()["finish_url"])
 
-    def set_latency(self, seconds: float) -> None:
-        self.http.post("/_admin/latency", json={"seconds": seconds}).raise_for_status()
-
     def close(self) -> None:
         self.http.close()
         if self.proc.poll() is None:
@@ -251,11 +250,22 @@ def write_config(work: Path, base_url: str = "http://127.0.0.1:3999") -> Path:
     return path
 
 
-def clean_env(work: Path) -> dict[str, str]:
-    """The environment for an ``opapprove`` child: no OPAPPROVE_* from the caller."""
+def clean_env(work: Path, *, user_install: bool = True) -> dict[str, str]:
+    """The environment for an ``opapprove`` child, as a user's shell would have it.
+
+    No OPAPPROVE_* from the caller, and bytecode caching on (a user's pip install has its
+    .pyc files; this checkout's environment may turn writing them off). ``user_install``
+    also hides trio: httpcore imports it whenever it is installed (~80 ms), and here it
+    is only because selenium, a test dependency, needs it; opapprove does not.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPAPPROVE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["OPAPPROVE_CONFIG"] = str(work / "config.toml")
     env["NO_COLOR"] = "1"
+    if user_install:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(NO_TRIO), env.get("PYTHONPATH", "")) if p
+        )
     return env
 
 

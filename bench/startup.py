@@ -86,12 +86,12 @@ def seed_status(store_path: Path) -> str:
 
 def _median_wall(argv: list[str], env: dict[str, str], runs: int) -> float:
     times = []
-    for _ in range(runs):
+    for _ in range(runs + 1):
         seconds, proc = timed_run(argv, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[1:])} failed: {proc.stderr[-1000:]}")
         times.append(seconds)
-    return median(times)
+    return median(times[1:])  # the first run writes .pyc files
 
 
 def _loaded(args: list[str], env: dict[str, str]) -> list[str]:
@@ -120,6 +120,14 @@ def import_time(argv: list[str], env: dict[str, str]) -> tuple[float, list[tuple
     return total, top
 
 
+def _trio_import(env: dict[str, str]) -> float | None:
+    """What importing trio costs, if this environment has it (None if it has not)."""
+    _, proc = timed_run([PYTHON, "-c", "import trio"], env=env)
+    if proc.returncode != 0:
+        return None
+    return median([import_time(["-c", "import trio"], env)[0] for _ in range(3)])
+
+
 def run(report: Report, *, runs: int = 15) -> None:
     heading(f"3. Start-up (median of {runs} fresh processes)")
     with workdir("startup") as work:
@@ -135,6 +143,7 @@ def run(report: Report, *, runs: int = 15) -> None:
         imported = median([import_time(cli_import, env)[0] for _ in range(5)])
         _, top_help = import_time(["-m", "opapprove", "--help"], env)
         _, top_status = import_time(["-m", "opapprove", *status_argv[1:]], env)
+        trio = _trio_import(clean_env(work, user_install=False))
         loaded_help = _loaded(["--help"], env)
         loaded_status = _loaded(status_argv[1:], env)
     report.add(Figure(SECTION, "python -c pass (interpreter alone)", ms(baseline)))
@@ -152,6 +161,11 @@ def run(report: Report, *, runs: int = 15) -> None:
     for label, top in (("--help", top_help), ("status", top_status)):
         heaviest = ", ".join(f"{name} {ms(seconds)}" for seconds, name in top[:8])
         say(f"import time by package for {label}: {heaviest}")
+    if trio is not None:
+        say(
+            f"not counted above: this checkout's venv has trio (for selenium), which httpcore"
+            f" imports when present: +{ms(trio)} per networked command; user installs lack it"
+        )
     say(f"heavy modules loaded by --help: {', '.join(loaded_help) or 'none'}")
     say(f"heavy modules loaded by status: {', '.join(loaded_status) or 'none'}")
 

@@ -93,17 +93,6 @@ FIELD_FROM = {
     "outgoing_payment": State.PAYMENT_CREATED,
 }
 
-FLOW_5XX = (
-    "flow.py marks the grant failed on a 5xx (a server failure of unknown outcome), so "
-    "replay cannot resume it; it should record the error and stay resumable like a "
-    "transport error"
-)
-FLOW_LEAK = (
-    "flow.py lets the client's ResourceError/GrantError escape _after_approval (only "
-    "TransportError is caught), so the caller gets no FlowError"
-)
-
-
 # --------------------------------------------------------------------------- harness
 
 
@@ -373,22 +362,13 @@ async def test_a_500_once_on_the_payment_search_is_retried(tmp_path: Path) -> No
         assert_paid_once(case, final)
 
 
-@pytest.mark.parametrize(
-    "route",
-    [
-        pytest.param("get-wallet-address", marks=pytest.mark.xfail(strict=True, reason=FLOW_5XX)),
-        pytest.param(
-            "get-outgoing-payment", marks=pytest.mark.xfail(strict=True, reason=FLOW_LEAK)
-        ),
-    ],
-)
+@pytest.mark.parametrize("route", GET_ROUTES)
 async def test_500s_on_every_try_of_a_get_then_replay_pays_once(tmp_path: Path, route: str) -> None:
     with in_process(tmp_path) as case:
         await fault_then_replay(case, route, status=500, times=GET_ATTEMPTS)
         assert len(case.attempts.of(route)) >= GET_ATTEMPTS
 
 
-@pytest.mark.xfail(strict=True, reason=FLOW_LEAK)
 async def test_500s_on_every_try_of_the_payment_search(tmp_path: Path) -> None:
     with in_process(tmp_path) as case:
         stopped = await into_paying(case)
@@ -420,7 +400,6 @@ async def test_a_500_on_a_post_is_not_retried_and_stops_cleanly(tmp_path: Path, 
         assert payments_of(case) == {}
 
 
-@pytest.mark.xfail(strict=True, reason=FLOW_5XX)
 @pytest.mark.parametrize("route", POST_ROUTES)
 async def test_after_a_500_on_a_post_replay_pays_once(tmp_path: Path, route: str) -> None:
     with in_process(tmp_path) as case:
@@ -561,12 +540,6 @@ async def _paying_with_an_expired_token(case: Case) -> Pending:
     return stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flow.py _pay keeps the stale Pending after _find_payment rotated the token: the "
-    "create uses the old token (401), the second rotate uses the old manage URL (401), and "
-    "the GrantError escapes instead of a FlowError",
-)
 async def test_replay_with_an_expired_token_rotates_it_and_pays_once(tmp_path: Path) -> None:
     with in_process(tmp_path) as case:
         stopped = await _paying_with_an_expired_token(case)
@@ -576,7 +549,6 @@ async def test_replay_with_an_expired_token_rotates_it_and_pays_once(tmp_path: P
         assert_paid_once(case, done)
 
 
-@pytest.mark.xfail(strict=True, reason=FLOW_LEAK)
 async def test_a_500_on_token_rotation_stops_cleanly(tmp_path: Path) -> None:
     with in_process(tmp_path) as case:
         stopped = await _paying_with_an_expired_token(case)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from opapprove.cli import exitcodes
-from tests.cli.conftest import Cli, one_error_line
+from tests.cli.conftest import Cli
 from tests.diagnostics.conftest import Live, closed_port_url, serve_live
 
 CHECKS = 9
@@ -131,4 +131,12 @@ def test_json_is_one_document_even_when_failing(cli: Cli) -> None:
     assert result.exit_code == exitcodes.CONFIG
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and [c["check"] for c in doc["checks"]][-1] == "seller"
-    assert result.stderr == "" or one_error_line(result)
+    assert result.stderr == ""
+
+
+def test_trace_shows_the_requests_doctor_makes(cli: Cli, live: Live) -> None:
+    add_seller(cli, live)
+    result = cli("--trace", "doctor")
+    assert result.exit_code == 0, result.output
+    assert f"--> GET {live.seller}  (get-wallet-address)" in result.stderr
+    assert f"--> GET {live.seller}/jwks.json  (get-wallet-address-keys)" in result.stderr

@@ -165,6 +165,11 @@ def test_no_secret_leaks_from_any_command(kit: Kit, tmp_path: Path) -> None:
         verified = run("webhook", "verify", "--header", header, stdin=body.decode())
         assert verified.code == 0 and verified.json()["valid"] is True
 
+        # The diagnostics commands: what they exit with is their own tests' business.
+        run("doctor")
+        assert run("smoke", "--buyer", kit.buyer, "--amount", "0.50").code == 0
+        run("sig", "verify", str(trace))
+
         kept = tmp_path / "demo-kept"
         assert run("demo", "--keep", str(kept)).code == 0
 

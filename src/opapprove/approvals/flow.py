@@ -298,7 +298,30 @@ class Flow:
         return bool(self.settings.allow_http)
 
     async def _setup(self, pending: Pending, *, fresh: bool = False) -> Pending:
-        """Steps 1-7 from wherever ``pending`` stopped; ends awaiting approval."""
+        """Steps 1-7 from wherever ``pending`` stopped; ends awaiting approval.
+
+        Under the grant's lease, so a replay cannot race the `quote start` still setting it
+        up (two incoming payments or quotes for one grant)."""
+        if not self.store.acquire_lease(pending.id, self.holder, self.lease_seconds):
+            raise FlowError(
+                f"another opapprove process is setting up grant {pending.id} right now",
+                hint=f"wait for it, or retry in {int(self.lease_seconds)} s if it crashed",
+                kind="busy",
+                pending_id=pending.id,
+            )
+        try:
+            return await self._setup_leased(self._get(pending.id), fresh=fresh)
+        except StaleState as exc:
+            raise FlowError(
+                f"grant {pending.id} was moved on by another process while being set up",
+                hint="see `opapprove pending show`",
+                kind="busy",
+                pending_id=pending.id,
+            ) from exc
+        finally:
+            self.store.release_lease(pending.id, self.holder)
+
+    async def _setup_leased(self, pending: Pending, *, fresh: bool) -> Pending:
         seller = self._seller_of(pending)
         client = self.client_for(seller)
         try:
@@ -698,6 +721,8 @@ class Flow:
         if pending.state != State.AWAITING_APPROVAL:
             self._refuse(pending, "callback_refused", f"result={result} while {pending.state}")
             raise _not_awaiting(pending)
+        # The redirect's words come from the URL: keep them to one short, printable line.
+        result, message = _one_line(result), _one_line(message) if message else None
         data = {"result": result, "message": message}
         if result == "grant_rejected":
             pending = self._move(
@@ -1105,6 +1130,8 @@ class Flow:
                 pending.continue_token,
                 wait=float(pending.continue_wait or 0),
                 timeout=timeout,
+                sleep=self.sleep,
+                min_interval=1.0,  # a server `wait` of 0 must not make us spin
             )
         except op_errors.GrantError as exc:
             if exc.status == 404:
@@ -1219,6 +1246,11 @@ class Flow:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return cleaned[:limit]
 
 
 def _path(text: str) -> Any:

@@ -65,7 +65,7 @@ def doctor(
     except SettingsError as exc:
         checks = [Check("config", "fail", exc.message, exc.hint, kind="config")]
     else:
-        checks = run_checks(settings, settings.store, seller_id)
+        checks = run_checks(settings, settings.store, seller_id, on_exchange=runtime.on_exchange())
     code = exit_code_for(checks, strict=strict)
     verdict = worst(checks)
     data: dict[str, Any] = {

@@ -248,7 +248,7 @@ def _render(console: Console, captured: CapturedRequest, source: str, result: Si
         say("      signature base, as signed (-) and as received (+):")
         for diff_line in result.base_diff:
             say(f"        {diff_line}")
-    elif not result.ok and result.rebuilt_base and not result.recorded_base:
+    elif result.part == "signature" and result.rebuilt_base and not result.recorded_base:
         from opapprove.diagnostics.sigcheck import mask_base
 
         say("      signature base rebuilt from the request:")

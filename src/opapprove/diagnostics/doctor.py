@@ -77,10 +77,16 @@ def run_checks(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    on_exchange: Callable[[Exchange], None] | None = None,
 ) -> list[Check]:
-    """Every check, in order; ``seller`` is a seller id (default: the config's seller)."""
+    """Every check, in order; ``seller`` is a seller id (default: the config's seller).
+
+    ``on_exchange`` sees the Open Payments requests (``--trace``).
+    """
     return asyncio.run(
-        run_checks_async(settings, store_path, seller, transport=transport, clock=clock)
+        run_checks_async(
+            settings, store_path, seller, transport=transport, clock=clock, on_exchange=on_exchange
+        )
     )
 
 
@@ -91,9 +97,11 @@ async def run_checks_async(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    on_exchange: Callable[[Exchange], None] | None = None,
 ) -> list[Check]:
     """``run_checks`` for callers that already run an event loop."""
     doctor = _Doctor(settings, Path(store_path).expanduser(), seller, transport, clock)
+    doctor.on_exchange = on_exchange
     await doctor.run()
     return doctor.checks
 
@@ -132,6 +140,7 @@ class _Doctor:
         self.transport = transport
         self.clock = clock
         self.checks: list[Check] = []
+        self.on_exchange: Callable[[Exchange], None] | None = None
         # (host, the server's Date, our clock when the answer came)
         self.dates: list[tuple[str, float, float]] = []
 
@@ -312,6 +321,8 @@ class _Doctor:
     def saw(self, exchange: Exchange) -> None:
         """The client's ``on_exchange``: keeps each answer's ``Date`` for the clock check."""
         self._note_date(exchange.url, exchange.response_headers.get("date"))
+        if self.on_exchange is not None:
+            self.on_exchange(exchange)
 
     def _note_date(self, url: str, header: str | None) -> None:
         if not header:

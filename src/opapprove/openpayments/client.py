@@ -197,12 +197,14 @@ class OpenPaymentsClient:
         wait: float,
         timeout: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        min_interval: float = 0.0,
     ) -> Grant:
         """Poll a grant (one without a finish redirect) until the user approves it.
 
         Waits ``wait`` seconds before the first poll and then whatever ``continue.wait``
         says; a ``too_fast`` answer means waiting again. Raises ``GrantTimeout`` once
         ``timeout`` seconds have gone by, and ``GrantError`` if the AS refuses.
+        ``min_interval`` is a floor under the server's ``wait`` (a ``wait`` of 0 would spin).
         """
         started = time.monotonic()
         slept = 0.0
@@ -227,7 +229,9 @@ class OpenPaymentsClient:
             if isinstance(grant, Grant):
                 return grant
             uri, token = grant.continue_.uri, grant.continue_.token
-            delay = float(grant.continue_.wait) if grant.continue_.wait is not None else wait
+            server_wait = grant.continue_.wait
+            delay = float(server_wait) if server_wait is not None else wait
+            delay = max(delay, min_interval)
 
     async def cancel_grant(self, uri: str, token: str) -> None:
         call = Call("delete-continue", "auth", 204, client=self.wallet_address_url)

@@ -18,6 +18,13 @@ _DECIMAL = re.compile(r"\A(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]*))?\Z")
 _ASSET_CODE = re.compile(r"[A-Za-z0-9]{1,12}")
 
 
+_UINT64_DIGITS = len(str(UINT64_MAX))
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else f"{text[:20]!r}… ({len(text)} characters)"
+
+
 def _check_scale(scale: int) -> None:
     if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 255:
         raise AmountError(f"asset scale {scale!r} is not an integer from 0 to 255")
@@ -37,6 +44,11 @@ def to_minor_units(amount: str, scale: int) -> int:
             f"amount {amount!r} is not a decimal number", hint="write it like 100 or 100.00"
         )
     frac = (m["frac"] or "").rstrip("0")
+    if len(m["int"].lstrip("0")) > _UINT64_DIGITS:
+        # Checked before int(): Python refuses to parse strings past 4,300 digits.
+        raise AmountError(
+            f"amount {_short(amount)} is larger than an Open Payments amount can hold"
+        )
     if len(frac) > scale:
         raise AmountError(
             f"amount {amount!r} has {len(frac)} decimal places, but the asset has scale {scale}",
@@ -79,6 +91,8 @@ def parse_wire_value(value: int | str) -> int:
     if isinstance(value, int):
         n = value
     elif isinstance(value, str) and value.isdigit() and value.isascii():
+        if len(value.lstrip("0")) > _UINT64_DIGITS:
+            raise AmountError(f"amount value {_short(value)} is outside the uint64 range")
         n = int(value)
     else:
         raise AmountError(f"amount value {value!r} is not an unsigned integer string")
