@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -96,6 +97,11 @@ def _balances(sandbox: Any) -> dict[str, str]:
 
 async def approve_like_a_browser(http: httpx.AsyncClient, approval_url: str) -> httpx.Response:
     """GET the consent page, submit its Approve form, follow the redirect to the listener."""
+    return await http.get(await press_approve(http, approval_url))
+
+
+async def press_approve(http: httpx.AsyncClient, approval_url: str) -> str:
+    """GET the consent page and submit its Approve form; the wallet's redirect location."""
     page = await http.get(approval_url)
     page.raise_for_status()
     match = re.search(r'<form method="post" action="([^"]+/accept)"', page.text)
@@ -106,7 +112,7 @@ async def approve_like_a_browser(http: httpx.AsyncClient, approval_url: str) -> 
     location = decision.headers.get("location")
     if decision.status_code not in (302, 303) or not location:
         raise RuntimeError(f"approving answered {decision.status_code}, not a redirect")
-    return await http.get(location)
+    return location
 
 
 async def run_demo(
@@ -139,16 +145,20 @@ async def run_demo(
     )
     store_path = work / "opapprove.db"
     steps = {n: DemoStep(n, title) for n, title in STEPS.items()}
-    step_started: dict[int, float] = {}
+    spans: dict[int, list[tuple[float, float]]] = {n: [] for n in STEPS}
     exchanges = 0
+    # The listener's flow reports from the server thread, the seller's from this one.
+    lock = threading.Lock()
 
     def record(exchange: Exchange) -> None:
         nonlocal exchanges
-        exchanges += 1
+        end = time.perf_counter()
         number = classify(exchange)
-        if number is not None:
-            step = steps[number]
-            step.requests += 1
+        with lock:
+            exchanges += 1
+            if number is not None:
+                steps[number].requests += 1
+                spans[number].append((end - exchange.elapsed, end))
         if on_exchange is not None:
             on_exchange(exchange)
 
@@ -196,35 +206,43 @@ async def run_demo(
             listener_app_box["app"] = create_listener_app(listener_flow(), on_event=heard)
             flow = Flow(store, settings, on_exchange=record)
             try:
-                t0 = time.perf_counter()
                 pending = await flow.start_quote(
                     offer_id=offer_id,
                     buyer_wallet=f"{sandbox_server.url}/buyer",
                     amount=amount,
                 )
-                setup_seconds = time.perf_counter() - t0
                 approval_url = pending.interact_redirect or ""
-                _spread_setup_time(steps, store, pending.id, setup_seconds)
                 for n in range(1, 7):
+                    _settle(steps[n], spans[n])
                     _report(steps[n], on_step)
-                step_started[7] = time.perf_counter()
+                t7 = time.perf_counter()
                 if wait_for_person is not None:
                     wait_for_person(approval_url)
                     await asyncio.wait_for(done.wait(), timeout=person_timeout)
+                    steps[7].seconds = time.perf_counter() - t7
+                    steps[7].detail = "approved by a person in the browser"
                 else:
-                    async with httpx.AsyncClient(timeout=30) as browser:
-                        page = await approve_like_a_browser(browser, approval_url)
-                        steps[7].detail = f"listener page: HTTP {page.status_code}"
+                    async with httpx.AsyncClient(timeout=60) as browser:
+                        location = await press_approve(browser, approval_url)
+                        steps[7].seconds = time.perf_counter() - t7
+                        steps[7].detail = "consent page fetched, Approve pressed"
+                        t8 = time.perf_counter()
+                        page = await browser.get(location)
+                        steps[8].seconds = time.perf_counter() - t8
                     await asyncio.wait_for(done.wait(), timeout=60)
-                total_7_8 = time.perf_counter() - step_started[7]
                 pending = await flow.refresh(pending.id)
                 deadline = time.perf_counter() + 30
                 while pending.state == State.PAYMENT_CREATED and time.perf_counter() < deadline:
                     await asyncio.sleep(0.2)
                     pending = await flow.refresh(pending.id)
-                _spread_finish_time(steps, store, pending.id, total_7_8)
-                steps[7].detail = steps[7].detail or "approved"
-                steps[8].detail = f"state {pending.state}"
+                if not steps[8].seconds:
+                    _settle(steps[8], spans[8])
+                detail = f"listener verified the hash; state {pending.state}"
+                if wait_seconds:
+                    detail += f" (includes the wallet's continue.wait of {wait_seconds} s)"
+                if wait_for_person is None:
+                    detail = f"listener page HTTP {page.status_code}; " + detail
+                steps[8].detail = detail
                 _report(steps[7], on_step)
                 _report(steps[8], on_step)
             finally:
@@ -253,39 +271,11 @@ def _report(step: DemoStep, on_step: Callable[[DemoStep], None] | None) -> None:
         on_step(step)
 
 
-def _event_times(store: Store, pending_id: str) -> dict[str, float]:
-    return {e.kind: e.at for e in store.events(pending_id)}
-
-
-def _spread_setup_time(
-    steps: dict[int, DemoStep], store: Store, pending_id: str, total: float
-) -> None:
-    """Steps 1-6 from the audit trail's timestamps (each step commits an event)."""
-    at = _event_times(store, pending_id)
-    marks = [
-        (1, "created", "wallets_fetched"),
-        (3, "wallets_fetched", "incoming_payment_created"),
-        (5, "incoming_payment_created", "quote_created"),
-        (6, "quote_created", "approval_requested"),
-    ]
-    for number, start, end in marks:
-        if start in at and end in at:
-            steps[number].seconds = max(0.0, at[end] - at[start])
-    # The two grants run together, between the wallets and the incoming payment.
-    steps[2].detail = steps[4].detail = "requested concurrently; reused when cached"
-    steps[2].seconds = steps[4].seconds = 0.0
-    if total and not any(s.seconds for s in steps.values()):
-        steps[1].seconds = total
-
-
-def _spread_finish_time(
-    steps: dict[int, DemoStep], store: Store, pending_id: str, total: float
-) -> None:
-    at = _event_times(store, pending_id)
-    if "approved" in at and "approval_requested" in at:
-        steps[7].seconds = max(0.0, at["approved"] - at["approval_requested"])
-    end = at.get("completed") or at.get("payment_created") or at.get("failed")
-    if end and "approved" in at:
-        steps[8].seconds = max(0.0, end - at["approved"])
-    else:
-        steps[8].seconds = total
+def _settle(step: DemoStep, spans: list[tuple[float, float]]) -> None:
+    """A step's time: from its first request's start to its last one's end."""
+    if spans:
+        step.seconds = max(end for _, end in spans) - min(start for start, _ in spans)
+    if step.number in (2, 4):
+        step.detail = "both grants at once; reused from the store when cached"
+    if step.number == 1:
+        step.detail = "both at once"
