@@ -112,7 +112,7 @@ async def press_approve(http: httpx.AsyncClient, approval_url: str) -> str:
     location = decision.headers.get("location")
     if decision.status_code not in (302, 303) or not location:
         raise RuntimeError(f"approving answered {decision.status_code}, not a redirect")
-    return location
+    return str(location)
 
 
 async def run_demo(
