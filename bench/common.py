@@ -219,6 +219,9 @@ class SandboxProcess:
         answer.raise_for_status()
         return str(answer.json()["finish_url"])
 
+    def set_latency(self, seconds: float) -> None:
+        self.http.post("/_admin/latency", json={"seconds": seconds}).raise_for_status()
+
     def close(self) -> None:
         self.http.close()
         if self.proc.poll() is None:

@@ -51,7 +51,7 @@ def write_results(path: Path, report: Report, info: dict[str, str], argv: list[s
         f"{' ' + ' '.join(argv) if argv else ''}`.",
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']},"
-        f" Node {info['node']}, {info['os']}; load average at start {info['load']}.",
+        f" Node {info['node']}, {info['os']}; load average at the start {info['load']}.",
         "",
         "| section | figure | value | target | met |",
         "|---|---|---|---|---|",
@@ -97,11 +97,13 @@ def main() -> None:
         bulk.run(report, sizes=plan.sizes, latency=args.latency)
     if 5 in only:
         capacity.run(report, seconds=plan.capacity_seconds)
+    info["load"] += f" (at the end {os.getloadavg()[0]:.2f})"
     missed = [f for f in report.figures if f.met is False]
     print(f"\n{len(report.figures)} figures in {time.perf_counter() - started:.0f} s;", end=" ")
     print(f"{len(missed)} target(s) not reached" + (":" if missed else "."))
     for f in missed:
         print(f"  - {f.section}: {f.name} = {f.value} (target {f.target})")
+    print(f"Load average {info['load']}: other work on this machine inflates the times.")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "figures": report.to_json()}, indent=2))
     if args.results:

@@ -219,9 +219,21 @@ def run(report: Report, *, runs: int = 5, latency: float = DEFAULT_LATENCY) -> N
                     f" finish {ms(finish_op[-1].seconds)}; Node start"
                     f" {ms(node_timing.seconds)}, finish {ms(finish_node[-1].seconds)}"
                 )
+            # What each process costs besides its round trips.
+            sandbox.set_latency(0.0)
+            fixed_op = [runner.op_start(store, 2000 + n)[0].seconds for n in range(3)]
+            fixed_node = [runner.node_start()[0].seconds for _ in range(3)]
     _ratio_figure(report, "quote start cold", cold_op, start_node, COLD_TARGET)
     _ratio_figure(report, "quote start warm", warm_op, start_node, WARM_TARGET)
     _ratio_figure(report, "finish (continue, pay, check)", finish_op, finish_node, None)
+    report.add(
+        Figure(
+            SECTION,
+            "fixed cost without latency: opapprove warm / Node",
+            f"{ms(median(fixed_op))} / {ms(median(fixed_node))}",
+            note="process start, imports, CPU: what the round trips come on top of",
+        )
+    )
 
 
 def main() -> None:

@@ -278,3 +278,15 @@ async def test_too_fast_is_retried_after_wait(
     assert done.state == State.COMPLETED
     assert "too_fast" in [e.kind for e in kit.store.events(pending.id)]
     await flow.aclose()
+
+
+async def test_a_new_process_reuses_wallet_documents_and_grants(kit: FlowKit) -> None:
+    await kit.flow.start_quote(offer_id="1", buyer_wallet=kit.sandbox.buyer, amount="1")
+    await kit.flow.aclose()
+    before = dict(kit.sandbox.recorder.seen)
+    fresh = kit.new_flow()  # what the next `quote start` process builds
+    await fresh.start_quote(offer_id="2", buyer_wallet=kit.sandbox.buyer, amount="1")
+    seen = {k: v - before.get(k, 0) for k, v in kit.sandbox.recorder.seen.items()}
+    assert seen.get(("get-wallet-address", 200), 0) == 0
+    assert seen[("post-request", 200)] == 1  # only the interactive grant
+    await fresh.aclose()

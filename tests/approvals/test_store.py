@@ -487,3 +487,15 @@ def test_ids_are_unique_sortable_and_url_safe() -> None:
 def test_ids_follow_time() -> None:
     early, late = new_id(now=4_000_000_000.0), new_id(now=4_000_000_001.0)
     assert early < late and len(early) == 26
+
+
+def test_wallet_documents_are_cached_for_a_while(tmp_path: Path) -> None:
+    store = Store(tmp_path / "docs.db")
+    doc = {"id": "https://w.example/a", "assetCode": "USD", "assetScale": 2}
+    assert store.get_wallet_document(doc["id"], max_age=60, now=1000.0) is None
+    store.put_wallet_document(doc["id"], doc, now=1000.0)
+    assert store.get_wallet_document(doc["id"], max_age=60, now=1059.0) == doc
+    assert store.get_wallet_document(doc["id"], max_age=60, now=1061.0) is None
+    store.drop_wallet_document(doc["id"])
+    assert store.get_wallet_document(doc["id"], max_age=60, now=1000.0) is None
+    store.close()

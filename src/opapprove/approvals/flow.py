@@ -38,7 +38,8 @@ OUTGOING_ACTIONS = ["create", "read", "list"]
 INCOMING_ACCESS: dict[str, Any] = {"type": "incoming-payment", "actions": INCOMING_ACTIONS}
 QUOTE_ACCESS: dict[str, Any] = {"type": "quote", "actions": QUOTE_ACTIONS}
 TOO_FAST_RETRIES = 3
-WALLET_DOC_TTL = 60.0
+# How long a wallet address document is reused before it is fetched again.
+WALLET_DOC_TTL = 300.0
 
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
 RESUMABLE_AFTER_APPROVAL = (State.APPROVED, State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED)
@@ -389,14 +390,20 @@ class Flow:
         )
 
     async def _wallet_doc(self, client: OpenPaymentsClient, url: str) -> dict[str, Any]:
-        # A bulk replay or a busy listener asks for the same few wallets again and again;
-        # their documents hardly ever change, so one fetch serves this Flow for a while.
+        # A bulk replay, a busy listener or the next `quote start` asks for the same few
+        # wallets again and again; their documents hardly ever change, so one fetch serves
+        # for a while: in this Flow's memory, then in the store for the next process.
         now = self.clock()
         hit = self._wallet_docs.get(url)
         if hit is not None and 0 <= now - hit[0] < WALLET_DOC_TTL:
             return dict(hit[1])
+        stored = self.store.get_wallet_document(url, max_age=WALLET_DOC_TTL, now=now)
+        if isinstance(stored, dict):
+            self._wallet_docs[url] = (now, stored)
+            return dict(stored)
         doc = _dump(await client.get_wallet_address(url))
         self._wallet_docs[url] = (now, doc)
+        self.store.put_wallet_document(url, doc, now=now)
         return dict(doc)
 
     async def _grant_token(

@@ -95,4 +95,13 @@ _V1 = [
     "CREATE INDEX webhook_deliveries_undelivered ON webhook_deliveries (delivered_at, created_at)",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+# v2: wallet address documents, so a new process can skip refetching them (quote start warm).
+_V2 = [
+    """CREATE TABLE wallet_documents (
+        url TEXT PRIMARY KEY,
+        document TEXT NOT NULL,
+        fetched_at REAL NOT NULL
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]

@@ -841,6 +841,40 @@ class Store:
             "dropping a cached grant",
         )
 
+    # -- wallet address documents ----------------------------------------------------------
+
+    def get_wallet_document(self, url: str, *, max_age: float, now: float | None = None) -> Any:
+        """The document fetched for ``url`` at most ``max_age`` seconds ago, else ``None``."""
+
+        def read(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                "SELECT document, fetched_at FROM wallet_documents WHERE url = ?", (url,)
+            ).fetchone()
+
+        row = self._read(read, "reading a cached wallet document")
+        at = self._clock() if now is None else now
+        if row is None or not 0 <= at - row["fetched_at"] < max_age:
+            return None
+        return _loads(row["document"])
+
+    def put_wallet_document(self, url: str, document: Any, *, now: float | None = None) -> None:
+        at = self._clock() if now is None else now
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO wallet_documents (url, document, fetched_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (url) DO UPDATE SET document = excluded.document,"
+                " fetched_at = excluded.fetched_at",
+                (url, _dumps(document), at),
+            ),
+            "caching a wallet document",
+        )
+
+    def drop_wallet_document(self, url: str) -> None:
+        self._write(
+            lambda c: c.execute("DELETE FROM wallet_documents WHERE url = ?", (url,)),
+            "dropping a cached wallet document",
+        )
+
     # -- webhook deliveries ---------------------------------------------------------------
 
     def add_webhook_delivery(
