@@ -65,6 +65,7 @@ from opapprove.openpayments.signatures import (
 from opapprove.openpayments.urls import apply_use_http, check_url
 
 M = TypeVar("M")
+P = TypeVar("P", IncomingPayment, OutgoingPayment)
 
 __all__ = ["Exchange", "GrantTimeout", "OpenPaymentsClient", "is_pending"]
 
@@ -299,19 +300,17 @@ class OpenPaymentsClient:
         last: int | None = None,
         cursor: str | None = None,
     ) -> Page[IncomingPayment]:
-        call = self._rs_call("list-incoming-payments", 200)
-        url = _join(resource_server, "incoming-payments")
-        params = _page_params(wallet_address, first, last, cursor)
-        response = await self._send(call, "GET", url, token=token, params=params)
-        page = self._parse(
-            call, response, Page[IncomingPayment].model_validate, "incoming payment page"
+        return await self._list(
+            "list-incoming-payments",
+            _join(resource_server, "incoming-payments"),
+            Page[IncomingPayment],
+            "incoming payment page",
+            lambda response, payment: self._check_incoming(response, payment),
+            token,
+            _page_params(wallet_address, first, last, cursor),
         )
-        if self.validate:
-            for payment in page.result:
-                self._check_incoming(response, payment)
-        return page
 
-    async def iter_incoming_payments(
+    def iter_incoming_payments(
         self,
         resource_server: str,
         token: str,
@@ -320,17 +319,14 @@ class OpenPaymentsClient:
         page_size: int = 100,
     ) -> AsyncIterator[IncomingPayment]:
         """Every incoming payment of ``wallet_address``, following ``endCursor`` forward."""
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = await self.list_incoming_payments(
-                resource_server, token, wallet_address, first=page_size, cursor=cursor
-            )
-            for payment in page.result:
-                yield payment
-            cursor = self._next_cursor(page, seen, "list-incoming-payments", resource_server)
-            if cursor is None:
-                return
+        return self._iter_all(
+            self.list_incoming_payments,
+            "list-incoming-payments",
+            resource_server,
+            token,
+            wallet_address,
+            page_size,
+        )
 
     # ----------------------------------------------------------------- quotes
 
@@ -378,19 +374,17 @@ class OpenPaymentsClient:
         last: int | None = None,
         cursor: str | None = None,
     ) -> Page[OutgoingPayment]:
-        call = self._rs_call("list-outgoing-payments", 200)
-        url = _join(resource_server, "outgoing-payments")
-        params = _page_params(wallet_address, first, last, cursor)
-        response = await self._send(call, "GET", url, token=token, params=params)
-        page = self._parse(
-            call, response, Page[OutgoingPayment].model_validate, "outgoing payment page"
+        return await self._list(
+            "list-outgoing-payments",
+            _join(resource_server, "outgoing-payments"),
+            Page[OutgoingPayment],
+            "outgoing payment page",
+            self._check_outgoing,
+            token,
+            _page_params(wallet_address, first, last, cursor),
         )
-        if self.validate:
-            for payment in page.result:
-                self._check_outgoing(response, payment)
-        return page
 
-    async def iter_outgoing_payments(
+    def iter_outgoing_payments(
         self,
         resource_server: str,
         token: str,
@@ -399,15 +393,51 @@ class OpenPaymentsClient:
         page_size: int = 100,
     ) -> AsyncIterator[OutgoingPayment]:
         """Every outgoing payment of ``wallet_address``, following ``endCursor`` forward."""
+        return self._iter_all(
+            self.list_outgoing_payments,
+            "list-outgoing-payments",
+            resource_server,
+            token,
+            wallet_address,
+            page_size,
+        )
+
+    async def _list(
+        self,
+        operation: str,
+        url: str,
+        page_model: type[Page[P]],
+        what: str,
+        check: Callable[[httpx.Response, P], None],
+        token: str,
+        params: dict[str, str],
+    ) -> Page[P]:
+        call = self._rs_call(operation, 200)
+        response = await self._send(call, "GET", url, token=token, params=params)
+        page = self._parse(call, response, page_model.model_validate, what)
+        if self.validate:
+            for item in page.result:
+                check(response, item)
+        return page
+
+    async def _iter_all(
+        self,
+        lister: Callable[..., Awaitable[Page[P]]],
+        operation: str,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        page_size: int,
+    ) -> AsyncIterator[P]:
         cursor: str | None = None
         seen: set[str] = set()
         while True:
-            page = await self.list_outgoing_payments(
+            page = await lister(
                 resource_server, token, wallet_address, first=page_size, cursor=cursor
             )
-            for payment in page.result:
-                yield payment
-            cursor = self._next_cursor(page, seen, "list-outgoing-payments", resource_server)
+            for item in page.result:
+                yield item
+            cursor = self._next_cursor(page, seen, operation, resource_server)
             if cursor is None:
                 return
 
