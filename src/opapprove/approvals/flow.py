@@ -523,25 +523,7 @@ class Flow:
     async def _create_quote(
         self, pending: Pending, client: OpenPaymentsClient, seller: Seller
     ) -> Pending:
-        from opapprove.openpayments.models import CreateQuote
-
-        buyer_doc = pending.buyer_doc or {}
-        body = CreateQuote.model_validate(
-            {
-                "walletAddress": buyer_doc["id"],
-                "receiver": pending.incoming_payment_url,
-                "method": "ilp",
-            }
-        )
-        access = QUOTE_ACCESS
-        quote = await self._with_grant(
-            client,
-            seller,
-            buyer_doc["authServer"],
-            access,
-            lambda token: client.create_quote(buyer_doc["resourceServer"], token, body),
-        )
-        data = _dump(quote)
+        data = await self._new_quote(pending, client, seller)
         return self._move(
             pending,
             State.QUOTE_CREATED,
@@ -552,6 +534,30 @@ class Flow:
             quote=data,
             debit_amount=data["debitAmount"],
             receive_amount=data["receiveAmount"],
+        )
+
+    async def _new_quote(
+        self, pending: Pending, client: OpenPaymentsClient, seller: Seller
+    ) -> dict[str, Any]:
+        """A quote from the buyer's wallet for the grant's incoming payment."""
+        from opapprove.openpayments.models import CreateQuote
+
+        buyer_doc = pending.buyer_doc or {}
+        body = CreateQuote.model_validate(
+            {
+                "walletAddress": buyer_doc["id"],
+                "receiver": pending.incoming_payment_url,
+                "method": "ilp",
+            }
+        )
+        return _dump(
+            await self._with_grant(
+                client,
+                seller,
+                buyer_doc["authServer"],
+                QUOTE_ACCESS,
+                lambda token: client.create_quote(buyer_doc["resourceServer"], token, body),
+            )
         )
 
     async def _request_outgoing_grant(
@@ -992,26 +998,7 @@ class Flow:
     async def _requote(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         """The buyer approved after the quote expired (quotes live 5 min, approvals 10):
         quote again for the same incoming payment and pay if it fits the approved limit."""
-        from opapprove.openpayments.models import CreateQuote
-
-        seller = self._seller_of(pending)
-        buyer_doc = pending.buyer_doc or {}
-        body = CreateQuote.model_validate(
-            {
-                "walletAddress": buyer_doc["id"],
-                "receiver": pending.incoming_payment_url,
-                "method": "ilp",
-            }
-        )
-        quote = _dump(
-            await self._with_grant(
-                client,
-                seller,
-                buyer_doc["authServer"],
-                QUOTE_ACCESS,
-                lambda token: client.create_quote(buyer_doc["resourceServer"], token, body),
-            )
-        )
+        quote = await self._new_quote(pending, client, self._seller_of(pending))
         approved = money.Amount.from_wire(pending.debit_amount)
         debit = money.Amount.from_wire(quote["debitAmount"])
         if not debit.same_asset(approved) or debit.value > approved.value:
