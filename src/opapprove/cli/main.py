@@ -6,6 +6,7 @@ functions; this file must stay cheap to import (``opapprove --help`` target: 150
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +20,65 @@ from opapprove.cli import exitcodes
 from opapprove.cli.errors import classify
 from opapprove.cli.runtime import Runtime, hoist_global_options
 
+# pydantic looks for plugins by scanning the entry points of every installed distribution
+# the first time a model is built: ~50 ms per command in a typical environment, for
+# plugins a command-line tool has no use for. Set the variable yourself to opt back in.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
+# The commands, in the order a person meets them: (module, attribute, is a group).
+# Each is built only when it is invoked (or listed by --help): Typer evaluating the
+# annotations of every command function costs ~40 ms, paid on every run otherwise.
+LAZY_COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "quote": ("opapprove.cli.quote", "app", True),
+    "listen": ("opapprove.cli.listen", "listen", False),
+    "finish": ("opapprove.cli.finish", "finish", False),
+    "status": ("opapprove.cli.status", "status", False),
+    "pending": ("opapprove.cli.pending", "app", True),
+    "demo": ("opapprove.cli.demo", "demo", False),
+    "seller": ("opapprove.cli.seller", "app", True),
+    "wallet": ("opapprove.cli.wallet", "app", True),
+    "sandbox": ("opapprove.cli.sandbox", "app", True),
+    "webhook": ("opapprove.cli.webhook", "app", True),
+    "doctor": ("opapprove.cli.doctor", "doctor", False),
+    "sig": ("opapprove.cli.sig", "app", True),
+    "smoke": ("opapprove.cli.smoke", "smoke", False),
+}
+
+
+def _build_command(name: str) -> Any:
+    import importlib
+
+    module_name, attr, is_group = LAZY_COMMANDS[name]
+    target = getattr(importlib.import_module(module_name), attr)
+    command: Any
+    if is_group:
+        target.rich_markup_mode = None  # plain help text, like the top level (start-up cost)
+        command = typer.main.get_group(target)
+    else:
+        single = typer.Typer(rich_markup_mode=None)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
 
 class OpApproveGroup(TyperGroup):
     """Runs the command and turns every failure into one line and a documented exit code.
 
     This lives in ``main`` (not only in ``run``) so CliRunner tests see the same behaviour.
     """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        eager = [n for n in super().list_commands(ctx) if n not in LAZY_COMMANDS]
+        return [*LAZY_COMMANDS, *eager]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            command = _build_command(cmd_name)
+            self.add_command(command, cmd_name)
+        return command
 
     def main(
         self,
@@ -152,42 +206,6 @@ def version(ctx: typer.Context) -> None:
         {"version": __version__, "python": sys.version.split()[0]},
         lambda console: console.print(f"opapprove {__version__}", markup=False),
     )
-
-
-def _register() -> None:
-    from opapprove.cli import (
-        demo,
-        doctor,
-        finish,
-        listen,
-        pending,
-        quote,
-        sandbox,
-        seller,
-        sig,
-        smoke,
-        status,
-        wallet,
-        webhook,
-    )
-
-    # The flow first, in the order a person meets it; then setup and tools.
-    app.add_typer(quote.app, name="quote")
-    app.command("listen")(listen.listen)
-    app.command("finish")(finish.finish)
-    app.command("status")(status.status)
-    app.add_typer(pending.app, name="pending")
-    app.command("demo")(demo.demo)
-    app.add_typer(seller.app, name="seller")
-    app.add_typer(wallet.app, name="wallet")
-    app.add_typer(sandbox.app, name="sandbox")
-    app.add_typer(webhook.app, name="webhook")
-    app.command("doctor")(doctor.doctor)
-    app.add_typer(sig.app, name="sig")
-    app.command("smoke")(smoke.smoke)
-
-
-_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
