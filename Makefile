@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/opapprove demo
 
 bench: $(STAMP) interop-deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules
