@@ -146,3 +146,29 @@ def test_cancel_is_idempotent_and_refuses_paid_grants(kit: Kit) -> None:
     assert "nothing left to cancel" in one_error_line(refused)
     unknown = kit.cli("pending", "cancel", "01NOPE")
     assert unknown.exit_code == exitcodes.USAGE
+
+
+def test_replay_shared_between_worker_processes_pays_each_once(kit: Kit) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from opapprove.approvals.store import State, Store
+
+    started = [kit.start(offer=f"w{i}", amount="1.00") for i in range(5)]
+    with Store(kit.cli.store) as store:
+        for doc in started:
+            finish = kit.approve(doc["approvalUrl"])
+            ref = parse_qs(urlsplit(finish).query)["interact_ref"][0]
+            # Approved, but the process that caught the redirect died before continuing.
+            store.transition(
+                doc["pendingId"], State.APPROVED, expect=State.AWAITING_APPROVAL, interact_ref=ref
+            )
+    proc = kit.run("--json", "pending", "replay", "--all", "--workers", "2")
+    assert proc.code == 0, proc.stderr
+    doc = proc.json()
+    assert doc["summary"] == {"completed": 5}
+    assert sorted(o["pendingId"] for o in doc["outcomes"]) == sorted(
+        d["pendingId"] for d in started
+    )
+    paid = [p for p in kit.payments() if (p.metadata or {}).get("offerId", "").startswith("w")]
+    assert len(paid) == 5
+    assert len({(p.metadata or {})["pendingId"] for p in paid}) == 5

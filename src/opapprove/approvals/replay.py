@@ -53,6 +53,19 @@ class ReplayOutcome:
     hint: str | None = None
     error_kind: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplayOutcome:
+        """The inverse of ``as_dict`` (a worker process reports its outcomes as JSON)."""
+        return cls(
+            pending_id=str(data["pendingId"]),
+            before=None if data.get("before") is None else State(data["before"]),
+            after=None if data.get("after") is None else State(data["after"]),
+            outcome=data["outcome"],
+            message=str(data.get("message") or ""),
+            hint=data.get("hint"),
+            error_kind=data.get("errorKind"),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "pendingId": self.pending_id,

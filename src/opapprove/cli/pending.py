@@ -238,6 +238,16 @@ def replay(
     stuck: Annotated[
         bool, typer.Option("--stuck", help="With --all: only grants stuck for stuck_after s.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            max=16,
+            help="Processes sharing the grants (replay is CPU-bound past ~100 grants/s).",
+        ),
+    ] = 1,
 ) -> None:
     """Carry grants on from their last committed step; a payment is never made twice.
 
@@ -279,17 +289,30 @@ def replay(
         if not output.json_mode:
             output.out.print(_outcome_line(outcome), markup=False, soft_wrap=True)
 
+    import asyncio
+
+    shards = [chosen[i::workers] for i in range(min(workers, len(chosen)))] or [[]]
+
     async def go() -> list[ReplayOutcome]:
         from opapprove.cli.flows import open_flow
 
+        others = [
+            asyncio.create_task(_replay_in_worker(runtime, shard, concurrency))
+            for shard in shards[1:]
+        ]
         async with open_flow(runtime) as session:
-            return await replay_many(
+            mine = await replay_many(
                 session.flow,
-                chosen,
+                shards[0],
                 concurrency=concurrency,
                 webhooks=session.webhooks,
                 on_outcome=shown,
             )
+        for outcomes_of_worker in await asyncio.gather(*others):
+            for outcome in outcomes_of_worker:
+                shown(outcome)
+                mine.append(outcome)
+        return mine
 
     outcomes = runtime.run(go()) if chosen else []
     counts: dict[str, int] = {}
@@ -313,6 +336,37 @@ def replay(
     output.result(data, render, ok=code == exitcodes.OK)
     if code:
         raise typer.Exit(code)
+
+
+async def _replay_in_worker(
+    runtime: Runtime, ids: list[str], concurrency: int
+) -> list[ReplayOutcome]:
+    """One more `pending replay` process for a share of the grants; its outcomes as JSON.
+
+    Safe to run side by side: each grant is driven under its lease, and the store is made
+    for several processes."""
+    import asyncio
+    import json
+    import sys
+
+    from opapprove.approvals.replay import ReplayOutcome
+
+    argv = [sys.executable, "-m", "opapprove", "--json", "--store", str(runtime.settings().store)]
+    if runtime.config is not None:
+        argv += ["--config", str(runtime.config)]
+    argv += ["pending", "replay", "--concurrency", str(concurrency), *ids]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    try:
+        return [ReplayOutcome.from_dict(d) for d in json.loads(out)["outcomes"]]
+    except (ValueError, KeyError, TypeError):
+        why = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        return [
+            ReplayOutcome(i, None, None, "error", f"the worker process failed: {why[0]}")
+            for i in ids
+        ]
 
 
 def _outcome_line(o: ReplayOutcome) -> str:
