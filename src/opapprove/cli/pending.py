@@ -219,6 +219,18 @@ def _render_show(
 # --------------------------------------------------------------------------- replay
 
 
+AUTO_WORKERS_FROM = 200
+
+
+def auto_workers(grants: int) -> int:
+    """One process is plenty for a few grants; a bulk replay uses the machine's cores."""
+    import os
+
+    if grants < AUTO_WORKERS_FROM:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4, grants // (AUTO_WORKERS_FROM // 2)))
+
+
 @app.command("replay")
 def replay(
     ctx: typer.Context,
@@ -239,15 +251,17 @@ def replay(
         bool, typer.Option("--stuck", help="With --all: only grants stuck for stuck_after s.")
     ] = False,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--workers",
             metavar="N",
             min=1,
             max=16,
-            help="Processes sharing the grants (replay is CPU-bound past ~100 grants/s).",
+            help="Processes sharing the grants (default: one per CPU, up to 4, from"
+            f" {AUTO_WORKERS_FROM} grants on; replay is CPU-bound past ~100 grants/s).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
 ) -> None:
     """Carry grants on from their last committed step; a payment is never made twice.
 
@@ -291,6 +305,8 @@ def replay(
 
     import asyncio
 
+    if workers is None:
+        workers = auto_workers(len(chosen))
     shards = [chosen[i::workers] for i in range(min(workers, len(chosen)))] or [[]]
 
     async def go() -> list[ReplayOutcome]:
