@@ -136,7 +136,7 @@ class OpenPaymentsClient:
         self._sleep = sleep
         self._auth = OpenPaymentsAuth(key, key_id, clock=clock) if key and key_id else None
         self._http = httpx.AsyncClient(
-            transport=transport,
+            transport=transport or _SchemeTransport(),
             timeout=timeout,
             follow_redirects=False,
             headers={"Accept": "application/json", "User-Agent": f"opapprove/{__version__}"},
@@ -725,6 +725,33 @@ class OpenPaymentsClient:
             )
         seen.add(cursor)
         return cursor
+
+
+class _SchemeTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport, with the TLS one made only when an https URL comes along.
+
+    Loading the CA bundle costs ~25 ms per process; a sandbox or local Rafiki on plain
+    http (every CI smoke run, every `opapprove demo`) never needs it.
+    """
+
+    def __init__(self) -> None:
+        self._plain: httpx.AsyncHTTPTransport | None = None
+        self._tls: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            if self._plain is None:
+                # No TLS on this connection, so no certificates to load for it.
+                self._plain = httpx.AsyncHTTPTransport(verify=False)
+            return await self._plain.handle_async_request(request)
+        if self._tls is None:
+            self._tls = httpx.AsyncHTTPTransport()
+        return await self._tls.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in (self._plain, self._tls):
+            if transport is not None:
+                await transport.aclose()
 
 
 def _page_params(
