@@ -154,3 +154,11 @@ def test_help_does_not_import_heavy_modules(cli: Cli) -> None:
         check=False,
     )
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", sorted(main.LAZY_COMMANDS))
+def test_every_command_builds_on_demand_with_plain_help(cli: Cli, name: str) -> None:
+    result = cli(name, "--help")
+    assert result.exit_code == 0, result.output
+    assert f"opapprove {name}" in result.stdout
+    assert "--install-completion" not in result.stdout

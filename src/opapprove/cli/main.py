@@ -56,7 +56,7 @@ def _build_command(name: str) -> Any:
         target.rich_markup_mode = None  # plain help text, like the top level (start-up cost)
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer(rich_markup_mode=None)
+        single = typer.Typer(rich_markup_mode=None, add_completion=False)
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
