@@ -28,7 +28,7 @@ from opapprove.openpayments.client import Exchange
 from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.sandbox import SandboxConfig, create_app
-from opapprove.servers.serving import serve_in_thread
+from opapprove.servers.serving import LateApp, serve_in_thread
 from opapprove.settings import load_settings
 
 STEPS = {
@@ -185,25 +185,13 @@ async def run_demo(
         store.add_seller(seller, replace=True)
         # The listener's own flow, store connection and event loop, as `opapprove listen` has.
         listener_store = Store(store_path)
-        holder: dict[str, Any] = {}
-
-        def listener_flow() -> Flow:
-            return holder["flow"]  # type: ignore[no-any-return]
-
-        listener_app_box: dict[str, Any] = {}
-
-        class _LazyApp:
-            """The listener needs its own URL in settings before its flow is built."""
-
-            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                await listener_app_box["app"](scope, receive, send)
-
-        with serve_in_thread(_LazyApp()) as listener_server:
+        late = LateApp()
+        with serve_in_thread(late) as listener_server:
             settings = load_settings(
                 base_url=listener_server.url, store=store_path, seller_id=seller.id
             )
-            holder["flow"] = Flow(listener_store, settings, on_exchange=record)
-            listener_app_box["app"] = create_listener_app(listener_flow(), on_event=heard)
+            listener_flow = Flow(listener_store, settings, on_exchange=record)
+            late.inner = create_listener_app(listener_flow, on_event=heard)
             flow = Flow(store, settings, on_exchange=record)
             try:
                 pending = await flow.start_quote(
@@ -247,7 +235,8 @@ async def run_demo(
                 _report(steps[8], on_step)
             finally:
                 await flow.aclose()
-                await holder["flow"].aclose()
+                # Its HTTP client belongs to the listener thread's event loop.
+                late.run(listener_flow.aclose())
         after = _balances(sandbox)
         listener_store.close()
         store.close()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+
+from opapprove.servers.serving import LateApp
+
+__all__ = ["FinishReceiver", "LateApp"]
 
 
 class FinishReceiver:
@@ -22,28 +22,3 @@ class FinishReceiver:
     async def _finish(self, request: Request) -> Response:
         self.calls.append(dict(request.query_params))
         return HTMLResponse('<!doctype html><title>received</title><p id="received">received</p>')
-
-
-class LateApp:
-    """An ASGI app whose inner app is set after serving starts.
-
-    The listener's settings need the listener's own URL, which exists only once its socket
-    listens. It also remembers the server thread's loop, so the listener's Flow can be
-    closed on the loop its HTTP clients were made on.
-    """
-
-    def __init__(self) -> None:
-        self.inner: ASGIApp | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.inner is not None, "serve the inner app before sending requests"
-        self.loop = asyncio.get_running_loop()
-        await self.inner(scope, receive, send)
-
-    def run(self, coro: Any, timeout: float = 30) -> Any:
-        """Run ``coro`` on the server's loop (if it ever served) and wait for its result."""
-        if self.loop is None:
-            coro.close()
-            return None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -185,3 +185,28 @@ def run_sandbox(
     finally:
         server.stop()
         app.sandbox.close()
+
+
+class LateApp:
+    """An ASGI app whose inner app is set after serving starts.
+
+    The listener's settings need the listener's own URL, which exists only once its socket
+    listens. It also remembers the server thread's loop, so the listener's Flow can be
+    closed on the loop its HTTP clients were made on.
+    """
+
+    def __init__(self) -> None:
+        self.inner: Callable[..., Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert self.inner is not None, "serve the inner app before sending requests"
+        self.loop = asyncio.get_running_loop()
+        await self.inner(scope, receive, send)
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        """Run ``coro`` on the server's loop (if it ever served) and wait for its result."""
+        if self.loop is None:
+            coro.close()
+            return None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
