@@ -31,6 +31,7 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import HAPPY_PATH
 from opapprove.approvals.store import Pending, Seller, State, Store
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.keys import write_private_key
@@ -66,17 +67,7 @@ POST_ROUTES = (
 OPERATION = {"post-request (interactive)": "post-request"}
 
 # The order of the happy path, and the state from which each field of a grant is set.
-ORDER = (
-    State.STARTED,
-    State.INCOMING_CREATED,
-    State.QUOTE_CREATED,
-    State.AWAITING_APPROVAL,
-    State.APPROVED,
-    State.GRANT_ISSUED,
-    State.PAYING,
-    State.PAYMENT_CREATED,
-    State.COMPLETED,
-)
+ORDER = HAPPY_PATH
 FIELD_FROM = {
     "incoming_payment_url": State.INCOMING_CREATED,
     "incoming_payment": State.INCOMING_CREATED,

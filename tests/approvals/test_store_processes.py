@@ -29,6 +29,7 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import HAPPY_PATH
 from opapprove.approvals.store import FINAL_STATES, Seller, State, Store
 from opapprove.openpayments.keys import write_private_key
 from opapprove.settings import load_settings
@@ -43,17 +44,7 @@ AMOUNT_MINOR = 1  # "0.01": the buyer's balance lasts for many thousand grants
 EXPECTED_KINDS = {"busy", "transport", "waiting", "stale", "input"}
 PAST_APPROVAL = (State.APPROVED, State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED)
 # The happy path, in order: a reader must never see a grant go back along it.
-PATH = (
-    State.STARTED,
-    State.INCOMING_CREATED,
-    State.QUOTE_CREATED,
-    State.AWAITING_APPROVAL,
-    State.APPROVED,
-    State.GRANT_ISSUED,
-    State.PAYING,
-    State.PAYMENT_CREATED,
-    State.COMPLETED,
-)
+PATH = HAPPY_PATH
 
 
 # -------------------------------------------------------------------------- in the children

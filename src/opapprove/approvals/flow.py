@@ -42,7 +42,6 @@ TOO_FAST_RETRIES = 3
 WALLET_DOC_TTL = 300.0
 
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
-RESUMABLE_AFTER_APPROVAL = (State.APPROVED, State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED)
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -502,12 +501,11 @@ class Flow:
                 "metadata": {"offerId": pending.offer_id, "pendingId": pending.id},
             }
         )
-        access = INCOMING_ACCESS
         incoming = await self._with_grant(
             client,
             seller,
             seller_doc["authServer"],
-            access,
+            INCOMING_ACCESS,
             lambda token: client.create_incoming_payment(seller_doc["resourceServer"], token, body),
         )
         data = _dump(incoming)

@@ -45,6 +45,18 @@ class State(StrEnum):
 FINAL_STATES: frozenset[State] = frozenset(
     {State.COMPLETED, State.REJECTED, State.EXPIRED, State.CANCELLED, State.FAILED}
 )
+# The happy path, in order (design.md); every other state is a side exit.
+HAPPY_PATH: tuple[State, ...] = (
+    State.STARTED,
+    State.INCOMING_CREATED,
+    State.QUOTE_CREATED,
+    State.AWAITING_APPROVAL,
+    State.APPROVED,
+    State.GRANT_ISSUED,
+    State.PAYING,
+    State.PAYMENT_CREATED,
+    State.COMPLETED,
+)
 
 
 def redact(data: Any) -> Any:
