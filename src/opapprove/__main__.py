@@ -1,3 +1,3 @@
-from opapprove.cli.main import run
+from opapprove.cli.startup import run
 
 run()

@@ -130,6 +130,9 @@ class Runtime:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         import asyncio
 
+        from opapprove.cli.startup import settled
+
+        settled()
         return asyncio.run(coro)
 
     def close(self) -> None:

@@ -113,6 +113,7 @@ def sandbox(
     """Serve wallet addresses, an auth server and a resource server on 127.0.0.1 until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
+    from opapprove.cli.startup import settled
     from opapprove.servers.sandbox import describe
     from opapprove.servers.serving import ServerStartError, run_sandbox
 
@@ -144,6 +145,7 @@ def sandbox(
                 f"here add a seller with --wallet {base}/seller and the same key"
             )
 
+    settled()
     try:
         run_sandbox(config, port, on_ready=on_ready)
     except ServerStartError as exc:
