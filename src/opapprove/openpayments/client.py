@@ -67,6 +67,11 @@ from opapprove.openpayments.urls import apply_use_http, check_url
 M = TypeVar("M")
 P = TypeVar("P", IncomingPayment, OutgoingPayment)
 
+# Every connection is kept for reuse (httpx keeps 20): on our pool an idle one costs
+# nothing to check, so a bulk replay (64 in flight) no longer reconnects for most requests.
+POOL_CONNECTIONS = 100
+POOL_KEEPALIVE_EXPIRY = 5.0
+
 __all__ = ["Exchange", "GrantTimeout", "OpenPaymentsClient", "is_pending"]
 
 
@@ -728,7 +733,8 @@ class OpenPaymentsClient:
 
 
 class _SchemeTransport(httpx.AsyncBaseTransport):
-    """httpx's own transport, with the TLS one made only when an https URL comes along.
+    """httpx's own transport on our asyncio network backend, the TLS one made only when
+    an https URL comes along.
 
     Loading the CA bundle costs ~25 ms per process; a sandbox or local Rafiki on plain
     http (every CI smoke run, every `opapprove demo`) never needs it.
@@ -742,16 +748,32 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
         if request.url.scheme == "http":
             if self._plain is None:
                 # No TLS on this connection, so no certificates to load for it.
-                self._plain = httpx.AsyncHTTPTransport(verify=False)
+                self._plain = _pooled_transport(verify=False)
             return await self._plain.handle_async_request(request)
         if self._tls is None:
-            self._tls = httpx.AsyncHTTPTransport()
+            self._tls = _pooled_transport(verify=True)
         return await self._tls.handle_async_request(request)
 
     async def aclose(self) -> None:
         for transport in (self._plain, self._tls):
             if transport is not None:
                 await transport.aclose()
+
+
+def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
+    from opapprove.openpayments.network import AsyncioConnectionPool
+
+    ssl_context = httpx.create_ssl_context(verify=verify)
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context)
+    # httpx has no parameter for the network backend; its pool is the documented httpcore
+    # one, so build that with ours (tests/openpayments/test_network.py checks it is used).
+    transport._pool = AsyncioConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=POOL_CONNECTIONS,
+        max_keepalive_connections=POOL_CONNECTIONS,
+        keepalive_expiry=POOL_KEEPALIVE_EXPIRY,
+    )
+    return transport
 
 
 def _page_params(

@@ -1,0 +1,219 @@
+"""An httpcore network backend on asyncio streams, for the client's connection pool.
+
+httpx's default backend goes through anyio, and two of its costs dominate a bulk replay
+(64 requests in flight, 1,000 grants; bench/RESULTS.md, "bulk"):
+
+- Before reusing a connection, httpcore asks every idle one whether its socket is
+  readable (a server that hung up). Through anyio that is a typed-attribute lookup and a
+  ``poll`` system call per idle connection per request: with 64 kept alive, 4x the CPU
+  of the whole replay. So httpx keeps only 20 alive and the rest reconnect, ~15% of the
+  replay's CPU. An asyncio stream already knows: its transport reads the socket as soon
+  as the loop sees data, so a hang-up is ``at_eof()``, with no system call.
+- Every read and write runs in an anyio cancel scope and every connect in a task group;
+  ``asyncio.timeout`` (Python 3.11) is a timer handle.
+
+The backend speaks only TCP (plus TLS upgrade), which is all the client opens.
+
+httpcore's pool has two faults a bulk replay hits (``AsyncioConnectionPool`` mends them):
+it closes every idle connection whenever the pool holds more than the keep-alive limit
+(it counts all connections, not the idle ones), and within one assignment pass it hands
+one idle connection to several queued requests, all but one of which then go round its
+retry loop again, each time scanning every connection (4x the replay's CPU at 64 kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
+
+
+class AsyncioStream(AsyncNetworkStream):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc) or "read timed out") from exc
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                self._writer.write(buffer)
+                await self._writer.drain()
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc) or "write timed out") from exc
+        except (OSError, RuntimeError) as exc:
+            # RuntimeError: the transport was closed under the write (asyncio's wording).
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        try:
+            # Bounded: a peer that never acknowledges the close must not hold up the pool.
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
+        except (OSError, TimeoutError):
+            pass  # the socket is closed on our side either way
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except TimeoutError as exc:
+            await self.aclose()
+            raise httpcore.ConnectTimeout(str(exc) or "TLS handshake timed out") from exc
+        except (OSError, ssl.SSLError) as exc:
+            await self.aclose()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # Idle and readable means the server hung up (or sent something unasked):
+            # either way the connection must not be reused.
+            return self._reader.at_eof() or self._reader.exception() is not None
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        if info == "socket":
+            return self._writer.get_extra_info("socket")
+        return None
+
+
+class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool on `AsyncioBackend`, HTTP/1.1 only, with the two faults mended.
+
+    Only the assignment step is replaced; requests, responses, closing and errors stay
+    httpcore's. A connection carries one request at a time (HTTP/1.1), so one that has a
+    request assigned, started or not, is never handed another.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int,
+        max_keepalive_connections: int,
+        keepalive_expiry: float | None,
+    ) -> None:
+        super().__init__(
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=AsyncioBackend(),
+        )
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        closing: list[httpcore.AsyncConnectionInterface] = []
+        taken = {id(r.connection) for r in self._requests if r.connection is not None}
+        kept: list[httpcore.AsyncConnectionInterface] = []
+        for existing in self._connections:
+            if existing.is_closed():
+                continue
+            if existing.has_expired():
+                # One assigned but not yet started finds it closed and is assigned again,
+                # as in httpcore.
+                closing.append(existing)
+                continue
+            kept.append(existing)
+        spare = [c for c in kept if id(c) not in taken and c.is_idle()]
+        surplus = len(spare) - self._max_keepalive_connections
+        if surplus > 0:
+            dropped = {id(c) for c in spare[:surplus]}
+            closing.extend(spare[:surplus])
+            kept = [c for c in kept if id(c) not in dropped]
+            spare = spare[surplus:]
+        self._connections = kept
+
+        for pool_request in [r for r in self._requests if r.is_queued()]:
+            origin = pool_request.request.url.origin
+            connection: httpcore.AsyncConnectionInterface | None = next(
+                (
+                    c
+                    for c in spare
+                    if id(c) not in taken and c.can_handle_request(origin) and c.is_available()
+                ),
+                None,
+            )
+            if connection is None:
+                if len(self._connections) >= self._max_connections:
+                    idle = next((c for c in spare if id(c) not in taken), None)
+                    if idle is None:
+                        continue  # wait until a connection frees up
+                    self._connections.remove(idle)
+                    closing.append(idle)
+                    taken.add(id(idle))  # closing, so no longer anyone's
+                connection = self.create_connection(origin)
+                self._connections.append(connection)
+            taken.add(id(connection))
+            pool_request.assign_to_connection(connection)
+        return closing
+
+
+class AsyncioBackend(AsyncNetworkBackend):
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    local_addr=None if local_address is None else (local_address, 0),
+                )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(
+                str(exc) or f"connecting to {host}:{port} timed out"
+            ) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock: socket.socket | None = writer.get_extra_info("socket")
+        if sock is not None:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+        return AsyncioStream(reader, writer)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> AsyncNetworkStream:
+        raise httpcore.ConnectError("the Open Payments client connects over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
