@@ -301,7 +301,7 @@ def verify_request(
             raise SignatureError("Signature is not base64", part="signature") from exc
     message = _Message(method=method.upper(), url=url, headers=hdrs)
     try:
-        base = signature_base(message, components, sig_input)
+        base = _rebuild_base(message, components, params, sig_input)
     except hms_exceptions.HTTPMessageSignaturesException as exc:
         raise SignatureError(f"cannot rebuild the signature base: {exc}", part="base") from exc
     try:
@@ -319,9 +319,19 @@ def verify_request(
 
 def signature_base(message: Any, components: list[str], signature_input: str) -> str:
     """Rebuild the base the way Rafiki does: ``@signature-params`` is the received text."""
-    verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519, key_resolver=None)
     _, params = parse_signature_input(signature_input)
-    _, _, elements = verifier._build_signature_base(
+    return _rebuild_base(message, components, params, signature_input)
+
+
+# One verifier for every request (the sandbox verifies each one it serves); it keeps no
+# per-message state.
+_VERIFIER = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519, key_resolver=None)
+
+
+def _rebuild_base(
+    message: Any, components: list[str], params: dict[str, Any], signature_input: str
+) -> str:
+    _, _, elements = _VERIFIER._build_signature_base(
         message, covered_component_ids=[Item(c) for c in components], signature_params=params
     )
     received_params = signature_input.split(f"{LABEL}=", 1)[1].strip()
