@@ -162,3 +162,46 @@ def test_every_command_builds_on_demand_with_plain_help(cli: Cli, name: str) -> 
     assert result.exit_code == 0, result.output
     assert f"opapprove {name}" in result.stdout
     assert "--install-completion" not in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(main.LAZY_COMMANDS))
+def test_the_listed_summary_is_the_commands_own(name: str) -> None:
+    built = main._build_command(name)
+    listed = main._Summary(main.LAZY_COMMANDS[name][3])
+    for limit in (20, 45, 60, 200):
+        assert listed.get_short_help_str(limit) == built.get_short_help_str(limit)
+
+
+def test_top_level_help_is_the_same_without_building_the_commands(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def help_text(prebuilt: bool) -> str:
+        group = typer.main.get_command(main.app)
+        if prebuilt:
+            for name in main.LAZY_COMMANDS:
+                group.get_command(None, name)  # type: ignore[attr-defined]
+        group.main(["--help"], standalone_mode=False)
+        return capsys.readouterr().out
+
+    lazy = help_text(prebuilt=False)
+    assert "Start a quote" in lazy
+    assert lazy == help_text(prebuilt=True)
+
+
+def test_top_level_help_builds_no_command(cli: Cli) -> None:
+    code = (
+        "import sys\n"
+        "from opapprove.cli.main import main, LAZY_COMMANDS\n"
+        "main(['--help'])\n"
+        "print('BUILT', sorted(m for m, *_ in LAZY_COMMANDS.values() if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [*cli.argv()[:1], "-c", code],
+        capture_output=True,
+        text=True,
+        env=cli.subprocess_env(),
+        check=False,
+    )
+    assert "BUILT []" in out.stdout, out.stdout + out.stderr

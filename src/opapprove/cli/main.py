@@ -26,30 +26,92 @@ from opapprove.cli.runtime import Runtime, hoist_global_options
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
-# The commands, in the order a person meets them: (module, attribute, is a group).
-# Each is built only when it is invoked (or listed by --help): Typer evaluating the
-# annotations of every command function costs ~40 ms, paid on every run otherwise.
-LAZY_COMMANDS: dict[str, tuple[str, str, bool]] = {
-    "quote": ("opapprove.cli.quote", "app", True),
-    "listen": ("opapprove.cli.listen", "listen", False),
-    "finish": ("opapprove.cli.finish", "finish", False),
-    "status": ("opapprove.cli.status", "status", False),
-    "pending": ("opapprove.cli.pending", "app", True),
-    "demo": ("opapprove.cli.demo", "demo", False),
-    "seller": ("opapprove.cli.seller", "app", True),
-    "wallet": ("opapprove.cli.wallet", "app", True),
-    "sandbox": ("opapprove.cli.sandbox", "app", True),
-    "webhook": ("opapprove.cli.webhook", "app", True),
-    "doctor": ("opapprove.cli.doctor", "doctor", False),
-    "sig": ("opapprove.cli.sig", "app", True),
-    "smoke": ("opapprove.cli.smoke", "smoke", False),
+# The commands, in the order a person meets them: (module, attribute, is a group, the
+# one-line summary `opapprove --help` lists). Each is built only when it is invoked:
+# Typer evaluating the annotations of every command function costs ~40 ms, paid on
+# every run otherwise, `--help` included. tests/cli/test_main.py checks each summary
+# against the built command's own.
+LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
+    "quote": (
+        "opapprove.cli.quote",
+        "app",
+        True,
+        "Start a quote: everything up to the buyer's approval.",
+    ),
+    "listen": (
+        "opapprove.cli.listen",
+        "listen",
+        False,
+        "Serve GET /payments/finish on loopback: verify each redirect, finish the payment.",
+    ),
+    "finish": (
+        "opapprove.cli.finish",
+        "finish",
+        False,
+        "Finish a payment from the wallet's redirect URL: verify, continue the grant, pay.",
+    ),
+    "status": (
+        "opapprove.cli.status",
+        "status",
+        False,
+        "Show a grant: state, amounts, payments, last error, approval URL, age.",
+    ),
+    "pending": (
+        "opapprove.cli.pending",
+        "app",
+        True,
+        "List, show, replay and cancel pending grants (the store's).",
+    ),
+    "demo": (
+        "opapprove.cli.demo",
+        "demo",
+        False,
+        "Run the whole approval flow on the embedded sandbox and show each step's timing.",
+    ),
+    "seller": (
+        "opapprove.cli.seller",
+        "app",
+        True,
+        "Add, list, show and remove sellers; generate signing keys.",
+    ),
+    "wallet": (
+        "opapprove.cli.wallet",
+        "app",
+        True,
+        "Check wallet addresses and the seller's published keys.",
+    ),
+    "sandbox": (
+        "opapprove.cli.sandbox",
+        "app",
+        True,
+        "Run the embedded, offline Open Payments sandbox; approve on it.",
+    ),
+    "webhook": (
+        "opapprove.cli.webhook",
+        "app",
+        True,
+        "Check marketplace webhook deliveries.",
+    ),
+    "doctor": (
+        "opapprove.cli.doctor",
+        "doctor",
+        False,
+        "Check config, store, seller key, wallet, servers, published JWK and clock.",
+    ),
+    "sig": ("opapprove.cli.sig", "app", True, "Check Open Payments request signatures."),
+    "smoke": (
+        "opapprove.cli.smoke",
+        "smoke",
+        False,
+        "Smoke-test real wallets up to the approval URL, then cancel the grant (for CI).",
+    ),
 }
 
 
 def _build_command(name: str) -> Any:
     import importlib
 
-    module_name, attr, is_group = LAZY_COMMANDS[name]
+    module_name, attr, is_group, _ = LAZY_COMMANDS[name]
     target = getattr(importlib.import_module(module_name), attr)
     command: Any
     if is_group:
@@ -63,6 +125,20 @@ def _build_command(name: str) -> Any:
     return command
 
 
+class _Summary:
+    """What the command list asks of a command, for one not built yet."""
+
+    hidden = False
+
+    def __init__(self, summary: str) -> None:
+        self.summary = summary
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        from typer._click.utils import make_default_short_help
+
+        return make_default_short_help(self.summary, limit).strip()
+
+
 class OpApproveGroup(TyperGroup):
     """Runs the command and turns every failure into one line and a documented exit code.
 
@@ -73,9 +149,21 @@ class OpApproveGroup(TyperGroup):
         eager = [n for n in super().list_commands(ctx) if n not in LAZY_COMMANDS]
         return [*LAZY_COMMANDS, *eager]
 
+    _listing = False
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # The list needs only each command's summary, not the command (~35 ms for all 13).
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in LAZY_COMMANDS:
+            if self._listing:
+                return _Summary(LAZY_COMMANDS[cmd_name][3])
             command = _build_command(cmd_name)
             self.add_command(command, cmd_name)
         return command
