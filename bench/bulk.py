@@ -137,42 +137,59 @@ def run(
     latency: float = DEFAULT_LATENCY,
     profile: Path | None = None,
     cli_size: int = 1000,
+    repeat: int = 3,
 ) -> None:
+    """Sizes up to 1,000 (and the two command-line runs) are the median of ``repeat`` runs:
+    on this shared machine one 1,000-grant run can take anywhere from 7 to 13 s."""
     heading(
         f"4. Bulk `pending replay --all --concurrency {concurrency}` (stuck at `started`,"
-        f" latency {ms(latency)}/request)"
+        f" latency {ms(latency)}/request; sizes up to {cli_size}: median of {repeat} runs)"
     )
     times: dict[int, float] = {}
     for count in sizes:
-        elapsed, outcomes, cpu, sandbox_cpu = one_size(count, concurrency, latency, profile)
+        runs = []
+        for _ in range(repeat if count <= cli_size else 1):
+            elapsed, outcomes, cpu, sandbox_cpu = one_size(count, concurrency, latency, profile)
+            runs.append((elapsed, outcomes, cpu, sandbox_cpu))
+            say(
+                f"{count} grants: {elapsed:.2f} s, outcomes {dict(outcomes)}; CPU per grant:"
+                f" replaying process {cpu / count * 1000:.1f} ms, sandbox"
+                f" {sandbox_cpu / count * 1000:.1f} ms"
+            )
+        elapsed, outcomes, cpu, _ = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
         times[count] = elapsed
-        say(
-            f"{count} grants: {elapsed:.2f} s, outcomes {dict(outcomes)}; CPU per grant:"
-            f" replaying process {cpu / count * 1000:.1f} ms, sandbox"
-            f" {sandbox_cpu / count * 1000:.1f} ms"
+        advanced = min(r[1].get("advanced", 0) for r in runs)
+        spread = (
+            f"runs {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s; "
+            if len(runs) > 1
+            else ""
         )
-        advanced = outcomes.get("advanced", 0)
         figure = Figure(
             SECTION,
-            f"{count} grants",
+            f"{count} grants, in-process `replay_many`",
             f"{elapsed:.2f} s",
-            note=f"{count / elapsed:.0f} grants/s; {advanced}/{count} advanced;"
+            note=f"{spread}{count / elapsed:.0f} grants/s; {advanced}/{count} advanced;"
             f" client CPU {cpu / count * 1000:.1f} ms/grant",
         )
-        if count == 1000:
-            figure.target = f"<= {TARGET_1000:g} s"
-            figure.met = elapsed <= TARGET_1000 and advanced == count
+        # No target here: the target is the command's (below), which runs this same call
+        # in its own process; these runs are for growth and for profiling (--profile).
         report.add(figure)
     if cli_size in sizes:
         from opapprove.cli.pending import auto_workers
 
         # One process, then the default (a process per CPU for a bulk replay): replay is
-        # CPU-bound, so the second core is what brings 1,000 grants under 10 s.
+        # CPU-bound, so the second core takes a share of the grants.
         for workers in (1, None):
-            elapsed, outcomes, cpu, _ = one_size(
-                cli_size, concurrency, latency, as_process=True, workers=workers
+            runs = [
+                one_size(cli_size, concurrency, latency, as_process=True, workers=workers)
+                for _ in range(repeat)
+            ]
+            elapsed, _, cpu, _ = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+            advanced = min(r[1].get("advanced", 0) for r in runs)
+            say(
+                f"{cli_size} grants as a process, workers {workers or 'default'}: "
+                + ", ".join(f"{r[0]:.2f} s" for r in runs)
             )
-            advanced = outcomes.get("advanced", 0)
             report.add(
                 Figure(
                     SECTION,
@@ -183,7 +200,8 @@ def run(
                     f"{elapsed:.2f} s",
                     f"<= {TARGET_1000:g} s",
                     elapsed <= TARGET_1000 and advanced == cli_size,
-                    note=f"{advanced}/{cli_size} advanced; processes' CPU {cpu:.1f} s",
+                    note=f"runs {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s;"
+                    f" {advanced}/{cli_size} advanced; processes' CPU {cpu:.1f} s",
                 )
             )
     smallest = min(times)
@@ -207,6 +225,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY)
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size up to 1,000")
     args = parser.parse_args()
     sizes = tuple(int(s) for s in args.sizes.split(","))
     run(
@@ -215,6 +234,7 @@ def main() -> None:
         concurrency=args.concurrency,
         latency=args.latency,
         profile=args.profile,
+        repeat=args.repeat,
     )
 
 

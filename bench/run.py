@@ -34,10 +34,13 @@ class Plan:
     startup_runs: int = 15
     sizes: tuple[int, ...] = (100, 1000, 5000)
     capacity_seconds: float = 10.0
+    bulk_repeat: int = 3
 
 
 PLANS = {
-    "quick": Plan(rt_runs=2, node_runs=2, startup_runs=5, sizes=(100,), capacity_seconds=3.0),
+    "quick": Plan(
+        rt_runs=2, node_runs=2, startup_runs=5, sizes=(100,), capacity_seconds=3.0, bulk_repeat=1
+    ),
     "default": Plan(),
     "full": Plan(rt_runs=10, node_runs=11, startup_runs=31, capacity_seconds=20.0),
 }
@@ -94,7 +97,7 @@ def main() -> None:
     if 3 in only:
         startup.run(report, runs=plan.startup_runs)
     if 4 in only:
-        bulk.run(report, sizes=plan.sizes, latency=args.latency)
+        bulk.run(report, sizes=plan.sizes, latency=args.latency, repeat=plan.bulk_repeat)
     if 5 in only:
         capacity.run(report, seconds=plan.capacity_seconds)
     info["load"] += f" (at the end {os.getloadavg()[0]:.2f})"
