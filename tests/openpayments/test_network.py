@@ -306,3 +306,24 @@ def test_under_steady_load_each_request_is_assigned_once() -> None:
 
     asyncio.run(main())
     assert passes <= 2 * 640 + 64
+
+
+def test_closing_the_client_closes_every_connection(tmp_path: Path) -> None:
+    server_tls, client_tls = _self_signed(tmp_path)
+
+    async def main(tls: bool) -> None:
+        server = Server(delay=0.02)
+        context = server_tls if tls else None
+        async with serving(server, tls=context):
+            client = _client(verify=client_tls if tls else False)
+            await asyncio.gather(*(client.get(f"{server.url}/{i}") for i in range(8)))
+            assert server.open_now == 8
+            await client.aclose()
+            for _ in range(100):
+                if server.open_now == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.open_now == 0
+
+    asyncio.run(main(tls=False))
+    asyncio.run(main(tls=True))

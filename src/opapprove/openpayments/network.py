@@ -65,13 +65,14 @@ class AsyncioStream(AsyncNetworkStream):
             raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        self._writer.close()
-        try:
-            # Bounded: a peer that never acknowledges the close must not hold up the pool.
-            async with asyncio.timeout(1.0):
-                await self._writer.wait_closed()
-        except (OSError, TimeoutError):
-            pass  # the socket is closed on our side either way
+        # As anyio does: close (a TLS stream sends its close_notify), let that go out, then
+        # drop the socket. Waiting for the peer's answer (asyncio's wait_closed) can take
+        # up to 30 s per TLS connection, and the pool closes its connections one by one.
+        transport = self._writer.transport
+        if not transport.is_closing():
+            transport.close()
+        await asyncio.sleep(0)
+        transport.abort()
 
     async def start_tls(
         self,
