@@ -195,6 +195,9 @@ class AsyncioBackend(AsyncNetworkBackend):
                     host,
                     port,
                     local_addr=None if local_address is None else (local_address, 0),
+                    # Happy eyeballs, as anyio does: a host whose IPv6 address is
+                    # unreachable answers on IPv4 after 0.25 s, not after a timeout.
+                    happy_eyeballs_delay=0.25,
                 )
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(
