@@ -174,24 +174,38 @@ QuoteAction = Literal["create", "read", "read-all"]
 OutgoingPaymentAction = Literal["create", "read", "read-all", "list", "list-all"]
 
 
-class OutgoingPaymentLimits(_Sent):
-    """Grant limits: at most one of ``debit_amount`` / ``receive_amount`` (spec 1.1+)."""
+class _DebitOrReceive(_Sent):
+    """For a body with optional ``debit_amount`` and ``receive_amount`` fields: at most one.
 
-    receiver: Receiver | None = None
-    interval: str | None = None
-    debit_amount: AmountModel | None = Field(default=None, alias="debitAmount")
-    receive_amount: AmountModel | None = Field(default=None, alias="receiveAmount")
+    The subclass declares the two fields itself, where they belong in its field order
+    (the order of the JSON sent).
+    """
 
-    @field_validator("debit_amount", "receive_amount", mode="before")
+    _both: ClassVar[str]
+
+    @field_validator("debit_amount", "receive_amount", mode="before", check_fields=False)
     @classmethod
     def _amount(cls, value: Any) -> Any:
         return _as_amount_model(value)
 
     @model_validator(mode="after")
-    def _one_amount(self) -> OutgoingPaymentLimits:
-        if self.debit_amount is not None and self.receive_amount is not None:
-            raise ValueError("limits may give debitAmount or receiveAmount, not both")
+    def _one_amount(self) -> Any:
+        if getattr(self, "debit_amount", None) is not None and (
+            getattr(self, "receive_amount", None) is not None
+        ):
+            raise ValueError(self._both)
         return self
+
+
+class OutgoingPaymentLimits(_DebitOrReceive):
+    """Grant limits: at most one of ``debit_amount`` / ``receive_amount`` (spec 1.1+)."""
+
+    _both = "limits may give debitAmount or receiveAmount, not both"
+
+    receiver: Receiver | None = None
+    interval: str | None = None
+    debit_amount: AmountModel | None = Field(default=None, alias="debitAmount")
+    receive_amount: AmountModel | None = Field(default=None, alias="receiveAmount")
 
 
 class _Access(_Sent):
@@ -524,25 +538,16 @@ class Quote(_Received):
         return _parse_datetime(self.expires_at)
 
 
-class CreateQuote(_Sent):
+class CreateQuote(_DebitOrReceive):
     """``POST {rs}/quotes``: no amount (the receiver has one), or debit XOR receive amount."""
+
+    _both = "a quote takes debitAmount or receiveAmount, not both"
 
     wallet_address: str = Field(alias="walletAddress")
     receiver: Receiver
     method: Literal["ilp"] = "ilp"
     debit_amount: AmountModel | None = Field(default=None, alias="debitAmount")
     receive_amount: AmountModel | None = Field(default=None, alias="receiveAmount")
-
-    @field_validator("debit_amount", "receive_amount", mode="before")
-    @classmethod
-    def _amount(cls, value: Any) -> Any:
-        return _as_amount_model(value)
-
-    @model_validator(mode="after")
-    def _one_amount(self) -> CreateQuote:
-        if self.debit_amount is not None and self.receive_amount is not None:
-            raise ValueError("a quote takes debitAmount or receiveAmount, not both")
-        return self
 
 
 # --------------------------------------------------------------------------- outgoing payments
