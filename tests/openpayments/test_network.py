@@ -340,3 +340,36 @@ def test_a_name_whose_first_address_refuses_still_connects() -> None:
             assert answer.json() == {"ok": True}
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_load_with_hang_ups_and_tight_limits(seed: int) -> None:
+    """Every request answered, never more connections than allowed, whatever the mix."""
+    import random
+
+    rng = random.Random(seed)
+
+    class Flaky(Server):
+        async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.delay = rng.choice((0.0, 0.001, 0.01))
+            self.hang_up_after_response = rng.random() < 0.3
+            await super().handle(reader, writer)
+
+    async def main() -> None:
+        async with (
+            serving(Flaky()) as server,
+            _client(max_connections=5, keepalive=2) as client,
+        ):
+
+            async def worker(n: int) -> None:
+                for i in range(8):
+                    if rng.random() < 0.3:
+                        await asyncio.sleep(rng.random() * 0.02)
+                    answer = await client.get(f"{server.url}/{n}/{i}")
+                    assert answer.json() == {"ok": True}
+
+            await asyncio.gather(*(worker(n) for n in range(30)))
+            assert server.served == 240
+            assert server.most_open <= 5
+
+    asyncio.run(main())
