@@ -23,6 +23,7 @@ PROBE = textwrap.dedent(
 
     import opapprove.cli.main as main
     import opapprove.cli.runtime as runtime
+    import opapprove.diagnostics.doctor as doctor
     import opapprove.servers.serving as serving
     from opapprove.cli import startup
 
@@ -49,9 +50,15 @@ PROBE = textwrap.dedent(
         seen["working"] = gc.isenabled()
         seen["frozen"] = gc.get_freeze_count() > 0
 
+    def probed_checks(*args, **kwargs):
+        seen["working"] = gc.isenabled()
+        seen["frozen"] = gc.get_freeze_count() > 0
+        return []
+
     main.run = probed_main_run
     runtime.Runtime.run = probed_runtime_run
     serving.run_sandbox = probed_sandbox
+    doctor.run_checks = probed_checks
     sys.argv = ["opapprove", *sys.argv[1:]]
     try:
         startup.run()
@@ -104,6 +111,13 @@ def test_a_networked_command_collects_again_once_its_work_starts(cli: Cli) -> No
 
 def test_the_sandbox_collects_again_before_it_serves(cli: Cli) -> None:
     seen = _probe(cli, "sandbox", "--port", "0")
+    assert seen["parsing"] is False
+    assert seen["working"] is True
+    assert seen["frozen"] is True
+
+
+def test_doctor_collects_again_before_its_checks(cli: Cli) -> None:
+    seen = _probe(cli, "doctor")
     assert seen["parsing"] is False
     assert seen["working"] is True
     assert seen["frozen"] is True

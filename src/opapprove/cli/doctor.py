@@ -65,6 +65,9 @@ def doctor(
     except SettingsError as exc:
         checks = [Check("config", "fail", exc.message, exc.hint, kind="config")]
     else:
+        from opapprove.cli.startup import settled
+
+        settled()  # the checks' own event loop; see cli/startup.py
         checks = run_checks(settings, settings.store, seller_id, on_exchange=runtime.on_exchange())
     code = exit_code_for(checks, strict=strict)
     verdict = worst(checks)
