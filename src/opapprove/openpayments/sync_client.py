@@ -1,0 +1,301 @@
+"""``OpenPaymentsClient`` for code that is not async: scripts, the REPL, sync web apps.
+
+Each call runs the async client's coroutine on a private event loop that lives as long as
+this client, so its connection pool carries over from one call to the next (a fresh
+``asyncio.run`` per call would reconnect every time). Errors are the async client's own.
+
+A notebook (Jupyter) already runs an event loop, and so does any ``async def``: there,
+use ``OpenPaymentsClient`` with ``await``. One client serves one thread at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from opapprove.openpayments.client import OpenPaymentsClient
+from opapprove.openpayments.exchange import Exchange
+from opapprove.openpayments.models import (
+    JWKS,
+    AccessToken,
+    CreateIncomingPayment,
+    CreateOutgoingPayment,
+    CreateQuote,
+    Grant,
+    GrantRequest,
+    GrantSpentAmounts,
+    IncomingPayment,
+    IncomingPaymentWithMethods,
+    OutgoingPayment,
+    OutgoingPaymentWithSpentAmounts,
+    Page,
+    PendingGrant,
+    PublicIncomingPayment,
+    Quote,
+    WalletAddress,
+)
+
+__all__ = ["SyncOpenPaymentsClient"]
+
+T = TypeVar("T")
+
+IN_RUNNING_LOOP = (
+    "SyncOpenPaymentsClient cannot be used while an event loop is running in this thread "
+    "(async code, a notebook): use OpenPaymentsClient there, with await"
+)
+CLOSED = "this SyncOpenPaymentsClient is closed"
+
+
+class SyncOpenPaymentsClient:
+    """A blocking Open Payments client; use it as ``with SyncOpenPaymentsClient(...) as op:``.
+
+    Takes the same arguments as ``OpenPaymentsClient`` and has the same methods, without
+    ``await``. ``poll_grant`` has no ``sleep`` argument (the async one's is awaited).
+    """
+
+    def __init__(
+        self,
+        *,
+        wallet_address_url: str | None = None,
+        key: Ed25519PrivateKey | None = None,
+        key_id: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+        use_http: bool = False,
+        allow_http: bool = False,
+        validate: bool = True,
+        retries: int = 2,
+        retry_backoff: float = 0.2,
+        on_exchange: Callable[[Exchange], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = OpenPaymentsClient(
+            wallet_address_url=wallet_address_url,
+            key=key,
+            key_id=key_id,
+            transport=transport,
+            timeout=timeout,
+            use_http=use_http,
+            allow_http=allow_http,
+            validate=validate,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            on_exchange=on_exchange,
+            clock=clock,
+            sleep=sleep,
+        )
+        # With a loop_factory the runner leaves the thread's current event loop alone;
+        # without one it would set it, and unset it on close, under the caller's feet.
+        self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Sync{self._client!r}"
+
+    def __enter__(self) -> SyncOpenPaymentsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections, then the event loop; closing again does nothing."""
+        if self._closed:
+            return
+        self._check_usable()
+        try:
+            self._runner.run(self._client.aclose())
+        finally:
+            self._closed = True
+            self._runner.close()
+
+    # ----------------------------------------------------------------- wallet addresses
+
+    def get_wallet_address(self, url: str) -> WalletAddress:
+        return self._run(self._client.get_wallet_address(url))
+
+    def get_keys(self, url: str) -> JWKS:
+        """``GET {url}/jwks.json`` (one slash, whatever ``url`` ends with)."""
+        return self._run(self._client.get_keys(url))
+
+    # ----------------------------------------------------------------- grants
+
+    def request_grant(self, auth_server: str, body: GrantRequest) -> PendingGrant | Grant:
+        return self._run(self._client.request_grant(auth_server, body))
+
+    def continue_grant(
+        self, uri: str, token: str, interact_ref: str | None = None
+    ) -> PendingGrant | Grant:
+        """Continue after the redirect (``interact_ref``) or poll (``None``: no body)."""
+        return self._run(self._client.continue_grant(uri, token, interact_ref))
+
+    def poll_grant(
+        self,
+        uri: str,
+        token: str,
+        *,
+        wait: float,
+        timeout: float,
+        min_interval: float = 0.0,
+    ) -> Grant:
+        """Poll a grant (one without a finish redirect) until the user approves it.
+
+        See ``OpenPaymentsClient.poll_grant``; this blocks for the whole wait.
+        """
+        return self._run(
+            self._client.poll_grant(
+                uri, token, wait=wait, timeout=timeout, min_interval=min_interval
+            )
+        )
+
+    def cancel_grant(self, uri: str, token: str) -> None:
+        self._run(self._client.cancel_grant(uri, token))
+
+    def rotate_token(self, manage: str, token: str) -> AccessToken:
+        """``POST manage``: a new token value and a new manage URL; the old token dies."""
+        return self._run(self._client.rotate_token(manage, token))
+
+    def revoke_token(self, manage: str, token: str) -> None:
+        self._run(self._client.revoke_token(manage, token))
+
+    # ----------------------------------------------------------------- incoming payments
+
+    def create_incoming_payment(
+        self, resource_server: str, token: str, body: CreateIncomingPayment
+    ) -> IncomingPaymentWithMethods:
+        return self._run(self._client.create_incoming_payment(resource_server, token, body))
+
+    def get_incoming_payment(self, url: str, token: str) -> IncomingPaymentWithMethods:
+        return self._run(self._client.get_incoming_payment(url, token))
+
+    def get_public_incoming_payment(self, url: str) -> PublicIncomingPayment:
+        """The unauthenticated, unsigned view: ``authServer`` and maybe ``receivedAmount``."""
+        return self._run(self._client.get_public_incoming_payment(url))
+
+    def complete_incoming_payment(self, url: str, token: str) -> IncomingPayment:
+        return self._run(self._client.complete_incoming_payment(url, token))
+
+    def list_incoming_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        first: int | None = None,
+        last: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[IncomingPayment]:
+        return self._run(
+            self._client.list_incoming_payments(
+                resource_server, token, wallet_address, first=first, last=last, cursor=cursor
+            )
+        )
+
+    def iter_incoming_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        page_size: int = 100,
+    ) -> Iterator[IncomingPayment]:
+        """Every incoming payment of ``wallet_address``; a page is fetched when it is reached."""
+        self._check_usable()
+        return self._pull(
+            self._client.iter_incoming_payments(
+                resource_server, token, wallet_address, page_size=page_size
+            )
+        )
+
+    # ----------------------------------------------------------------- quotes
+
+    def create_quote(self, resource_server: str, token: str, body: CreateQuote) -> Quote:
+        return self._run(self._client.create_quote(resource_server, token, body))
+
+    def get_quote(self, url: str, token: str) -> Quote:
+        return self._run(self._client.get_quote(url, token))
+
+    # ----------------------------------------------------------------- outgoing payments
+
+    def create_outgoing_payment(
+        self, resource_server: str, token: str, body: CreateOutgoingPayment
+    ) -> OutgoingPaymentWithSpentAmounts:
+        return self._run(self._client.create_outgoing_payment(resource_server, token, body))
+
+    def get_outgoing_payment(self, url: str, token: str) -> OutgoingPayment:
+        return self._run(self._client.get_outgoing_payment(url, token))
+
+    def list_outgoing_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        first: int | None = None,
+        last: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[OutgoingPayment]:
+        return self._run(
+            self._client.list_outgoing_payments(
+                resource_server, token, wallet_address, first=first, last=last, cursor=cursor
+            )
+        )
+
+    def iter_outgoing_payments(
+        self,
+        resource_server: str,
+        token: str,
+        wallet_address: str,
+        *,
+        page_size: int = 100,
+    ) -> Iterator[OutgoingPayment]:
+        """Every outgoing payment of ``wallet_address``; a page is fetched when it is reached."""
+        self._check_usable()
+        return self._pull(
+            self._client.iter_outgoing_payments(
+                resource_server, token, wallet_address, page_size=page_size
+            )
+        )
+
+    def get_grant_spent_amounts(self, resource_server: str, token: str) -> GrantSpentAmounts:
+        """What the grant behind ``token`` (outgoing-payment create) has spent this interval."""
+        return self._run(self._client.get_grant_spent_amounts(resource_server, token))
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError(CLOSED)
+        # Checked up front rather than by catching the runner's RuntimeError, which could
+        # not be told apart from a RuntimeError raised by the call itself.
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise RuntimeError(IN_RUNNING_LOOP)
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        try:
+            self._check_usable()
+        except RuntimeError:
+            # Never started, so close it: otherwise it warns "was never awaited".
+            call.close()
+            raise
+        return self._runner.run(call)
+
+    def _pull(self, items: AsyncIterator[T]) -> Iterator[T]:
+        # A walk abandoned half-way leaves the async generator suspended; the runner's
+        # loop closes it when it is collected, or at the latest when this client closes.
+        while (item := self._run(_next_or_none(items))) is not None:
+            yield item
+
+
+async def _next_or_none(items: AsyncIterator[T]) -> T | None:
+    # The items are models, never None, so None can stand for "no more".
+    return await anext(items, None)
