@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpcore
 import httpx
@@ -78,8 +83,11 @@ class Server:
             writer.close()
 
 
+S = TypeVar("S", bound=Server)
+
+
 @asynccontextmanager
-async def serving(server: Server, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+async def serving(server: S, tls: ssl.SSLContext | None = None) -> AsyncIterator[S]:
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls)
     port = listener.sockets[0].getsockname()[1]
     server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
@@ -96,7 +104,8 @@ def _client(
     max_connections: int = 100,
     keepalive: int = 100,
     verify: ssl.SSLContext | bool = False,
-    timeout: float = 5.0,
+    timeout: float | httpx.Timeout = 5.0,
+    keepalive_expiry: float = 5.0,
 ) -> httpx.AsyncClient:
     context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     transport = httpx.AsyncHTTPTransport(verify=context)
@@ -104,7 +113,7 @@ def _client(
         ssl_context=context,
         max_connections=max_connections,
         max_keepalive_connections=keepalive,
-        keepalive_expiry=5.0,
+        keepalive_expiry=keepalive_expiry,
     )
     return httpx.AsyncClient(transport=transport, timeout=timeout)
 
@@ -371,5 +380,501 @@ def test_random_load_with_hang_ups_and_tight_limits(seed: int) -> None:
             await asyncio.gather(*(worker(n) for n in range(30)))
             assert server.served == 240
             assert server.most_open <= 5
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------- scripted servers: what wallets do
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Scripted(Server):
+    """A server that plays ``script`` on every connection it accepts."""
+
+    script: Script | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.script is not None
+        self.accepted += 1
+        self.open_now += 1
+        self.writers.append(writer)
+        try:
+            await self.script(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head (its body read and dropped)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "content-length" and int(value):
+            await reader.readexactly(int(value))
+    return head
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def _answer_ok_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await _read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+
+
+async def _cancel(task: asyncio.Task[httpx.Response]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def _full_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener that never accepts, its queue filled: a connect to it gets no answer.
+
+    Linux drops a SYN to a full accept queue, so the connect waits as it would for a
+    host that is down (a blackhole address is not reliable in every sandbox).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(listener.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    return listener, fillers
+
+
+# ---------------------------------------------------------------- response bodies
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_body_of_many_reads_arrives_whole(tmp_path: Path, tls: bool) -> None:
+    server_tls, client_tls = _self_signed(tmp_path)
+    body = bytes(range(256)) * 4096  # 1 MiB: 16 reads of 64 KiB; asyncio pauses at 128 KiB
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    async def main() -> None:
+        async with (
+            serving(Scripted(script=script), tls=server_tls if tls else None) as server,
+            _client(verify=client_tls if tls else False) as client,
+        ):
+            for i in range(2):
+                answer = await client.get(f"{server.url}/{i}")
+                assert answer.content == body
+            assert server.accepted == 1
+
+    asyncio.run(main())
+
+
+def test_a_chunked_body_arrives_whole_and_the_connection_is_reused() -> None:
+    parts = [bytes([65 + i % 26]) * (1000 + 997 * i) for i in range(100)]  # ~5 MiB
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in parts:
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async def main() -> None:
+        async with serving(Scripted(script=script)) as server, _client() as client:
+            for i in range(2):
+                answer = await client.get(f"{server.url}/{i}")
+                assert answer.content == b"".join(parts)
+            assert server.accepted == 1
+
+    asyncio.run(main())
+
+
+def test_a_body_that_ends_with_the_connection_is_read_to_the_end_and_not_reused() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        # No length: the body is everything up to the close.
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"y" * 200_000)
+        await writer.drain()
+
+    async def main() -> None:
+        async with serving(Scripted(script=script)) as server, _client() as client:
+            for i in range(3):
+                answer = await client.get(f"{server.url}/{i}")
+                assert answer.content == b"y" * 200_000
+            assert server.accepted == 3
+
+    asyncio.run(main())
+
+
+def test_a_trickled_body_is_read_to_the_end_while_each_byte_comes_in_time() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(10):
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"z")
+        await writer.drain()
+
+    async def main() -> None:
+        # The whole body takes longer than the read timeout, each byte well within it.
+        async with serving(Scripted(script=script)) as server, _client(timeout=0.3) as client:
+            answer = await client.get(f"{server.url}/slow")
+            assert answer.content == b"z" * 10
+
+    asyncio.run(main())
+
+
+def test_answers_without_a_body_leave_the_connection_ready_for_the_next() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _read_request(reader)
+            if head.startswith(b"HEAD"):  # the length of the body a GET would get, no body
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n")
+            elif head.startswith(b"DELETE"):
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            else:
+                writer.write(OK)
+            await writer.drain()
+
+    async def main() -> None:
+        async with serving(Scripted(script=script)) as server, _client() as client:
+            for _ in range(2):
+                head = await client.head(f"{server.url}/x")
+                assert (head.status_code, head.content) == (200, b"")
+                gone = await client.delete(f"{server.url}/x")
+                assert (gone.status_code, gone.content) == (204, b"")
+                answer = await client.get(f"{server.url}/x")
+                assert answer.content == b"ok"
+            assert server.accepted == 1
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------- cancellation
+
+
+def test_a_request_cancelled_while_connecting_gives_its_slot_back() -> None:
+    listener, fillers = _full_listener()
+    silent = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    async def main() -> None:
+        async with (
+            serving(Scripted(script=_answer_ok_forever)) as server,
+            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.5)) as client,
+        ):
+            connecting = asyncio.create_task(client.get(f"{silent}/x"))
+            await asyncio.sleep(0.1)
+            await _cancel(connecting)
+            answer = await client.get(f"{server.url}/next")
+            assert answer.content == b"ok"
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
+
+
+def test_a_request_cancelled_while_awaiting_its_answer_gives_its_slot_back() -> None:
+    async def main() -> None:
+        async with (
+            serving(Server(delay=0.3)) as server,
+            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=1.0)) as client,
+        ):
+            waiting = asyncio.create_task(client.get(f"{server.url}/first"))
+            await asyncio.sleep(0.1)
+            await _cancel(waiting)
+            answer = await client.get(f"{server.url}/next")
+            assert answer.json() == {"ok": True}
+            # The cancelled request's connection was mid-exchange, so it was not reused.
+            assert server.accepted == 2
+
+    asyncio.run(main())
+
+
+def test_a_request_cancelled_while_queued_for_a_connection_leaves_the_queue() -> None:
+    async def main() -> None:
+        async with (
+            serving(Server(delay=0.2)) as server,
+            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=1.0)) as client,
+        ):
+            first = asyncio.create_task(client.get(f"{server.url}/first"))
+            await asyncio.sleep(0.05)
+            queued = asyncio.create_task(client.get(f"{server.url}/queued"))
+            await asyncio.sleep(0.05)
+            await _cancel(queued)
+            assert (await first).json() == {"ok": True}
+            assert (await client.get(f"{server.url}/next")).json() == {"ok": True}
+            assert server.served == 2
+            assert server.accepted == 1
+
+    asyncio.run(main())
+
+
+def test_a_request_cancelled_as_it_is_handed_a_new_connection_gives_the_slot_back() -> None:
+    """One connection allowed; the answer ahead ends with ``Connection: close``, so
+    closing it hands the waiting request a new connection, not yet opened; that request
+    is cancelled before it runs.
+
+    httpcore's own pool keeps that connection, never opened and no one's, for good: with
+    one slot, every later request waits for it and ends in a PoolTimeout.
+    """
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main() -> None:
+        async with (
+            serving(Scripted(script=script)) as server,
+            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.5)) as client,
+        ):
+            transport = client._transport
+            assert isinstance(transport, httpx.AsyncHTTPTransport)
+            pool = transport._pool
+            async with client.stream("GET", f"{server.url}/first") as first:
+                queued = asyncio.create_task(client.get(f"{server.url}/queued"))
+                await asyncio.sleep(0.05)
+                await first.aread()
+            # The queued request now holds a connection it has not started on.
+            assert [r.is_queued() for r in pool._requests] == [False]
+            assert [c.info() for c in pool.connections] == ["CONNECTING"]
+            await _cancel(queued)
+            answer = await client.get(f"{server.url}/next")
+            assert answer.content == b"ok"
+
+    asyncio.run(main())
+
+
+def test_a_request_cancelled_during_the_tls_handshake_closes_its_socket() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # no handshake; wait for the client to go
+
+    async def main() -> None:
+        async with serving(Scripted(script=mute)) as server, _client() as client:
+            url = server.url.replace("http://", "https://")
+            handshaking = asyncio.create_task(client.get(f"{url}/x"))
+            await asyncio.sleep(0.1)
+            assert server.open_now == 1
+            await _cancel(handshaking)
+            for _ in range(100):
+                if server.open_now == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.open_now == 0  # closed now, not when the socket is collected
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------- timeouts
+
+
+def test_a_connect_that_gets_no_answer_is_a_connect_timeout() -> None:
+    listener, fillers = _full_listener()
+
+    async def main() -> None:
+        async with _client(timeout=0.2) as client:
+            with pytest.raises(httpx.ConnectTimeout):
+                await client.get(f"http://127.0.0.1:{listener.getsockname()[1]}/x")
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
+
+
+def test_a_tls_handshake_that_gets_no_answer_is_a_connect_timeout() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async def main() -> None:
+        async with serving(Scripted(script=mute)) as server, _client(timeout=0.2) as client:
+            with pytest.raises(httpx.ConnectTimeout):
+                await client.get(server.url.replace("http://", "https://") + "/x")
+
+    asyncio.run(main())
+
+
+def test_every_connection_busy_past_the_pool_timeout_is_a_pool_timeout() -> None:
+    async def main() -> None:
+        async with (
+            serving(Server(delay=0.3)) as server,
+            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.1)) as client,
+        ):
+            busy = asyncio.create_task(client.get(f"{server.url}/busy"))
+            await asyncio.sleep(0.05)
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(f"{server.url}/waits")
+            assert (await busy).json() == {"ok": True}
+            assert (await client.get(f"{server.url}/after")).json() == {"ok": True}
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------- keep-alive
+
+
+def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> None:
+    async def main() -> None:
+        async with serving(Server()) as server, _client(keepalive_expiry=0.2) as client:
+            await client.get(f"{server.url}/1")
+            await asyncio.sleep(0.05)
+            await client.get(f"{server.url}/2")
+            assert server.accepted == 1
+            await asyncio.sleep(0.3)
+            await client.get(f"{server.url}/3")  # the pool looks when it next assigns
+            assert server.accepted == 2
+            await asyncio.sleep(0.05)
+            assert server.open_now == 1  # and closed the old one
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("then_close", [True, False], ids=["then-close", "kept-open"])
+def test_an_idle_connection_the_server_wrote_on_is_not_reused(then_close: bool) -> None:
+    """Some servers answer an idle connection's timeout with a "408 Request Timeout"
+    before closing it (Go's client has a special case for it). That answer is no one's:
+    sent on it, a request would get the 408 (or a reset) instead of its own answer.
+    """
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        if not then_close:
+            await _answer_ok_forever(reader, writer)
+
+    async def main() -> None:
+        async with serving(Scripted(script=script)) as server, _client() as client:
+            await client.get(f"{server.url}/first")
+            await asyncio.sleep(0.15)
+            answer = await client.post(f"{server.url}/pay", content=b"{}")
+            assert (answer.status_code, answer.content) == (200, b"ok")
+            assert server.accepted == 2
+
+    asyncio.run(main())
+
+
+def _hang_up_unseen(server: Scripted) -> None:
+    """The server sends its FIN on the idle connection while the client's loop is busy:
+    the kernel has it, the event loop has not looked yet."""
+    sock = server.writers[0].get_extra_info("socket")
+    sock.shutdown(socket.SHUT_WR)
+    time.sleep(0.01)  # loopback delivers it meanwhile; the loop does not run
+
+
+async def _answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(OK)
+    await writer.drain()
+    await reader.read()  # a request after the FIN gets no answer
+
+
+def test_a_hang_up_the_loop_has_not_seen_yet_costs_a_new_connection() -> None:
+    async def main() -> None:
+        async with serving(Scripted(script=_answer_once)) as server, _client() as client:
+            await client.get(f"{server.url}/first")
+            await asyncio.sleep(0.02)
+            _hang_up_unseen(server)
+            # A POST is never retried (money moves once), so the pool must not send it on
+            # the dead connection: the one about to be reused is polled first.
+            answer = await client.post(f"{server.url}/pay", content=b"{}")
+            assert answer.content == b"ok"
+            assert server.accepted == 2
+
+    asyncio.run(main())
+
+
+def test_the_client_is_answered_after_a_hang_up_the_loop_had_not_seen() -> None:
+    """Through the whole client: the GET after an unseen hang-up is answered."""
+    server = Scripted()
+
+    async def answer_wallet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        document = {
+            "id": f"{server.url}/alice",
+            "assetCode": "USD",
+            "assetScale": 2,
+            "authServer": f"{server.url}/auth",
+            "resourceServer": server.url,
+        }
+        body = json.dumps(document).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        await reader.read()
+
+    server.script = answer_wallet
+
+    async def main() -> None:
+        async with serving(server):
+            client = OpenPaymentsClient(retries=1, retry_backoff=0.01)
+            try:
+                await client.get_wallet_address(f"{server.url}/alice")
+                await asyncio.sleep(0.02)
+                _hang_up_unseen(server)
+                again = await client.get_wallet_address(f"{server.url}/alice")
+                assert again.id == f"{server.url}/alice"
+                assert server.accepted == 2  # the first connection, then a new one
+            finally:
+                await client.aclose()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- TLS, cut short
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "reset"])
+def test_a_tls_answer_cut_short_is_an_error_not_a_hang(tmp_path: Path, how: str) -> None:
+    server_tls, client_tls = _self_signed(tmp_path)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        if how == "close":  # close_notify, then FIN
+            writer.close()
+        elif how == "abort":  # FIN, no close_notify
+            writer.transport.abort()
+        else:  # RST
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+    async def main() -> None:
+        async with (
+            serving(Scripted(script=script), tls=server_tls) as server,
+            _client(verify=client_tls, timeout=5.0) as client,
+        ):
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                await client.get(f"{server.url}/x")
 
     asyncio.run(main())

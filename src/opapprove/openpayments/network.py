@@ -7,8 +7,9 @@ httpx's default backend goes through anyio, and two of its costs dominate a bulk
   readable (a server that hung up). Through anyio that is a typed-attribute lookup and a
   ``poll`` system call per idle connection per request: with 64 kept alive, 4x the CPU
   of the whole replay. So httpx keeps only 20 alive and the rest reconnect, ~15% of the
-  replay's CPU. An asyncio stream already knows: its transport reads the socket as soon
-  as the loop sees data, so a hang-up is ``at_eof()``, with no system call.
+  replay's CPU. Here the stream answers from what the loop has already read (``at_eof()``,
+  unread bytes) and polls only when that says nothing, and the pool asks only the
+  connection it is about to reuse, plus every idle one twice a second.
 - Every read and write runs in an anyio cancel scope and every connect in a task group;
   ``asyncio.timeout`` (Python 3.11) is a timer handle.
 
@@ -24,13 +25,18 @@ retry loop again, each time scanning every connection (4x the replay's CPU at 64
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+
+# How often every idle connection is checked for an expired keep-alive or a hang-up.
+SWEEP_SECONDS = 0.5
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -94,8 +100,18 @@ class AsyncioStream(AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
             # Idle and readable means the server hung up (or sent something unasked):
-            # either way the connection must not be reused.
-            return self._reader.at_eof() or self._reader.exception() is not None
+            # either way the connection must not be reused. The transport has already
+            # moved any such bytes off the socket into the reader, so they count too: a
+            # "408 Request Timeout" sent before an idle close is not at_eof() (bytes
+            # unread), and reused, it would be read as the answer to the next request.
+            reader = self._reader
+            unread = getattr(reader, "_buffer", None)  # asyncio's, not in its API
+            if reader.at_eof() or reader.exception() is not None or unread:
+                return True
+            # What the loop has not read yet: a hang-up that arrived while it was busy.
+            # One poll, as httpcore's own backend does; the pool asks it of the connection
+            # it is about to reuse, not of every idle one on every request.
+            return _socket_readable(self._writer.get_extra_info("socket"))
         if info == "ssl_object":
             return self._writer.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -132,15 +148,34 @@ class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
             http2=False,
             network_backend=AsyncioBackend(),
         )
+        self._next_sweep = 0.0
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        # Called as each request starts and as each response closes. Whether an idle
+        # connection has expired (keep-alive run out, or the server hung up: a poll) is
+        # asked of every one at most every SWEEP_SECONDS, and otherwise only of the one
+        # about to carry a request: one poll per request, not one per idle connection.
         closing: list[httpcore.AsyncConnectionInterface] = []
+        queued = [r for r in self._requests if r.is_queued()]
+        now = time.monotonic()
+        sweep = now >= self._next_sweep
+        if not queued and not sweep:
+            return closing
+        if sweep:
+            self._next_sweep = now + SWEEP_SECONDS
         taken = {id(r.connection) for r in self._requests if r.connection is not None}
         kept: list[httpcore.AsyncConnectionInterface] = []
         for existing in self._connections:
             if existing.is_closed():
                 continue
-            if existing.has_expired():
+            if id(existing) not in taken and not existing.is_idle():
+                # Not idle, and no request holds it: it was handed to a request that was
+                # cancelled (or timed out) before it started on it; one pass's assignment
+                # is another task's to use. No one ever will, and it would hold its slot
+                # for good (httpcore's pool leaks it too: encode/httpcore#1093).
+                closing.append(existing)
+                continue
+            if sweep and existing.has_expired():
                 # One assigned but not yet started finds it closed and is assigned again,
                 # as in httpcore.
                 closing.append(existing)
@@ -155,16 +190,23 @@ class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
             spare = spare[surplus:]
         self._connections = kept
 
-        for pool_request in [r for r in self._requests if r.is_queued()]:
+        for pool_request in queued:
             origin = pool_request.request.url.origin
-            connection: httpcore.AsyncConnectionInterface | None = next(
-                (
-                    c
-                    for c in spare
-                    if id(c) not in taken and c.can_handle_request(origin) and c.is_available()
-                ),
-                None,
-            )
+            connection: httpcore.AsyncConnectionInterface | None = None
+            for candidate in spare:
+                if (
+                    id(candidate) in taken
+                    or not candidate.can_handle_request(origin)
+                    or not candidate.is_available()
+                ):
+                    continue
+                taken.add(id(candidate))  # carries this request, or is closed as expired
+                if candidate.has_expired():
+                    self._connections.remove(candidate)
+                    closing.append(candidate)
+                    continue
+                connection = candidate
+                break
             if connection is None:
                 if len(self._connections) >= self._max_connections:
                     idle = next((c for c in spare if id(c) not in taken), None)
@@ -175,9 +217,17 @@ class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
                     taken.add(id(idle))  # closing, so no longer anyone's
                 connection = self.create_connection(origin)
                 self._connections.append(connection)
-            taken.add(id(connection))
+                taken.add(id(connection))
             pool_request.assign_to_connection(connection)
         return closing
+
+
+def _socket_readable(sock: Any) -> bool:
+    if sock is None or sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class AsyncioBackend(AsyncNetworkBackend):
