@@ -20,6 +20,8 @@ it closes every idle connection whenever the pool holds more than the keep-alive
 (it counts all connections, not the idle ones), and within one assignment pass it hands
 one idle connection to several queued requests, all but one of which then go round its
 retry loop again, each time scanning every connection (4x the replay's CPU at 64 kept).
+A third, found in review: a connection handed to a request that is cancelled before it
+starts on it is never used or closed, and holds its slot for good.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ class AsyncioStream(AsyncNetworkStream):
 
 
 class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool on `AsyncioBackend`, HTTP/1.1 only, with the two faults mended.
+    """httpcore's pool on `AsyncioBackend`, HTTP/1.1 only, with its faults mended.
 
     Only the assignment step is replaced; requests, responses, closing and errors stay
     httpcore's. A connection carries one request at a time (HTTP/1.1), so one that has a
