@@ -30,7 +30,7 @@ from common import DEFAULT_LATENCY, Report, machine, say
 @dataclass(frozen=True)
 class Plan:
     rt_runs: int = 5
-    node_runs: int = 7
+    node_runs: int = 11
     startup_runs: int = 15
     sizes: tuple[int, ...] = (100, 1000, 5000)
     capacity_seconds: float = 10.0
@@ -42,7 +42,7 @@ PLANS = {
         rt_runs=2, node_runs=2, startup_runs=5, sizes=(100,), capacity_seconds=3.0, bulk_repeat=1
     ),
     "default": Plan(),
-    "full": Plan(rt_runs=10, node_runs=11, startup_runs=31, capacity_seconds=20.0),
+    "full": Plan(rt_runs=10, node_runs=15, startup_runs=31, capacity_seconds=20.0),
 }
 
 
