@@ -878,3 +878,20 @@ def test_a_tls_answer_cut_short_is_an_error_not_a_hang(tmp_path: Path, how: str)
                 await client.get(f"{server.url}/x")
 
     asyncio.run(main())
+
+
+def test_readability_without_poll_falls_back_to_select(monkeypatch: pytest.MonkeyPatch) -> None:
+    import select as select_module
+    import socket as socket_module
+
+    from opapprove.openpayments import network
+
+    left, right = socket_module.socketpair()
+    try:
+        monkeypatch.delattr(select_module, "poll")
+        assert network._socket_readable(left) is False
+        right.sendall(b"x")
+        assert network._socket_readable(left) is True
+    finally:
+        left.close()
+        right.close()

@@ -227,6 +227,9 @@ class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
 def _socket_readable(sock: Any) -> bool:
     if sock is None or sock.fileno() < 0:
         return True
+    if not hasattr(select, "poll"):  # Windows: select() takes sockets there
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        return bool(readable)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(0))
