@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from opapprove.openpayments import errors
 from opapprove.openpayments.client import OpenPaymentsClient, _SchemeTransport
-from opapprove.openpayments.network import AsyncioBackend, AsyncioConnectionPool
+from opapprove.openpayments.network import AsyncioBackend, AsyncioConnectionPool, pooled_transport
 
 
 @dataclass
@@ -107,10 +107,8 @@ def _client(
     timeout: float | httpx.Timeout = 5.0,
     keepalive_expiry: float = 5.0,
 ) -> httpx.AsyncClient:
-    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
-    transport = httpx.AsyncHTTPTransport(verify=context)
-    transport._pool = AsyncioConnectionPool(
-        ssl_context=context,
+    transport = pooled_transport(
+        verify,
         max_connections=max_connections,
         max_keepalive_connections=keepalive,
         keepalive_expiry=keepalive_expiry,

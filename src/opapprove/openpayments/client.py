@@ -763,19 +763,14 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
 
 
 def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
-    from opapprove.openpayments.network import AsyncioConnectionPool
+    from opapprove.openpayments.network import pooled_transport
 
-    ssl_context = httpx.create_ssl_context(verify=verify)
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context)
-    # httpx has no parameter for the network backend; its pool is the documented httpcore
-    # one, so build that with ours (tests/openpayments/test_network.py checks it is used).
-    transport._pool = AsyncioConnectionPool(
-        ssl_context=ssl_context,
+    return pooled_transport(
+        verify,
         max_connections=POOL_CONNECTIONS,
         max_keepalive_connections=POOL_CONNECTIONS,
         keepalive_expiry=POOL_KEEPALIVE_EXPIRY,
     )
-    return transport
 
 
 def _page_params(
