@@ -2,8 +2,9 @@
 
 A command imports ~550 modules (typer, pydantic, httpx, ...) before it sends its first
 request. Everything those imports allocate lives until the process exits, yet with the
-default thresholds the collector walks that growing heap ~150 times on the way: 40-60 ms
-of a ~400 ms `quote start` on this project's 2-CPU machine (bench/RESULTS.md, "start-up").
+default thresholds the collector walks that growing heap ~150 times on the way: 40-80 ms
+of a 400-600 ms `quote start` on this project's 2-CPU machine (bench/RESULTS.md, "What
+was changed").
 So the entry point switches the collector off, and the command switches it back on
 (`settled`) once it starts its real work, freezing what start-up built so that later full
 collections in long runs (bulk replay, the listener, the sandbox) skip it.
