@@ -887,9 +887,9 @@ def test_readability_without_poll_falls_back_to_select(monkeypatch: pytest.Monke
     left, right = socket_module.socketpair()
     try:
         monkeypatch.delattr(select_module, "poll")
-        assert network._socket_readable(left) is False
+        assert network.is_socket_readable(left) is False
         right.sendall(b"x")
-        assert network._socket_readable(left) is True
+        assert network.is_socket_readable(left) is True
     finally:
         left.close()
         right.close()

@@ -27,7 +27,6 @@ starts on it is never used or closed, and holds its slot for good.
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
 import ssl
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import httpcore
 import httpx
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+from httpcore._utils import is_socket_readable  # the check httpcore's own backend makes
 
 # How often every idle connection is checked for an expired keep-alive or a hang-up.
 SWEEP_SECONDS = 0.5
@@ -114,7 +114,7 @@ class AsyncioStream(AsyncNetworkStream):
             # What the loop has not read yet: a hang-up that arrived while it was busy.
             # One poll, as httpcore's own backend does; the pool asks it of the connection
             # it is about to reuse, not of every idle one on every request.
-            return _socket_readable(self._writer.get_extra_info("socket"))
+            return is_socket_readable(self._writer.get_extra_info("socket"))
         if info == "ssl_object":
             return self._writer.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -244,17 +244,6 @@ def pooled_transport(
         keepalive_expiry=keepalive_expiry,
     )
     return transport
-
-
-def _socket_readable(sock: Any) -> bool:
-    if sock is None or sock.fileno() < 0:
-        return True
-    if not hasattr(select, "poll"):  # Windows: select() takes sockets there
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        return bool(readable)
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class AsyncioBackend(AsyncNetworkBackend):
