@@ -129,6 +129,21 @@ def replay_process(
     return elapsed, outcomes, cpu, sandbox.stats()["cpu"] - before
 
 
+Run = tuple[float, Counter, float, float]
+
+
+def _median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+
+
+def _fewest_advanced(runs: list[Run]) -> int:
+    return min(r[1].get("advanced", 0) for r in runs)
+
+
+def _spread(runs: list[Run]) -> str:
+    return f"runs {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s"
+
+
 def run(
     report: Report,
     *,
@@ -156,14 +171,10 @@ def run(
                 f" replaying process {cpu / count * 1000:.1f} ms, sandbox"
                 f" {sandbox_cpu / count * 1000:.1f} ms"
             )
-        elapsed, outcomes, cpu, _ = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+        elapsed, outcomes, cpu, _ = _median_run(runs)
         times[count] = elapsed
-        advanced = min(r[1].get("advanced", 0) for r in runs)
-        spread = (
-            f"runs {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s; "
-            if len(runs) > 1
-            else ""
-        )
+        advanced = _fewest_advanced(runs)
+        spread = f"{_spread(runs)}; " if len(runs) > 1 else ""
         figure = Figure(
             SECTION,
             f"{count} grants, in-process `replay_many`",
@@ -184,8 +195,8 @@ def run(
                 one_size(cli_size, concurrency, latency, as_process=True, workers=workers)
                 for _ in range(repeat)
             ]
-            elapsed, _, cpu, _ = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
-            advanced = min(r[1].get("advanced", 0) for r in runs)
+            elapsed, _, cpu, _ = _median_run(runs)
+            advanced = _fewest_advanced(runs)
             say(
                 f"{cli_size} grants as a process, workers {workers or 'default'}: "
                 + ", ".join(f"{r[0]:.2f} s" for r in runs)
@@ -200,7 +211,7 @@ def run(
                     f"{elapsed:.2f} s",
                     f"<= {TARGET_1000:g} s",
                     elapsed <= TARGET_1000 and advanced == cli_size,
-                    note=f"runs {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s;"
+                    note=f"{_spread(runs)};"
                     f" {advanced}/{cli_size} advanced; processes' CPU {cpu:.1f} s",
                 )
             )
