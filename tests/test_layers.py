@@ -20,6 +20,8 @@ ALLOWED = {
     "diagnostics": {"approvals", "openpayments", "settings", "paths", "servers"},
     "settings": {"paths"},
     "paths": set(),
+    # The sandbox for other people's tests: built on servers, never on the CLI.
+    "testing": {"openpayments", "servers", "servers.sandbox", "settings"},
 }
 
 
