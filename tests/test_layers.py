@@ -22,6 +22,8 @@ ALLOWED = {
     "diagnostics": {"approvals", "openpayments", "settings", "paths", "servers", "errors"},
     "settings": {"paths", "errors"},
     "paths": set(),
+    # The sandbox for other people's tests: built on servers, never on the CLI.
+    "testing": {"openpayments", "servers", "servers.sandbox", "settings"},
 }
 
 
