@@ -34,6 +34,7 @@ from opapprove.approvals.records import (
     State,
     redact,
 )
+from opapprove.errors import OpapproveError
 
 __all__ = [
     "FINAL_STATES",
@@ -63,16 +64,10 @@ BUSY_TIMEOUT_MS = 10_000
 _RETRIES = 6
 
 
-class StoreError(Exception):
+class StoreError(OpapproveError):
     """The store cannot do what was asked. ``str(err)`` is one line: what, why, what to do."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    kind = "store"
 
 
 class StaleState(StoreError):
