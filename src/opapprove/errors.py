@@ -50,6 +50,7 @@ EXIT_CODES: dict[str, int] = {
     "rejected": NOT_APPROVED,
     "expired": NOT_APPROVED,
     "stale": NOT_APPROVED,
+    "quote_refused": NOT_APPROVED,
     "verification": VERIFICATION,
     "timeout": TIMEOUT,
     "waiting": TIMEOUT,

@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
     poll_timeout: float = Field(default=600.0, gt=0)
     stuck_after: float = Field(default=900.0, gt=0)
     approval_timeout: float = Field(default=600.0, gt=0)
+
+    # The quote check before the buyer is asked (approvals/quote_check.py).
+    max_fee_percent: Decimal = Field(default=Decimal(5), ge=0, le=1000)
+    min_quote_seconds: float = Field(default=30.0, ge=0)
+    reference_rates: list[str] = Field(default=[])
 
     _config_file: Path | None = PrivateAttr(default=None)
 

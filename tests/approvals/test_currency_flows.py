@@ -6,6 +6,7 @@ debitAmount, the seller receives exactly the offer's amount, once.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from tests.approvals.conftest import make_kit
 
 pytestmark = pytest.mark.anyio
 
-RATES = Rates.parse(["EUR/USD=1.08", "USD/JPY=150"])
+RATE_TEXTS = ["EUR/USD=1.08", "USD/JPY=150"]
+RATES = Rates.parse(RATE_TEXTS)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,8 @@ async def test_pays_exactly_once_with_exact_balances(
     debit: tuple[str, str, int],
     receive: tuple[str, str, int],
 ) -> None:
+    # The quote check values a cross-currency fee against the same rates the wallet uses.
+    monkeypatch.setenv("OPAPPROVE_REFERENCE_RATES", json.dumps(RATE_TEXTS))
     kit = make_kit(
         tmp_path,
         monkeypatch,

@@ -189,3 +189,25 @@ async def test_seed_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     await h.http.aclose()
     await kit.flow.aclose()
     kit.store.close()
+
+
+async def test_seed_route_refuses_a_quote_over_max_debit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from decimal import Decimal
+
+    from opapprove.servers.sandbox import FeePolicy
+
+    kit = make_kit(tmp_path, monkeypatch, fee=FeePolicy(0, Decimal("0.05")))
+    h = Harness(kit, api=True)
+    body = {"buyerWalletAddressUrl": kit.sandbox.buyer, "amount": "10.00", "maxDebit": "10.04"}
+    resp = await h.http.post("/offers/1/quotes/start", json=body)
+    assert resp.status_code == 422
+    answer = resp.json()
+    assert answer["success"] is False and "over --max-debit 10.04 USD" in answer["error"]
+    assert kit.store.get_pending(answer["pendingId"]).state == State.CANCELLED
+    resp = await h.http.post("/offers/2/quotes/start", json=body | {"maxDebit": "10.05"})
+    assert resp.status_code == 200 and resp.json()["success"] is True
+    await h.http.aclose()
+    await kit.flow.aclose()
+    kit.store.close()

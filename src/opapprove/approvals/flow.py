@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from opapprove.approvals import quote_check
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.leases import Holder, new_holder
 from opapprove.approvals.store import (
@@ -323,6 +324,8 @@ class Flow:
         amount: str,
         seller_id: str | None = None,
         poll: bool = False,
+        max_debit: str | None = None,
+        currency: str | None = None,
     ) -> Pending:
         if not buyer_wallet or not buyer_wallet.strip():
             raise FlowError(
@@ -342,13 +345,29 @@ class Flow:
             raise FlowError(f"invalid amount: {exc.message}", hint=exc.hint, kind="input") from exc
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
+        max_debit, currency = quote_check.check_inputs(max_debit, currency)
         seller = resolve_seller(self.settings, self.store, seller_id)
-        self.client_for(seller)  # a broken key fails here, before anything is stored
+        client = self.client_for(seller)  # a broken key fails here, before anything is stored
+        policy = quote_check.QuotePolicy.from_settings(
+            self.settings, max_debit=max_debit, currency=currency
+        )
+        if policy.note():
+            # Checked against the wallets before anything is stored (exit 2, no row).
+            try:
+                seller_doc, buyer_doc = await asyncio.gather(
+                    self._wallet_doc(client, seller.wallet_address_url),
+                    self._wallet_doc(client, buyer),
+                )
+            except op_errors.OpenPaymentsError:
+                pass  # reported the usual way when the grant is set up
+            else:
+                quote_check.check_wallets(policy, amount.strip(), seller_doc, buyer_doc)
         pending = self.store.create_pending(
             seller_id=seller.id,
             offer_id=offer_id,
             buyer_wallet=buyer,
             amount=amount.strip(),
+            note=policy.note() or None,
             seller_wallet=seller.wallet_address_url,
             poll=poll,
         )
@@ -396,6 +415,7 @@ class Flow:
             ):
                 pending = await self._create_quote(pending, client, seller)
             if pending.state == State.QUOTE_CREATED:
+                await self._check_quote(pending, client, seller)
                 pending = await self._request_outgoing_grant(pending, client, seller)
         except op_errors.OpenPaymentsError as exc:
             unknown_outcome = isinstance(exc, op_errors.TransportError) or (
@@ -611,6 +631,59 @@ class Flow:
                 lambda token: client.create_quote(buyer_doc["resourceServer"], token, body),
             )
         )
+
+    async def _check_quote(
+        self, pending: Pending, client: OpenPaymentsClient, seller: Seller
+    ) -> None:
+        """Refuse a quote the offer cannot take (approvals/quote_check.py) before the buyer
+        is asked: the grant ends ``cancelled`` and its incoming payment is closed."""
+        created = next((e for e in self.store.events(pending.id) if e.kind == "created"), None)
+        note = created.data if created is not None else {}
+        policy = quote_check.QuotePolicy.from_settings(
+            self.settings, max_debit=note.get("maxDebit"), currency=note.get("currency")
+        )
+        seller_doc = pending.seller_doc or {}
+        wanted = (pending.incoming_payment or {}).get("incomingAmount")
+        offer = (
+            money.Amount.from_wire(wanted)
+            if wanted
+            else money.Amount.parse(
+                pending.amount, seller_doc["assetCode"], int(seller_doc["assetScale"])
+            )
+        )
+        try:
+            terms = quote_check.check_quote(
+                pending.quote or {},
+                offer=offer,
+                buyer_doc=pending.buyer_doc or {},
+                policy=policy,
+                now=self.clock(),
+            )
+        except FlowError as exc:
+            if exc.kind != quote_check.REFUSED_KIND:
+                raise
+            closed = await _quietly(
+                self._with_grant(
+                    client,
+                    seller,
+                    seller_doc["authServer"],
+                    INCOMING_ACCESS,
+                    lambda token: client.complete_incoming_payment(
+                        pending.incoming_payment_url or "", token
+                    ),
+                )
+            )
+            cancelled = self._move(
+                pending,
+                State.CANCELLED,
+                event="quote_refused",
+                data={"reason": exc.message, "incomingPaymentClosed": closed},
+                last_error=exc.message,
+            )
+            await self._emit("payment.failed", cancelled, reason="quote_refused")
+            exc.pending_id = pending.id
+            raise
+        self.store.add_event(pending.id, "quote_checked", terms.to_json())
 
     async def _request_outgoing_grant(
         self, pending: Pending, client: OpenPaymentsClient, seller: Seller

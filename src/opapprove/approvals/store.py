@@ -543,9 +543,13 @@ class Store:
         offer_id: str,
         buyer_wallet: str,
         amount: str,
+        note: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Pending:
-        """A new pending grant in state ``started``, with a ``created`` event."""
+        """A new pending grant in state ``started``, with a ``created`` event.
+
+        ``note`` goes into that event's data, in the same transaction (what the caller
+        asked for that has no column, e.g. the quote check's ``maxDebit``)."""
         columns = _pending_columns(fields, "create_pending")
 
         def txn(conn: sqlite3.Connection) -> Pending:
@@ -577,7 +581,7 @@ class Store:
                 "created",
                 None,
                 str(State.STARTED),
-                {"seller_id": seller_id, "offer_id": offer_id, "amount": amount},
+                {**(note or {}), "seller_id": seller_id, "offer_id": offer_id, "amount": amount},
             )
             created = self._fetch_pending(conn, pending_id)
             assert created is not None

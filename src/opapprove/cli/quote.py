@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from opapprove.approvals.flow import Flow
+    from opapprove.approvals.quote_check import QuoteTerms
     from opapprove.approvals.store import Pending
+    from opapprove.openpayments.rates import Rates
 
 app = typer.Typer(
     help="Start a quote: everything up to the buyer's approval.", no_args_is_help=True
@@ -77,6 +79,22 @@ def start(
             help="With --poll: seconds to wait (default: poll_timeout).",
         ),
     ] = None,
+    max_debit: Annotated[
+        str | None,
+        typer.Option(
+            "--max-debit",
+            metavar="AMOUNT",
+            help="Refuse a quote that debits the buyer more than this (the buyer's asset).",
+        ),
+    ] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option(
+            "--currency",
+            metavar="CODE",
+            help="The offer's asset; refused unless the seller's wallet holds it.",
+        ),
+    ] = None,
 ) -> None:
     """Start a quote for an offer and print the buyer's approval URL.
 
@@ -102,6 +120,8 @@ def start(
                 amount=amount,
                 seller_id=seller_id,
                 poll=poll,
+                max_debit=max_debit,
+                currency=currency,
             )
             if started.state != State.AWAITING_APPROVAL:
                 # A wallet that grants without asking the buyer: pay right away.
@@ -125,7 +145,7 @@ def _show_started(
     url = pending.interact_redirect or ""
     output = runtime.output
     if not output.json_mode:
-        _render_steps(output.out, pending)
+        _render_steps(output.out, pending, _reference_rates(runtime))
         output.out.print("Approval URL (open it in the buyer's browser):", markup=False)
         output.out.print(url, markup=False, soft_wrap=True)
         if qr:
@@ -188,12 +208,29 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
     return pending
 
 
-def _render_steps(console: Console, pending: Pending) -> None:
+def quote_terms(pending: Pending, rates: Rates) -> QuoteTerms | None:
+    from opapprove.approvals.quote_check import terms_or_none
+
+    return terms_or_none(pending.debit_amount, pending.receive_amount, rates)
+
+
+def _reference_rates(runtime: Runtime) -> Rates:
+    from opapprove.openpayments.errors import AmountError
+    from opapprove.openpayments.rates import Rates
+
+    try:
+        return Rates.parse(runtime.settings().reference_rates)
+    except AmountError:
+        return Rates()  # refused with its own line when a flow starts
+
+
+def _render_steps(console: Console, pending: Pending, rates: Rates) -> None:
     from opapprove.cli.views import amount
 
     buyer_doc = pending.buyer_doc or {}
     seller_doc = pending.seller_doc or {}
     quote = pending.quote or {}
+    terms = quote_terms(pending, rates)
     incoming = pending.incoming_payment or {}
 
     def asset(doc: dict[str, Any]) -> str:
@@ -206,8 +243,8 @@ def _render_steps(console: Console, pending: Pending) -> None:
         f" ({asset(seller_doc)})",
         f"  2. incoming payment   {pending.incoming_payment_url}"
         f" for {amount(incoming.get('incomingAmount')) or pending.amount}",
-        f"  3. quote              debit {amount(pending.debit_amount)}, receive"
-        f" {amount(pending.receive_amount)}"
+        "  3. quote              "
+        + (terms.line() if terms else f"debit {amount(pending.debit_amount)}")
         + (f", expires {quote['expiresAt']}" if quote.get("expiresAt") else ""),
         f"  4. approval           interactive outgoing-payment grant requested from"
         f" {pending.grant_url}",
@@ -223,6 +260,9 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None
 
     data = pending_json(pending, now=time.time())
     data["approvalUrl"] = started.interact_redirect
+    # Debit, receive, the rate the quote implies and its fee, on every run (issue 16).
+    terms = quote_terms(pending, _reference_rates(runtime))
+    data["quoteTerms"] = terms.to_json() if terms else None
     output = runtime.output
     if output.json_mode:
         output.result(data)

@@ -267,9 +267,12 @@ def _api_routes(flow: Flow, emit: ListenerEvent, api_token: str | None) -> list[
                 buyer_wallet=str(data.get("buyerWalletAddressUrl") or ""),
                 amount=str(data.get("amount") or ""),
                 seller_id=str(data["sellerId"]) if data.get("sellerId") else None,
+                max_debit=str(data["maxDebit"]) if data.get("maxDebit") is not None else None,
+                currency=str(data["currency"]) if data.get("currency") is not None else None,
             )
         except FlowError as err:
-            status = {"input": 400, "config": 400}.get(err.kind, 502)
+            # A quote the offer cannot take is not the wallet failing: 422, not 502.
+            status = {"input": 400, "config": 400, "quote_refused": 422}.get(err.kind, 502)
             return JSONResponse(
                 {
                     "success": False,
