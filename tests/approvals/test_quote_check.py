@@ -165,6 +165,14 @@ def assert_refused_cleanly(kit: FlowKit, err: FlowError, balances: tuple[int, in
     assert kinds[-1] == "quote_refused"
 
 
+async def approve_and_check(kit: FlowKit, pending: Any, *, debit: int, receive: int) -> None:
+    done = await kit.flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert kit.sandbox.state.balance("buyer") == 100_000 - debit
+    assert kit.sandbox.state.balance("seller") == receive
+    await kit.flow.aclose()
+
+
 @pytest.mark.anyio
 async def test_a_wallet_fee_over_the_cap_is_refused_before_the_buyer_is_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -195,11 +203,19 @@ async def test_max_fee_percent_from_the_settings_lets_it_through(
     assert pending.state == State.AWAITING_APPROVAL
     checked = [e for e in kit.store.events(pending.id) if e.kind == "quote_checked"]
     assert checked[0].data["feePercent"] == "6.00"
-    done = await kit.flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
-    assert done.state == State.COMPLETED
-    assert kit.sandbox.state.balance("buyer") == 100_000 - 1060
-    assert kit.sandbox.state.balance("seller") == 1000
-    await kit.flow.aclose()
+    await approve_and_check(kit, pending, debit=1060, receive=1000)
+
+
+async def stopped_before_the_quote(kit: FlowKit, **kwargs: Any) -> Any:
+    """The quote call fails once with an unknown outcome: the row waits in incoming_created."""
+    kit.sandbox.state.set_fault("create-quote", status=500, times=1)
+    with pytest.raises(FlowError):
+        await kit.flow.start_quote(
+            offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="10.00", **kwargs
+        )
+    (pending,) = kit.store.list_pending()
+    assert pending.state == State.INCOMING_CREATED
+    return pending
 
 
 @pytest.mark.anyio
@@ -207,14 +223,7 @@ async def test_cross_currency_max_debit_is_kept_for_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = kit_with(tmp_path, monkeypatch, "buyer:EUR:2:1000.00", fee=FeePolicy(100))
-    # The quote call fails once with an unknown outcome: the row waits in incoming_created.
-    kit.sandbox.state.set_fault("create-quote", status=500, times=1)
-    with pytest.raises(FlowError):
-        await kit.flow.start_quote(
-            offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="10.00", max_debit="9.30"
-        )
-    (pending,) = kit.store.list_pending()
-    assert pending.state == State.INCOMING_CREATED
+    pending = await stopped_before_the_quote(kit, max_debit="9.30")
     # 10.00 USD / 1.08 * 1.01 = 9.3518... -> 9.36 EUR: over the 9.30 given at the start.
     with pytest.raises(FlowError) as err:
         await kit.flow.replay(pending.id)
@@ -232,11 +241,7 @@ async def test_cross_currency_with_a_max_debit_pays_exactly(
         offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="10.00", max_debit="9.36"
     )
     assert pending.debit_amount == wire(936, "EUR")
-    done = await kit.flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
-    assert done.state == State.COMPLETED
-    assert kit.sandbox.state.balance("buyer") == 100_000 - 936
-    assert kit.sandbox.state.balance("seller") == 1000
-    await kit.flow.aclose()
+    await approve_and_check(kit, pending, debit=936, receive=1000)
 
 
 @pytest.mark.anyio
@@ -244,10 +249,7 @@ async def test_a_partly_paid_incoming_payment_quotes_less_and_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = kit_with(tmp_path, monkeypatch)
-    kit.sandbox.state.set_fault("create-quote", status=500, times=1)
-    with pytest.raises(FlowError):
-        await kit.flow.start_quote(offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="10.00")
-    (pending,) = kit.store.list_pending()
+    pending = await stopped_before_the_quote(kit)
     # Someone pays 1.00 into the incoming payment meanwhile: the wallet quotes only 9.00.
     state = kit.sandbox.state
     (incoming,) = state.incoming_payments()

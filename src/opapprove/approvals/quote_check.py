@@ -176,7 +176,7 @@ def check_wallets(
     policy: QuotePolicy, amount: str, seller_doc: dict[str, Any], buyer_doc: dict[str, Any]
 ) -> None:
     """What can be refused from the two wallet documents alone, before anything is stored."""
-    code, scale = seller_doc.get("assetCode"), seller_doc.get("assetScale")
+    code = seller_doc.get("assetCode")
     if policy.currency is not None and policy.currency != code:
         raise FlowError(
             f"the offer is in {policy.currency}, but the seller's wallet"
@@ -185,29 +185,23 @@ def check_wallets(
             f" in {policy.currency}",
             kind="input",
         )
-    try:
-        Amount.parse(amount, str(code), int(scale or 0))
-    except AmountError as exc:
-        raise FlowError(
-            f"invalid amount for the seller's wallet ({code}, scale {scale}): {exc.message}",
-            hint=exc.hint,
-            kind="input",
-        ) from exc
-    if policy.max_debit is not None:
-        buyer_max_debit(policy, buyer_doc)
+    _in_asset(amount, seller_doc, "amount for the seller's wallet")
+    buyer_max_debit(policy, buyer_doc)
 
 
 def buyer_max_debit(policy: QuotePolicy, buyer_doc: dict[str, Any]) -> Amount | None:
     if policy.max_debit is None:
         return None
-    code, scale = str(buyer_doc.get("assetCode")), int(buyer_doc.get("assetScale") or 0)
+    return _in_asset(policy.max_debit, buyer_doc, "--max-debit for the buyer's wallet")
+
+
+def _in_asset(text: str, wallet_doc: dict[str, Any], what: str) -> Amount:
+    code, scale = str(wallet_doc.get("assetCode")), int(wallet_doc.get("assetScale") or 0)
     try:
-        return Amount.parse(policy.max_debit, code, scale)
+        return Amount.parse(text, code, scale)
     except AmountError as exc:
         raise FlowError(
-            f"invalid --max-debit for the buyer's wallet ({code}, scale {scale}): {exc.message}",
-            hint=exc.hint,
-            kind="input",
+            f"invalid {what} ({code}, scale {scale}): {exc.message}", hint=exc.hint, kind="input"
         ) from exc
 
 
