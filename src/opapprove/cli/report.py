@@ -144,9 +144,13 @@ def _table(*columns: str, right: tuple[str, ...] = (), fold: str | None = None) 
 
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for name in columns:
-        justify = "right" if name in right else "left"
         # Everything short stays whole; the one long column folds on a narrow terminal.
-        table.add_column(name, justify=justify, no_wrap=name != fold, overflow="fold")
+        table.add_column(
+            name,
+            justify="right" if name in right else "left",
+            no_wrap=name != fold,
+            overflow="fold",
+        )
     return table
 
 
