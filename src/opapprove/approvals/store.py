@@ -31,9 +31,9 @@ from opapprove.approvals.records import (
     Pending,
     Seller,
     State,
-    redact,
 )
 from opapprove.errors import OpapproveError
+from opapprove.openpayments.redaction import redact_json
 
 __all__ = [
     "FINAL_STATES",
@@ -525,7 +525,7 @@ class Store:
         to_state: str | None,
         data: Mapping[str, Any] | None,
     ) -> Event:
-        clean = redact(dict(data or {}))
+        clean = redact_json(dict(data or {}))
         cur = conn.execute(
             "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
