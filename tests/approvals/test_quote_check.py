@@ -40,7 +40,12 @@ def policy(**changes: Any) -> quote_check.QuotePolicy:
 
 
 def check(debit: dict[str, Any], receive: dict[str, Any], **kw: Any) -> quote_check.QuoteTerms:
-    quote = {"debitAmount": debit, "receiveAmount": receive, "expiresAt": kw.pop("expires", None)}
+    quote = {
+        "debitAmount": debit,
+        "receiveAmount": receive,
+        "createdAt": kw.pop("created", None),
+        "expiresAt": kw.pop("expires", None),
+    }
     return quote_check.check_quote(
         quote,
         offer=kw.pop("offer", Amount(1000, "USD", 2)),
@@ -128,10 +133,15 @@ def test_the_debit_must_be_in_the_buyers_asset() -> None:
     assert "buyer's wallet holds USD/2" in refused(wire(950, "EUR"), wire(1000))
 
 
-def test_a_quote_that_expires_too_soon() -> None:
+def test_a_quote_valid_too_briefly() -> None:
     line = refused(wire(1000), wire(1000), expires="1970-01-01T00:00:20Z")
-    assert "expires in 20 s, less than min_quote_seconds 30" in line
+    assert "valid for 20 s, less than min_quote_seconds 30" in line
     assert check(wire(1000), wire(1000), expires="1970-01-01T00:00:30Z")
+    # Measured on the wallet's clock: a wallet an hour behind ours still passes.
+    quoted = {"created": "2026-01-01T10:00:00Z", "expires": "2026-01-01T10:05:00Z"}
+    assert check(wire(1000), wire(1000), now=1767265200.0 + 3600, **quoted)
+    short = {"created": "2026-01-01T10:00:00Z", "expires": "2026-01-01T10:00:10.5Z"}
+    assert "valid for 10 s" in refused(wire(1000), wire(1000), **short)
 
 
 # ------------------------------------------------------------------ against the sandbox
@@ -268,7 +278,7 @@ async def test_a_quote_expiring_before_the_buyer_can_approve(
     kit = kit_with(tmp_path, monkeypatch, quote_lifetime=10.0)
     with pytest.raises(FlowError) as err:
         await kit.flow.start_quote(offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="1.00")
-    assert "expires in 10 s, less than min_quote_seconds 30" in err.value.message
+    assert "valid for 10 s, less than min_quote_seconds 30" in err.value.message
     assert_refused_cleanly(kit, err.value, (100_000, 0))
     await kit.flow.aclose()
 

@@ -8,9 +8,10 @@ Three rules (issue 16), each refused with one line that shows the quote's terms:
    when one is given. Between two currencies the fee is only known against a reference
    rate (``reference_rates``); without one ``--max-debit`` is the cap, and with neither
    the quote is refused rather than passed unchecked.
-3. The quote stays valid for at least ``min_quote_seconds`` (the buyer needs the time to
-   open the page; one that expires later is renewed after approval, within the approved
-   debit).
+3. The quote is valid for at least ``min_quote_seconds`` from its ``createdAt`` (the buyer
+   needs the time to open the page; a quote that expires before the buyer approves is
+   renewed after approval, within the approved debit). The wallet's own clock is used:
+   ours may be skewed from it.
 
 :func:`terms` describes any quote: debit, receive, the rate it implies, and its fee.
 """
@@ -205,14 +206,24 @@ def _in_asset(text: str, wallet_doc: dict[str, Any], what: str) -> Amount:
         ) from exc
 
 
-def _expires_at(quote: dict[str, Any]) -> float | None:
-    text = quote.get("expiresAt")
+def _time(quote: dict[str, Any], key: str) -> float | None:
+    text = quote.get(key)
     if not isinstance(text, str):
         return None
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _lifetime(quote: dict[str, Any], now: float) -> float | None:
+    """How long the quote is valid, on the wallet's own clock (``createdAt`` → ``expiresAt``)
+    so that a skew between our clock and the wallet's cannot refuse a good quote."""
+    expires = _time(quote, "expiresAt")
+    if expires is None:
+        return None
+    created = _time(quote, "createdAt")
+    return expires - (created if created is not None else now)
 
 
 def check_quote(
@@ -268,11 +279,11 @@ def check_quote(
             f"pass --max-debit {t.debit.decimal} (or what the buyer may pay at most), or set"
             f' reference_rates = ["{pair}=RATE"] in the config',
         )
-    expires = _expires_at(quote)
-    if expires is not None and expires - now < policy.min_seconds:
-        left = max(0.0, expires - now)
+    lifetime = _lifetime(quote, now)
+    if lifetime is not None and lifetime < policy.min_seconds:
         raise refuse(
-            f"it expires in {left:.0f} s, less than min_quote_seconds {policy.min_seconds:g}",
+            f"it is valid for {max(0.0, lifetime):.0f} s, less than min_quote_seconds"
+            f" {policy.min_seconds:g}",
             "start a new quote (the wallet quotes afresh), or lower min_quote_seconds in the"
             " config",
         )
