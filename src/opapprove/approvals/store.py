@@ -32,9 +32,9 @@ from opapprove.approvals.records import (
     Pending,
     Seller,
     State,
-    redact,
 )
 from opapprove.errors import OpapproveError
+from opapprove.openpayments.redaction import redact_json
 
 __all__ = [
     "FINAL_STATES",
@@ -526,7 +526,7 @@ class Store:
         to_state: str | None,
         data: Mapping[str, Any] | None,
     ) -> Event:
-        clean = redact(dict(data or {}))
+        clean = redact_json(dict(data or {}))
         cur = conn.execute(
             "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
