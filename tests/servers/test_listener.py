@@ -214,7 +214,8 @@ async def test_seed_route_refuses_a_quote_over_max_debit(
     from opapprove.servers.sandbox import FeePolicy
 
     kit = make_kit(tmp_path, monkeypatch, fee=FeePolicy(0, Decimal("0.05")))
-    h = Harness(kit, api=True)
+    h = Harness(kit, api=True, api_token="s3cret")
+    h.http.headers["Authorization"] = "Bearer s3cret"
     body = {"buyerWalletAddressUrl": kit.sandbox.buyer, "amount": "10.00", "maxDebit": "10.04"}
     resp = await h.http.post("/offers/1/quotes/start", json=body)
     assert resp.status_code == 422
