@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from opapprove.errors import OpapproveError
 from opapprove.paths import (
     DatabaseURL,
     StoreLocation,
@@ -42,17 +43,14 @@ _SECRET_KEYS = frozenset({"webhook_secret", "api_token"})
 _SEE_EXAMPLE = "config.example.toml documents every setting"
 
 
-class SettingsError(Exception):
+class SettingsError(OpapproveError):
     """A config file or setting value that cannot be used. ``str(err)`` is one line."""
 
-    def __init__(self, message: str, *, hint: str | None = None, key: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.key = key
+    kind = "config"
 
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    def __init__(self, message: str, *, hint: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.key = key
 
 
 @dataclass

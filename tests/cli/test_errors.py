@@ -41,7 +41,7 @@ TOKEN = "AB12CD34EF56TOKEN"
         (op.InteractionHashError("bad hash"), exitcodes.VERIFICATION, "verification"),
         (op.WalletAddressError("bad url"), exitcodes.USAGE, "wallet_address"),
         (op.AmountError("bad amount"), exitcodes.USAGE, "amount"),
-        (SettingsError("bad setting", hint="fix it"), exitcodes.CONFIG, "configuration"),
+        (SettingsError("bad setting", hint="fix it"), exitcodes.CONFIG, "config"),
         (StoreError("bad store", "fix it"), exitcodes.CONFIG, "store"),
         (FlowError("rejected", kind="rejected"), exitcodes.NOT_APPROVED, "rejected"),
         (FlowError("too slow", kind="timeout"), exitcodes.TIMEOUT, "timeout"),

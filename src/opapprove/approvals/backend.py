@@ -12,21 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
+from opapprove.errors import OpapproveError
+
 T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreError(OpapproveError):
     """The store cannot do what was asked. ``str(err)`` is one line: what, why, what to do."""
 
     kind = "store"
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
 
 
 class Row(Protocol):

@@ -151,6 +151,8 @@ class Pending:
     attempts: int = 0
     lease_holder: str | None = None
     lease_until: float | None = None
+    lease_host: str | None = None
+    lease_pid: int | None = None
 
     @property
     def is_final(self) -> bool:

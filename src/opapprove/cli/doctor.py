@@ -21,12 +21,6 @@ if TYPE_CHECKING:
 
     from opapprove.diagnostics.doctor import Check
 
-# What a failed (or, with --strict, warned) check is about -> the documented exit code.
-EXIT_BY_KIND = {
-    "transport": exitcodes.TRANSPORT,
-    "wallet": exitcodes.REFUSED,
-    "input": exitcodes.USAGE,
-}
 MARKS = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -36,7 +30,8 @@ def exit_code_for(checks: list[Check], *, strict: bool = False) -> int:
     for wanted in bad:
         for check in checks:
             if check.status == wanted:
-                return EXIT_BY_KIND.get(check.kind or "", exitcodes.CONFIG)
+                # A check is about set-up unless its kind says otherwise.
+                return exitcodes.exit_code(check.kind, default=exitcodes.CONFIG)
     return exitcodes.OK
 
 

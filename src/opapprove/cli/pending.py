@@ -407,8 +407,6 @@ def _outcome_line(o: ReplayOutcome) -> str:
 
 
 def outcome_exit_code(o: ReplayOutcome) -> int:
-    from opapprove.approvals.errors import EXIT_CODES
-
     if o.outcome in _FINE:
         return exitcodes.OK
     if o.outcome == "expired":
@@ -416,7 +414,7 @@ def outcome_exit_code(o: ReplayOutcome) -> int:
     if o.outcome == "failed":
         state = str(o.after or "")
         return exitcodes.for_state(state) or exitcodes.REFUSED
-    return EXIT_CODES.get(o.error_kind or "", exitcodes.UNEXPECTED)
+    return exitcodes.exit_code(o.error_kind)
 
 
 def _batch_exit_code(outcomes: list[ReplayOutcome]) -> int:

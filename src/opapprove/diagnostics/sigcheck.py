@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import exceptions as hms_exceptions
 from http_message_signatures.digests import ContentDigest
 
+from opapprove.errors import OpapproveError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
 from opapprove.openpayments.keys import Jwk
@@ -56,16 +57,10 @@ COMPONENT_HINTS = {
 }
 
 
-class CaptureError(ValueError):
+class CaptureError(OpapproveError, ValueError):
     """A capture that cannot be read. ``str(err)`` is one line: what, why, what to do."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    kind = "input"
 
 
 @dataclass(frozen=True)
