@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from opapprove.cli.main import app
-from opapprove.paths import DatabaseURL, mask_password, store_location
+from opapprove.openpayments.redaction import redact_url
+from opapprove.paths import DatabaseURL, store_location
 from opapprove.settings import SettingsError, load_settings
 
 SECRET = "s3cr3t-PW"
@@ -63,7 +64,7 @@ def test_other_schemes_are_refused_rather_than_made_a_folder() -> None:
     ],
 )
 def test_the_password_is_masked(url: str, masked: str) -> None:
-    assert mask_password(url) == masked
+    assert redact_url(url) == masked
     location = DatabaseURL(url)
     assert str(location) == masked and masked in repr(location)
     assert location.secret() == url

@@ -10,7 +10,9 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from opapprove.openpayments.redaction import redact_url
 
 APP_NAME = "opapprove"
 CONFIG_FILE_NAME = "config.toml"
@@ -75,7 +77,6 @@ def default_store_path(
 
 # A store is a SQLite file (a path) or a PostgreSQL database (a URL with one of these schemes).
 POSTGRES_SCHEMES = ("postgresql", "postgres")
-MASK = "***"
 
 
 class DatabaseURL:
@@ -91,13 +92,13 @@ class DatabaseURL:
         url = url.strip()
         parts = urlsplit(url)
         if parts.scheme.lower() not in POSTGRES_SCHEMES:
-            raise ValueError(f"a database URL starts with postgresql://, got {mask_password(url)}")
+            raise ValueError(f"a database URL starts with postgresql://, got {redact_url(url)}")
         if parts.fragment:
             raise ValueError("a database URL has no #fragment")
         try:
             parts.port  # noqa: B018 - raises on a port that is not a number
         except ValueError:
-            raise ValueError(f"the port of {mask_password(url)} is not a number") from None
+            raise ValueError(f"the port of {redact_url(url)} is not a number") from None
         self._url = url
 
     def secret(self) -> str:
@@ -114,7 +115,7 @@ class DatabaseURL:
         return unquote(path) if path else "(the user's default database)"
 
     def __str__(self) -> str:
-        return mask_password(self._url)
+        return redact_url(self._url)
 
     def __repr__(self) -> str:
         return f"DatabaseURL({str(self)!r})"
@@ -158,20 +159,3 @@ def store_location(value: str | os.PathLike[str] | DatabaseURL) -> StoreLocation
             "postgresql:// URL"
         )
     return Path(text)
-
-
-def mask_password(url: str) -> str:
-    """``url`` with its password (``user:password@`` or ``?password=``) replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        user, _, host = parts.netloc.rpartition("@")
-        name = user.partition(":")[0]
-        parts = parts._replace(netloc=f"{name}:{MASK}@{host}")
-    # libpq also takes the password as a query parameter: ?password=...
-    query = "&".join(
-        f"{key}={MASK}" if key.lower() == "password" else item
-        for item in parts.query.split("&")
-        for key in (item.partition("=")[0],)
-    )
-    masked = parts._replace(query=query)
-    return url if masked == urlsplit(url) else urlunsplit(masked)

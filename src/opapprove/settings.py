@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
@@ -25,12 +25,12 @@ from pydantic_settings import (
 )
 
 from opapprove.errors import OpapproveError
+from opapprove.openpayments.redaction import redact_url
 from opapprove.paths import (
     DatabaseURL,
     StoreLocation,
     default_config_path,
     default_store_path,
-    mask_password,
     store_location,
 )
 
@@ -39,7 +39,6 @@ CONFIG_ENV_VAR = "OPAPPROVE_CONFIG"
 STORE_ENV_VAR = "OPAPPROVE_STORE"
 # Relative paths in a config file mean "next to the config file", not "wherever I run from".
 _PATH_KEYS = ("store", "seller_private_key_path")
-_SECRET_KEYS = frozenset({"webhook_secret", "api_token"})
 _SEE_EXAMPLE = "config.example.toml documents every setting"
 
 
@@ -234,6 +233,12 @@ def _env_var_set(key: str, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _is_secret(key: str) -> bool:
+    """A setting typed ``SecretStr``: its value is never echoed in an error."""
+    field = Settings.model_fields.get(key)
+    return field is not None and SecretStr in get_args(field.annotation)
+
+
 def _error_from_validation(
     exc: ValidationError,
     overrides: Mapping[str, Any],
@@ -251,10 +256,10 @@ def _error_from_validation(
             key=key,
         )
     reason = str(first["msg"]).removeprefix("Value error, ")
-    if key not in _SECRET_KEYS and "input" in first and not isinstance(first["input"], dict):
+    if not _is_secret(key) and "input" in first and not isinstance(first["input"], dict):
         given = first["input"]
         # A store URL may carry a password.
-        reason += f" (got {(mask_password(given) if isinstance(given, str) else given)!r})"
+        reason += f" (got {(redact_url(given) if isinstance(given, str) else given)!r})"
     env_name = _env_var_set(key, env)
     if key in overrides:
         flag = "--" + key.replace("_", "-")

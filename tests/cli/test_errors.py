@@ -10,8 +10,8 @@ from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import StoreError
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, classify
-from opapprove.cli.redact import redact_body, redact_json, redact_text
 from opapprove.openpayments import errors as op
+from opapprove.openpayments.redaction import redact_body, redact_json, redact_text
 from opapprove.settings import SettingsError
 
 TOKEN = "AB12CD34EF56TOKEN"

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.approvals.backend import Cursor, StoreError, Tx, jitter, newer_schema
 from opapprove.approvals.postgres_migrations import APPLICATION, META_TABLE, MIGRATIONS
-from opapprove.paths import DatabaseURL, mask_password
+from opapprove.openpayments.redaction import redact_text
+from opapprove.paths import DatabaseURL
 
 if TYPE_CHECKING:
     import psycopg
@@ -355,4 +356,4 @@ class PostgresBackend:
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return mask_password(text[0]) if text else type(exc).__name__
+    return redact_text(text[0]) if text else type(exc).__name__

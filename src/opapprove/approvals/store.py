@@ -29,9 +29,9 @@ from opapprove.approvals.records import (
     Pending,
     Seller,
     State,
-    redact,
 )
 from opapprove.approvals.sqlite_backend import SQLiteBackend
+from opapprove.openpayments.redaction import redact_json
 from opapprove.paths import DatabaseURL, StoreLocation, store_location
 
 __all__ = [
@@ -313,7 +313,7 @@ class Store:
         to_state: str | None,
         data: Mapping[str, Any] | None,
     ) -> Event:
-        clean = redact(dict(data or {}))
+        clean = redact_json(dict(data or {}))
         event_id = conn.insert(
             "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from opapprove.cli import exitcodes
-from opapprove.cli.redact import redact_text
 from opapprove.cli.runtime import Runtime
+from opapprove.openpayments.redaction import redact_text
 
 if TYPE_CHECKING:
     from rich.console import Console

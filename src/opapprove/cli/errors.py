@@ -11,9 +11,9 @@ from typing import Any
 
 from opapprove.approvals.errors import FlowError
 from opapprove.cli import exitcodes
-from opapprove.cli.redact import redact_json, redact_text
 from opapprove.errors import OpapproveError
 from opapprove.openpayments.errors import ResponseError
+from opapprove.openpayments.redaction import redact_json, redact_text
 
 
 class CliError(OpapproveError):

@@ -196,8 +196,8 @@ def _render_show(
 
     from rich.table import Table
 
-    from opapprove.cli.redact import redact_json
     from opapprove.cli.views import detail_rows
+    from opapprove.openpayments.redaction import redact_json
 
     for label, value in detail_rows(pending, now=now):
         console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
