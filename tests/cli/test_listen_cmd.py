@@ -74,6 +74,32 @@ def test_timeout_without_callbacks_is_exit_8(kit: Kit) -> None:
     ]
 
 
+def test_api_without_api_token_makes_one_for_the_run_and_prints_it_once(kit: Kit) -> None:
+    seen: list[httpx.Response] = []
+
+    def call_api() -> None:
+        with httpx.Client(timeout=10) as http:
+            for _ in range(500):
+                try:
+                    http.get(f"{kit.listener}/health")
+                    break
+                except httpx.TransportError:
+                    threading.Event().wait(0.02)
+            seen.append(http.post(f"{kit.listener}/sellers", json={"id": "x"}))
+
+    thread = threading.Thread(target=call_api, daemon=True)
+    thread.start()
+    result = kit.cli("listen", "--api", "--timeout", "1")
+    thread.join(10)
+    assert result.exit_code == exitcodes.TIMEOUT
+    (line,) = [ln for ln in result.stdout.splitlines() if "API token for this run" in ln]
+    token = line.rsplit(" ", 1)[-1]
+    assert len(token) >= 32 and result.output.count(token) == 1
+    assert seen and seen[0].status_code == 401  # the token is required, even from here
+    second = kit.cli("listen", "--api", "--timeout", "0.1")
+    assert token not in second.output  # a new one each run
+
+
 def test_non_loopback_host_is_refused(cli: Cli) -> None:
     result = cli("listen", "--host", "0.0.0.0", "--port", "0")
     assert result.exit_code == exitcodes.USAGE
