@@ -14,17 +14,21 @@ from tests.cli.flow_kit import Kit
 from tests.servers.page_support import follow
 
 
+def wait_until_up(http: httpx.Client, base: str) -> None:
+    for _ in range(500):
+        try:
+            http.get(f"{base}/health")
+            return
+        except httpx.TransportError:
+            threading.Event().wait(0.02)
+
+
 def browse_when_up(base: str, url: str, seen: list[httpx.Response]) -> threading.Thread:
     """A browser that follows the wallet's redirect as soon as the listener answers."""
 
     def run() -> None:
         with httpx.Client(timeout=10) as http:
-            for _ in range(500):
-                try:
-                    http.get(f"{base}/health")
-                    break
-                except httpx.TransportError:
-                    threading.Event().wait(0.02)
+            wait_until_up(http, base)
             seen.extend(follow(http.get, url))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -79,12 +83,7 @@ def test_api_without_api_token_makes_one_for_the_run_and_prints_it_once(kit: Kit
 
     def call_api() -> None:
         with httpx.Client(timeout=10) as http:
-            for _ in range(500):
-                try:
-                    http.get(f"{kit.listener}/health")
-                    break
-                except httpx.TransportError:
-                    threading.Event().wait(0.02)
+            wait_until_up(http, kit.listener)
             seen.append(http.post(f"{kit.listener}/sellers", json={"id": "x"}))
 
     thread = threading.Thread(target=call_api, daemon=True)
