@@ -24,6 +24,7 @@ import httpx
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import Pending, Seller, State, Store
+from opapprove.demo_money import DemoMoney
 from opapprove.openpayments.client import Exchange
 from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
 from opapprove.servers.listener import create_listener_app
@@ -65,6 +66,7 @@ class DemoResult:
     seconds: float
     exchanges: int = 0
     listener_events: list[dict[str, Any]] = field(default_factory=list)
+    money: DemoMoney = field(default_factory=DemoMoney)
 
 
 def classify(exchange: Exchange) -> int | None:
@@ -126,9 +128,11 @@ async def run_demo(
     person_timeout: float = 600.0,
     latency: float = 0.0,
     wait_seconds: int = 1,
+    money: DemoMoney | None = None,
 ) -> DemoResult:
     """Run the flow; ``wait_for_person`` (``--browser``) gets the URL and a person approves."""
     started = time.perf_counter()
+    money = money or DemoMoney()
     work = work_dir or Path(tempfile.mkdtemp(prefix="opapprove-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     key = generate_private_key()
@@ -140,7 +144,10 @@ async def run_demo(
 
     sandbox_app = create_app(
         SandboxConfig(
-            seller_keys=[public_jwk(key, key_id)], latency=latency, wait_seconds=wait_seconds
+            seller_keys=[public_jwk(key, key_id)],
+            latency=latency,
+            wait_seconds=wait_seconds,
+            **money.sandbox_settings(),
         )
     )
     store_path = work / "opapprove.db"
@@ -188,7 +195,10 @@ async def run_demo(
         late = LateApp()
         with serve_in_thread(late) as listener_server:
             settings = load_settings(
-                base_url=listener_server.url, store=store_path, seller_id=seller.id
+                base_url=listener_server.url,
+                store=store_path,
+                seller_id=seller.id,
+                reference_rates=list(money.rate_texts),
             )
             listener_flow = Flow(listener_store, settings, on_exchange=record)
             late.inner = create_listener_app(listener_flow, on_event=heard)
@@ -252,6 +262,7 @@ async def run_demo(
         seconds=time.perf_counter() - started,
         exchanges=exchanges,
         listener_events=listener_events,
+        money=money,
     )
 
 

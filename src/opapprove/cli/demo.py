@@ -43,6 +43,28 @@ def demo(
             "--latency", metavar="S", min=0.0, help="Seconds the sandbox adds to every request."
         ),
     ] = 0.0,
+    buyer_asset: Annotated[
+        str | None,
+        typer.Option(
+            "--buyer-asset",
+            metavar="CODE[:SCALE]",
+            help="The buyer's wallet holds this (EUR, JPY, EUR:2...); the seller holds USD.",
+        ),
+    ] = None,
+    fee: Annotated[
+        str | None,
+        typer.Option(
+            "--fee", metavar="P%+FIXED", help="The buyer's wallet charges this fee (1%, 0.5%+0.10)."
+        ),
+    ] = None,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            metavar="BASE/QUOTE=N",
+            help="An exchange rate instead of the demo's (EUR/USD=1.08...); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole approval flow on the embedded sandbox and show each step's timing.
 
@@ -60,6 +82,12 @@ def demo(
         check_decimal(amount)
     except AmountError as exc:
         raise CliError(f"invalid --amount: {exc.message}", hint=exc.hint or "e.g. 12.34") from exc
+    from opapprove.demo_money import DemoMoney
+
+    try:
+        money = DemoMoney.parse(buyer_asset, fee, rate or [])
+    except AmountError as exc:
+        raise CliError(exc.message, hint=exc.hint) from exc
     output = runtime.output
 
     def on_step(step: DemoStep) -> None:
@@ -89,6 +117,7 @@ def demo(
                     wait_for_person=wait_for_person if browser else None,
                     person_timeout=PERSON_TIMEOUT,
                     latency=latency,
+                    money=money,
                 )
             )
         except TimeoutError as exc:
@@ -115,6 +144,7 @@ def demo(
 
 def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
     from opapprove.cli.views import pending_json
+    from opapprove.demo_money import legs
 
     pending = result.pending
     data: dict[str, Any] = {
@@ -132,6 +162,8 @@ def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
             }
             for s in result.steps
         ],
+        # Every leg's debit and receive, its rate and fee (one leg: one seller).
+        "legs": legs(pending, result.money.rates),
         "balancesBefore": result.balances_before,
         "balancesAfter": result.balances_after,
         "sandboxUrl": result.sandbox_url,
@@ -152,6 +184,7 @@ def _render(console: Console, result: DemoResult, *, kept: bool) -> None:
     from rich.table import Table
 
     from opapprove.cli.views import amount
+    from opapprove.demo_money import legs
 
     pending = result.pending
     table = Table(title="opapprove demo: the seed's eight steps", header_style="bold")
@@ -171,6 +204,12 @@ def _render(console: Console, result: DemoResult, *, kept: bool) -> None:
         "approval URL:",
         f"  {result.approval_url}",
         f"debit:         {amount(pending.debit_amount)}  receive: {amount(pending.receive_amount)}",
+        *(
+            f"  {leg['seller']}: rate {leg['rateText']}, fee "
+            + (f"{leg['fee']} {leg['feeAssetCode']} ({leg['feePercent']}%)" if leg["fee"] else "?")
+            for leg in legs(pending, result.money.rates)
+            if leg.get("rateText")
+        ),
         "balances:      "
         + "; ".join(
             f"{name} {before} -> {result.balances_after.get(name, '?')}"
