@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opapprove.approvals import quote_check
 from opapprove.approvals.errors import FlowError
@@ -23,6 +25,7 @@ from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy
 from opapprove.servers.sandbox.accounts import with_wallets
 from opapprove.servers.sandbox.config import default_accounts
+from opapprove.servers.sandbox.fx import Asset, debit_for
 from tests.approvals.conftest import FlowKit, make_kit
 
 RATES = Rates.parse(["EUR/USD=1.08"])
@@ -318,3 +321,39 @@ def test_reference_rates_in_the_config_are_checked(
     with pytest.raises(FlowError) as err:
         quote_check.QuotePolicy.from_settings(load_settings())
     assert err.value.kind == "config" and "reference_rates" in err.value.message
+
+
+def test_unreadable_amounts_are_refused() -> None:
+    with pytest.raises(FlowError) as err:
+        check({"value": "-1", "assetCode": "USD", "assetScale": 2}, wire(1000))
+    assert err.value.kind == "quote_refused" and "cannot be read" in err.value.message
+
+
+ASSETS = st.sampled_from([Asset("USD", 2), Asset("EUR", 2), Asset("JPY", 0)])
+SANDBOX_RATES = Rates.parse(["EUR/USD=1.08", "USD/JPY=150"])
+
+
+@given(
+    st.integers(1, 10**9),
+    ASSETS,
+    ASSETS,
+    st.integers(0, 2_000),
+    st.decimals(min_value=0, max_value=5, places=2),
+)
+def test_the_fee_the_check_sees_is_the_fee_the_sandbox_charged(
+    receive: int, sender: Asset, receiver: Asset, bp: int, fixed: Decimal
+) -> None:
+    """With the wallet's own rates as reference, the fee the check computes is the wallet's
+    fee exactly, give or take the one rounding up to a whole minor unit."""
+    fee = FeePolicy(bp, fixed)
+    debit = debit_for(receive, sender, receiver, SANDBOX_RATES, fee)
+    t = quote_check.terms(
+        wire(debit, sender.code, sender.scale),
+        wire(receive, receiver.code, receiver.scale),
+        SANDBOX_RATES,
+    )
+    assert t.fee is not None
+    unit = 10**sender.scale
+    worth = Fraction(receive, 10**receiver.scale) / SANDBOX_RATES.rate(sender.code, receiver.code)
+    charged = Fraction(fee.fixed_units(sender.scale), unit) + worth * Fraction(bp, 10_000)
+    assert charged <= t.fee < charged + Fraction(1, unit)
