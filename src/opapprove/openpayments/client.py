@@ -765,7 +765,7 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
 
 
 def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
-    from opapprove.openpayments.network import pooled_transport
+    from opapprove.openpayments.asyncio_pool import pooled_transport
 
     return pooled_transport(
         verify,
