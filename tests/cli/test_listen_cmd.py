@@ -11,6 +11,7 @@ import httpx
 from opapprove.cli import exitcodes
 from tests.cli.conftest import Cli, one_error_line
 from tests.cli.flow_kit import Kit
+from tests.servers.page_support import follow
 
 
 def browse_when_up(base: str, url: str, seen: list[httpx.Response]) -> threading.Thread:
@@ -24,7 +25,7 @@ def browse_when_up(base: str, url: str, seen: list[httpx.Response]) -> threading
                     break
                 except httpx.TransportError:
                     threading.Event().wait(0.02)
-            seen.append(http.get(url))
+            seen.extend(follow(http.get, url))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -43,7 +44,8 @@ def test_once_finishes_the_payment_and_exits_0(kit: Kit) -> None:
     assert events[0]["event"] == "listening" and events[0]["matchesBaseUrl"] is True
     assert events[0]["url"] == kit.listener
     assert events[1]["event"] == "finished" and events[1]["state"] == "completed"
-    assert seen and seen[0].status_code == 200 and "Payment complete" in seen[0].text
+    assert seen and all(page.status_code == 200 for page in seen)
+    assert "completing the payment" in seen[0].text and "Payment complete" in seen[-1].text
     assert len(kit.payments()) == 1
 
 
