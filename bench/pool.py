@@ -52,6 +52,20 @@ def httpcore_pool_on_asyncio() -> httpx.AsyncHTTPTransport:
     return transport
 
 
+def pool_fix_on_anyio() -> httpx.AsyncHTTPTransport:
+    """The client's pool (its assignment step) on httpx's default anyio backend."""
+    from opapprove.openpayments.asyncio_pool import pooled_transport
+
+    transport = pooled_transport(
+        False,
+        max_connections=POOL_CONNECTIONS,
+        max_keepalive_connections=POOL_CONNECTIONS,
+        keepalive_expiry=POOL_KEEPALIVE_EXPIRY,
+    )
+    transport._pool._network_backend = httpcore.AnyIOBackend()
+    return transport
+
+
 VARIANTS: dict[str, Callable[[], Any] | None] = {
     "client's pool (AsyncioConnectionPool on AsyncioBackend)": None,
     f"httpx pool, Limits(max_keepalive_connections={POOL_CONNECTIONS})": httpx_pool(
@@ -59,6 +73,7 @@ VARIANTS: dict[str, Callable[[], Any] | None] = {
     ),
     "httpx pool, Limits(max_keepalive_connections=20) (httpx's default)": httpx_pool(20),
     "httpcore's pool on AsyncioBackend (backend only, no pool fix)": httpcore_pool_on_asyncio,
+    "client's pool on httpx's anyio backend (pool fix only)": pool_fix_on_anyio,
 }
 
 
@@ -68,14 +83,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY)
+    parser.add_argument("--only", help="comma-separated numbers of the variants to run (1-5)")
     args = parser.parse_args()
+    chosen = list(VARIANTS.items())
+    if args.only:
+        chosen = [chosen[int(n) - 1] for n in args.only.split(",")]
     heading(
         f"Pool: {args.size} grants, in-process replay_many, concurrency {args.concurrency},"
         f" {args.rounds} rounds, keepalive_expiry {POOL_KEEPALIVE_EXPIRY:g} s"
     )
-    seen: dict[str, list[tuple[float, float, int]]] = {name: [] for name in VARIANTS}
+    seen: dict[str, list[tuple[float, float, int]]] = {name: [] for name, _ in chosen}
     for round_no in range(1, args.rounds + 1):
-        for name, make in VARIANTS.items():
+        for name, make in chosen:
             elapsed, outcomes, cpu, _ = one_size(
                 args.size, args.concurrency, args.latency, transport=make
             )
