@@ -86,7 +86,7 @@ def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller |
     settings = runtime.settings()
     if seller_id is not None:
         return resolve_seller(settings, runtime.store(), seller_id), None
-    if not Path(settings.store).expanduser().exists():
+    if not runtime.store_exists():
         seller = settings_seller(settings)
         if seller is not None:
             return seller, None
@@ -424,7 +424,10 @@ def keygen(
         runtime.output.info(f"Private key written to {out} (mode 0600).")
         if "seller" in data:
             runtime.output.info(f"Seller {seller_id} added for {wallet_url}.")
-        runtime.output.info("Upload this public JWK to the wallet (developer keys):")
+        runtime.output.info(
+            "Upload this public JWK to the wallet (developer keys; on an opapprove sandbox: "
+            "`opapprove sandbox add-key`):"
+        )
         console.print(json.dumps(jwk), markup=False)
 
     runtime.output.result(data, render)

@@ -109,7 +109,17 @@ class OutgoingPayment:
     seq: int = 0
 
 
-Record = Account | Grant | AccessToken | IncomingPayment | Quote | OutgoingPayment
+@dataclass
+class RegisteredKey:
+    """A public key added to a wallet's JWKS while the sandbox runs (``POST /_admin/keys``)."""
+
+    kind: ClassVar[str] = "key"
+    id: str  # "{wallet}/{kid}"
+    wallet: str
+    jwk: dict[str, Any]
+
+
+Record = Account | Grant | AccessToken | IncomingPayment | Quote | OutgoingPayment | RegisteredKey
 RECORD_TYPES: tuple[type[Record], ...] = (
     Account,
     Grant,
@@ -117,8 +127,11 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     IncomingPayment,
     Quote,
     OutgoingPayment,
+    RegisteredKey,
 )
-R = TypeVar("R", Account, Grant, AccessToken, IncomingPayment, Quote, OutgoingPayment)
+R = TypeVar(
+    "R", Account, Grant, AccessToken, IncomingPayment, Quote, OutgoingPayment, RegisteredKey
+)
 
 
 def to_data(record: Record) -> dict[str, Any]:
