@@ -286,7 +286,7 @@ async def _serve(
             outcome.callbacks += 1
             if once and outcome.code is None:
                 outcome.code = _code_for(event)
-                if event.get("event") == "finished":
+                if event.get("event") == "finished" or event.get("background"):
                     # Paid in the background: let the buyer's page turn to the outcome first.
                     outcome.pending_id = event.get("pendingId")
                     loop.call_later(ONCE_PAGE_GRACE_SECONDS, stop)
