@@ -60,7 +60,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         "opapprove.cli.pending",
         "app",
         True,
-        "List, show, replay and cancel pending grants (the store's).",
+        "List, show, replay, cancel and prune pending grants (the store's).",
     ),
     "demo": (
         "opapprove.cli.demo",

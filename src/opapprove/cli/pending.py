@@ -1,4 +1,4 @@
-"""``opapprove pending list/show/replay/cancel``: the grants in the store, for support staff.
+"""``opapprove pending list/show/replay/cancel/prune``: the grants in the store, for support staff.
 
 ``replay`` carries each grant on from its last committed step (approvals.replay), which
 never pays twice; ``show`` is everything known about one grant, tokens masked.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from opapprove.approvals.store import Pending, Store
 
 app = typer.Typer(
-    help="List, show, replay and cancel pending grants (the store's).", no_args_is_help=True
+    help="List, show, replay, cancel and prune pending grants (the store's).", no_args_is_help=True
 )
 
 # Replay outcomes that need nobody's attention now.
@@ -420,43 +420,151 @@ def _batch_exit_code(outcomes: list[ReplayOutcome]) -> int:
 # --------------------------------------------------------------------------- cancel
 
 
+# States of a grant that never reached the buyer's approval: cancelling one needs no network.
+NEVER_ASKED = ("started", "incoming_created", "quote_created")
+
+
 @app.command("cancel")
 def cancel(
     ctx: typer.Context,
-    pending_id: Annotated[str, typer.Argument(metavar="ID", help="The grant to cancel.")],
+    pending_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="ID", help="The grants to cancel.", show_default=False),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every grant in the --state given (needs --state).")
+    ] = False,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state", metavar="STATE", help="With --all: grants in this state; repeatable."
+        ),
+    ] = None,
 ) -> None:
-    """Cancel a grant that has not paid: revoke it at the wallet, mark it cancelled.
+    """Cancel grants that have not paid: revoke them at the wallet, mark them cancelled.
 
-    Cancelling a cancelled grant again is fine (exit 0).
+    Cancelling a cancelled grant again is fine (exit 0). A grant that never reached the
+    wallet's approval step (started, incoming_created, quote_created) is cancelled without
+    any network: `pending cancel --all --state started`, or `pending prune` for all three.
     """
+    from opapprove.cli.views import parse_states
+
+    ids = list(pending_ids or [])
+    if ids and (all_ or state):
+        raise CliError("give grant ids or --all, not both", hint="see `pending cancel --help`")
+    if all_ and not state:
+        raise CliError(
+            "--all needs --state: which grants?",
+            hint="e.g. `pending cancel --all --state started`, or `pending prune`",
+        )
+    if not ids and not all_:
+        if state:
+            raise CliError("--state goes with --all", hint="add --all")
+        raise CliError("nothing to cancel", hint="give grant ids, or --all --state STATE")
+    runtime = _runtime(ctx)
+    if ids:
+        _cancel_many(runtime, ids, bulk=len(ids) > 1)
+        return
+    states = parse_states(state)
+    store = _existing_store(runtime)
+    chosen = [p.id for p in store.list_pending(states=states)] if store is not None else []
+    _cancel_many(runtime, chosen, bulk=True)
+
+
+@app.command("prune")
+def prune(ctx: typer.Context) -> None:
+    """Cancel every grant that never reached the buyer's approval, without any network.
+
+    Typos and refused amounts leave such rows (started, incoming_created, quote_created);
+    they would make `pending replay --all` fail.
+    """
+    from opapprove.approvals.store import State
+
+    runtime = _runtime(ctx)
+    store = _existing_store(runtime)
+    chosen = (
+        [p.id for p in store.list_pending(states=[State(s) for s in NEVER_ASKED])]
+        if store is not None
+        else []
+    )
+    _cancel_many(runtime, chosen, bulk=True)
+
+
+def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
     import time
 
     from opapprove.cli.views import pending_json
 
-    runtime = _runtime(ctx)
     store = _existing_store(runtime)
-    before = store.get_pending(pending_id) if store is not None else None
-    if before is None:
-        raise _unknown(pending_id)
-    already = str(before.state) == "cancelled"
+    befores = {}
+    for pending_id in ids:
+        before = store.get_pending(pending_id) if store is not None else None
+        if before is None:
+            raise _unknown(pending_id)
+        befores[pending_id] = before
 
-    async def go() -> Pending:
+    async def go() -> list[tuple[str, Pending | None, Exception | None]]:
+        from opapprove.approvals.errors import FlowError
         from opapprove.cli.flows import open_flow
 
+        out: list[tuple[str, Pending | None, Exception | None]] = []
         async with open_flow(runtime) as session:
-            return await session.flow.cancel(pending_id)
+            for pending_id in ids:
+                try:
+                    out.append((pending_id, await session.flow.cancel(pending_id), None))
+                except FlowError as exc:
+                    if not bulk:
+                        raise
+                    out.append((pending_id, None, exc))
+        return out
 
-    pending = runtime.run(go())
-    data = pending_json(pending, now=time.time())
-    data["alreadyCancelled"] = already
+    results = runtime.run(go()) if ids else []
+    now = time.time()
+    output = runtime.output
+    if not bulk:
+        ((_, one, _),) = results
+        assert one is not None
+        done: Pending = one
+        before = befores[done.id]
+        already = str(before.state) == "cancelled"
+        data = pending_json(done, now=now)
+        data["alreadyCancelled"] = already
 
-    def render(console: Console) -> None:
-        if already:
-            console.print(f"Grant {pending.id} was already cancelled.", markup=False)
+        def render_one(console: Console) -> None:
+            if already:
+                console.print(f"Grant {done.id} was already cancelled.", markup=False)
+            else:
+                console.print(
+                    f"Grant {done.id} cancelled (was {before.state}); nothing was paid.",
+                    markup=False,
+                )
+
+        output.result(data, render_one)
+        return
+    items: list[dict[str, Any]] = []
+    failed, code = 0, exitcodes.OK
+    for pending_id, pending, error in results:
+        item: dict[str, Any] = {"pendingId": pending_id, "was": str(befores[pending_id].state)}
+        if pending is not None:
+            item["state"] = str(pending.state)
         else:
-            console.print(
-                f"Grant {pending.id} cancelled (was {before.state}); nothing was paid.",
-                markup=False,
-            )
+            failed += 1
+            item["error"] = str(error)
+            code = code or int(getattr(error, "exit_code", exitcodes.UNEXPECTED))
+        items.append(item)
+    data = {"cancelled": len(items) - failed, "failed": failed, "grants": items}
 
-    runtime.output.result(data, render)
+    def render_many(console: Console) -> None:
+        for item in items:
+            what = f"cancelled (was {item['was']})" if "error" not in item else item["error"]
+            console.print(f"{item['pendingId']}  {what}", markup=False, soft_wrap=True)
+        console.print(
+            f"Cancelled {len(items) - failed} grant(s)"
+            + (f"; {failed} could not be cancelled" if failed else "")
+            + ("" if items else ": nothing to do"),
+            markup=False,
+        )
+
+    output.result(data, render_many)
+    if failed:
+        raise typer.Exit(code)

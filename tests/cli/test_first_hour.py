@@ -1,0 +1,88 @@
+"""A new user's first hour (issue 13): each trap driven as they hit it, and the new behaviour."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import pytest
+
+from opapprove.approvals.store import Store
+from opapprove.cli import exitcodes
+from tests.cli.conftest import one_error_line
+from tests.cli.flow_kit import Kit, free_port
+
+
+def _typos(kit: Kit) -> list[tuple[list[str], int, str]]:
+    port = urlsplit(kit.url).port
+    https = kit.buyer.replace("http://", "https://")
+    wrong_port = kit.buyer.replace(f":{port}", f":{free_port()}")
+    return [
+        (["--amount", "12.345"], exitcodes.USAGE, "decimal places"),
+        (["--amount", "0.001"], exitcodes.USAGE, "decimal places"),
+        (["--amount", "0"], exitcodes.USAGE, "is zero"),
+        (["--amount", "0.00"], exitcodes.USAGE, "is zero"),
+        (["--amount", "-5"], exitcodes.USAGE, "not a positive decimal"),
+        (["--buyer", https], exitcodes.TRANSPORT, "nothing was stored"),
+        (["--buyer", wrong_port], exitcodes.TRANSPORT, "nothing was stored"),
+        (["--buyer", f"{kit.url}/nobody"], exitcodes.USAGE, "nothing was stored"),
+    ]
+
+
+def test_typos_leave_no_rows_and_bulk_replay_has_nothing_to_do(kit: Kit) -> None:
+    for change, code, says in _typos(kit):
+        args = {"--offer": "o", "--buyer": kit.buyer, "--amount": "1.00"}
+        args.update(dict(zip(change[::2], change[1::2], strict=True)))
+        flat = [part for pair in args.items() for part in pair]
+        result = kit.cli("quote", "start", *flat)
+        assert result.exit_code == code, (change, result.output)
+        line = one_error_line(result)
+        assert says in line, (change, line)
+        assert "pending replay" not in line  # replay cannot fix a typo
+        assert "400 400" not in line
+    with Store(kit.cli.store) as store:
+        assert store.list_pending() == []
+    replay = kit.cli("pending", "replay", "--all")
+    assert replay.exit_code == 0, replay.output
+
+
+def test_prune_and_cancel_all_clean_up_without_network(kit: Kit) -> None:
+    kept = kit.start("kept", "1.00")
+    with Store(kit.cli.store) as store:
+        junk = [
+            store.create_pending(
+                seller_id="default-seller", offer_id=f"junk-{i}", buyer_wallet=kit.buyer, amount="1"
+            ).id
+            for i in range(3)
+        ]
+        # An old typo's seller is long gone; cancelling its row must not need it.
+        store.create_pending(
+            seller_id="gone", offer_id="junk-gone", buyer_wallet=kit.buyer, amount="1"
+        )
+    one = kit.cli("--json", "pending", "cancel", "--all", "--state", "started")
+    assert one.exit_code == 0, one.output
+    doc = json.loads(one.stdout)
+    assert doc["cancelled"] == 4 and doc["failed"] == 0
+    assert {g["pendingId"] for g in doc["grants"]} >= set(junk)
+    again = kit.cli("pending", "prune")
+    assert again.exit_code == 0 and "nothing to do" in again.stdout
+    with Store(kit.cli.store) as store:
+        states = {p.offer_id: str(p.state) for p in store.list_pending()}
+    assert states.pop("kept") == "awaiting_approval"
+    assert set(states.values()) == {"cancelled"}
+    assert kit.cli("pending", "replay", "--all").exit_code == 0
+    assert kept["pendingId"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--all"], "--all needs --state"),
+        (["--state", "started"], "--state goes with --all"),
+        ([], "nothing to cancel"),
+    ],
+)
+def test_cancel_usage(kit: Kit, args: list[str], says: str) -> None:
+    result = kit.cli("pending", "cancel", *args)
+    assert result.exit_code == exitcodes.USAGE
+    assert says in one_error_line(result)
