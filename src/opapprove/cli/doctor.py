@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
     from opapprove.diagnostics.doctor import Check
 
-MARKS = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}
+MARKS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+# Colours only reach a terminal, and rich drops them when NO_COLOR is set.
+STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def exit_code_for(checks: list[Check], *, strict: bool = False) -> int:
@@ -75,8 +77,11 @@ def doctor(
     def render(console: Console) -> None:
         width = max(len(c.name) for c in checks)
         for check in checks:
-            line = f"{MARKS[check.status]}  {check.name:<{width}}  {redact_text(check.message)}"
-            console.print(line, markup=False, soft_wrap=True)
+            from rich.text import Text
+
+            line = Text(MARKS[check.status], style=STYLES[check.status])
+            line.append(f"  {check.name:<{width}}  {redact_text(check.message)}")
+            console.print(line, soft_wrap=True)
             if check.hint:
                 console.print(
                     f"      {'':<{width}}  → {redact_text(check.hint)}",

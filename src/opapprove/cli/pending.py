@@ -79,6 +79,7 @@ def list_(
     limit: Annotated[
         int | None, typer.Option("--limit", metavar="N", min=1, help="At most N grants.")
     ] = None,
+    format_: Annotated[str | None, FORMAT_OPTION] = None,
 ) -> None:
     """List pending grants, newest first: id, offer, buyer, amount, state, age, last error."""
     import time
@@ -87,6 +88,7 @@ def list_(
     from opapprove.cli.views import parse_since, parse_states, pending_json
 
     runtime = _runtime(ctx)
+    plain = _plain(runtime, format_)
     now = time.time()
     states = parse_states(state)
     since_ts = parse_since(since, now) if since else None
@@ -110,36 +112,82 @@ def list_(
         items.append(item)
 
     def render(console: Console) -> None:
-        _render_list(console, rows, now, stuck=stuck)
+        _render_list(console, rows, now, stuck=stuck, plain=plain)
 
     runtime.output.result({"pending": items, "count": len(items)}, render)
 
 
-def _render_list(console: Console, rows: list[Pending], now: float, *, stuck: bool) -> None:
-    from rich.table import Table
-
+def _render_list(
+    console: Console, rows: list[Pending], now: float, *, stuck: bool, plain: bool
+) -> None:
     from opapprove.cli.views import age
+
+    def clean(text: str | None) -> str:
+        return " ".join((text or "").split())  # one line, no tabs: rows stay rows
 
     if not rows:
         what = "stuck grants" if stuck else "pending grants"
         console.print(f"No {what}.", markup=False)
         return
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    # Ids and states stay whole (they are copied into the next command); the rest folds.
-    for name in ("id", "offer", "buyer", "amount", "state", "age", "last error"):
-        whole = name in ("id", "state", "age", "amount")
-        table.add_column(name, overflow="fold", no_wrap=whole, min_width=None if whole else 12)
-    for p in rows:
-        table.add_row(
-            p.id,
-            p.offer_id,
-            p.buyer_wallet,
-            p.amount,
-            str(p.state),
-            age(now - p.created_at),
-            p.last_error or "",
-        )
-    console.print(table)
+    if plain:
+        # One line per grant, tab-separated, for grep, cut and support tickets.
+        # Written as is: rich would expand the tabs into spaces.
+        console.file.write("\t".join(PLAIN_LIST_COLUMNS) + "\n")
+        for p in rows:
+            values = (
+                p.id,
+                p.offer_id,
+                p.buyer_wallet,
+                p.amount,
+                str(p.state),
+                age(now - p.created_at),
+                p.last_error or "",
+            )
+            console.file.write("\t".join(clean(v) for v in values) + "\n")
+        return
+    # Short columns side by side; the buyer's URL and the error on lines of their own, so
+    # neither is ever folded mid-token however narrow the terminal.
+    head = ("id", "offer", "amount", "state", "age")
+    cells = [(p.id, p.offer_id, p.amount, str(p.state), age(now - p.created_at)) for p in rows]
+    widths = [max(len(h), *(len(c[k]) for c in cells)) for k, h in enumerate(head)]
+    widths[1] = min(widths[1], 16)
+
+    def line(values: tuple[str, ...]) -> str:
+        offer = values[1] if len(values[1]) <= widths[1] else values[1][: widths[1] - 1] + "…"
+        parts = (values[0], offer, *values[2:])
+        return "  ".join(
+            f"{v:>{w}}" if k in (2, 4) else f"{v:<{w}}"
+            for k, (v, w) in enumerate(zip(parts, widths, strict=True))
+        ).rstrip()
+
+    console.print(line(head), markup=False, style="bold", soft_wrap=True)
+    for p, row in zip(rows, cells, strict=True):
+        console.print(line(row), markup=False, soft_wrap=True)
+        console.print(f"    buyer  {p.buyer_wallet}", markup=False, soft_wrap=True)
+        if p.last_error:
+            console.print(f"    error  {clean(p.last_error)}", markup=False, soft_wrap=True)
+
+
+PLAIN_LIST_COLUMNS = ("id", "offer", "buyer", "amount", "state", "age", "lastError")
+FORMAT_OPTION = typer.Option(
+    "--format",
+    metavar="table|plain|json",
+    help="table on a terminal; plain (one line per row) otherwise; json = --json.",
+    show_default=False,
+)
+
+
+def _plain(runtime: Runtime, format_: str | None) -> bool:
+    """Whether to print one line per row; ``--format json`` switches the output to JSON."""
+    import sys
+
+    if format_ is None:
+        return not sys.stdout.isatty()
+    if format_ not in ("table", "plain", "json"):
+        raise CliError(f"--format {format_!r} is not one of table, plain, json")
+    if format_ == "json":
+        runtime.json = True  # errors too, from here on
+    return format_ == "plain"
 
 
 # --------------------------------------------------------------------------- show
@@ -149,6 +197,7 @@ def _render_list(console: Console, rows: list[Pending], now: float, *, stuck: bo
 def show(
     ctx: typer.Context,
     pending_id: Annotated[str, typer.Argument(metavar="ID", help="The grant's id.")],
+    format_: Annotated[str | None, FORMAT_OPTION] = None,
 ) -> None:
     """Everything known about one grant and its event trail (tokens masked)."""
     import time
@@ -157,6 +206,7 @@ def show(
     from opapprove.cli.views import iso
 
     runtime = _runtime(ctx)
+    _plain(runtime, format_)  # the event trail is one line per event either way
     store = _existing_store(runtime)
     pending = store.get_pending(pending_id) if store is not None else None
     if store is None or pending is None:
@@ -195,8 +245,6 @@ def _render_show(
 ) -> None:
     import json
 
-    from rich.table import Table
-
     from opapprove.cli.views import detail_rows
     from opapprove.openpayments.redaction import redact_json
 
@@ -204,16 +252,16 @@ def _render_show(
         console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
     console.print(f"  {'why':<17} {why}", markup=False, soft_wrap=True)
     console.print(f"  {'next step':<17} {next_step}", markup=False, soft_wrap=True)
-    console.print("Events:", markup=False)
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for name in ("at (UTC)", "event", "state", "data"):
-        table.add_column(name, overflow="fold", no_wrap=name != "data")
+    console.print("Events: (times in UTC)", markup=False)
     for e in events:
-        moved = f"-> {e['to']}" if e["to"] else ""
-        detail = json.dumps(redact_json(e["data"]), ensure_ascii=False) if e["data"] else ""
         when = (e["at"] or "").replace("T", " ").removesuffix("Z")
-        table.add_row(when, e["kind"], moved, detail)
-    console.print(table)
+        moved = f"-> {e['to']}" if e["to"] else ""
+        data = redact_json(e["data"]) if e["data"] else None
+        detail = json.dumps(data, ensure_ascii=False, separators=(",", ":")) if data else ""
+        text = f"  {when}  {e['kind']}"
+        text += f"  {moved}" if moved else ""
+        text += f"  {detail}" if detail else ""
+        console.print(text, markup=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- replay
