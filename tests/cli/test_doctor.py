@@ -56,7 +56,7 @@ def test_all_pass_exit_0(cli: Cli, live: Live) -> None:
     assert out[-1] == f"doctor: {CHECKS} checks, 0 warning(s), 0 failure(s)"
     assert result.stderr == ""
     doc = json.loads(cli("--json", "doctor").stdout)
-    assert doc["ok"] is True and doc["worst"] == "pass" and doc["exit_code"] == 0
+    assert doc["ok"] is True and doc["worst"] == "pass" and doc["exitCode"] == 0
     assert [c["status"] for c in doc["checks"]] == ["pass"] * CHECKS
 
 
@@ -68,7 +68,7 @@ def test_a_key_not_in_the_jwks_fails_with_exit_3(cli: Cli, live: Live) -> None:
     assert len(failed) == 1 and "key published" in failed[0] and "not-published" in failed[0]
     assert "→ upload the public JWK" in result.stdout
     doc = json.loads(cli("--json", "doctor").stdout)
-    assert doc["ok"] is False and doc["worst"] == "fail" and doc["exit_code"] == 3
+    assert doc["ok"] is False and doc["worst"] == "fail" and doc["exitCode"] == 3
 
 
 def test_a_key_file_others_can_read_warns_and_strict_fails(

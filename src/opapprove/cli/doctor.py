@@ -70,7 +70,7 @@ def doctor(
     verdict = worst(checks)
     data: dict[str, Any] = {
         "worst": verdict,
-        "exit_code": code,
+        "exitCode": code,
         "checks": [c.to_json() for c in checks],
     }
 

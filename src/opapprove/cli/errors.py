@@ -75,7 +75,25 @@ class ErrorReport:
             err["code"] = self.code
         if self.details:
             err["details"] = redact_json(self.details)
-        return {"ok": False, "error": err, "exit_code": self.exit_code}
+        doc: dict[str, Any] = {"ok": False, "error": err, "exitCode": self.exit_code}
+        pending_id = self.details.get("pendingId")
+        if isinstance(pending_id, str):
+            doc["pendingId"] = pending_id  # a field of its own, not only inside the message
+        return doc
+
+
+def interrupted(resume: tuple[str, str] | None) -> ErrorReport:
+    """Ctrl-C: which grant was being waited on, and the command that carries on waiting."""
+    if resume is None:
+        return ErrorReport("interrupted", None, "interrupted", exitcodes.INTERRUPTED)
+    pending_id, command = resume
+    return ErrorReport(
+        f"interrupted; grant {pending_id} is still open",
+        f"resume with `{command}`",
+        "interrupted",
+        exitcodes.INTERRUPTED,
+        details={"pendingId": pending_id},
+    )
 
 
 def classify(exc: BaseException) -> ErrorReport:

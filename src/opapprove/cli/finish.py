@@ -50,7 +50,9 @@ def finish(
         from opapprove.cli.flows import open_flow
 
         async with open_flow(runtime) as session:
-            return await session.flow.finish_url(url)
+            # Continuing the grant can wait as long as the wallet's continue.wait says.
+            with runtime.output.waiting("continuing the grant and paying"):
+                return await session.flow.finish_url(url)
 
     pending = runtime.run(go())
     show_outcome(runtime, pending)

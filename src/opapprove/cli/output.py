@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from opapprove.cli.errors import ErrorReport
@@ -73,6 +75,75 @@ class Output:
         """One JSON line per event (``listen``), flushed at once so pipes see it live."""
         sys.stdout.write(dumps(self._safe(data)) + "\n")
         sys.stdout.flush()
+
+    def live(self) -> bool:
+        """Whether spinners and progress bars may be drawn: a person watches stderr."""
+        return not self.json_mode and sys.stderr.isatty()
+
+    @contextmanager
+    def waiting(self, text: str) -> Iterator[Callable[[str], None]]:
+        """A spinner with the elapsed time on stderr while a wait lasts; nothing when not a
+        terminal. Yields a function that changes the text."""
+        if not self.live():
+            yield lambda _text: None
+            return
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+        )
+        with bar:
+            task = bar.add_task(text, total=None)
+            yield lambda new: bar.update(task, description=new)
+
+    @contextmanager
+    def progress(self, text: str, total: int) -> Iterator[Callable[[bool], None]]:
+        """A progress bar on stderr for long work: done / total, rate, time left, failures.
+
+        Yields ``advance(failed)``; nothing is drawn when not a terminal."""
+        if not self.live() or total <= 1:
+            yield lambda _failed: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        started = time.monotonic()
+        failed = 0
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[failed]}"),
+            console=self.err,
+            transient=True,
+        )
+        with bar:
+            task = bar.add_task(text, total=total, rate="", failed="")
+
+            def advance(was_failure: bool) -> None:
+                nonlocal failed
+                failed += was_failure
+                done = bar.tasks[0].completed + 1
+                rate = done / max(time.monotonic() - started, 1e-6)
+                bar.update(
+                    task,
+                    advance=1,
+                    rate=f"{rate:.1f}/s",
+                    failed=f"{failed} failed" if failed else "",
+                )
+
+            yield advance
 
     def info(self, message: str) -> None:
         """Progress for people, on stderr; silent with ``--json`` so stderr stays for errors."""

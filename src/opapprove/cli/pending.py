@@ -16,6 +16,8 @@ from opapprove.cli.errors import CliError
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from opapprove.approvals.replay import ReplayOutcome
@@ -347,7 +349,11 @@ def replay(
         ]
     output = runtime.output
 
+    bars: list[Callable[[bool], None]] = []  # the progress bar's step, once it is drawn
+
     def shown(outcome: ReplayOutcome) -> None:
+        for step in bars:
+            step(outcome.outcome not in _FINE)
         if not output.json_mode:
             output.out.print(_outcome_line(outcome), markup=False, soft_wrap=True)
 
@@ -378,7 +384,9 @@ def replay(
                 mine.append(outcome)
         return mine
 
-    outcomes = runtime.run(go()) if chosen else []
+    with output.progress("replaying", len(chosen)) as step:
+        bars.append(step)
+        outcomes = runtime.run(go()) if chosen else []
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1

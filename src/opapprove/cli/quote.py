@@ -164,8 +164,10 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
     from opapprove.openpayments.client import GrantTimeout
 
     deadline = time.monotonic() + wait
+    runtime.resume = (pending.id, f"opapprove pending replay {pending.id}")
     try:
-        pending = await flow.wait_for_approval(pending.id, timeout=wait)
+        with runtime.output.waiting("waiting for the buyer to approve"):
+            pending = await flow.wait_for_approval(pending.id, timeout=wait)
     except GrantTimeout as exc:
         raise CliError(
             f"the buyer did not approve within {wait:g} s (grant {pending.id})",
@@ -175,9 +177,11 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             exit_code=exitcodes.TIMEOUT,
         ) from exc
     runtime.output.info(f"Approved; state {pending.state}.")
-    while pending.state == State.PAYMENT_CREATED and time.monotonic() < deadline:
-        await asyncio.sleep(SENDING_CHECK_INTERVAL)
-        pending = await flow.refresh(pending.id)
+    runtime.resume = (pending.id, f"opapprove status {pending.id} --watch")
+    with runtime.output.waiting("waiting for the payment to be sent"):
+        while pending.state == State.PAYMENT_CREATED and time.monotonic() < deadline:
+            await asyncio.sleep(SENDING_CHECK_INTERVAL)
+            pending = await flow.refresh(pending.id)
     if pending.state == State.PAYMENT_CREATED:
         raise CliError(
             f"the payment was created but not seen fully sent within {wait:g} s",

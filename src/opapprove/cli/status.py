@@ -17,10 +17,13 @@ from opapprove.cli.errors import CliError
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.store import Pending
+    from opapprove.cli.output import Output
 
 
 def status(
@@ -84,15 +87,33 @@ def status(
 async def _watch(
     runtime: Runtime, flow: Flow, pending: Pending, interval: float, limit: float
 ) -> Pending:
-    import asyncio
     import time
 
     from opapprove.cli.views import clock_time
 
     output = runtime.output
     deadline = time.monotonic() + limit
-    seen = pending.state
     output.info(f"{clock_time(time.time())}  {pending.id}  {pending.state}")
+    runtime.resume = (pending.id, f"opapprove status {pending.id} --watch")
+    with output.waiting(f"waiting: {pending.state}") as say:
+        return await _watch_loop(flow, pending, interval, deadline, limit, say, output)
+
+
+async def _watch_loop(
+    flow: Flow,
+    pending: Pending,
+    interval: float,
+    deadline: float,
+    limit: float,
+    say: Callable[[str], None],
+    output: Output,
+) -> Pending:
+    import asyncio
+    import time
+
+    from opapprove.cli.views import clock_time
+
+    seen = pending.state
     while not pending.is_final:
         if time.monotonic() >= deadline:
             raise CliError(
@@ -105,6 +126,7 @@ async def _watch(
         pending = await _refresh(flow, pending)
         if pending.state != seen:
             seen = pending.state
+            say(f"waiting: {pending.state}")
             output.info(f"{clock_time(time.time())}  {pending.id}  {pending.state}")
     return pending
 
