@@ -70,7 +70,6 @@ def doctor(
     verdict = worst(checks)
     data: dict[str, Any] = {
         "worst": verdict,
-        "exitCode": code,
         "checks": [c.to_json() for c in checks],
     }
 
@@ -95,6 +94,6 @@ def doctor(
             markup=False,
         )
 
-    runtime.output.result(data, render, ok=code == exitcodes.OK)
+    runtime.output.result(data, render, ok=code == exitcodes.OK, exit_code=code)
     if code != exitcodes.OK:
         raise typer.Exit(code)

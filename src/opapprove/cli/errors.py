@@ -31,9 +31,11 @@ class CliError(OpapproveError):
         hint: str | None = None,
         kind: str = "usage",
         exit_code: int | None = None,
+        pending_id: str | None = None,
     ) -> None:
         super().__init__(message, hint, kind=kind)
         self._exit_code = exit_code
+        self.pending_id = pending_id  # the grant the error is about, for --json
 
     @property
     def exit_code(self) -> int:
@@ -149,4 +151,6 @@ def _from_own(exc: OpapproveError) -> ErrorReport:
         if exc.pending_id:
             # Scripts need the grant to look at (or replay) after a failed step.
             report.details = {"pendingId": exc.pending_id}
+    elif isinstance(exc, CliError) and exc.pending_id:
+        report.details = {"pendingId": exc.pending_id}
     return report

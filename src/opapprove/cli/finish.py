@@ -89,4 +89,4 @@ def show_outcome(runtime: Runtime, pending: Pending) -> None:
             console.print(f"  outgoing payment: {pending.outgoing_payment_url}", markup=False)
         console.print(f"  pending id:       {pending.id}", markup=False)
 
-    runtime.output.result(data, render)
+    runtime.output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

@@ -6,6 +6,7 @@ rich is imported on first use, so commands that fail early or print JSON never p
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,44 @@ Render = Callable[["Console"], None]
 def _json_default(value: Any) -> Any:
     # Paths, enums, datetimes and the like: their text is what a script wants.
     return str(value)
+
+
+_SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def contract(data: Any, *, _keep: frozenset[str] | None = None) -> Any:
+    """The one JSON contract: camelCase keys, ISO-8601 UTC times for ``*_at`` epoch values.
+
+    Keys that are data rather than names (a grant state counted per state) stay as spelled.
+    """
+    if _keep is None:
+        from opapprove.approvals.records import State
+
+        _keep = frozenset(str(s) for s in State)
+    if isinstance(data, list):
+        return [contract(item, _keep=_keep) for item in data]
+    if not isinstance(data, dict):
+        return data
+    out: dict[Any, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or key in _keep or not _SNAKE.fullmatch(key):
+            out[key] = contract(value, _keep=_keep)
+            continue
+        if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+            value = _iso(value)
+        out[_camel(key)] = contract(value, _keep=_keep)
+    return out
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def dumps(data: Any) -> str:
@@ -57,14 +96,21 @@ class Output:
         return data if self.show_secrets else redact_json(data)
 
     def result(
-        self, data: dict[str, Any], render: Render | None = None, *, ok: bool = True
+        self,
+        data: dict[str, Any],
+        render: Render | None = None,
+        *,
+        ok: bool = True,
+        exit_code: int = 0,
     ) -> None:
         """The command's answer: one JSON document with ``--json``, else ``render`` for people.
 
-        ``ok=False`` is for a command that ran but found a problem (``wallet check``).
+        ``ok=False`` is for a command that ran but found a problem (``wallet check``);
+        ``exit_code`` is the code the command is about to exit with (the JSON's ``exitCode``).
         """
         if self.json_mode:
-            sys.stdout.write(dumps({"ok": ok, **self._safe(data)}) + "\n")
+            doc = contract({"ok": ok, **self._safe(data), "exitCode": exit_code})
+            sys.stdout.write(dumps(doc) + "\n")
             sys.stdout.flush()
         elif render is not None:
             render(self.out)
@@ -155,7 +201,7 @@ class Output:
 
     def error(self, report: ErrorReport) -> None:
         if self.json_mode:
-            sys.stdout.write(dumps(report.to_json()) + "\n")
+            sys.stdout.write(dumps(contract(report.to_json())) + "\n")
             sys.stdout.flush()
         self._stderr_line(report.line())
 

@@ -55,7 +55,9 @@ def _existing_store(runtime: Runtime) -> Store | None:
 
 def _unknown(pending_id: str) -> CliError:
     return CliError(
-        f"unknown pendingId {pending_id!r}", hint="list grants with `opapprove pending list`"
+        f"unknown pendingId {pending_id!r}",
+        hint="list grants with `opapprove pending list`",
+        pending_id=pending_id,
     )
 
 
@@ -404,7 +406,7 @@ def replay(
         noun = "grant" if len(outcomes) == 1 else "grants"
         console.print(f"Replayed {len(outcomes)} {noun}: {parts}", markup=False)
 
-    output.result(data, render, ok=code == exitcodes.OK)
+    output.result(data, render, ok=code == exitcodes.OK, exit_code=code)
     if code:
         raise typer.Exit(code)
 
@@ -629,6 +631,6 @@ def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
             markup=False,
         )
 
-    output.result(data, render_many)
+    output.result(data, render_many, ok=not failed, exit_code=code)
     if failed:
         raise typer.Exit(code)

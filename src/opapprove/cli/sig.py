@@ -223,11 +223,10 @@ def verify(
         for captured, source, result in checked:
             _render(console, captured, source, result)
 
-    runtime.output.result(data, render, ok=ok)
-    if unchecked:
-        raise typer.Exit(exitcodes.UNCHECKED)
-    if not ok:
-        raise typer.Exit(exitcodes.VERIFICATION)
+    code = exitcodes.OK if ok else exitcodes.UNCHECKED if unchecked else exitcodes.VERIFICATION
+    runtime.output.result(data, render, ok=ok, exit_code=code)
+    if code:
+        raise typer.Exit(code)
 
 
 def _render(console: Console, captured: CapturedRequest, source: str, result: SigCheck) -> None:

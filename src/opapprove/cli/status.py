@@ -76,11 +76,10 @@ def status(
             return pending
 
     pending = runtime.run(go())
-    _show(runtime, pending)
-    if watch:
-        code = exitcodes.for_state(str(pending.state))
-        if code:
-            raise typer.Exit(code)
+    code = (exitcodes.for_state(str(pending.state)) or 0) if watch else 0
+    _show(runtime, pending, code)
+    if code:
+        raise typer.Exit(code)
 
 
 async def _watch(
@@ -120,6 +119,7 @@ async def _watch_loop(
                 hint=f"watch longer with --timeout, or see `opapprove pending show {pending.id}`",
                 kind="timeout",
                 exit_code=exitcodes.TIMEOUT,
+                pending_id=pending.id,
             )
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         pending = await _refresh(flow, pending)
@@ -142,7 +142,7 @@ async def _refresh(flow: Flow, pending: Pending) -> Pending:
         return flow.store.get_pending(pending.id) or pending
 
 
-def _show(runtime: Runtime, pending: Pending) -> None:
+def _show(runtime: Runtime, pending: Pending, code: int) -> None:
     import time
 
     from opapprove.cli.views import detail_rows, pending_json
@@ -154,4 +154,4 @@ def _show(runtime: Runtime, pending: Pending) -> None:
         for label, value in detail_rows(pending, now=now):
             console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
-    runtime.output.result(data, render)
+    runtime.output.result(data, render, exit_code=code)
