@@ -592,7 +592,9 @@ class OpenPaymentsClient:
             )
         if not 200 <= status < 300:
             code, description, details = parse_error_body(response.content)
-            summary = " ".join(part for part in (code, description) if part) or (
+            # Rafiki's resource server puts the status itself in `code` ("400"): say it once.
+            shown_code = None if code == str(status) else code
+            summary = " ".join(part for part in (shown_code, description) if part) or (
                 response.reason_phrase or "error"
             )
             raise error_cls(
