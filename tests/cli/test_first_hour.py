@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
+import stat
 from urllib.parse import urlsplit
 
 import pytest
 
 from opapprove.approvals.store import Store
 from opapprove.cli import exitcodes
-from tests.cli.conftest import one_error_line
+from tests.cli.conftest import Cli, one_error_line
 from tests.cli.flow_kit import Kit, free_port
 
 
@@ -86,3 +88,26 @@ def test_cancel_usage(kit: Kit, args: list[str], says: str) -> None:
     result = kit.cli("pending", "cancel", *args)
     assert result.exit_code == exitcodes.USAGE
     assert says in one_error_line(result)
+
+
+def test_sandbox_state_that_is_not_a_database_is_refused_untouched(cli: Cli) -> None:
+    path = cli.tmp / "notes.txt"
+    path.write_text("my notes\n", encoding="utf-8")
+    path.chmod(0o644)
+    result = cli("sandbox", "--state", str(path))
+    assert result.exit_code == exitcodes.USAGE
+    assert "not a sandbox state file" in one_error_line(result)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_text(encoding="utf-8") == "my notes\n"
+
+
+def test_sandbox_port_in_use_is_said_like_listen(cli: Cli) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("sandbox", "--port", str(port))
+        listen = cli("listen", "--port", str(port))
+    assert result.exit_code == listen.exit_code == exitcodes.TRANSPORT
+    assert "cannot listen on" in one_error_line(result)
+    assert "ERROR:" not in result.stderr
