@@ -111,3 +111,10 @@ def test_sandbox_port_in_use_is_said_like_listen(cli: Cli) -> None:
     assert result.exit_code == listen.exit_code == exitcodes.TRANSPORT
     assert "cannot listen on" in one_error_line(result)
     assert "ERROR:" not in result.stderr
+
+
+def test_shell_completion_is_offered(cli: Cli) -> None:
+    assert "--install-completion" in cli("--help").stdout
+    shown = cli("--show-completion", "bash")
+    assert shown.exit_code == 0, shown.output
+    assert "complete" in shown.stdout and "opapprove" in shown.stdout
