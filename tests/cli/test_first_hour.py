@@ -118,3 +118,33 @@ def test_shell_completion_is_offered(cli: Cli) -> None:
     shown = cli("--show-completion", "bash")
     assert shown.exit_code == 0, shown.output
     assert "complete" in shown.stdout and "opapprove" in shown.stdout
+
+
+def test_seller_add_compares_the_key_with_the_published_jwks(kit: Kit) -> None:
+    from opapprove.openpayments.keys import generate_private_key, write_private_key
+
+    def add(name: str, kid: str, key: str, *extra: str) -> tuple[str, str]:
+        result = kit.cli(
+            "--json",
+            "seller",
+            "add",
+            name,
+            "--wallet",
+            kit.seller,
+            "--key-id",
+            kid,
+            "--key",
+            key,
+            *extra,
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["keyCheck"], result.stderr
+
+    assert add("same", kit.box.key_id, str(kit.key_path)) == ("published", "")
+    check, warned = add("typo", "no-such-kid", str(kit.key_path))
+    assert check == "missing" and "is not in" in warned and kit.box.key_id in warned
+    other = kit.cli.tmp / "other.pem"
+    write_private_key(other, generate_private_key())
+    check, warned = add("wrong", kit.box.key_id, str(other))
+    assert check == "mismatch" and "another public key" in warned
+    assert add("later", "no-such-kid", str(other), "--no-check") == ("skipped", "")
