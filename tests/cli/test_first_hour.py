@@ -148,3 +148,28 @@ def test_seller_add_compares_the_key_with_the_published_jwks(kit: Kit) -> None:
     check, warned = add("wrong", kit.box.key_id, str(other))
     assert check == "mismatch" and "another public key" in warned
     assert add("later", "no-such-kid", str(other), "--no-check") == ("skipped", "")
+
+
+def test_a_completed_grant_keeps_no_old_error(kit: Kit) -> None:
+    started = kit.start("was-troubled", "1.00")
+    with Store(kit.cli.store) as store:
+        store.record_error(started["pendingId"], "GET ... failed: timed out")
+    assert kit.cli("finish", kit.approve(started["approvalUrl"])).exit_code == 0
+    with Store(kit.cli.store) as store:
+        done = store.get_pending(started["pendingId"])
+        assert done is not None and str(done.state) == "completed"
+        assert done.last_error is None
+        assert "error" in [e.kind for e in store.events(done.id)]  # the trail keeps it
+
+
+def test_doctor_fails_a_read_only_store(kit: Kit) -> None:
+    kit.start("any", "1.00")
+    kit.cli.store.chmod(0o400)
+    try:
+        result = kit.cli("doctor")
+    finally:
+        kit.cli.store.chmod(0o600)
+    assert result.exit_code == exitcodes.CONFIG, result.output
+    assert any(
+        ln.startswith("FAIL  store") and "read-only" in ln for ln in result.stdout.splitlines()
+    )

@@ -799,7 +799,10 @@ def _transport_hint(exc: Exception, url: str) -> str:
     text = str(exc).lower()
     if "ssl" in text or "certificate" in text or "tls" in text:
         if url.startswith("https://"):
-            return "TLS failed: if this is a local wallet without TLS, use use_http"
+            return (
+                "TLS failed: if this is a local wallet without TLS, set use_http = true in the "
+                "config (or OPAPPROVE_USE_HTTP=1)"
+            )
         return "TLS failed: check the server's certificate"
     if isinstance(exc, httpx.ConnectError):
         return "cannot connect: check the URL and that the server is running"
