@@ -192,11 +192,11 @@ class Flow:
     def client_for(self, seller: Seller) -> OpenPaymentsClient:
         client = self._clients.get(seller.id)
         if client is None:
+            from opapprove.approvals.sellers import load_key
             from opapprove.openpayments.client import OpenPaymentsClient
-            from opapprove.openpayments.keys import load_private_key_file
 
             try:
-                key = load_private_key_file(_path(seller.private_key_path))
+                key = load_key(seller)
             except op_errors.KeyLoadError as exc:
                 raise FlowError(
                     f"seller {seller.id!r}: {exc.message}", hint=exc.hint, kind="config"
@@ -820,15 +820,13 @@ class Flow:
         if pending.state != State.AWAITING_APPROVAL:
             self._refuse(pending, "callback_refused", f"grant is {pending.state}")
             raise _not_awaiting(pending)
-        if not self._hash_ok(pending, interact_ref, hash):
+        try:
+            self._check_hash(pending, interact_ref, hash)
+        except op_errors.InteractionHashError as exc:
             self._refuse(pending, "callback_refused", "hash mismatch")
             raise FlowError(
-                "the finish redirect's hash does not match this grant",
-                hint="the redirect was forged, altered, or belongs to another grant; nothing was"
-                " paid",
-                kind="verification",
-                pending_id=pending.id,
-            )
+                exc.message, hint=exc.hint, kind="verification", pending_id=pending.id
+            ) from exc
         try:
             return self._move(
                 pending,
@@ -844,16 +842,27 @@ class Flow:
                 raise _not_awaiting(pending) from None
             return pending
 
-    def _hash_ok(self, pending: Pending, interact_ref: str, received: str | None) -> bool:
-        if not received or not (pending.client_nonce and pending.server_finish_nonce):
-            return False
-        return interaction.hash_matches(
+    def _check_hash(self, pending: Pending, interact_ref: str, received: str | None) -> None:
+        if not (pending.client_nonce and pending.server_finish_nonce):
+            # Nonces the wallet never saw would make the hash computable by anyone.
+            raise op_errors.InteractionHashError(
+                "this grant holds no finish nonces to check the redirect against",
+                hint="it was not started for a finish redirect; nothing was paid",
+            )
+        interaction.verify_finish_hash(
             received,
             pending.client_nonce,
             pending.server_finish_nonce,
             interact_ref,
             pending.grant_url or "",
         )
+
+    def _hash_ok(self, pending: Pending, interact_ref: str, received: str | None) -> bool:
+        try:
+            self._check_hash(pending, interact_ref, received)
+        except op_errors.InteractionHashError:
+            return False
+        return True
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
         self.store.add_event(pending.id, kind, {"reason": why})
@@ -1385,12 +1394,6 @@ class Flow:
 def _one_line(text: str, limit: int = 120) -> str:
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
     return cleaned[:limit]
-
-
-def _path(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text).expanduser()
 
 
 async def _quietly(call: Awaitable[None]) -> str:

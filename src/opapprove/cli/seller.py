@@ -98,11 +98,11 @@ def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller |
 
 
 def load_seller_key(seller: Seller) -> Ed25519PrivateKey:
+    from opapprove.approvals.sellers import load_key
     from opapprove.openpayments.errors import KeyLoadError
-    from opapprove.openpayments.keys import load_private_key_file
 
     try:
-        return load_private_key_file(Path(seller.private_key_path))
+        return load_key(seller)
     except KeyLoadError as exc:
         raise config_error(
             f"seller {seller.id!r}: {exc.message}",

@@ -357,11 +357,11 @@ class _Doctor:
         return seller
 
     def check_key_file(self, seller: Seller) -> Ed25519PrivateKey | None:
-        from opapprove.openpayments.keys import load_private_key_file
+        from opapprove.approvals.sellers import key_path, load_key
 
-        path = Path(seller.private_key_path).expanduser()
+        path = key_path(seller.private_key_path)
         try:
-            key = load_private_key_file(path)
+            key = load_key(seller)
         except op_errors.KeyLoadError as exc:
             self.add("key file", "fail", exc.message, exc.hint, kind="key")
             return None

@@ -742,8 +742,8 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
     """httpx's own transport on our asyncio network backend, the TLS one made only when
     an https URL comes along.
 
-    Loading the CA bundle costs ~25 ms per process; a sandbox or local Rafiki on plain
-    http (every CI smoke run, every `opapprove demo`) never needs it.
+    Loading the CA bundle is a start-up cost (bench/RESULTS.md, "Start-up"); a sandbox or
+    local Rafiki on plain http (every CI smoke run, every `opapprove demo`) never needs it.
     """
 
     def __init__(self) -> None:
@@ -767,7 +767,7 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
 
 
 def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
-    from opapprove.openpayments.network import pooled_transport
+    from opapprove.openpayments.asyncio_pool import pooled_transport
 
     return pooled_transport(
         verify,
