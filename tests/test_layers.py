@@ -128,7 +128,7 @@ SHARED_PATHS = ("/".join(("..", "shared")), "/".join(("", "work", "shared")))
 
 def test_nothing_reads_the_shared_folder() -> None:
     root = SRC.parents[1]
-    for folder in ("src", "tests", "bench"):
+    for folder in ("src", "tests", "bench", "examples"):
         for path in (root / folder).rglob("*.py"):
             if path.resolve() == Path(__file__).resolve():
                 continue
