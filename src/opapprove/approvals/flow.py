@@ -340,9 +340,15 @@ class Flow:
                 f"Invalid wallet address: {exc.message}", hint=exc.hint, kind="input"
             ) from exc
         try:
-            money.check_decimal(amount)
+            text = money.check_decimal(amount)
         except op_errors.AmountError as exc:
             raise FlowError(f"invalid amount: {exc.message}", hint=exc.hint, kind="input") from exc
+        if not any(ch in "123456789" for ch in text):
+            raise FlowError(
+                f"invalid amount: {amount.strip()!r} is zero",
+                hint="pay more than nothing, e.g. --amount 0.01",
+                kind="input",
+            )
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
         max_debit, currency = quote_check.check_inputs(max_debit, currency)
@@ -351,17 +357,19 @@ class Flow:
         policy = quote_check.QuotePolicy.from_settings(
             self.settings, max_debit=max_debit, currency=currency
         )
-        if policy.note():
-            # Checked against the wallets before anything is stored (exit 2, no row).
-            try:
-                seller_doc, buyer_doc = await asyncio.gather(
-                    self._wallet_doc(client, seller.wallet_address_url),
-                    self._wallet_doc(client, buyer),
-                )
-            except op_errors.OpenPaymentsError:
-                pass  # reported the usual way when the grant is set up
-            else:
-                quote_check.check_wallets(policy, amount.strip(), seller_doc, buyer_doc)
+        # Both wallet documents (cached, and needed next anyway) before a row exists: a typo in
+        # an address or an amount finer than the wallet's scale leaves nothing to clean up.
+        buyer_doc, seller_doc = await self._check_wallets(client, buyer, seller)
+        quote_check.check_wallets(policy, seller_doc, buyer_doc)
+        try:
+            money.Amount.parse(text, seller_doc["assetCode"], int(seller_doc["assetScale"]))
+        except op_errors.AmountError as exc:
+            raise FlowError(
+                f"invalid amount: {exc.message}",
+                hint=f"{seller.wallet_address_url} counts {seller_doc['assetCode']} to "
+                f"{seller_doc['assetScale']} decimal places; round the amount to that",
+                kind="input",
+            ) from exc
         pending = self.store.create_pending(
             seller_id=seller.id,
             offer_id=offer_id,
@@ -371,7 +379,42 @@ class Flow:
             seller_wallet=seller.wallet_address_url,
             poll=poll,
         )
+        pending = self.store.update(
+            pending.id, event="wallets_fetched", buyer_doc=buyer_doc, seller_doc=seller_doc
+        )
         return await self._setup(pending, fresh=True)
+
+    async def _check_wallets(
+        self, client: OpenPaymentsClient, buyer: str, seller: Seller
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both wallet documents, or a FlowError that names the address to fix."""
+
+        async def fetch(url: str, whose: str) -> dict[str, Any]:
+            try:
+                return await self._wallet_doc(client, url)
+            except op_errors.OpenPaymentsError as exc:
+                fix = (
+                    f"check the buyer's wallet address {url} (http or https, host, port, path)"
+                    if whose == "buyer"
+                    else f"check seller {seller.id}'s wallet address {url} "
+                    f"(`opapprove seller add {seller.id} --replace ...`)"
+                )
+                prefix = (
+                    "Invalid wallet address"
+                    if _is_wallet_problem(exc)
+                    else "Failed to initialize payment"
+                )
+                raise FlowError(
+                    f"{prefix}: {exc.message}",
+                    hint=f"{exc.hint + '; ' if exc.hint else ''}{fix}; nothing was stored",
+                    kind="transport" if isinstance(exc, op_errors.TransportError) else "input",
+                    status=getattr(exc, "status", None),
+                ) from exc
+
+        buyer_doc, seller_doc = await asyncio.gather(
+            fetch(buyer, "buyer"), fetch(seller.wallet_address_url, "seller")
+        )
+        return buyer_doc, seller_doc
 
     @property
     def _allow_http(self) -> bool:
@@ -1382,21 +1425,29 @@ class Flow:
             # Read again under the lease: an attempt that held it may have paid meanwhile.
             if self._get(pending.id).state != pending.state:
                 return await self.cancel(pending.id)
-            seller = self._seller_of(pending)
-            client = self.client_for(seller)
             notes: dict[str, Any] = {}
-            if pending.continue_uri and pending.continue_token:
-                notes["grant"] = await _quietly(
-                    client.cancel_grant(pending.continue_uri, pending.continue_token)
-                )
-            if pending.access_token and pending.token_manage_url:
-                notes["token"] = await _quietly(
-                    client.revoke_token(pending.token_manage_url, pending.access_token)
-                )
+            at_wallet = bool(
+                (pending.continue_uri and pending.continue_token)
+                or (pending.access_token and pending.token_manage_url)
+            )
+            # A grant that never got as far as the wallet's grant has nothing to revoke there:
+            # no key, no network (it may be a typo whose seller is gone since).
+            if at_wallet:
+                client = self.client_for(self._seller_of(pending))
+                if pending.continue_uri and pending.continue_token:
+                    notes["grant"] = await _quietly(
+                        client.cancel_grant(pending.continue_uri, pending.continue_token)
+                    )
+                if pending.access_token and pending.token_manage_url:
+                    notes["token"] = await _quietly(
+                        client.revoke_token(pending.token_manage_url, pending.access_token)
+                    )
+            told = pending.interact_redirect is not None
             pending = self._move(
                 self._get(pending.id), State.CANCELLED, event="cancelled", data=notes
             )
-        await self._emit("payment.failed", pending, reason="cancelled")
+        if told:  # the marketplace heard of it (approval.needed): say it will not be paid
+            await self._emit("payment.failed", pending, reason="cancelled")
         return pending
 
 

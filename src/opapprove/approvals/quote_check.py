@@ -174,7 +174,7 @@ def check_inputs(max_debit: str | None, currency: str | None) -> tuple[str | Non
 
 
 def check_wallets(
-    policy: QuotePolicy, amount: str, seller_doc: dict[str, Any], buyer_doc: dict[str, Any]
+    policy: QuotePolicy, seller_doc: dict[str, Any], buyer_doc: dict[str, Any]
 ) -> None:
     """What can be refused from the two wallet documents alone, before anything is stored."""
     code = seller_doc.get("assetCode")
@@ -186,7 +186,6 @@ def check_wallets(
             f" in {policy.currency}",
             kind="input",
         )
-    _in_asset(amount, seller_doc, "amount for the seller's wallet")
     buyer_max_debit(policy, buyer_doc)
 
 

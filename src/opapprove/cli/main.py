@@ -61,7 +61,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         "opapprove.cli.pending",
         "app",
         True,
-        "List, show, replay and cancel pending grants (the store's).",
+        "List, show, replay, cancel and prune pending grants (the store's).",
     ),
     "demo": (
         "opapprove.cli.demo",
@@ -236,7 +236,7 @@ app = typer.Typer(
     help="Run and debug Open Payments (Interledger) interactive payment approvals.",
     epilog=exitcodes.epilog(),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
