@@ -82,7 +82,7 @@ def demo(
         check_decimal(amount)
     except AmountError as exc:
         raise CliError(f"invalid --amount: {exc.message}", hint=exc.hint or "e.g. 12.34") from exc
-    from opapprove.demo_money import DemoMoney
+    from opapprove.demo import DemoMoney
 
     try:
         money = DemoMoney.parse(buyer_asset, fee, rate or [])
@@ -144,7 +144,7 @@ def demo(
 
 def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
     from opapprove.cli.views import pending_json
-    from opapprove.demo_money import legs
+    from opapprove.demo import legs
 
     pending = result.pending
     data: dict[str, Any] = {
@@ -186,7 +186,7 @@ def _render(console: Console, result: DemoResult, *, kept: bool) -> None:
     from rich.table import Table
 
     from opapprove.cli.views import amount
-    from opapprove.demo_money import legs
+    from opapprove.demo import legs
 
     pending = result.pending
     table = Table(title="opapprove demo: the seed's eight steps", header_style="bold")
