@@ -50,6 +50,8 @@ class Tx(Protocol):
         SELECT, as the write transaction already holds the database's one write lock."""
         ...
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
+
     def insert(self, sql: str, params: Sequence[Any]) -> int:
         """Run an INSERT into a table with an ``id`` column; the new row's id."""
         ...
@@ -60,6 +62,7 @@ class Backend(Protocol):
 
     kind: str  # "sqlite" or "postgresql"
     where: str  # the store for messages: a path, or a URL with its password masked
+    migrated_from: int | None  # the schema version found on opening (before migrating)
 
     def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:
         """Run ``fn`` in one transaction and commit; ``durable`` waits for the disk."""

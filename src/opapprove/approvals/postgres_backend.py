@@ -49,12 +49,18 @@ class PostgresTx:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def _query(self, sql: str) -> str:
         query = self._sql.get(sql)
         if query is None:
             query = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
-        cursor: Cursor = self.conn.execute(query.encode(), params or None)
+        return query
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cursor: Cursor = self.conn.execute(self._query(sql).encode(), params or None)
         return cursor
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.cursor().executemany(self._query(sql).encode(), rows)
 
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         # NO KEY: other transactions may still insert events that reference the row.

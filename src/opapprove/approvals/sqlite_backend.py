@@ -55,6 +55,7 @@ class SQLiteBackend:
         self.where = str(path)
         self._lock = threading.RLock()
         self._conn: _Connection | None = None
+        self.migrated_from: int | None = 0  # the schema version the file had when opened
         self._conn = self._open()
 
     def close(self) -> None:
@@ -161,6 +162,7 @@ class SQLiteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            self.migrated_from = version
             if version > len(MIGRATIONS):
                 raise newer_schema(self.where, version, len(MIGRATIONS))
             for number in range(version, len(MIGRATIONS)):
