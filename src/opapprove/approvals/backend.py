@@ -56,6 +56,10 @@ class Tx(Protocol):
         """Run an INSERT into a table with an ``id`` column; the new row's id."""
         ...
 
+    def insert_later(self, sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        """:meth:`insert`, not waiting for the id until it is asked for."""
+        ...
+
 
 class Backend(Protocol):
     """What the repositories need from a database."""
@@ -66,6 +70,13 @@ class Backend(Protocol):
 
     def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:
         """Run ``fn`` in one transaction and commit; ``durable`` waits for the disk."""
+        ...
+
+    def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        """One idempotent statement that is a whole transaction; the rows it changed.
+
+        On PostgreSQL it runs without BEGIN and COMMIT around it: one round trip, not three;
+        being idempotent, it is simply run again after a dropped connection."""
         ...
 
     def read(self, fn: Callable[[Tx], T], what: str) -> T: ...

@@ -42,7 +42,11 @@ _RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
 
 
 class PostgresTx:
-    """A :class:`Tx` over a psycopg connection: ``?`` placeholders become ``%s``."""
+    """A :class:`Tx` over a psycopg connection: ``?`` placeholders become ``%s``.
+
+    No pipelining: psycopg's pipeline mode runs in Python, and cost more CPU here than the
+    round trips it saves on a loopback or LAN connection (bench/store_backends.py).
+    """
 
     _sql: dict[str, str] = {}  # noqa: RUF012 - a cache shared by every connection
 
@@ -67,8 +71,11 @@ class PostgresTx:
         return self.execute(sql + " FOR NO KEY UPDATE", params)
 
     def insert(self, sql: str, params: Sequence[Any]) -> int:
-        row = self.execute(sql + " RETURNING id", params).fetchone()
-        return int(row["id"])
+        return self.insert_later(sql, params)()
+
+    def insert_later(self, sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        cursor = self.execute(sql + " RETURNING id", params)
+        return lambda: int(cursor.fetchone()["id"])
 
 
 class _CommitUnknown(Exception):
@@ -322,6 +329,12 @@ class PostgresBackend:
             return result
 
         return self._run(attempt, what)
+
+    def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        # Autocommit: the statement is its own transaction. The store's single statements
+        # are idempotent (upserts, deletes, giving a lease back), so after a drop that
+        # leaves it unknown whether one ran, running it again is right.
+        return self._run(lambda conn: PostgresTx(conn).execute(sql, params).rowcount, what)
 
     def read(self, fn: Callable[[Tx], T], what: str) -> T:
         return self._run(lambda conn: fn(PostgresTx(conn)), what)

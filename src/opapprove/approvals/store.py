@@ -199,6 +199,7 @@ class Store:
         )
         self._clock = clock
         self._write = self.backend.write
+        self._write_one = self.backend.write_one
         self._read = self.backend.read
 
     @classmethod
@@ -291,10 +292,10 @@ class Store:
         return self._read(read, "listing sellers")
 
     def remove_seller(self, seller_id: str) -> bool:
-        def txn(conn: Tx) -> bool:
-            return conn.execute("DELETE FROM sellers WHERE id = ?", (seller_id,)).rowcount > 0
-
-        return self._write(txn, "removing a seller")
+        removed = self._write_one(
+            "DELETE FROM sellers WHERE id = ?", (seller_id,), "removing a seller"
+        )
+        return removed > 0
 
     # -- pending grants -----------------------------------------------------------------
 
@@ -312,14 +313,18 @@ class Store:
         from_state: str | None,
         to_state: str | None,
         data: Mapping[str, Any] | None,
-    ) -> Event:
+    ) -> Callable[[], Event]:
+        """Append an event; the event (with its new id) once asked for.
+
+        Most callers never ask: on PostgreSQL the INSERT then goes out with the statements
+        after it instead of waiting for its id."""
         clean = redact_json(dict(data or {}))
-        event_id = conn.insert(
+        event_id = conn.insert_later(
             "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (pending_id, at, kind, from_state, to_state, _dumps(clean)),
         )
-        return Event(event_id, pending_id, at, kind, from_state, to_state, clean)
+        return lambda: Event(event_id(), pending_id, at, kind, from_state, to_state, clean)
 
     def create_pending(
         self,
@@ -531,7 +536,7 @@ class Store:
         def txn(conn: Tx) -> Event:
             if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
                 raise _not_found(pending_id)
-            return self._insert_event(conn, pending_id, self._clock(), kind, None, None, data)
+            return self._insert_event(conn, pending_id, self._clock(), kind, None, None, data)()
 
         return self._write(txn, "adding an event")
 
@@ -595,14 +600,12 @@ class Store:
         """Give the lease back; a no-op unless ``holder`` holds it."""
         who = holder.id if isinstance(holder, Holder) else holder
 
-        def txn(conn: Tx) -> None:
-            conn.execute(
-                "UPDATE pending SET lease_holder = NULL, lease_until = NULL, lease_host = NULL,"
-                " lease_pid = NULL WHERE id = ? AND lease_holder = ?",
-                (pending_id, who),
-            )
-
-        self._write(txn, "releasing a lease")
+        self._write_one(
+            "UPDATE pending SET lease_holder = NULL, lease_until = NULL, lease_host = NULL,"
+            " lease_pid = NULL WHERE id = ? AND lease_holder = ?",
+            (pending_id, who),
+            "releasing a lease",
+        )
 
     # -- cached non-interactive grants ----------------------------------------------------
 
@@ -624,31 +627,28 @@ class Store:
         return grant
 
     def put_cached_grant(self, grant: CachedGrant) -> None:
-        def txn(conn: Tx) -> None:
-            conn.execute(
-                "INSERT INTO cached_grants (key, auth_server, access_token, manage_url,"
-                " expires_at, access, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET auth_server = excluded.auth_server,"
-                " access_token = excluded.access_token, manage_url = excluded.manage_url,"
-                " expires_at = excluded.expires_at, access = excluded.access,"
-                " created_at = excluded.created_at",
-                (
-                    grant.key,
-                    grant.auth_server,
-                    grant.access_token,
-                    grant.manage_url,
-                    grant.expires_at,
-                    _dumps(grant.access),
-                    grant.created_at,
-                ),
-            )
-
-        self._write(txn, "caching a grant")
+        self._write_one(
+            "INSERT INTO cached_grants (key, auth_server, access_token, manage_url,"
+            " expires_at, access, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET auth_server = excluded.auth_server,"
+            " access_token = excluded.access_token, manage_url = excluded.manage_url,"
+            " expires_at = excluded.expires_at, access = excluded.access,"
+            " created_at = excluded.created_at",
+            (
+                grant.key,
+                grant.auth_server,
+                grant.access_token,
+                grant.manage_url,
+                grant.expires_at,
+                _dumps(grant.access),
+                grant.created_at,
+            ),
+            "caching a grant",
+        )
 
     def drop_cached_grant(self, key: str) -> None:
-        self._write(
-            lambda c: c.execute("DELETE FROM cached_grants WHERE key = ?", (key,)),
-            "dropping a cached grant",
+        self._write_one(
+            "DELETE FROM cached_grants WHERE key = ?", (key,), "dropping a cached grant"
         )
 
     # -- wallet address documents ----------------------------------------------------------
@@ -669,19 +669,18 @@ class Store:
 
     def put_wallet_document(self, url: str, document: Any, *, now: float | None = None) -> None:
         at = self._clock() if now is None else now
-        self._write(
-            lambda c: c.execute(
-                "INSERT INTO wallet_documents (url, document, fetched_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (url) DO UPDATE SET document = excluded.document,"
-                " fetched_at = excluded.fetched_at",
-                (url, _dumps(document), at),
-            ),
+        self._write_one(
+            "INSERT INTO wallet_documents (url, document, fetched_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (url) DO UPDATE SET document = excluded.document,"
+            " fetched_at = excluded.fetched_at",
+            (url, _dumps(document), at),
             "caching a wallet document",
         )
 
     def drop_wallet_document(self, url: str) -> None:
-        self._write(
-            lambda c: c.execute("DELETE FROM wallet_documents WHERE url = ?", (url,)),
+        self._write_one(
+            "DELETE FROM wallet_documents WHERE url = ?",
+            (url,),
             "dropping a cached wallet document",
         )
 
