@@ -39,6 +39,10 @@ class _Connection(sqlite3.Connection):
         assert row_id is not None
         return row_id
 
+    def insert_later(self, sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        row_id = self.insert(sql, params)
+        return lambda: row_id
+
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
@@ -55,6 +59,7 @@ class SQLiteBackend:
         self.where = str(path)
         self._lock = threading.RLock()
         self._conn: _Connection | None = None
+        self.migrated_from: int | None = 0  # the schema version the file had when opened
         self._conn = self._open()
 
     def close(self) -> None:
@@ -161,6 +166,7 @@ class SQLiteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            self.migrated_from = version
             if version > len(MIGRATIONS):
                 raise newer_schema(self.where, version, len(MIGRATIONS))
             for number in range(version, len(MIGRATIONS)):
@@ -267,6 +273,9 @@ class SQLiteBackend:
             return result
 
         return self._retrying(attempt, what)
+
+    def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        return self.write(lambda conn: conn.execute(sql, params).rowcount, what)
 
     def read(self, fn: Callable[[Tx], T], what: str) -> T:
         return self._retrying(lambda: fn(self.connection()), what)
