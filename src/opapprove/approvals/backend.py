@@ -41,6 +41,9 @@ class Cursor(Protocol):
 class Tx(Protocol):
     """One open transaction (or one read). Rows are read by column name."""
 
+    # Whether ``INSERT``/``UPDATE ... RETURNING`` works (PostgreSQL; SQLite from 3.35).
+    returning: bool
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> Cursor:

@@ -48,6 +48,7 @@ class PostgresTx:
     round trips it saves on a loopback or LAN connection (bench/store_backends.py).
     """
 
+    returning = True
     _sql: dict[str, str] = {}  # noqa: RUF012 - a cache shared by every connection
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:

@@ -31,6 +31,8 @@ _RETRIES = 6
 class _Connection(sqlite3.Connection):
     """A sqlite3 connection that is also a :class:`Tx`: no wrapper on the hot path."""
 
+    returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.execute(sql, params)  # BEGIN IMMEDIATE already holds the write lock
 

@@ -64,6 +64,19 @@ class Repository:
     def _read(self, fn: Callable[[Tx], T], what: str) -> T:
         return self.backend.read(fn, what)
 
+    def _update_pending(
+        self, conn: Tx, sql: str, params: Sequence[Any], pending_id: str
+    ) -> Pending | None:
+        """Run an UPDATE of one pending grant; the row as it is now (``None``: no such row).
+
+        One statement where the database can return the row it changed (``RETURNING``)."""
+        if conn.returning:
+            rows = conn.execute(sql + " RETURNING *", params).fetchall()
+            return _pending_from_row(rows[0]) if rows else None
+        if conn.execute(sql, params).rowcount == 0:
+            return None
+        return self._fetch_pending(conn, pending_id)
+
     @staticmethod
     def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:
         row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()

@@ -166,11 +166,14 @@ class PendingRepository(Repository):
                 )
             now = self._clock()
             sets = "".join(f"{name} = ?, " for name in columns)
-            conn.execute(
+            moved = self._update_pending(
+                conn,
                 f"UPDATE pending SET {sets}state = ?, version = version + 1, updated_at = ?"  # noqa: S608
                 " WHERE id = ? AND state = ?",
                 (*columns.values(), str(target), now, pending_id, str(current)),
+                pending_id,
             )
+            assert moved is not None  # the row is locked and in state ``current``
             self._insert_event(
                 conn,
                 pending_id,
@@ -180,8 +183,6 @@ class PendingRepository(Repository):
                 str(target),
                 data,
             )
-            moved = self._fetch_pending(conn, pending_id)
-            assert moved is not None
             return moved
 
         return self._write(txn, "saving a state change", durable=target in DURABLE_STATES)
@@ -200,17 +201,17 @@ class PendingRepository(Repository):
         def txn(conn: Tx) -> Pending:
             now = self._clock()
             sets = "".join(f"{name} = ?, " for name in columns)
-            cur = conn.execute(
+            updated = self._update_pending(
+                conn,
                 f"UPDATE pending SET {sets}version = version + 1, updated_at = ?"  # noqa: S608
                 " WHERE id = ?",
                 (*columns.values(), now, pending_id),
+                pending_id,
             )
-            if cur.rowcount == 0:
+            if updated is None:
                 raise _not_found(pending_id)
             if event is not None:
                 self._insert_event(conn, pending_id, now, event, None, None, data)
-            updated = self._fetch_pending(conn, pending_id)
-            assert updated is not None
             return updated
 
         return self._write(txn, "updating a pending grant")
