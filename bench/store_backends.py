@@ -62,15 +62,22 @@ def _replays(
     for _ in range(repeat):
         for backend in runs:
             store = server.url(server.create_database("bench")) if backend == "postgresql" else None
-            elapsed, outcomes, cpu, _ = one_size(
-                count, concurrency, latency, as_process=True, workers=workers, store=store
-            )
+            try:
+                elapsed, outcomes, cpu, _ = one_size(
+                    count, concurrency, latency, as_process=True, workers=workers, store=store
+                )
+            except RuntimeError as exc:  # a run whose replay reported errors: not a figure
+                say(f"{backend}, workers {workers or 'default'}: {str(exc)[:300]}")
+                continue
             runs[backend].append(elapsed)
             say(
                 f"{backend}, workers {workers or 'default'}: {elapsed:.2f} s, outcomes"
                 f" {dict(outcomes)}, CPU {cpu:.1f} s"
             )
     how = "--workers 1" if workers == 1 else "default workers"
+    if not (runs["sqlite"] and runs["postgresql"]):
+        say(f"{how}: no complete run on both backends, no figure")
+        return
     sqlite = statistics.median(runs["sqlite"])
     postgres = statistics.median(runs["postgresql"])
     for backend, value in (("SQLite", sqlite), ("PostgreSQL", postgres)):
