@@ -6,9 +6,10 @@ the same on SQLite and PostgreSQL, so the repositories read rows the same way on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from opapprove.approvals.backend import Row
 from opapprove.approvals.records import (
@@ -22,6 +23,8 @@ from opapprove.approvals.records import (
     State,
     WebhookDelivery,
 )
+
+R = TypeVar("R")
 
 
 def _dumps(value: Any) -> str:
@@ -65,48 +68,26 @@ def _pending_from_row(row: Row) -> Pending:
     return Pending(**values)
 
 
+def _record(cls: type[R], row: Row, **json_defaults: Any) -> R:
+    """A record whose fields are the row's columns of the same names; the columns named in
+    ``json_defaults`` hold JSON text (decoded, or that default when empty)."""
+    values = {f.name: row[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name, default in json_defaults.items():
+        values[name] = _loads(values[name]) or default
+    return cls(**values)
+
+
 def _event_from_row(row: Row) -> Event:
-    return Event(
-        id=row["id"],
-        pending_id=row["pending_id"],
-        at=row["at"],
-        kind=row["kind"],
-        from_state=row["from_state"],
-        to_state=row["to_state"],
-        data=_loads(row["data"]) or {},
-    )
+    return _record(Event, row, data={})
 
 
 def _seller_from_row(row: Row) -> Seller:
-    return Seller(
-        id=row["id"],
-        wallet_address_url=row["wallet_address_url"],
-        key_id=row["key_id"],
-        private_key_path=row["private_key_path"],
-        created_at=row["created_at"],
-    )
+    return _record(Seller, row)
 
 
 def _grant_from_row(row: Row) -> CachedGrant:
-    return CachedGrant(
-        key=row["key"],
-        auth_server=row["auth_server"],
-        access_token=row["access_token"],
-        manage_url=row["manage_url"],
-        expires_at=row["expires_at"],
-        access=_loads(row["access"]) or [],
-        created_at=row["created_at"],
-    )
+    return _record(CachedGrant, row, access=[])
 
 
 def _delivery_from_row(row: Row) -> WebhookDelivery:
-    return WebhookDelivery(
-        id=row["id"],
-        pending_id=row["pending_id"],
-        event_type=row["event_type"],
-        body=row["body"],
-        attempts=row["attempts"],
-        delivered_at=row["delivered_at"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-    )
+    return _record(WebhookDelivery, row)
