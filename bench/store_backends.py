@@ -1,4 +1,4 @@
-"""(6) Store backends: 1,000-grant ``pending replay --all`` on SQLite and on PostgreSQL.
+"""(7) Store backends: 1,000-grant ``pending replay --all`` on SQLite and on PostgreSQL.
 
 The same bulk run as section 4 (grants stuck at ``started``, the sandbox with latency), as
 the ``opapprove pending replay --all`` process (with ``--workers 1``, then the default: a
@@ -113,7 +113,7 @@ def run(
     from tests.postgres_server import MISSING, find_bindir
 
     heading(
-        f"6. Store backends: {count}-grant `pending replay --all` on SQLite and"
+        f"7. Store backends: {count}-grant `pending replay --all` on SQLite and"
         f" PostgreSQL (alternating, median of {repeat}, latency {ms(latency)}/request), and"
         " one transition in the store alone"
     )
