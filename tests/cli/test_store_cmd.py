@@ -46,9 +46,9 @@ def test_copy_to_postgresql_and_back_keeps_every_row(
         "sellers": 1,
         "pending": 1,
         "events": 3,
-        "cached_grants": 1,
-        "webhook_deliveries": 1,
-        "wallet_documents": 1,
+        "cachedGrants": 1,
+        "webhookDeliveries": 1,
+        "walletDocuments": 1,
     }
     assert postgres.password not in result.stdout and ":***@" in data["destination"]
 

@@ -86,11 +86,34 @@ def build_config(
             wait_seconds=wait,
         )
         config.validate()
+        if config.state_path is not None:
+            from opapprove.servers.sandbox.storage import check_state_file
+
+            check_state_file(config.state_path)
     except AmountError as exc:
         raise CliError(f"bad sandbox option: {exc.message}", hint=exc.hint) from exc
     except SandboxConfigError as exc:
         raise CliError(f"bad sandbox option: {exc}", hint="see `opapprove sandbox --help`") from exc
     return config
+
+
+def _check_port(port: int) -> None:
+    """A port in use is said the way `listen` says it (exit 4), before uvicorn logs it."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
+                hint="another process may be using the port: pick another --port (or --port 0),"
+                " or stop that process",
+                kind="transport",
+            ) from exc
 
 
 @app.callback()
@@ -167,6 +190,7 @@ def sandbox(
         rates=rate or [],
         fee=fee,
     )
+    _check_port(port)
     output = runtime.output
 
     def on_ready(url: str) -> None:
@@ -191,7 +215,7 @@ def sandbox(
     try:
         run_sandbox(config, port, on_ready=on_ready)
     except ServerStartError as exc:
-        raise CliError(str(exc), hint="pick another --port, or --port 0") from exc
+        raise CliError(str(exc), hint="pick another --port, or --port 0", kind="transport") from exc
     output.info("sandbox stopped")
 
 
@@ -257,6 +281,12 @@ def approve(
         )
     )
     finish_url = result.get("finish_url") or None
+    if finish_url and "result=grant_invalid" in finish_url:
+        # A stale tab's click: the wallet sends the browser back with grant_invalid.
+        raise CliError(
+            "that interaction was already decided (the wallet answers result=grant_invalid)",
+            hint="start a new quote for a new approval URL",
+        )
     data = {"finish_url": finish_url, "rejected": reject}
 
     def render(console: Console) -> None:
