@@ -339,15 +339,12 @@ class _Smoke:
             shown = f"{status} (redirects to {where})" if where else str(status)
             self.record(name, "pass", f"{url} answers {shown}", seconds=seconds)
             return
-        self.record(
-            name,
-            "fail",
+        refused = FlowError(
             f"the approval URL {url} answered {status}",
             hint="the buyer could not approve there: check the wallet's interaction server",
-            seconds=seconds,
             kind="wallet",
-            exit_code=EXIT_CODES["wallet"],
         )
+        self.fail(name, refused, seconds)
 
     async def cancel(self, pending: Pending | None) -> None:
         name = "grant cancelled"
@@ -366,15 +363,12 @@ class _Smoke:
         notes = next((e.data for e in reversed(events) if e.kind == "cancelled"), {})
         answer = notes.get("grant")
         if answer not in (None, "ok"):
-            self.record(
-                name,
-                "fail",
+            refused = FlowError(
                 f"the grant is cancelled here, but the wallet answered the cancel with {answer}",
                 hint="the grant may stay open at the wallet until it expires",
-                seconds=seconds,
                 kind="wallet",
-                exit_code=EXIT_CODES["wallet"],
             )
+            self.fail(name, refused, seconds)
             return
         what = "grant revoked at the wallet" if answer == "ok" else "nothing was open at the wallet"
         self.record(name, "pass", f"pending {cancelled.id} cancelled; {what}", seconds=seconds)
