@@ -80,9 +80,9 @@ def test_reject_with_json(cli: Cli, served: tuple[Sandbox, str]) -> None:
     doc = json.loads(cli("--json", "sandbox", "approve", it.redirect, "--reject").stdout)
     assert doc["ok"] is True and doc["rejected"] is True
     assert "result=grant_rejected" in doc["finish_url"]
-    # Deciding twice is what a stale browser tab does: the wallet answers grant_invalid.
+    # Deciding twice is what a stale browser tab does: the wallet answers invalid_interaction.
     again = cli("sandbox", "approve", it.redirect)
-    assert again.exit_code == 0 and "result=grant_invalid" in again.stdout
+    assert again.exit_code == 0 and "result=invalid_interaction" in again.stdout
 
 
 def test_approve_bad_url_and_unreachable(cli: Cli, served: tuple[Sandbox, str]) -> None:
@@ -144,3 +144,19 @@ def test_sandbox_runs_registers_keys_and_stops_on_ctrl_c(cli: Cli) -> None:
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "not this sandbox" in err  # the seller's wallet is elsewhere: say so
+
+
+@pytest.mark.parametrize(("flag", "window"), [(None, 300), (60, 60), (0, None)])
+def test_created_window_flag(flag: int | None, window: int | None) -> None:
+    from opapprove.cli.sandbox import build_config
+
+    config = build_config(
+        seller_keys=[],
+        extra_keys=[],
+        public_url=None,
+        state=None,
+        latency=0.0,
+        wait=5,
+        created_window=flag,
+    )
+    assert config.created_window == window

@@ -204,11 +204,38 @@ class Flow:
         return resolve_seller(self.settings, self.store, pending.seller_id)
 
     async def _emit(self, kind: str, pending: Pending, **data: Any) -> None:
+        if kind == "payment.failed":
+            # Every side exit (rejected, cancelled, expired, failed) passes here: the
+            # seller's incoming payment would otherwise stay pending at the wallet for good.
+            await self._close_incoming(pending)
         if self.on_event is None:
             return
         result = self.on_event(kind, pending, data)
         if result is not None:
             await result
+
+    async def _close_incoming(self, pending: Pending) -> None:
+        """Complete the incoming payment of a grant that ended unpaid (best effort, logged)."""
+        url, seller_doc = pending.incoming_payment_url, pending.seller_doc or {}
+        if not url or "authServer" not in seller_doc:
+            return
+        try:
+            seller = self._seller_of(pending)
+            client = self.client_for(seller)
+            await self._with_grant(
+                client,
+                seller,
+                seller_doc["authServer"],
+                INCOMING_ACCESS,
+                lambda token: client.complete_incoming_payment(url, token),
+            )
+            outcome = "completed"
+        except op_errors.ResponseError as exc:
+            # 409 wrong state: it was completed (or expired) already, which is the aim.
+            outcome = "already closed" if exc.status == 409 else f"refused: {exc.message}"
+        except (op_errors.OpenPaymentsError, FlowError) as exc:
+            outcome = f"not closed: {exc}"
+        self.store.add_event(pending.id, "incoming_payment_closed", {"outcome": outcome})
 
     def _get(self, pending_id: str) -> Pending:
         # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
@@ -1126,21 +1153,15 @@ class Flow:
                 min_interval=1.0,  # a server `wait` of 0 must not make us spin
             )
         except op_errors.GrantError as exc:
-            if exc.status == 404:
-                failed = self._move(
-                    pending,
-                    State.REJECTED,
-                    event="rejected",
-                    last_error="the buyer rejected the payment",
-                )
-                await self._emit("payment.failed", failed, reason="rejected")
-                raise FlowError(
-                    "the buyer rejected the payment in the wallet",
-                    hint="start a new quote",
-                    kind="rejected",
-                    pending_id=pending.id,
-                ) from exc
-            raise
+            ended = _poll_ended(exc)
+            if ended is None:
+                raise
+            state, message = ended
+            failed = self._move(pending, state, event=str(state), last_error=message)
+            await self._emit("payment.failed", failed, reason=str(state))
+            raise FlowError(
+                message, hint="start a new quote", kind="rejected", pending_id=pending.id
+            ) from exc
         except op_errors.TransportError as exc:
             raise FlowError(
                 f"gave up waiting for approval: {exc.message}",
@@ -1283,6 +1304,26 @@ def _public_incoming(data: dict[str, Any]) -> dict[str, Any]:
 def _already_continued(exc: op_errors.GrantError) -> bool:
     # Rafiki's answer to a second continue: 401 request_denied "grant interaction not approved".
     return exc.status == 401 and exc.code == "request_denied"
+
+
+def _poll_ended(exc: op_errors.GrantError) -> tuple[State, str] | None:
+    """What a refused poll of a grant still awaiting approval says about it, if final.
+
+    Rafiki answers a rejected grant's poll 401 request_denied ("grant cannot be
+    continued", the words it also uses once a token went out, which never happened to a
+    grant we still await), and a cancelled grant's 401 invalid_continuation "invalid
+    grant". Older sandboxes said 404 for both.
+    """
+    description = (exc.description or "").lower()
+    if exc.code == "invalid_continuation" and exc.status == 401:
+        return State.CANCELLED, "the grant was cancelled at the wallet"
+    if exc.status == 404 or (
+        exc.status == 401
+        and exc.code == "request_denied"
+        and ("cannot be continued" in description or "cannot be polled" in description)
+    ):
+        return State.REJECTED, "the buyer rejected the payment in the wallet"
+    return None
 
 
 def _token_dead(exc: op_errors.ResourceError) -> bool:

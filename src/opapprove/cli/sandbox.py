@@ -62,10 +62,16 @@ def build_config(
     state: Path | None,
     latency: float,
     wait: int,
+    created_window: int | None = None,
 ) -> SandboxConfig:
     from opapprove.servers.sandbox import SandboxConfig, SandboxConfigError
 
+    extra: dict[str, Any] = {}
+    if created_window is not None:
+        # 0 turns the check off: Rafiki's leniency (a created a day off still passes).
+        extra["created_window"] = created_window or None
     config = SandboxConfig(
+        **extra,
         seller_keys=seller_keys,
         extra_keys=extra_keys,
         public_url=public_url.rstrip("/") if public_url else None,
@@ -109,6 +115,16 @@ def sandbox(
         str | None,
         typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
     ] = None,
+    created_window: Annotated[
+        int | None,
+        typer.Option(
+            "--created-window",
+            min=0,
+            metavar="SECONDS",
+            help="Refuse signatures whose created is further than this from now (default "
+            "300; 0: accept any, as Rafiki does).",
+        ),
+    ] = None,
 ) -> None:
     """Serve wallet addresses, an auth server and a resource server on 127.0.0.1 until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -126,6 +142,7 @@ def sandbox(
         state=state,
         latency=latency,
         wait=wait,
+        created_window=created_window,
     )
     output = runtime.output
 

@@ -64,6 +64,9 @@ def _default_accounts() -> list[AccountConfig]:
     ]
 
 
+# Wide enough for ordinary clock skew, narrow enough that a captured request soon dies.
+DEFAULT_CREATED_WINDOW = 300
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -94,8 +97,11 @@ class SandboxConfig:
     state_path: Path | None = None
     latency: float = 0.0
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Optional freshness check on the signature's `created`; Rafiki has none.
-    created_window: int | None = None
+    # Freshness check on the signature's `created`, in seconds either side of now; None is
+    # Rafiki's leniency (it accepts a created a day old or a day ahead).
+    created_window: int | None = DEFAULT_CREATED_WINDOW
+    # Refuse an exact replay of an accepted POST or DELETE (Rafiki does not).
+    refuse_replays: bool = True
     # Rafiki digests JSON.stringify(JSON.parse(body)); refuse bodies that differ from that.
     require_compact_json: bool = True
     http_timeout: float = 5.0

@@ -28,7 +28,13 @@ from opapprove.servers.sandbox.validation import (
 
 
 def bad_request(description: str, reason: str | None = None) -> ResourceServerError:
-    return ResourceServerError(400, description, details={"reason": reason} if reason else None)
+    return ResourceServerError(400, description, reason=reason)
+
+
+def invalid_body(problem: BodyError | str) -> ResourceServerError:
+    """A body Rafiki's OpenAPI validator refuses: its wording, the sandbox's as the reason."""
+    error = problem if isinstance(problem, BodyError) else BodyError(problem)
+    return ResourceServerError(400, error.rafiki_description(), reason=str(error))
 
 
 def _own_amount(data: Any, where: str, acct: AccountConfig) -> int:
@@ -74,10 +80,10 @@ def create_incoming(
             if expires_at <= now:
                 raise bad_request("invalid expiresAt", "expiresAt is in the past")
     except BodyError as exc:
-        raise bad_request("invalid request body", str(exc)) from exc
+        raise invalid_body(exc) from exc
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise bad_request("invalid request body", "metadata must be an object")
+        raise invalid_body("metadata must be an object")
     ip = IncomingPayment(
         id=str(uuid.uuid4()),
         account=acct.name,
@@ -101,7 +107,7 @@ def complete_incoming(state: SandboxState, ip: IncomingPayment) -> IncomingPayme
     with state.lock:
         why = accepting(state, ip)
         if why is not None:
-            raise ResourceServerError(409, "wrong state", details={"reason": why})
+            raise ResourceServerError(409, "wrong state", reason=why)
         ip.completed = True
         state.commit(ip)
         return ip
@@ -190,7 +196,7 @@ def create_quote(
             state.commit(quote)
             return quote
     except BodyError as exc:
-        raise bad_request("invalid request body", str(exc)) from exc
+        raise invalid_body(exc) from exc
 
 
 # ------------------------------------------------------------------ outgoing payments
@@ -198,7 +204,7 @@ def create_quote(
 
 def _unauthorized(reason: str) -> ResourceServerError:
     # Rafiki's InsufficientGrant error on payment creation is a 403 "unauthorized".
-    return ResourceServerError(403, "unauthorized", details={"reason": reason})
+    return ResourceServerError(403, "unauthorized", reason=reason)
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,7 @@ def create_outgoing(
                     state, sender, receiver, {"debitAmount": body.get("debitAmount")}
                 )
             except BodyError as exc:
-                raise bad_request("invalid request body", str(exc)) from exc
+                raise invalid_body(exc) from exc
         _check_limits(state, base, auth, receiver, debit, receive, sender)
         metadata = body.get("metadata")
         payment = OutgoingPayment(

@@ -59,6 +59,7 @@ class AccessToken:
     created_at: float
     expires_in: int
     revoked: bool = False
+    rotated: bool = False
 
 
 @dataclass

@@ -24,6 +24,7 @@ from opapprove.servers.sandbox.records import (
     Record,
     from_data,
 )
+from opapprove.servers.sandbox.replays import ReplayGuard
 from opapprove.servers.sandbox.storage import SqliteStorage
 
 
@@ -45,6 +46,7 @@ class SandboxState:
         self.quotes: dict[str, Quote] = {}
         self.outgoing: dict[str, OutgoingPayment] = {}
         self.faults = FaultBook()
+        self.replays = ReplayGuard()
         self.latency = float(config.latency)
         self._seq = 0
         self._storage = SqliteStorage(config.state_path) if config.state_path else None
