@@ -156,7 +156,7 @@ def test_incoming_quote_and_interactive_grant(served: tuple[Sandbox, str]) -> No
         op.cancel_grant(cont.uri, cont.access_token.value)
         with pytest.raises(errors.GrantError) as cancelled:
             op.continue_grant(cont.uri, cont.access_token.value, "any-ref")
-        assert (cancelled.value.status, cancelled.value.code) == (404, "invalid_continuation")
+        assert (cancelled.value.status, cancelled.value.code) == (401, "invalid_continuation")
 
     # Every call went over one kept-alive connection.
     assert len(streams.streams) == len(exchanges) > 10
