@@ -260,12 +260,24 @@ async def test_optional_created_window() -> None:
 # purpose (README, "Where the sandbox is stricter").
 
 
+async def send_with_params(offset: int, extra: str) -> httpx.Response:
+    """A grant request signed ``offset`` s from the sandbox's now, ``extra`` params added
+    (``{created}`` in it is the created value), to a sandbox with the default window."""
+    sandbox = make_sandbox(created_window=DEFAULT_CREATED_WINDOW)
+    created = int(sandbox.clock()) + offset
+    req = grant_request(sandbox)
+    sign_custom(
+        req, sandbox.key, sandbox.key_id, FULL, created=created, extra=extra.format(created=created)
+    )
+    return await send(sandbox, req)
+
+
 @pytest.mark.parametrize(
     ("extra", "offset", "problem"),
     [
         (';alg="rsa-pss-sha512"', 0, "alg"),  # 9h
         (';alg="hmac-sha256"', 0, "alg"),
-        (";expires={created_minus_1}", 0, "expired"),
+        (";expires={created}", 0, "expired"),
         ("", -24 * 3600, "window"),  # 9f: created a day old
         ("", 24 * 3600, "window"),  # 9g: a day ahead
         ("", -301, "window"),
@@ -275,37 +287,15 @@ async def test_optional_created_window() -> None:
 async def test_tampered_signature_parameters_are_refused(
     extra: str, offset: int, problem: str
 ) -> None:
-    sandbox = make_sandbox(created_window=DEFAULT_CREATED_WINDOW)
-    created = int(sandbox.clock()) + offset
-    req = grant_request(sandbox)
-    sign_custom(
-        req,
-        sandbox.key,
-        sandbox.key_id,
-        FULL,
-        created=created,
-        extra=extra.format(created_minus_1=created - 1),
-    )
-    resp = await send(sandbox, req)
+    resp = await send_with_params(offset, extra)
     assert resp.status_code == 401, resp.text
     assert error_of(resp) == {"code": "invalid_client", "description": "invalid signature"}
     assert problem in reason_of(resp)
 
 
-@pytest.mark.parametrize("extra", ["", ';alg="ed25519"', ";expires={created_plus_60}"])
+@pytest.mark.parametrize("extra", ["", ';alg="ed25519"', ";expires=9999999999"])
 async def test_matching_alg_and_a_future_expires_pass(extra: str) -> None:
-    sandbox = make_sandbox(created_window=DEFAULT_CREATED_WINDOW)
-    created = int(sandbox.clock()) - 299
-    req = grant_request(sandbox)
-    sign_custom(
-        req,
-        sandbox.key,
-        sandbox.key_id,
-        FULL,
-        created=created,
-        extra=extra.format(created_plus_60=created + 360),
-    )
-    assert (await send(sandbox, req)).status_code == 200
+    assert (await send_with_params(-299, extra)).status_code == 200
 
 
 async def test_the_created_window_can_be_widened_to_rafikis_leniency() -> None:
