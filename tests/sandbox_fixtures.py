@@ -60,6 +60,7 @@ OPERATIONS: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", "/op/outgoing-payment-grant", "get-outgoing-payment-grant"),
         # Not Open Payments: consent pages and the operator API.
         ("ANY", "/interact/.*", ""),
+        ("ANY", "/idp/.*", ""),
         ("ANY", "/_admin/.*", ""),
         ("GET", f"/{_ID}/page", ""),
         ("GET", f"/{_ID}/jwks.json", "get-wallet-address-keys"),

@@ -23,6 +23,7 @@ from opapprove.approvals.store import Pending, State, StoreError
 from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
+from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.money import format_wire
 
 if TYPE_CHECKING:
@@ -50,6 +51,12 @@ STEP_NAMES = (
     *(name for name, _ in FLOW_STEPS),
     "approval URL",
     "grant cancelled",
+)
+
+
+# Firefox's Accept for a page: what the buyer's browser sends to the approval URL.
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 )
 
 
@@ -313,13 +320,16 @@ class _Smoke:
                 transport=self.flow.transport,
                 timeout=float(settings.timeout),
                 follow_redirects=False,
-                headers={"Accept": "text/html"},
+                # What a browser sends: Rafiki answers text/html alone with 406.
+                headers={"Accept": BROWSER_ACCEPT},
             ) as http:
-                response = await http.get(target)
+                request = http.build_request("GET", target)
+                response = await http.send(request)
         except urls.InsecureUrlError as exc:
             self.fail(name, exc, self.clock() - started)
             return
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            self._trace_probe("GET", url, None, self.clock() - started, error=str(exc))
             self.fail(
                 name,
                 op_errors.TransportError(
@@ -331,6 +341,7 @@ class _Smoke:
                 self.clock() - started,
             )
             return
+        self._trace_probe("GET", url, response, self.clock() - started)
         seconds = self.clock() - started
         status = response.status_code
         if 200 <= status < 400:
@@ -346,6 +357,37 @@ class _Smoke:
             seconds=seconds,
             kind="wallet",
             exit_code=EXIT_CODES["wallet"],
+        )
+
+    def _trace_probe(
+        self,
+        method: str,
+        url: str,
+        response: httpx.Response | None,
+        seconds: float,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Show the probe in ``--trace`` like every other request of the run."""
+        hook = self.flow.on_exchange
+        if hook is None:
+            return
+        hook(
+            Exchange(
+                method=method,
+                url=url,
+                request_headers=dict(response.request.headers)
+                if response is not None
+                else {"accept": BROWSER_ACCEPT},
+                request_body=b"",
+                signature=None,
+                status=response.status_code if response is not None else None,
+                response_headers=dict(response.headers) if response is not None else {},
+                response_body=response.content if response is not None else b"",
+                elapsed=seconds,
+                error=error,
+                operation="approval-url-probe",
+            )
         )
 
     async def cancel(self, pending: Pending | None) -> None:
@@ -376,6 +418,21 @@ class _Smoke:
             )
             return
         what = "grant revoked at the wallet" if answer == "ok" else "nothing was open at the wallet"
+        closed = next((e.data for e in reversed(events) if e.kind == "incoming_payment_closed"), {})
+        outcome = closed.get("outcome")
+        if outcome not in (None, "completed", "already closed"):
+            self.record(
+                name,
+                "fail",
+                f"the grant is cancelled, but its incoming payment stays open: {outcome}",
+                hint="the seller's incoming payment stays pending at the wallet until it expires",
+                seconds=seconds,
+                kind="wallet",
+                exit_code=EXIT_CODES["wallet"],
+            )
+            return
+        if outcome is not None:
+            what += "; incoming payment closed"
         self.record(name, "pass", f"pending {cancelled.id} cancelled; {what}", seconds=seconds)
 
 

@@ -65,7 +65,8 @@ async def test_expired_interaction(sandbox: Sandbox) -> None:
         }
         assert "message=interaction+expired" in finish
         page = await api.http.get(pending["interact"]["redirect"])
-        assert page.status_code == 303
+        assert page.status_code == 302
+        assert page.headers["location"] == finish
 
 
 async def test_too_fast_then_fine_after_wait() -> None:

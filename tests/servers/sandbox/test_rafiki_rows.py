@@ -172,6 +172,46 @@ async def test_continuation_answers(row: str, case: Case, want: Answer, wait: in
     box.recorder.assert_clean()
 
 
+# ------------------------------------------------------------- 1: the interaction front channel
+
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+)
+
+
+@pytest.mark.parametrize(
+    ("row", "accept"),
+    [("1b", "*/*"), ("1c", BROWSER_ACCEPT), ("1d", "application/json"), ("1d", "")],
+)
+async def test_the_interact_url_sends_the_browser_to_the_identity_provider(
+    sandbox: Sandbox, row: str, accept: str
+) -> None:
+    async with sandbox.client() as api:
+        pending = await api.pending_outgoing_grant()
+        redirect = pending["interact"]["redirect"]
+        resp = await api.http.get(redirect, headers={"Accept": accept})
+    assert resp.status_code == 302
+    location = httpx.URL(resp.headers["location"])
+    interact_id, nonce = redirect.rsplit("/", 2)[-2:]
+    assert location.path == "/idp/"
+    assert (location.params["interactId"], location.params["nonce"]) == (interact_id, nonce)
+    assert location.params["clientName"] == "Seller"
+    assert resp.text.startswith("Redirecting to ")
+    assert "set-cookie" in resp.headers
+
+
+async def test_the_interact_url_refuses_an_html_only_accept_and_a_wrong_nonce(
+    sandbox: Sandbox,
+) -> None:
+    async with sandbox.client() as api:
+        pending = await api.pending_outgoing_grant()
+        redirect = pending["interact"]["redirect"]
+        html_only = await api.http.get(redirect, headers={"Accept": "text/html"})  # 1a
+        wrong = await api.http.get(redirect[:-4] + "0000", headers={"Accept": "*/*"})  # 1e
+    assert_answers(html_only, Answer(406, None, OPENAPI + "Must accept application/json"))
+    assert_answers(wrong, Answer(400, "unknown_interaction", "unknown interaction"))
+
+
 # ------------------------------------------------------------- 1f, 4d: reopened interactions
 
 
@@ -189,10 +229,12 @@ async def test_a_decided_or_cancelled_interaction_sends_the_browser_back_invalid
             cont = pending["continue"]
             await api.delete(cont["uri"], token=cont["access_token"]["value"])
         again = sandbox.state.approve(pending["interact"]["redirect"])
+        opened = await api.http.get(pending["interact"]["redirect"], headers={"Accept": "*/*"})
     assert again == (
         "http://127.0.0.1:9/finish?pendingId=cat-1&result=invalid_interaction"
         "&message=invalid+interaction"
     )
+    assert opened.status_code == 302 and opened.headers["location"] == again
 
 
 # ------------------------------------------------------------- 5: tokens

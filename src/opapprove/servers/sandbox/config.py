@@ -16,7 +16,7 @@ from opapprove.openpayments.errors import KeyLoadError
 from opapprove.openpayments.keys import Jwk
 
 # Path segments the sandbox itself uses; an account may not shadow them.
-RESERVED_NAMES = frozenset({"auth", "op", "interact", "_admin", "favicon.ico"})
+RESERVED_NAMES = frozenset({"auth", "op", "interact", "idp", "_admin", "favicon.ico"})
 # Account names end up in ILP addresses (test.opapprove.<name>) and in URL paths.
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 

@@ -18,6 +18,7 @@ from opapprove.servers.sandbox.config import AccountConfig
 from opapprove.servers.sandbox.errors import ResourceServerError
 from opapprove.servers.sandbox.grant_requests import RECEIVER
 from opapprove.servers.sandbox.grants import Introspection
+from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.records import IncomingPayment, OutgoingPayment, Quote
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import (
@@ -40,7 +41,6 @@ from opapprove.servers.sandbox.validation import (
     parse_json_object,
 )
 from opapprove.servers.sandbox.verify import grant_client_keys, verify_rs
-from opapprove.servers.sandbox.wallets import accepts_json, not_acceptable
 
 # ----------------------------------------------------------------------------- JSON
 

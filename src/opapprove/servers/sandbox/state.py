@@ -47,6 +47,8 @@ class SandboxState:
         self.outgoing: dict[str, OutgoingPayment] = {}
         self.faults = FaultBook()
         self.replays = ReplayGuard()
+        # Browser sessions of the interaction front channel: cookie value -> interact id.
+        self.sessions: dict[str, str] = {}
         self.latency = float(config.latency)
         self._seq = 0
         self._storage = SqliteStorage(config.state_path) if config.state_path else None

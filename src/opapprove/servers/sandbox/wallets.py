@@ -12,6 +12,7 @@ from opapprove.openpayments.money import from_minor_units
 from opapprove.servers.sandbox.config import RESERVED_NAMES, AccountConfig
 from opapprove.servers.sandbox.consent import page
 from opapprove.servers.sandbox.errors import REASON_HEADER, reason_header
+from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import AUTH_PATH, RS_PATH, base_url, wallet_url
 
@@ -40,23 +41,6 @@ def _unknown(request: Request) -> Response:
         status_code=404,
         headers={REASON_HEADER: reason_header(f"no wallet address {request.url.path}")},
     )
-
-
-def accepts_json(accept: str) -> bool:
-    """Rafiki's check: JSON, ``*/*`` or a browser's list (which ends in ``*/*``) will do."""
-    if not accept.strip():
-        return True
-    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-    return bool(kinds & {"application/json", "application/*", "*/*"})
-
-
-def not_acceptable(code: str | None = "406") -> JSONResponse:
-    error: dict[str, str] = {
-        "description": "Received error validating OpenAPI request: Must accept application/json"
-    }
-    if code is not None:
-        error = {"code": code, **error}
-    return JSONResponse({"error": error}, status_code=406)
 
 
 def wallet_document(base: str, acct: AccountConfig) -> dict[str, object]:
@@ -114,7 +98,7 @@ async def wallet_page(request: Request) -> Response:
 
 
 async def unknown_route(request: Request) -> Response:
-    if request.url.path.startswith(("/auth/", "/interact/", "/_admin/")):
+    if request.url.path.startswith(("/auth/", "/interact/", "/idp/", "/_admin/")):
         return PlainTextResponse("Not Found", status_code=404)
     # Rafiki's resource server takes any other path for a wallet address it lacks (10d).
     return _unknown(request)
