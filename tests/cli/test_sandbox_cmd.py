@@ -158,5 +158,7 @@ def test_created_window_flag(flag: int | None, window: int | None) -> None:
         latency=0.0,
         wait=5,
         created_window=flag,
+        settle_delay=0.5,
     )
     assert config.created_window == window
+    assert config.settle_delay == 0.5

@@ -63,6 +63,7 @@ def build_config(
     latency: float,
     wait: int,
     created_window: int | None = None,
+    settle_delay: float = 0.0,
 ) -> SandboxConfig:
     from opapprove.servers.sandbox import SandboxConfig, SandboxConfigError
 
@@ -72,6 +73,7 @@ def build_config(
         extra["created_window"] = created_window or None
     config = SandboxConfig(
         **extra,
+        settle_delay=settle_delay,
         seller_keys=seller_keys,
         extra_keys=extra_keys,
         public_url=public_url.rstrip("/") if public_url else None,
@@ -125,6 +127,16 @@ def sandbox(
             "300; 0: accept any, as Rafiki does).",
         ),
     ] = None,
+    settle_delay: Annotated[
+        float,
+        typer.Option(
+            "--settle-delay",
+            min=0.0,
+            metavar="SECONDS",
+            help="An outgoing payment is created unsent and sent this long after (default 0: "
+            "at the next request, as Rafiki showed).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve wallet addresses, an auth server and a resource server on 127.0.0.1 until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -143,6 +155,7 @@ def sandbox(
         latency=latency,
         wait=wait,
         created_window=created_window,
+        settle_delay=settle_delay,
     )
     output = runtime.output
 

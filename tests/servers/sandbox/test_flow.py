@@ -69,9 +69,12 @@ async def run_full_flow(api: Api, sandbox: Sandbox) -> None:
     )
     assert resp.status_code == 201, resp.text
     payment = resp.json()
+    # As on Rafiki (6b): created unsent, nothing spent before it; sent a moment later.
     assert payment["failed"] is False
-    assert payment["sentAmount"]["value"] == "1234"
-    assert payment["grantSpentDebitAmount"]["value"] == "1234"
+    assert payment["sentAmount"]["value"] == "0"
+    assert payment["grantSpentDebitAmount"]["value"] == "0"
+    sent = (await api.get(payment["id"], token=op_token["value"])).json()
+    assert sent["sentAmount"]["value"] == "1234" and sent["failed"] is False
     assert state.balance("buyer") == buyer_before - 1234
     assert state.balance("seller") == seller_before + 1234
 

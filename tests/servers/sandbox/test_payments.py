@@ -56,14 +56,14 @@ async def test_debit_limit_is_enforced_across_payments(sandbox: Sandbox) -> None
         token = await outgoing_token(api, sandbox, debitAmount=usd(2000))
         first = await pay_direct(api, sandbox, incoming, 1500, token)
         assert first.status_code == 201
-        assert first.json()["grantSpentDebitAmount"] == usd(1500)
+        assert first.json()["grantSpentDebitAmount"] == usd(0)  # before this payment
         over = await pay_direct(api, sandbox, incoming, 600, token)
         assert over.status_code == 403
         assert error_of(over)["description"] == "unauthorized"
         assert "over the grant's limit of 2000" in reason_of(over)
         fits = await pay_direct(api, sandbox, incoming, 500, token)
         assert fits.status_code == 201
-        assert fits.json()["grantSpentDebitAmount"] == usd(2000)
+        assert fits.json()["grantSpentDebitAmount"] == usd(1500)
         spent = await api.get(sandbox.url("/op/outgoing-payment-grant"), token=token)
         assert spent.json() == {"spentDebitAmount": usd(2000), "spentReceiveAmount": usd(2000)}
     assert sandbox.state.balance("buyer") == 100_000 - 2000
@@ -141,10 +141,10 @@ async def test_unaffordable_payment_fails_and_releases_the_grant(sandbox: Sandbo
         token = await outgoing_token(api, sandbox, debitAmount=usd(150_000))
         resp = await pay_direct(api, sandbox, big, 150_000, token)
         assert resp.status_code == 201
-        payment = resp.json()
+        assert resp.json()["failed"] is False  # created; funding fails when it settles
+        payment = (await api.get(resp.json()["id"], token=token)).json()
         assert payment["failed"] is True
         assert payment["sentAmount"] == usd(0)
-        assert payment["grantSpentDebitAmount"] == usd(0)
         spent = await api.get(sandbox.url("/op/outgoing-payment-grant"), token=token)
         assert spent.json() == {"spentDebitAmount": None, "spentReceiveAmount": None}
         fits = await pay_direct(api, sandbox, big, 100_000, token)
@@ -165,7 +165,8 @@ async def test_fees_are_added_to_the_debit_amount() -> None:
         fixed_send = await api.quote(incoming["id"], debitAmount=usd(1020))
         assert fixed_send["receiveAmount"] == usd(1000)
         token = await outgoing_token(api, box)
-        paid = (await pay_quote(api, box, by_receiver, token)).json()
+        created = (await pay_quote(api, box, by_receiver, token)).json()
+        paid = (await api.get(created["id"], token=token)).json()
         assert paid["sentAmount"] == usd(1000) and paid["debitAmount"] == usd(1020)
     assert box.state.balance("buyer") == 100_000 - 1020
     assert box.state.balance("seller") == 1000

@@ -105,6 +105,8 @@ class SandboxConfig:
     # Rafiki digests JSON.stringify(JSON.parse(body)); refuse bodies that differ from that.
     require_compact_json: bool = True
     http_timeout: float = 5.0
+    # Seconds after its creation an outgoing payment is sent (at the next request then).
+    settle_delay: float = 0.0
 
     def validate(self) -> None:
         names: set[str] = set()
@@ -132,7 +134,12 @@ class SandboxConfig:
             raise SandboxConfigError(
                 f"public_url {self.public_url!r} must be an http(s) origin like http://127.0.0.1:8080"
             )
-        if min(self.wait_seconds, self.interaction_lifetime, self.token_lifetime) < 0:
+        if (
+            min(
+                self.wait_seconds, self.interaction_lifetime, self.token_lifetime, self.settle_delay
+            )
+            < 0
+        ):
             raise SandboxConfigError("wait and lifetimes must not be negative")
 
     def keys_for(self, account: str) -> list[Jwk]:

@@ -1,8 +1,8 @@
 """Incoming payments, quotes and outgoing payments between the sandbox's own accounts.
 
-Settlement is immediate: creating an outgoing payment moves the money or fails it. Grant
-limits are summed over the grant's payments in the current interval; a failed payment
-releases what it held.
+An outgoing payment is created unsent and settles a moment later (``settlement``): then
+the money moves, or the payment fails. Grant limits are summed over the grant's payments
+in the current interval, unsent ones included; a failed payment releases what it held.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from opapprove.servers.sandbox import settlement
 from opapprove.servers.sandbox.config import AccountConfig
 from opapprove.servers.sandbox.errors import ResourceServerError
 from opapprove.servers.sandbox.grants import Introspection
@@ -312,6 +313,8 @@ def create_outgoing(
             except BodyError as exc:
                 raise invalid_body(exc) from exc
         _check_limits(state, base, auth, receiver, debit, receive, sender)
+        # What the grant had spent before this payment: Rafiki's grantSpent* (6b, 6l).
+        spent_before = spent_in_window(state, auth.grant.id, grant_window(state, auth.item))
         metadata = body.get("metadata")
         payment = OutgoingPayment(
             id=str(uuid.uuid4()),
@@ -333,12 +336,12 @@ def create_outgoing(
         if quote is not None:
             quote.used = True
             changed.append(quote)
-        changed += _settle(state, payment, receiver)
+        settlement.schedule(state, payment)
         state.commit(*changed)
-        return payment, spent_in_window(state, auth.grant.id, grant_window(state, auth.item))
+        return payment, spent_before
 
 
-def _settle(state: SandboxState, payment: OutgoingPayment, receiver: Receiver) -> list[Any]:
+def settle(state: SandboxState, payment: OutgoingPayment, receiver: Receiver) -> list[Any]:
     """Move the money now, or fail the payment (sentAmount 0, grant hold released)."""
     sender = state.accounts[payment.account]
     target = state.accounts[receiver.acct.name]

@@ -128,6 +128,8 @@ def outgoing_json(state: SandboxState, base: str, p: OutgoingPayment) -> dict[st
 
 def _state(request: Request) -> SandboxState:
     state: SandboxState = request.app.state.sandbox
+    # Payments due are sent before any resource-server request is answered.
+    state.settle_due()
     return state
 
 
