@@ -42,6 +42,9 @@ TOO_FAST_RETRIES = 3
 WALLET_DOC_TTL = 300.0
 
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+# Reading a payment the wallet has not sent yet: first wait, and the longest one.
+PAYMENT_POLL_FIRST = 0.05
+PAYMENT_POLL_MAX = 2.0
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -386,6 +389,7 @@ class Flow:
                     pending_id=pending.id,
                 ) from exc
             failed = self._fail(self._get(pending.id), str(exc))
+            await self._close_incoming(failed)
             prefix = (
                 "Invalid wallet address"
                 if _is_wallet_problem(exc)
@@ -1098,6 +1102,24 @@ class Flow:
         return await call(str(token["value"]))
 
     async def _check_payment(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        """Read the payment until the wallet reports it sent in full, or failed.
+
+        A wallet creates it unsent (Rafiki: ``sentAmount`` 0) and sends it once funded, so
+        the reads back off from ``PAYMENT_POLL_FIRST`` s up to ``PAYMENT_POLL_MAX`` s, for
+        at most the request timeout in all; still unsent then, the grant stays
+        ``payment_created`` and ``status`` or ``pending replay`` looks again later.
+        """
+        delay, waited = PAYMENT_POLL_FIRST, 0.0
+        budget = float(self.settings.timeout)
+        while True:
+            pending = await self._read_payment(pending, client)
+            if pending.state != State.PAYMENT_CREATED or waited >= budget:
+                return pending
+            await self.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, PAYMENT_POLL_MAX)
+
+    async def _read_payment(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         assert pending.outgoing_payment_url
         payment = _dump(
             await self._with_access_token(
@@ -1113,9 +1135,7 @@ class Flow:
             failed = self._fail(pending, "the wallet gave up on the payment (failed: true)")
             await self._emit("payment.failed", failed, reason="payment_failed")
             return failed
-        sent = money.parse_wire_value(payment["sentAmount"]["value"])
-        debit = money.parse_wire_value(payment["debitAmount"]["value"])
-        if sent >= debit:
+        if sent_in_full(payment):
             done = self._move(
                 pending,
                 State.COMPLETED,
@@ -1304,6 +1324,21 @@ def _public_incoming(data: dict[str, Any]) -> dict[str, Any]:
 def _already_continued(exc: op_errors.GrantError) -> bool:
     # Rafiki's answer to a second continue: 401 request_denied "grant interaction not approved".
     return exc.status == 401 and exc.code == "request_denied"
+
+
+def sent_in_full(payment: dict[str, Any]) -> bool:
+    """The wallet reports the payment sent in full: ``sentAmount`` reached ``debitAmount``,
+    or, the fee being in the debit, the ``receiveAmount`` when both are in one asset."""
+    sent = money.parse_wire_value(payment["sentAmount"]["value"])
+    if sent <= 0:
+        return False
+    if sent >= money.parse_wire_value(payment["debitAmount"]["value"]):
+        return True
+    receive = payment.get("receiveAmount") or {}
+    same_asset = all(
+        receive.get(k) == payment["sentAmount"].get(k) for k in ("assetCode", "assetScale")
+    )
+    return same_asset and sent >= money.parse_wire_value(str(receive.get("value", "0")))
 
 
 def _poll_ended(exc: op_errors.GrantError) -> tuple[State, str] | None:

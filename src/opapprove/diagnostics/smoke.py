@@ -24,6 +24,7 @@ from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
 from opapprove.openpayments.exchange import Exchange
+from opapprove.openpayments.interaction import BROWSER_ACCEPT
 from opapprove.openpayments.money import format_wire
 
 if TYPE_CHECKING:
@@ -51,12 +52,6 @@ STEP_NAMES = (
     *(name for name, _ in FLOW_STEPS),
     "approval URL",
     "grant cancelled",
-)
-
-
-# Firefox's Accept for a page: what the buyer's browser sends to the approval URL.
-BROWSER_ACCEPT = (
-    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 )
 
 
