@@ -398,7 +398,12 @@ class Api:
         return token
 
     async def incoming_payment(
-        self, value: str = "1234", *, wallet: str = "seller", token: str | None = None
+        self,
+        value: str = "1234",
+        *,
+        wallet: str = "seller",
+        token: str | None = None,
+        asset: tuple[str, int] = ("USD", 2),
     ) -> dict[str, Any]:
         if token is None:
             token = (
@@ -408,7 +413,7 @@ class Api:
             )["value"]
         body = {
             "walletAddress": self.wallet_url(wallet),
-            "incomingAmount": {"value": value, "assetCode": "USD", "assetScale": 2},
+            "incomingAmount": {"value": value, "assetCode": asset[0], "assetScale": asset[1]},
             "metadata": {"description": "test order"},
         }
         resp = await self.post(f"{self.base}/op/incoming-payments", body, token=token)

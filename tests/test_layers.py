@@ -11,15 +11,19 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "opapprove"
 
-# package -> the opapprove packages it may import (besides itself)
+# package -> the opapprove packages it may import (besides itself); every layer may import
+# ``errors``, the leaf that holds the shared error base and the one exit-code table.
 ALLOWED = {
-    "openpayments": set(),
-    "servers.sandbox": {"openpayments"},
-    "approvals": {"openpayments", "settings", "paths"},
-    "servers": {"approvals", "openpayments", "servers.sandbox", "settings"},
-    "diagnostics": {"approvals", "openpayments", "settings", "paths", "servers"},
-    "settings": {"paths"},
+    "errors": set(),
+    "openpayments": {"errors"},
+    "servers.sandbox": {"openpayments", "errors"},
+    "approvals": {"openpayments", "settings", "paths", "errors"},
+    "servers": {"approvals", "openpayments", "servers.sandbox", "settings", "errors"},
+    "diagnostics": {"approvals", "openpayments", "settings", "paths", "servers", "errors"},
+    "settings": {"paths", "errors"},
     "paths": set(),
+    # The sandbox for other people's tests: built on servers, never on the CLI.
+    "testing": {"openpayments", "servers", "servers.sandbox", "settings"},
 }
 
 

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
@@ -24,27 +24,24 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from opapprove.errors import OpapproveError
 from opapprove.paths import default_config_path, default_store_path
 
 ENV_PREFIX = "OPAPPROVE_"
 CONFIG_ENV_VAR = "OPAPPROVE_CONFIG"
 # Relative paths in a config file mean "next to the config file", not "wherever I run from".
 _PATH_KEYS = ("store", "seller_private_key_path")
-_SECRET_KEYS = frozenset({"webhook_secret", "api_token"})
 _SEE_EXAMPLE = "config.example.toml documents every setting"
 
 
-class SettingsError(Exception):
+class SettingsError(OpapproveError):
     """A config file or setting value that cannot be used. ``str(err)`` is one line."""
 
-    def __init__(self, message: str, *, hint: str | None = None, key: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.key = key
+    kind = "config"
 
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    def __init__(self, message: str, *, hint: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.key = key
 
 
 @dataclass
@@ -213,6 +210,12 @@ def _env_var_set(key: str, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _is_secret(key: str) -> bool:
+    """A setting typed ``SecretStr``: its value is never echoed in an error."""
+    field = Settings.model_fields.get(key)
+    return field is not None and SecretStr in get_args(field.annotation)
+
+
 def _error_from_validation(
     exc: ValidationError,
     overrides: Mapping[str, Any],
@@ -230,7 +233,7 @@ def _error_from_validation(
             key=key,
         )
     reason = str(first["msg"]).removeprefix("Value error, ")
-    if key not in _SECRET_KEYS and "input" in first and not isinstance(first["input"], dict):
+    if not _is_secret(key) and "input" in first and not isinstance(first["input"], dict):
         reason += f" (got {first['input']!r})"
     env_name = _env_var_set(key, env)
     if key in overrides:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import Store
 from tests.approvals.conftest import FlowKit
@@ -124,3 +125,24 @@ def payments_by_pending(sandbox_state: Any) -> dict[str, int]:
         key = str(metadata.get("pendingId"))
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+async def die_at(kit: FlowKit, step: Step, mode: str, *, amount: str = "12.34") -> tuple[str, bool]:
+    """Run the flow until it dies at ``step``; return the grant's id and whether it died."""
+    crashing = CrashingTransport(httpx.ASGITransport(app=kit.sandbox.asgi), kit.sandbox.state)
+    dying = Flow(
+        kit.store, kit.settings, transport=crashing, clock=kit.sandbox.clock, sleep=no_sleep
+    )
+    crashing.arm(step, mode)
+    try:
+        pending = await dying.start_quote(
+            offer_id="offer-crash", buyer_wallet=kit.sandbox.buyer, amount=amount
+        )
+        await dying.finish_url(kit.finish_url(pending.interact_redirect))
+    except (Killed, FlowError):
+        pass
+    finally:
+        await dying.aclose()
+    (pending,) = kit.store.list_pending()
+    # A run that still finished (say, by retrying a GET) did not die.
+    return pending.id, crashing.fired and not pending.is_final

@@ -13,20 +13,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import State
 from tests.approvals.conftest import FlowKit, make_kit
 from tests.approvals.crash_support import (
     STEPS,
-    CrashingTransport,
-    Killed,
     Step,
+    die_at,
     fresh_flow,
-    no_sleep,
     payments_by_pending,
 )
 
@@ -42,27 +38,6 @@ RECOVERED_BY = {
 }
 # (step name, mode) -> the cell of the matrix: "<final state>, <n> payment(s)[, ...]".
 MATRIX: dict[tuple[str, str], str] = {}
-
-
-async def _die(kit: FlowKit, step: Step, mode: str) -> tuple[str, bool]:
-    """Run the flow until it dies at ``step``; return the grant's id and whether it died."""
-    crashing = CrashingTransport(httpx.ASGITransport(app=kit.sandbox.asgi), kit.sandbox.state)
-    dying = Flow(
-        kit.store, kit.settings, transport=crashing, clock=kit.sandbox.clock, sleep=no_sleep
-    )
-    crashing.arm(step, mode)
-    try:
-        pending = await dying.start_quote(
-            offer_id="offer-crash", buyer_wallet=kit.sandbox.buyer, amount=AMOUNT
-        )
-        await dying.finish_url(kit.finish_url(pending.interact_redirect))
-    except (Killed, FlowError):
-        pass
-    finally:
-        await dying.aclose()
-    (pending,) = kit.store.list_pending()
-    # A run that still finished (say, by retrying a GET) did not die.
-    return pending.id, crashing.fired and not pending.is_final
 
 
 async def _finish_as_a_new_process(kit: FlowKit, pending_id: str) -> State:
@@ -95,7 +70,7 @@ async def _run_case(tmp: Path, step: Step, mode: str) -> str:
         try:
             buyer_before = kit.sandbox.state.balance("buyer")
             seller_before = kit.sandbox.state.balance("seller")
-            pending_id, died = await _die(kit, step, mode)
+            pending_id, died = await die_at(kit, step, mode)
             if not died:
                 return "the crash did not happen"
             state = await _finish_as_a_new_process(kit, pending_id)
@@ -138,7 +113,7 @@ async def test_replay_waits_for_a_live_lease_then_pays_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = make_kit(tmp_path, monkeypatch)
-    pending_id, died = await _die(kit, _step("create outgoing payment"), "kill")
+    pending_id, died = await die_at(kit, _step("create outgoing payment"), "kill")
     assert died
     store, flow = fresh_flow(kit)
     try:
@@ -166,7 +141,7 @@ async def test_two_replays_at_once_pay_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = make_kit(tmp_path, monkeypatch)
-    pending_id, died = await _die(kit, _step("create outgoing payment"), "drop")
+    pending_id, died = await die_at(kit, _step("create outgoing payment"), "drop")
     assert died
     (store_a, flow_a), (store_b, flow_b) = fresh_flow(kit), fresh_flow(kit)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -141,7 +142,7 @@ async def test_requote_dearer_than_approved_fails(started: tuple[FlowKit, Any]) 
     kit, pending = started
     url = kit.finish_url(pending.interact_redirect)
     kit.sandbox.clock.advance(301)
-    kit.sandbox.state.config.fee = FeePolicy(fixed=5)
+    kit.sandbox.state.config.fee = FeePolicy(fixed=Decimal("0.05"))
     with pytest.raises(FlowError) as err:
         await kit.flow.finish_url(url)
     assert "more than" in err.value.message

@@ -14,7 +14,7 @@ import pytest
 from opapprove.approvals import store as store_module
 from opapprove.approvals.ids import is_id, new_id
 from opapprove.approvals.migrations import MIGRATIONS
-from opapprove.approvals.records import PENDING_FIELDS, redact
+from opapprove.approvals.records import PENDING_FIELDS
 from opapprove.approvals.store import (
     CachedGrant,
     PendingNotFound,
@@ -24,6 +24,7 @@ from opapprove.approvals.store import (
     Store,
     StoreError,
 )
+from opapprove.openpayments.redaction import redact_json as redact
 
 
 class Clock:

@@ -10,8 +10,8 @@ from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import StoreError
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, classify
-from opapprove.cli.redact import redact_body, redact_json, redact_text
 from opapprove.openpayments import errors as op
+from opapprove.openpayments.redaction import redact_body, redact_json, redact_text
 from opapprove.settings import SettingsError
 
 TOKEN = "AB12CD34EF56TOKEN"
@@ -41,7 +41,7 @@ TOKEN = "AB12CD34EF56TOKEN"
         (op.InteractionHashError("bad hash"), exitcodes.VERIFICATION, "verification"),
         (op.WalletAddressError("bad url"), exitcodes.USAGE, "wallet_address"),
         (op.AmountError("bad amount"), exitcodes.USAGE, "amount"),
-        (SettingsError("bad setting", hint="fix it"), exitcodes.CONFIG, "configuration"),
+        (SettingsError("bad setting", hint="fix it"), exitcodes.CONFIG, "config"),
         (StoreError("bad store", "fix it"), exitcodes.CONFIG, "store"),
         (FlowError("rejected", kind="rejected"), exitcodes.NOT_APPROVED, "rejected"),
         (FlowError("too slow", kind="timeout"), exitcodes.TIMEOUT, "timeout"),

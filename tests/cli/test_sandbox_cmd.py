@@ -120,6 +120,16 @@ def test_sandbox_runs_registers_keys_and_stops_on_ctrl_c(cli: Cli) -> None:
             "shop",
             "--key",
             str(extra),
+            "--wallet",
+            "alice:EUR:2:500.00",
+            "--wallet",
+            "buyer:JPY:0:100000",
+            "--rate",
+            "EUR/USD=1.08",
+            "--rate",
+            "USD/JPY=150",
+            "--fee",
+            "0.5%+0.10",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,6 +146,10 @@ def test_sandbox_runs_registers_keys_and_stops_on_ctrl_c(cli: Cli) -> None:
         wallets = {w["name"]: w for w in doc["wallets"]}
         assert set(wallets["seller"]["keyIds"]) == {kid, "extra-kid"}
         assert wallets["buyer"]["url"] == f"{base}/buyer"
+        assert (wallets["buyer"]["assetCode"], wallets["buyer"]["balance"]) == ("JPY", 100_000)
+        assert (wallets["alice"]["assetCode"], wallets["alice"]["balance"]) == ("EUR", 50_000)
+        assert doc["rates"] == ["EUR/USD=1.08", "USD/JPY=150"]
+        assert doc["fee"] == "0.5%+0.10"
         answer = httpx.get(f"{base}/seller/jwks.json", headers={"Accept": "application/json"})
         assert {k["kid"] for k in answer.json()["keys"]} == {kid, "extra-kid"}
     finally:
@@ -144,6 +158,24 @@ def test_sandbox_runs_registers_keys_and_stops_on_ctrl_c(cli: Cli) -> None:
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "not this sandbox" in err  # the seller's wallet is elsewhere: say so
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--wallet", "alice:EUR:2:5"], "no exchange rate between EUR and USD"),
+        (["--wallet", "alice:EUR:2"], "NAME:ASSET:SCALE:BALANCE"),
+        (["--wallet", "yen:JPY:0:1.5"], "decimal places"),
+        (["--rate", "EUR/USD=one"], "not a positive decimal"),
+        (["--fee", "1%+2%"], "cannot be read"),
+    ],
+)
+def test_bad_currency_options(cli: Cli, args: list[str], needle: str) -> None:
+    state = cli.tmp / "sandbox-state.sqlite"
+    result = cli("sandbox", "--state", str(state), *args)
+    assert result.exit_code == exitcodes.USAGE
+    assert needle in one_error_line(result)
+    assert not state.exists()
 
 
 @pytest.mark.parametrize(("flag", "window"), [(None, 300), (60, 60), (0, None)])

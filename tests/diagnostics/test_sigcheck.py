@@ -22,7 +22,6 @@ from opapprove.diagnostics.sigcheck import (
     client_wallets,
     fetch_jwks,
     load_jwks_file,
-    mask_base,
     parse_jwks,
     parse_raw_request,
     parse_trace_line,
@@ -34,6 +33,7 @@ from opapprove.openpayments.errors import KeyLoadError
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.keys import Jwk, generate_private_key, public_jwk
 from opapprove.openpayments.models import AmountModel, CreateIncomingPayment, incoming_payment_grant
+from opapprove.openpayments.redaction import redact_signature_base as mask_base
 from opapprove.openpayments.signatures import sign_request
 from tests.diagnostics.conftest import Live
 

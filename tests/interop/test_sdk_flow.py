@@ -1,9 +1,12 @@
 """The official @interledger/open-payments 7.4.0 client, response validation on, drives a live
-sandbox over loopback through the whole seed flow (tests/interop/sdk_flow.mjs)."""
+sandbox over loopback through the whole seed flow (tests/interop/sdk_flow.mjs): once with
+buyer and seller in USD, once with a EUR buyer paying a USD seller (rate and fee)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,7 +17,10 @@ from opapprove.openpayments.keys import (
     private_key_pem,
     public_jwk,
 )
+from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy, SandboxConfig, create_app
+from opapprove.servers.sandbox.accounts import with_wallets
+from opapprove.servers.sandbox.config import default_accounts
 from opapprove.servers.serving import serve_in_thread
 from tests.interop.conftest import NodeEnv
 
@@ -22,17 +28,43 @@ pytestmark = pytest.mark.interop
 
 INCOMING_VALUE = "1234"
 # A fee makes debit and receive differ, so each balance is checked against the right one.
-FEE = FeePolicy(fixed=3, basis_points=50)
-EXPECTED_DEBIT = 1234 + 3 + 7  # ceil(1234 * 0.5%) = 7
+FEE = FeePolicy(fixed=Decimal("0.03"), basis_points=50)
 # Nothing listens there: the script reads the finish URL from the admin approve answer.
 FINISH_URI = "http://127.0.0.1:9/payments/finish?pendingId=42"
 
 
+@dataclass(frozen=True)
+class Case:
+    buyer: str | None  # a --wallet spec redefining the buyer, or the default USD buyer
+    expected_debit: dict[str, Any]
+
+
+CASES = {
+    # ceil(1234 * 0.5%) = 7, + 0.03
+    "same-currency": Case(None, {"value": "1244", "assetCode": "USD", "assetScale": 2}),
+    # 12.34 USD / 1.08 = 11.425925... EUR, + 0.5% = 11.483055... -> 11.49, + 0.03 = 11.52
+    "eur-to-usd": Case(
+        "buyer:EUR:2:1000.00", {"value": "1152", "assetCode": "EUR", "assetScale": 2}
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request: pytest.FixtureRequest) -> Case:
+    return CASES[request.param]
+
+
 @pytest.fixture(scope="module")
-def flow(node_env: NodeEnv) -> Iterator[dict[str, Any]]:
+def flow(node_env: NodeEnv, case: Case) -> Iterator[dict[str, Any]]:
     key = generate_private_key()
     kid = new_key_id()
-    config = SandboxConfig(seller_keys=[public_jwk(key, kid)], wait_seconds=0, fee=FEE)
+    config = SandboxConfig(
+        accounts=with_wallets(default_accounts(), [case.buyer] if case.buyer else []),
+        rates=Rates.parse(["EUR/USD=1.08"]),
+        seller_keys=[public_jwk(key, kid)],
+        wait_seconds=0,
+        fee=FEE,
+    )
     app = create_app(config)
     with serve_in_thread(app) as server:
         try:
@@ -103,20 +135,22 @@ def test_the_finish_hash_matches_rafikis_algorithm(flow: dict[str, Any]) -> None
     assert flow["hash"]["received"].endswith("=")
 
 
-def test_balances_move_by_exactly_the_debit_amount(flow: dict[str, Any]) -> None:
+def test_balances_move_by_exactly_the_debit_amount(flow: dict[str, Any], case: Case) -> None:
     balances = {k: int(v) for k, v in flow["balances"].items()}
     debit = int(flow["debitAmount"]["value"])
     receive = int(flow["receiveAmount"]["value"])
     assert receive == int(INCOMING_VALUE)
-    assert debit == EXPECTED_DEBIT
+    assert flow["debitAmount"] == case.expected_debit
+    assert flow["receiveAmount"] == {"value": INCOMING_VALUE, "assetCode": "USD", "assetScale": 2}
     assert balances["senderBefore"] - balances["senderAfter"] == debit
     assert balances["receiverAfter"] - balances["receiverBefore"] == receive
-    assert flow["sentAmount"]["value"] == flow["receiveAmount"]["value"]
+    assert flow["sentAmount"] == flow["debitAmount"]
     assert flow["receivedAmount"]["value"] == INCOMING_VALUE
 
 
 def test_grant_spent_amounts_include_the_payment(flow: dict[str, Any]) -> None:
     assert flow["grantSpent"]["spentDebitAmount"] == flow["debitAmount"]
+    assert flow["grantSpent"]["spentReceiveAmount"] == flow["receiveAmount"]
 
 
 def test_old_and_cancelled_tokens_are_refused(flow: dict[str, Any]) -> None:

@@ -10,15 +10,26 @@ keeps two processes (a listener and a replay, say) from driving one grant at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import FINAL_STATES, CachedGrant, Pending, Seller, StaleState, State
+from opapprove.approvals.leases import Holder, new_holder
+from opapprove.approvals.store import (
+    FINAL_STATES,
+    CachedGrant,
+    Pending,
+    Seller,
+    StaleState,
+    State,
+    StoreError,
+)
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction, money, urls
 
@@ -45,6 +56,11 @@ SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
 # Reading a payment the wallet has not sent yet: first wait, and the longest one.
 PAYMENT_POLL_FIRST = 0.05
 PAYMENT_POLL_MAX = 2.0
+
+# The leases this task's attempt holds, by grant id (an attempt may nest: re-approval).
+_ATTEMPT: ContextVar[dict[str, Holder]] = ContextVar("opapprove_attempt", default={})  # noqa: B039
+# Attempts running in this process: a 401 on continue is no crash while one is in flight.
+_LIVE_ATTEMPTS: set[str] = set()
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -282,6 +298,51 @@ class Flow:
         except StaleState:
             return self._get(pending.id)
 
+    @contextlib.asynccontextmanager
+    async def _leased(
+        self, pending_id: str, busy: str, *, hint: str | None = None
+    ) -> AsyncIterator[Holder]:
+        """Hold the grant's lease for one attempt; FlowError ``busy`` if another has it.
+
+        Re-entrant within an attempt (a re-approval sets the grant up again under the lease
+        it already holds); renewed while the attempt runs, so a slow wallet never lets a
+        second attempt in beside a live one.
+        """
+        held = _ATTEMPT.get()
+        if pending_id in held:
+            yield held[pending_id]
+            return
+        holder = new_holder(self.holder)
+        if not self.store.acquire_lease(pending_id, holder, self.lease_seconds):
+            raise FlowError(
+                busy,
+                hint=hint
+                or f"wait for it; if it crashed, retry: a stopped process's lease on this host"
+                f" is taken at once, another host's after {int(self.lease_seconds)} s",
+                kind="busy",
+                pending_id=pending_id,
+            )
+        token = _ATTEMPT.set({**held, pending_id: holder})
+        _LIVE_ATTEMPTS.add(holder.id)
+        renewal = asyncio.create_task(self._renew_lease(pending_id, holder))
+        try:
+            yield holder
+        finally:
+            renewal.cancel()
+            _LIVE_ATTEMPTS.discard(holder.id)
+            _ATTEMPT.reset(token)
+            self.store.release_lease(pending_id, holder)
+
+    async def _renew_lease(self, pending_id: str, holder: Holder) -> None:
+        # Real time, not self.sleep: tests that skip the flow's waits must not spin here.
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                if not self.store.acquire_lease(pending_id, holder, self.lease_seconds):
+                    return  # taken over: the state machine's expected states still guard us
+            except StoreError:
+                return
+
     # ------------------------------------------------------------------ start (steps 1-7)
 
     async def start_quote(
@@ -332,24 +393,17 @@ class Flow:
 
         Under the grant's lease, so a replay cannot race the `quote start` still setting it
         up (two incoming payments or quotes for one grant)."""
-        if not self.store.acquire_lease(pending.id, self.holder, self.lease_seconds):
-            raise FlowError(
-                f"another opapprove process is setting up grant {pending.id} right now",
-                hint=f"wait for it, or retry in {int(self.lease_seconds)} s if it crashed",
-                kind="busy",
-                pending_id=pending.id,
-            )
-        try:
-            return await self._setup_leased(self._get(pending.id), fresh=fresh)
-        except StaleState as exc:
-            raise FlowError(
-                f"grant {pending.id} was moved on by another process while being set up",
-                hint="see `opapprove pending show`",
-                kind="busy",
-                pending_id=pending.id,
-            ) from exc
-        finally:
-            self.store.release_lease(pending.id, self.holder)
+        busy = f"another opapprove process is setting up grant {pending.id} right now"
+        async with self._leased(pending.id, busy):
+            try:
+                return await self._setup_leased(self._get(pending.id), fresh=fresh)
+            except StaleState as exc:
+                raise FlowError(
+                    f"grant {pending.id} was moved on by another process while being set up",
+                    hint="see `opapprove pending show`",
+                    kind="busy",
+                    pending_id=pending.id,
+                ) from exc
 
     async def _setup_leased(self, pending: Pending, *, fresh: bool) -> Pending:
         seller = self._seller_of(pending)
@@ -818,14 +872,8 @@ class Flow:
     # ------------------------------------------------------------------ after approval
 
     async def _after_approval(self, pending: Pending) -> Pending:
-        if not self.store.acquire_lease(pending.id, self.holder, self.lease_seconds):
-            raise FlowError(
-                f"another opapprove process is finishing grant {pending.id} right now",
-                hint=f"wait for it, or retry in {int(self.lease_seconds)} s if it crashed",
-                kind="busy",
-                pending_id=pending.id,
-            )
-        try:
+        busy = f"another opapprove process is finishing grant {pending.id} right now"
+        async with self._leased(pending.id, busy):
             pending = self._get(pending.id)
             seller = self._seller_of(pending)
             client = self.client_for(seller)
@@ -858,21 +906,34 @@ class Flow:
                     pending_id=pending.id,
                 ) from exc
             return pending
-        finally:
-            self.store.release_lease(pending.id, self.holder)
 
     async def _continue(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         assert pending.continue_uri and pending.continue_token and pending.interact_ref
+        await self._wait_out_continue(pending)
         # Committed before the request: the AS issues the token once, so a refusal after an
         # earlier attempt means that attempt's token was lost in a crash (see _reapprove).
-        self.store.add_event(pending.id, "continue_sent")
+        attempt = _ATTEMPT.get().get(pending.id)
+        self.store.add_event(
+            pending.id, "continue_sent", {"attempt": attempt.id if attempt else None}
+        )
         try:
             grant = await self._continue_patiently(pending, client)
         except op_errors.GrantError as exc:
             if exc.status >= 500:
                 raise  # unknown outcome: recorded by the caller, the row stays `approved`
-            if _already_continued(exc) and self._continued_before(pending):
-                await self._reapprove(pending, client, exc)
+            if _already_continued(exc):
+                now = self._get(pending.id)
+                if now.state != State.APPROVED:
+                    return now  # another attempt was issued the token and saved it
+                if self._continue_in_flight(pending, attempt):
+                    raise FlowError(
+                        f"another attempt is continuing grant {pending.id} right now",
+                        hint="wait for it to finish; nothing was changed",
+                        kind="busy",
+                        pending_id=pending.id,
+                    ) from exc
+                if self._continued_before(pending):
+                    await self._reapprove(pending, client, exc)
             failed = self._fail(pending, str(exc))
             await self._emit("payment.failed", failed, reason=exc.code or "continue_failed")
             raise FlowError(
@@ -898,6 +959,18 @@ class Flow:
     def _continued_before(self, pending: Pending) -> bool:
         sent = [e for e in self.store.events(pending.id) if e.kind == "continue_sent"]
         return len(sent) > 1
+
+    def _continue_in_flight(self, pending: Pending, mine: Holder | None) -> bool:
+        """Whether an earlier continue of this grant belongs to an attempt still running here.
+
+        Other processes' attempts cannot be: this attempt holds the lease, and a live
+        attempt keeps renewing its own.
+        """
+        for event in self.store.events(pending.id):
+            other = event.data.get("attempt") if event.kind == "continue_sent" else None
+            if other and (mine is None or other != mine.id) and other in _LIVE_ATTEMPTS:
+                return True
+        return False
 
     async def _reapprove(
         self, pending: Pending, client: OpenPaymentsClient, exc: op_errors.GrantError
@@ -935,14 +1008,18 @@ class Flow:
             pending_id=pending.id,
         )
 
-    async def _continue_patiently(self, pending: Pending, client: OpenPaymentsClient) -> Any:
-        """Continue, honouring ``wait``: a continue sent too soon gets ``too_fast``."""
+    async def _wait_out_continue(self, pending: Pending) -> None:
+        """Sleep until the wallet's ``continue.wait`` has passed: sooner gets ``too_fast``."""
         wait = float(pending.continue_wait or 0)
         if wait and pending.approval_expires_at:
             granted_at = pending.approval_expires_at - float(self.settings.approval_timeout)
             early = granted_at + wait - self.clock()
             if early > 0:
                 await self.sleep(min(early, wait))
+
+    async def _continue_patiently(self, pending: Pending, client: OpenPaymentsClient) -> Any:
+        """Continue; a wallet that still finds it too soon gets asked again, later."""
+        wait = float(pending.continue_wait or 0)
         for attempt in range(TOO_FAST_RETRIES + 1):
             try:
                 return await client.continue_grant(
@@ -1250,14 +1327,11 @@ class Flow:
                 kind="input",
                 pending_id=pending.id,
             )
-        if not self.store.acquire_lease(pending.id, self.holder, self.lease_seconds):
-            raise FlowError(
-                f"another opapprove process is working on grant {pending.id}",
-                hint="try again shortly",
-                kind="busy",
-                pending_id=pending.id,
-            )
-        try:
+        busy = f"another opapprove process is working on grant {pending.id}"
+        async with self._leased(pending.id, busy, hint="try again shortly"):
+            # Read again under the lease: an attempt that held it may have paid meanwhile.
+            if self._get(pending.id).state != pending.state:
+                return await self.cancel(pending.id)
             seller = self._seller_of(pending)
             client = self.client_for(seller)
             notes: dict[str, Any] = {}
@@ -1272,8 +1346,6 @@ class Flow:
             pending = self._move(
                 self._get(pending.id), State.CANCELLED, event="cancelled", data=notes
             )
-        finally:
-            self.store.release_lease(pending.id, self.holder)
         await self._emit("payment.failed", pending, reason="cancelled")
         return pending
 

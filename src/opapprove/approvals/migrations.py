@@ -104,4 +104,10 @@ _V2 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# v3: a lease names the host and pid of its holder, so a dead holder's lease is taken at once.
+_V3 = [
+    "ALTER TABLE pending ADD COLUMN lease_host TEXT",
+    "ALTER TABLE pending ADD COLUMN lease_pid INTEGER",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]

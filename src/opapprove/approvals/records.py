@@ -10,20 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-REDACTED = "***"
-# Keys whose string values are credentials wherever they appear in JSON we keep:
-# GNAP puts token values under access_token.value and continue.access_token.value.
-SECRET_KEYS = frozenset(
-    {
-        "access_token",
-        "continue_token",
-        "token",
-        "private_key",
-        "secret",
-        "webhook_secret",
-        "api_token",
-    }
-)
+from opapprove.openpayments.redaction import MASK, is_secret, redact_json
 
 
 class State(StrEnum):
@@ -59,34 +46,14 @@ HAPPY_PATH: tuple[State, ...] = (
 )
 
 
-def redact(data: Any) -> Any:
-    """A copy of JSON-like ``data`` with every credential replaced by ``'***'``."""
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in SECRET_KEYS and isinstance(value, str):
-                out[key] = REDACTED
-            elif key in SECRET_KEYS and isinstance(value, dict):
-                inner = redact(value)
-                if isinstance(inner.get("value"), str):
-                    inner["value"] = REDACTED
-                out[key] = inner
-            else:
-                out[key] = redact(value)
-        return out
-    if isinstance(data, list):
-        return [redact(item) for item in data]
-    return data
-
-
-def _repr(obj: Any, secrets: frozenset[str]) -> str:
+def _repr(obj: Any) -> str:
     parts = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.name in secrets and value is not None:
-            parts.append(f"{f.name}={REDACTED!r}")
+        if isinstance(value, str) and is_secret(f.name):
+            parts.append(f"{f.name}={MASK!r}")
         elif isinstance(value, dict | list):
-            parts.append(f"{f.name}={redact(value)!r}")
+            parts.append(f"{f.name}={redact_json(value)!r}")
         else:
             parts.append(f"{f.name}={value!r}")
     return f"{type(obj).__name__}({', '.join(parts)})"
@@ -103,10 +70,7 @@ class Seller:
     created_at: float
 
     def __repr__(self) -> str:
-        return _repr(self, frozenset())
-
-
-_PENDING_SECRETS = frozenset({"continue_token", "access_token"})
+        return _repr(self)
 
 
 @dataclass(repr=False)
@@ -151,6 +115,8 @@ class Pending:
     attempts: int = 0
     lease_holder: str | None = None
     lease_until: float | None = None
+    lease_host: str | None = None
+    lease_pid: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -160,15 +126,10 @@ class Pending:
         """Plain JSON-ready dict (for ``--json``); tokens are ``'***'`` unless told otherwise."""
         out = dataclasses.asdict(self)
         out["state"] = str(self.state)
-        if redact_secrets:
-            for name in _PENDING_SECRETS:
-                if out[name] is not None:
-                    out[name] = REDACTED
-            out = redact(out)
-        return out
+        return redact_json(out) if redact_secrets else out
 
     def __repr__(self) -> str:
-        return _repr(self, _PENDING_SECRETS)
+        return _repr(self)
 
 
 PENDING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Pending))
@@ -200,7 +161,7 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return _repr(self, frozenset())
+        return _repr(self)
 
 
 @dataclass(repr=False)
@@ -216,4 +177,4 @@ class CachedGrant:
     created_at: float
 
     def __repr__(self) -> str:
-        return _repr(self, frozenset({"access_token"}))
+        return _repr(self)

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from opapprove.approvals.ids import new_id
+from opapprove.approvals.leases import Holder, process_gone
 from opapprove.approvals.migrations import APPLICATION_ID, MIGRATIONS
 from opapprove.approvals.records import (
     FINAL_STATES,
@@ -31,8 +32,9 @@ from opapprove.approvals.records import (
     Pending,
     Seller,
     State,
-    redact,
 )
+from opapprove.errors import OpapproveError
+from opapprove.openpayments.redaction import redact_json
 
 __all__ = [
     "FINAL_STATES",
@@ -62,16 +64,10 @@ BUSY_TIMEOUT_MS = 10_000
 _RETRIES = 6
 
 
-class StoreError(Exception):
+class StoreError(OpapproveError):
     """The store cannot do what was asked. ``str(err)`` is one line: what, why, what to do."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    kind = "store"
 
 
 class StaleState(StoreError):
@@ -530,7 +526,7 @@ class Store:
         to_state: str | None,
         data: Mapping[str, Any] | None,
     ) -> Event:
-        clean = redact(dict(data or {}))
+        clean = redact_json(dict(data or {}))
         cur = conn.execute(
             "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -762,34 +758,59 @@ class Store:
         return self._read(read, "reading events")
 
     def acquire_lease(
-        self, pending_id: str, holder: str, seconds: float, *, now: float | None = None
+        self,
+        pending_id: str,
+        holder: str | Holder,
+        seconds: float,
+        *,
+        now: float | None = None,
     ) -> bool:
-        """Take (or extend) the right to work on a grant; False if another holder has it."""
+        """Take (or extend) the right to work on a grant; False if another holder has it.
+
+        ``holder`` names one attempt (a plain string is an attempt of this process). A lease
+        held by another attempt is taken when it has run out, or at once when its holder's
+        process on this host is gone; taking over a lease is logged as ``lease_taken_over``.
+        """
+        who = holder if isinstance(holder, Holder) else Holder(holder)
 
         def txn(conn: sqlite3.Connection) -> bool:
             at = self._clock() if now is None else now
-            cur = conn.execute(
-                "UPDATE pending SET lease_holder = ?, lease_until = ? WHERE id = ? AND"
-                " (lease_holder IS NULL OR lease_holder = ? OR lease_until IS NULL"
-                " OR lease_until <= ?)",
-                (holder, at + seconds, pending_id, holder, at),
-            )
-            if cur.rowcount == 1:
-                return True
-            if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
+            row = conn.execute(
+                "SELECT lease_holder, lease_until, lease_host, lease_pid FROM pending WHERE id = ?",
+                (pending_id,),
+            ).fetchone()
+            if row is None:
                 raise _not_found(pending_id)
-            return False
+            current = row["lease_holder"]
+            free = current is None or current == who.id or row["lease_until"] is None
+            ran_out = not free and row["lease_until"] <= at
+            gone = not free and not ran_out and process_gone(row["lease_host"], row["lease_pid"])
+            if not (free or ran_out or gone):
+                return False
+            conn.execute(
+                "UPDATE pending SET lease_holder = ?, lease_until = ?, lease_host = ?,"
+                " lease_pid = ? WHERE id = ?",
+                (who.id, at + seconds, who.host, who.pid, pending_id),
+            )
+            if current is not None and current != who.id:
+                why = "holder process gone" if gone else "lease ran out"
+                taken = {"from": current, "host": row["lease_host"], "pid": row["lease_pid"]}
+                self._insert_event(
+                    conn, pending_id, at, "lease_taken_over", None, None, {**taken, "why": why}
+                )
+            return True
 
         return self._write(txn, "taking a lease")
 
-    def release_lease(self, pending_id: str, holder: str) -> None:
+    def release_lease(self, pending_id: str, holder: str | Holder) -> None:
         """Give the lease back; a no-op unless ``holder`` holds it."""
+        who = holder.id if isinstance(holder, Holder) else holder
 
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE pending SET lease_holder = NULL, lease_until = NULL"
-                " WHERE id = ? AND lease_holder = ?",
-                (pending_id, holder),
+                "UPDATE pending SET lease_holder = NULL, lease_until = NULL, lease_host = NULL,"
+                " lease_pid = NULL WHERE id = ? AND lease_holder = ?",
+                (pending_id, who),
             )
 
         self._write(txn, "releasing a lease")

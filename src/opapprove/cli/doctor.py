@@ -13,20 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from opapprove.cli import exitcodes
-from opapprove.cli.redact import redact_text
 from opapprove.cli.runtime import Runtime
+from opapprove.openpayments.redaction import redact_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from opapprove.diagnostics.doctor import Check
 
-# What a failed (or, with --strict, warned) check is about -> the documented exit code.
-EXIT_BY_KIND = {
-    "transport": exitcodes.TRANSPORT,
-    "wallet": exitcodes.REFUSED,
-    "input": exitcodes.USAGE,
-}
 MARKS = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -36,7 +30,8 @@ def exit_code_for(checks: list[Check], *, strict: bool = False) -> int:
     for wanted in bad:
         for check in checks:
             if check.status == wanted:
-                return EXIT_BY_KIND.get(check.kind or "", exitcodes.CONFIG)
+                # A check is about set-up unless its kind says otherwise.
+                return exitcodes.exit_code(check.kind, default=exitcodes.CONFIG)
     return exitcodes.OK
 
 

@@ -178,14 +178,12 @@ def _describe_base(settings: Settings, url: str, port: int) -> tuple[str, bool |
 
 
 def _code_for(event: dict[str, Any]) -> int:
-    from opapprove.approvals.errors import EXIT_CODES
-
     kind = event.get("event")
     if kind == "finished":
         return exitcodes.for_state(str(event.get("state"))) or exitcodes.OK
     if kind == "callback_refused":
         return exitcodes.VERIFICATION
-    return EXIT_CODES.get(str(event.get("kind")), exitcodes.UNEXPECTED)
+    return exitcodes.exit_code(str(event.get("kind")))
 
 
 def _event_line(event: dict[str, Any]) -> str:

@@ -98,6 +98,12 @@ LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         False,
         "Check config, store, seller key, wallet, servers, published JWK and clock.",
     ),
+    "report": (
+        "opapprove.cli.report",
+        "report",
+        False,
+        "Approval analytics: funnel, approval rate, times, failure reasons, stuck grants.",
+    ),
     "sig": ("opapprove.cli.sig", "app", True, "Check Open Payments request signatures."),
     "smoke": (
         "opapprove.cli.smoke",

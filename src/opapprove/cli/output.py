@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opapprove.cli.errors import ErrorReport
-from opapprove.cli.redact import redact_json
+from opapprove.openpayments.redaction import redact_json
 
 if TYPE_CHECKING:
     from rich.console import Console

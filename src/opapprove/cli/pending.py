@@ -197,8 +197,8 @@ def _render_show(
 
     from rich.table import Table
 
-    from opapprove.cli.redact import redact_json
     from opapprove.cli.views import detail_rows
+    from opapprove.openpayments.redaction import redact_json
 
     for label, value in detail_rows(pending, now=now):
         console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
@@ -399,8 +399,6 @@ def _outcome_line(o: ReplayOutcome) -> str:
 
 
 def outcome_exit_code(o: ReplayOutcome) -> int:
-    from opapprove.approvals.errors import EXIT_CODES
-
     if o.outcome in _FINE:
         return exitcodes.OK
     if o.outcome == "expired":
@@ -408,7 +406,7 @@ def outcome_exit_code(o: ReplayOutcome) -> int:
     if o.outcome == "failed":
         state = str(o.after or "")
         return exitcodes.for_state(state) or exitcodes.REFUSED
-    return EXIT_CODES.get(o.error_kind or "", exitcodes.UNEXPECTED)
+    return exitcodes.exit_code(o.error_kind)
 
 
 def _batch_exit_code(outcomes: list[ReplayOutcome]) -> int:

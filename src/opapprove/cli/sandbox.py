@@ -6,6 +6,7 @@ so a seller whose wallet address is that URL can request grants right away.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -62,27 +63,39 @@ def build_config(
     state: Path | None,
     latency: float,
     wait: int,
+    wallets: Sequence[str] = (),
+    rates: Sequence[str] = (),
+    fee: str | None = None,
     created_window: int | None = None,
     settle_delay: float = 0.0,
 ) -> SandboxConfig:
-    from opapprove.servers.sandbox import SandboxConfig, SandboxConfigError
+    from opapprove.openpayments.errors import AmountError
+    from opapprove.openpayments.rates import Rates
+    from opapprove.servers.sandbox import FeePolicy, SandboxConfig, SandboxConfigError
+    from opapprove.servers.sandbox.accounts import with_wallets
+    from opapprove.servers.sandbox.config import default_accounts
 
     extra: dict[str, Any] = {}
     if created_window is not None:
         # 0 turns the check off: Rafiki's leniency (a created a day off still passes).
         extra["created_window"] = created_window or None
-    config = SandboxConfig(
-        **extra,
-        settle_delay=settle_delay,
-        seller_keys=seller_keys,
-        extra_keys=extra_keys,
-        public_url=public_url.rstrip("/") if public_url else None,
-        state_path=state.expanduser() if state else None,
-        latency=latency,
-        wait_seconds=wait,
-    )
     try:
+        config = SandboxConfig(
+            accounts=with_wallets(default_accounts(), wallets),
+            rates=Rates.parse(rates),
+            fee=FeePolicy.parse(fee) if fee is not None else FeePolicy(),
+            seller_keys=seller_keys,
+            extra_keys=extra_keys,
+            public_url=public_url.rstrip("/") if public_url else None,
+            state_path=state.expanduser() if state else None,
+            latency=latency,
+            wait_seconds=wait,
+            settle_delay=settle_delay,
+            **extra,
+        )
         config.validate()
+    except AmountError as exc:
+        raise CliError(f"bad sandbox option: {exc.message}", hint=exc.hint) from exc
     except SandboxConfigError as exc:
         raise CliError(f"bad sandbox option: {exc}", hint="see `opapprove sandbox --help`") from exc
     return config
@@ -116,6 +129,30 @@ def sandbox(
     seller_id: Annotated[
         str | None,
         typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
+    ] = None,
+    wallet: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--wallet",
+            metavar="NAME:ASSET:SCALE:BALANCE",
+            help="Add a wallet (or redefine buyer/seller), e.g. alice:EUR:2:500.00; repeatable.",
+        ),
+    ] = None,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            metavar="BASE/QUOTE=N",
+            help="One BASE buys N QUOTE, e.g. EUR/USD=1.08; repeatable.",
+        ),
+    ] = None,
+    fee: Annotated[
+        str | None,
+        typer.Option(
+            "--fee",
+            metavar="P%+FIXED",
+            help="The sender's fee: a percent plus a fixed part in the debit asset (0.5%+0.10).",
+        ),
     ] = None,
     created_window: Annotated[
         int | None,
@@ -154,6 +191,9 @@ def sandbox(
         state=state,
         latency=latency,
         wait=wait,
+        wallets=wallet or [],
+        rates=rate or [],
+        fee=fee,
         created_window=created_window,
         settle_delay=settle_delay,
     )
@@ -166,9 +206,11 @@ def sandbox(
             "url": base,
             "wallets": wallets,
             "seller": None if seller is None else seller.id,
+            "rates": config.rates.describe(),
+            "fee": config.fee.describe(),
             "admin_approve": f"{base}/_admin/approve",
         }
-        output.result(data, lambda console: _render(console, base, wallets, seller))
+        output.result(data, lambda console: _render(console, base, wallets, seller, config))
         if seller is not None and not seller.wallet_address_url.startswith(base + "/"):
             output.warn(
                 f"seller {seller.id!r} uses {seller.wallet_address_url}, not this sandbox; to pay "
@@ -183,7 +225,9 @@ def sandbox(
     output.info("sandbox stopped")
 
 
-def _render(console: Console, base: str, wallets: list[dict[str, Any]], seller: Any) -> None:
+def _render(
+    console: Console, base: str, wallets: list[dict[str, Any]], seller: Any, config: SandboxConfig
+) -> None:
     from opapprove.openpayments.money import from_minor_units
 
     console.print(f"Open Payments sandbox at {base}", markup=False)
@@ -196,6 +240,9 @@ def _render(console: Console, base: str, wallets: list[dict[str, Any]], seller: 
             f", keys: {keys}{role}",
             markup=False,
         )
+    if config.rates.table or config.fee.describe() != "none":
+        rates = ", ".join(config.rates.describe()) or "none"
+        console.print(f"  rates: {rates}; fee: {config.fee.describe()}", markup=False)
     if seller is not None:
         console.print(f"Seller {seller.id}'s key {seller.key_id} is registered.", markup=False)
     else:

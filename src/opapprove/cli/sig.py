@@ -16,8 +16,8 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
-from opapprove.cli.redact import redact_text
 from opapprove.cli.runtime import Runtime
+from opapprove.openpayments.redaction import redact_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -249,8 +249,8 @@ def _render(console: Console, captured: CapturedRequest, source: str, result: Si
         for diff_line in result.base_diff:
             say(f"        {diff_line}")
     elif result.part == "signature" and result.rebuilt_base and not result.recorded_base:
-        from opapprove.diagnostics.sigcheck import mask_base
+        from opapprove.openpayments.redaction import redact_signature_base
 
         say("      signature base rebuilt from the request:")
-        for base_line in (mask_base(result.rebuilt_base) or "").split("\n"):
+        for base_line in (redact_signature_base(result.rebuilt_base) or "").split("\n"):
             say(f"        {base_line}")

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opapprove.cli.errors import CliError
-from opapprove.cli.redact import redact_text
 from opapprove.cli.runtime import Runtime
+from opapprove.openpayments.redaction import redact_text
 
 if TYPE_CHECKING:
     from rich.console import Console

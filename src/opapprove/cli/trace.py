@@ -1,7 +1,8 @@
 """``--trace`` / ``--trace-file``: every HTTP exchange the client makes, secrets masked.
 
-Masking is two-layered: the client's ``Exchange.redacted()`` first, then the CLI's own text
-redaction over everything shown, so a token in an unexpected place still comes out as ``***``.
+Masking is two-layered: the client's ``Exchange.redacted()`` first, then text redaction over
+everything shown, so a token in an unexpected place still comes out as ``***`` (both from
+``openpayments.redaction``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from opapprove.cli.redact import MASK, redact_body, redact_text
+from opapprove.openpayments.redaction import redact_body, redact_headers, redact_text
 
 if TYPE_CHECKING:
     from opapprove.openpayments.client import Exchange
-
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-idp-secret"})
 
 
 def _text(body: bytes | str | None) -> str:
@@ -53,21 +52,13 @@ def exchange_record(exchange: Exchange, *, show_secrets: bool = False) -> dict[s
 
 def _mask_record(record: dict[str, Any]) -> dict[str, Any]:
     for key in ("request_headers", "response_headers"):
-        record[key] = {
-            k: (_mask_header(v) if k.lower() in _SECRET_HEADERS else redact_text(v))
-            for k, v in record[key].items()
-        }
+        record[key] = redact_headers(record[key])
     for key in ("request_body", "response_body"):
         record[key] = redact_body(record[key])
     for key in ("url", "signature_base", "error"):
         if isinstance(record[key], str):
             record[key] = redact_text(record[key])
     return record
-
-
-def _mask_header(value: str) -> str:
-    scheme, _, rest = value.partition(" ")
-    return f"{scheme} {MASK}" if rest and scheme.upper() in ("GNAP", "BEARER") else MASK
 
 
 def _pretty_body(text: str) -> str:

@@ -11,7 +11,6 @@ on the way; identical bases mean the key differs.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -24,9 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import exceptions as hms_exceptions
 from http_message_signatures.digests import ContentDigest
 
+from opapprove.errors import OpapproveError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
 from opapprove.openpayments.keys import Jwk
+from opapprove.openpayments.redaction import MASK, redact_signature_base
 from opapprove.openpayments.signatures import (
     compact_json,
     content_digest,
@@ -35,7 +36,6 @@ from opapprove.openpayments.signatures import (
     verify_request,
 )
 
-MASK = "***"
 JWKS_SUFFIX = "/jwks.json"
 _BASE_LINE = re.compile(r'^"(?P<name>[^"]+)"(?P<params>;[^:]*)?: (?P<value>.*)$')
 _METHOD = re.compile(r"^[A-Z]+$")
@@ -56,16 +56,10 @@ COMPONENT_HINTS = {
 }
 
 
-class CaptureError(ValueError):
+class CaptureError(OpapproveError, ValueError):
     """A capture that cannot be read. ``str(err)`` is one line: what, why, what to do."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    kind = "input"
 
 
 @dataclass(frozen=True)
@@ -326,33 +320,10 @@ class SigCheck:
             "components": list(self.components),
             "differs": list(self.differs),
             "baseDiff": list(self.base_diff),
-            "rebuiltBase": mask_base(self.rebuilt_base),
-            "recordedBase": mask_base(self.recorded_base),
+            "rebuiltBase": redact_signature_base(self.rebuilt_base),
+            "recordedBase": redact_signature_base(self.recorded_base),
             "notes": list(self.notes),
         }
-
-
-def mask_base(base: str | None, *, fingerprint: bool = False) -> str | None:
-    """A signature base with the ``authorization`` line's credential shown as ``***``.
-
-    With ``fingerprint`` a credential is shown as ``***`` plus the start of its SHA-256,
-    so two different tokens differ in a diff without either being shown.
-    """
-    if base is None:
-        return None
-    out = []
-    for line in base.split("\n"):
-        match = _BASE_LINE.match(line)
-        if match and match["name"] == "authorization":
-            scheme, _, credential = match["value"].partition(" ")
-            masked = MASK
-            if fingerprint and credential and credential != MASK:
-                digest = hashlib.sha256(credential.encode("utf-8", "replace")).hexdigest()
-                masked = f"{MASK} (sha256 {digest[:8]})"
-            value = f"{scheme} {masked}" if credential else masked
-            line = f'"authorization"{match["params"] or ""}: {value}'
-        out.append(line)
-    return "\n".join(out)
 
 
 def base_lines(base: str) -> dict[str, str]:
@@ -574,8 +545,8 @@ def _explain(
     differs = differing_components(recorded, rebuilt)
     diff = tuple(
         difflib.unified_diff(
-            (mask_base(recorded, fingerprint=True) or "").split("\n"),
-            (mask_base(rebuilt, fingerprint=True) or "").split("\n"),
+            (redact_signature_base(recorded, fingerprint=True) or "").split("\n"),
+            (redact_signature_base(rebuilt, fingerprint=True) or "").split("\n"),
             "signed (recorded)",
             "received (rebuilt)",
             n=10,

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 
-from opapprove.approvals.errors import EXIT_CODES, FlowError
+from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import resolve_seller
 from opapprove.approvals.store import Pending, State, StoreError
 from opapprove.diagnostics.junit import JUnitCase, junit_xml
+from opapprove.errors import EXIT_CODES
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
 from opapprove.openpayments.exchange import Exchange

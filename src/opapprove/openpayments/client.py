@@ -83,6 +83,8 @@ __all__ = ["Exchange", "GrantTimeout", "OpenPaymentsClient", "is_pending"]
 class GrantTimeout(errors.OpenPaymentsError):
     """``poll_grant`` gave up: the user did not approve within the timeout."""
 
+    kind = "timeout"
+
 
 def is_pending(grant: PendingGrant | Grant) -> TypeGuard[PendingGrant]:
     """True while the grant still waits for the user (the SDK's ``isPendingGrant``)."""

@@ -4,36 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from opapprove.errors import OpapproveError
 
-class OpenPaymentsError(Exception):
+
+class OpenPaymentsError(OpapproveError):
     """Base of every error this package raises.
 
     ``hint`` is what a person can do about it; ``str(err)`` is one line.
     """
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} — {self.hint}"
+    kind = "open_payments"
 
 
 class KeyLoadError(OpenPaymentsError):
     """A private or public key could not be loaded or is of the wrong type."""
 
+    kind = "key"
+
 
 class AmountError(OpenPaymentsError, ValueError):
     """A decimal amount that cannot be put on the wire exactly."""
+
+    kind = "amount"
 
 
 class WalletAddressError(OpenPaymentsError, ValueError):
     """A wallet address URL that is malformed or not allowed."""
 
+    kind = "wallet_address"
+
 
 class SignatureError(OpenPaymentsError):
     """A request signature that does not verify; ``part`` names what differs."""
+
+    kind = "verification"
 
     def __init__(self, message: str, *, part: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -43,9 +47,13 @@ class SignatureError(OpenPaymentsError):
 class InteractionHashError(OpenPaymentsError):
     """The finish redirect's ``hash`` does not match what this grant should produce."""
 
+    kind = "verification"
+
 
 class TransportError(OpenPaymentsError):
     """The server could not be reached, or the connection dropped before an answer."""
+
+    kind = "transport"
 
     def __init__(self, message: str, *, method: str, url: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -55,6 +63,8 @@ class TransportError(OpenPaymentsError):
 
 class ResponseError(OpenPaymentsError):
     """A server answered with an error status, or with a body that is not what the spec says."""
+
+    kind = "refused"
 
     def __init__(
         self,
@@ -89,3 +99,5 @@ class ResourceError(ResponseError):
 
 class InvalidResponse(ResponseError):
     """A 2xx answer whose body does not match the Open Payments spec."""
+
+    kind = "invalid_response"

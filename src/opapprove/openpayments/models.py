@@ -32,8 +32,8 @@ from opapprove.openpayments import keys
 from opapprove.openpayments.errors import AmountError
 from opapprove.openpayments.interaction import new_nonce
 from opapprove.openpayments.money import UINT64_MAX, Amount
+from opapprove.openpayments.redaction import MASK, is_secret
 
-REDACTED = "***"
 RECEIVER_PATTERN = r"^(https|http)://(.+)/incoming-payments/(.+)$"
 ILP_ADDRESS_PATTERN = r"^(g|private|example|peer|self|test[1-3]?|local)([.][a-zA-Z0-9_~-]+)+$"
 B64URL_PATTERN = r"^[a-zA-Z0-9-_]+$"
@@ -48,8 +48,9 @@ class _Model(BaseModel):
     # import would cost each CLI process ~40 ms before its first request.
     model_config = ConfigDict(populate_by_name=True, extra="allow", defer_build=True)
 
-    # Field names whose values are secrets: shown as *** by repr() and str().
-    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+    # The member this object stands under on the wire: with ``redaction`` it says which
+    # fields are secrets, shown as *** by repr() and str().
+    _held_by: ClassVar[str | None] = None
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object to send or store: camelCase aliases, no ``None`` fields."""
@@ -57,8 +58,8 @@ class _Model(BaseModel):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            if name in self._secret_fields and value is not None:
-                yield name, REDACTED
+            if name is not None and isinstance(value, str) and is_secret(name, self._held_by):
+                yield name, MASK
             else:
                 yield name, value
 
@@ -330,7 +331,7 @@ class ContinueRequest(_Sent):
 
 class ContinueToken(_Received):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    _secret_fields = frozenset({"value"})
+    _held_by = "access_token"
 
     value: str
 
@@ -351,7 +352,7 @@ class Continue(_Received):
 
 class AccessToken(_Received):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    _secret_fields = frozenset({"value"})
+    _held_by = "access_token"
 
     value: str
     manage: str
@@ -483,7 +484,6 @@ class IncomingPayment(_Received):
 
 class IlpPaymentMethod(_Received):
     model_config = ConfigDict(populate_by_name=True, extra="allow")
-    _secret_fields = frozenset({"shared_secret"})
 
     type: Literal["ilp"] = "ilp"
     ilp_address: Annotated[str, StringConstraints(pattern=ILP_ADDRESS_PATTERN, max_length=1023)] = (

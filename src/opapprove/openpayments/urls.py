@@ -13,6 +13,8 @@ _HTTP_HINT = "use https, or allow plain http explicitly (allow_http) for a local
 class InsecureUrlError(OpenPaymentsError, ValueError):
     """A URL the client refuses to call: plain http to a host that is not loopback, or not http."""
 
+    kind = "insecure_url"
+
 
 def is_loopback(url: str) -> bool:
     """True if the URL's host is ``localhost`` or a loopback IP (127.0.0.0/8, ::1)."""

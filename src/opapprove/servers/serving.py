@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -114,7 +115,9 @@ def serve_in_thread(
     port: int = 0,
     *,
     start_timeout: float = 15.0,
+    log_handler: logging.Handler | None = None,
 ) -> RunningServer:
+    """``log_handler`` also gets uvicorn's own lines (a failed bind says why there)."""
     if not _is_loopback(host):
         raise ServerStartError(
             f"refusing to bind {host}: opapprove servers listen on loopback only; use 127.0.0.1"
@@ -129,6 +132,9 @@ def serve_in_thread(
         lifespan="off",
         loop="asyncio",
     )
+    if log_handler is not None:
+        # After Config: uvicorn's dictConfig there drops handlers added before it.
+        logging.getLogger("uvicorn.error").addHandler(log_handler)
     server = _Server(config)
     started = server.ready
     failure: list[BaseException] = []

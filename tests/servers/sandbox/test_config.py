@@ -9,7 +9,6 @@ from opapprove.openpayments.errors import KeyLoadError
 from opapprove.openpayments.keys import generate_private_key, public_jwk
 from opapprove.servers.sandbox import (
     AccountConfig,
-    FeePolicy,
     SandboxConfig,
     SandboxConfigError,
     describe,
@@ -71,14 +70,6 @@ def test_describe_lists_wallets_and_key_ids() -> None:
     ]
     with pytest.raises(SandboxConfigError):
         describe(SandboxConfig())
-
-
-def test_fee_policy() -> None:
-    fee = FeePolicy(fixed=3, basis_points=50)
-    assert fee.fee_for(1234) == 3 + 7
-    assert fee.receive_for_debit(1244) == 1234
-    assert fee.receive_for_debit(3) == 0
-    assert FeePolicy().receive_for_debit(10) == 10
 
 
 def test_reprs_hide_secrets() -> None:

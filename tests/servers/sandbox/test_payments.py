@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -156,7 +157,7 @@ async def test_unaffordable_payment_fails_and_releases_the_grant(sandbox: Sandbo
 
 
 async def test_fees_are_added_to_the_debit_amount() -> None:
-    box = make_sandbox(fee=FeePolicy(fixed=10, basis_points=100))
+    box = make_sandbox(fee=FeePolicy(fixed=Decimal("0.10"), basis_points=100))
     async with box.client() as api:
         incoming = await api.incoming_payment("1000")
         by_receiver = await api.quote(incoming["id"])
@@ -167,7 +168,7 @@ async def test_fees_are_added_to_the_debit_amount() -> None:
         token = await outgoing_token(api, box)
         created = (await pay_quote(api, box, by_receiver, token)).json()
         paid = (await api.get(created["id"], token=token)).json()
-        assert paid["sentAmount"] == usd(1000) and paid["debitAmount"] == usd(1020)
+        assert paid["sentAmount"] == usd(1020) and paid["debitAmount"] == usd(1020)
     assert box.state.balance("buyer") == 100_000 - 1020
     assert box.state.balance("seller") == 1000
     box.recorder.assert_clean()

@@ -12,13 +12,13 @@ signatures the way Rafiki does, and stricter where Rafiki fails open.
 from opapprove.servers.sandbox.app import SandboxApp, create_app
 from opapprove.servers.sandbox.config import (
     AccountConfig,
-    FeePolicy,
     SandboxConfig,
     SandboxConfigError,
     describe,
     load_public_keys,
 )
 from opapprove.servers.sandbox.errors import SandboxError
+from opapprove.servers.sandbox.fx import FeePolicy
 from opapprove.servers.sandbox.state import SandboxState
 
 __all__ = [

@@ -1,10 +1,9 @@
-"""What a sandbox runs with: its accounts, keys, lifetimes, fees, clock and operator knobs."""
+"""What a sandbox runs with: its accounts, keys, lifetimes, fees and rates, clock and knobs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,8 @@ from typing import Any
 
 from opapprove.openpayments.errors import KeyLoadError
 from opapprove.openpayments.keys import Jwk
+from opapprove.openpayments.rates import RateError, Rates
+from opapprove.servers.sandbox.fx import FeePolicy
 
 # Path segments the sandbox itself uses; an account may not shadow them.
 RESERVED_NAMES = frozenset({"auth", "op", "interact", "idp", "_admin", "favicon.ico"})
@@ -37,27 +38,7 @@ class AccountConfig:
     keys: list[Jwk] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class FeePolicy:
-    """The sending side's fee: ``fixed`` minor units plus ``basis_points`` of the receive amount."""
-
-    fixed: int = 0
-    basis_points: int = 0
-
-    def fee_for(self, receive: int) -> int:
-        return self.fixed + math.ceil(receive * self.basis_points / 10_000)
-
-    def receive_for_debit(self, debit: int) -> int:
-        """The largest receive amount whose receive + fee fits in ``debit`` (0 if none does)."""
-        if debit <= self.fixed:
-            return 0
-        receive = (debit - self.fixed) * 10_000 // (10_000 + self.basis_points)
-        while receive > 0 and receive + self.fee_for(receive) > debit:
-            receive -= 1
-        return receive
-
-
-def _default_accounts() -> list[AccountConfig]:
+def default_accounts() -> list[AccountConfig]:
     return [
         AccountConfig(name="buyer", public_name="Buyer", balance=100_000),
         AccountConfig(name="seller", public_name="Seller"),
@@ -79,7 +60,7 @@ class SandboxConfig:
     and ``Host`` header, which is what a server bound to port 0 needs.
     """
 
-    accounts: list[AccountConfig] = field(default_factory=_default_accounts)
+    accounts: list[AccountConfig] = field(default_factory=default_accounts)
     # The client wallet (the seller in the seed) publishes these keys in its jwks.json.
     client_account: str = "seller"
     seller_keys: list[Jwk] = field(default_factory=list)
@@ -91,6 +72,8 @@ class SandboxConfig:
     quote_lifetime: float = 300.0
     incoming_payment_lifetime: float = 30 * 24 * 3600.0
     fee: FeePolicy = field(default_factory=FeePolicy)
+    # EUR/USD=1.08 style; every pair of assets the accounts hold must be priced (fx.py).
+    rates: Rates = field(default_factory=Rates)
     clock: Callable[[], float] = time.time
     # Injectable so tests can see latency and delay faults without sleeping.
     sleep: Sleep = asyncio.sleep
@@ -141,6 +124,19 @@ class SandboxConfig:
             < 0
         ):
             raise SandboxConfigError("wait and lifetimes must not be negative")
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        codes = sorted({a.asset_code for a in self.accounts})
+        for code in codes[1:]:
+            try:
+                self.rates.rate(codes[0], code)
+            except RateError as exc:
+                holders = ", ".join(a.name for a in self.accounts if a.asset_code == code)
+                raise SandboxConfigError(
+                    f"no exchange rate between {codes[0]} and {code} (held by {holders}):"
+                    f" add --rate {code}/{codes[0]}=NUMBER",
+                ) from exc
 
     def keys_for(self, account: str) -> list[Jwk]:
         acct = next(a for a in self.accounts if a.name == account)

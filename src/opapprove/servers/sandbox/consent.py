@@ -14,6 +14,7 @@ finish URI. The older ``/accept`` and ``/reject`` posts still decide directly (3
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from html import escape
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -22,13 +23,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from opapprove.openpayments.money import format_wire
+from opapprove.openpayments.errors import AmountError
+from opapprove.openpayments.money import format_wire, from_minor_units
+from opapprove.openpayments.rates import format_fraction
 from opapprove.servers.sandbox import grants
 from opapprove.servers.sandbox.errors import REASON_HEADER, SandboxError
 from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.records import Grant
 from opapprove.servers.sandbox.state import SandboxState
-from opapprove.servers.sandbox.urls import base_url
+from opapprove.servers.sandbox.urls import INCOMING, base_url, resource_id
 
 IDP_PATH = "/idp"
 SESSION_COOKIE = "opapprove_sandbox_session"
@@ -51,7 +54,9 @@ def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status)
 
 
-def _describe_item(item: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _describe_item(
+    item: dict[str, Any], receiving: Callable[[str, Any], list[tuple[str, str, str]]]
+) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     kind = str(item.get("type"))
     actions = ", ".join(str(a) for a in item.get("actions", []))
@@ -67,17 +72,48 @@ def _describe_item(item: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("amount", "Amount", "no limit"))
     if "receiver" in limits:
         rows.append(("receiver", "Receiver", str(limits["receiver"])))
+        rows.extend(receiving(str(limits["receiver"]), limits.get("debitAmount")))
     if "interval" in limits:
         rows.append(("interval", "Every", str(limits["interval"])))
     return rows
 
 
-def consent_page(base: str, grant: Grant, nonce: str, *, via_idp: bool = False) -> HTMLResponse:
+def _receiving(state: SandboxState, base: str) -> Callable[[str, Any], list[tuple[str, str, str]]]:
+    """The other side of a payment to one of this sandbox's incoming payments: what the
+    receiver gets, and the rate and fee between the two assets."""
+
+    def rows(receiver_url: str, debit: Any) -> list[tuple[str, str, str]]:
+        ip_id = resource_id(base, INCOMING, receiver_url)
+        ip = state.incoming.get(ip_id) if ip_id else None
+        acct = state.account_config(ip.account) if ip is not None else None
+        if ip is None or acct is None or ip.incoming_amount is None:
+            return []
+        gets = f"{from_minor_units(ip.incoming_amount, acct.asset_scale)} {acct.asset_code}"
+        out = [("receive", "Receiver gets", f"{gets} ({acct.public_name or acct.name})")]
+        code = debit.get("assetCode") if isinstance(debit, dict) else None
+        if isinstance(code, str) and code != acct.asset_code:
+            try:
+                rate = format_fraction(state.config.rates.rate(code, acct.asset_code))
+            except AmountError:
+                rate = "no rate"
+            out.append(("rate", "Exchange rate", f"1 {code} = {rate} {acct.asset_code}"))
+        fee = state.config.fee.describe()
+        if fee != "none":
+            out.append(("fee", "Wallet fee", f"{fee} (included in the amount)"))
+        return out
+
+    return rows
+
+
+def consent_page(
+    base: str, grant: Grant, nonce: str, state: SandboxState, *, via_idp: bool = False
+) -> HTMLResponse:
     who = escape(grant.client_name or "An application")
     client_url = escape(grant.client_wallet or "")
     rows: list[tuple[str, str, str]] = []
+    receiving = _receiving(state, base)
     for item in grant.access:
-        rows.extend(_describe_item(item))
+        rows.extend(_describe_item(item, receiving))
     if grant.subject is not None:
         ids = ", ".join(str(s.get("id")) for s in grant.subject.get("sub_ids", []))
         rows.append(("subject", "Identify you as", ids))
@@ -189,7 +225,7 @@ async def idp_page(request: Request) -> Response:
     if blocked is not None:
         title, text = _OUTCOME_TEXT[blocked.outcome]
         return page(title, f"<p>{escape(text)}</p>")
-    return consent_page(base, grant, nonce, via_idp=True)
+    return consent_page(base, grant, nonce, state, via_idp=True)
 
 
 async def idp_decide(request: Request) -> Response:

@@ -12,9 +12,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from opapprove.servers.sandbox import settlement
+from opapprove.openpayments.errors import AmountError
+from opapprove.openpayments.rates import RateError
+from opapprove.servers.sandbox import fx, settlement
 from opapprove.servers.sandbox.config import AccountConfig
 from opapprove.servers.sandbox.errors import ResourceServerError
+from opapprove.servers.sandbox.fx import Asset
 from opapprove.servers.sandbox.grants import Introspection
 from opapprove.servers.sandbox.intervals import IntervalError, current_window
 from opapprove.servers.sandbox.records import IncomingPayment, OutgoingPayment, Quote
@@ -136,25 +139,29 @@ def find_receiver(state: SandboxState, base: str, url: Any, sender: AccountConfi
         raise bad_request("invalid receiver", why)
     acct = state.account_config(ip.account)
     assert acct is not None
-    if (acct.asset_code, acct.asset_scale) != (sender.asset_code, sender.asset_scale):
-        raise bad_request(
-            "invalid receiver",
-            f"the sandbox does not convert currencies: {sender.name} holds {sender.asset_code}, "
-            f"{acct.name} holds {acct.asset_code}",
-        )
+    try:
+        state.config.rates.rate(sender.asset_code, acct.asset_code)
+    except RateError as exc:
+        raise bad_request("invalid receiver", exc.message) from exc
     return Receiver(ip, acct)
 
 
 def _amounts(
     state: SandboxState, sender: AccountConfig, receiver: Receiver, body: dict[str, Any]
 ) -> tuple[int, int]:
-    fee = state.config.fee
+    rates, fee = state.config.rates, state.config.fee
+    assets = (
+        Asset(sender.asset_code, sender.asset_scale),
+        Asset(receiver.acct.asset_code, receiver.acct.asset_scale),
+    )
     left = remaining(receiver.ip)
     if "debitAmount" in body:
         debit = _own_amount(body["debitAmount"], "debitAmount", sender)
-        receive = fee.receive_for_debit(debit)
+        receive = fx.receive_for(debit, *assets, rates, fee)
         if receive <= 0:
-            raise bad_request("non-positive receive amount", "the fee takes the whole debitAmount")
+            raise bad_request(
+                "non-positive receive amount", "the fee and rate leave nothing of the debitAmount"
+            )
     else:
         if "receiveAmount" in body:
             receive = _own_amount(body["receiveAmount"], "receiveAmount", receiver.acct)
@@ -167,7 +174,10 @@ def _amounts(
             receive = left
         if receive <= 0:
             raise bad_request("invalid amount", "the amount to receive must be greater than 0")
-        debit = receive + fee.fee_for(receive)
+        try:
+            debit = fx.debit_for(receive, *assets, rates, fee)
+        except AmountError as exc:
+            raise bad_request("invalid amount", exc.message) from exc
     if left is not None and receive > left:
         raise bad_request(
             "invalid amount", f"the receiver still expects {left}, less than {receive}"
@@ -213,12 +223,15 @@ class Spent:
     debit: int
     receive: int
     count: int
+    # The account the receive amounts are in (the last payment's receiver's).
+    receiver: str | None = None
 
 
 def spent_in_window(
     state: SandboxState, grant_id: str, window: tuple[float, float] | None
 ) -> Spent:
     debit = receive = count = 0
+    receiver = None
     for p in state.outgoing.values():
         if p.grant_id != grant_id or p.failed:
             continue
@@ -227,7 +240,8 @@ def spent_in_window(
         debit += p.debit
         receive += p.receive
         count += 1
-    return Spent(debit, receive, count)
+        receiver = state.incoming[p.receiver].account
+    return Spent(debit, receive, count, receiver)
 
 
 def grant_window(state: SandboxState, item: dict[str, Any]) -> tuple[float, float] | None:
@@ -359,7 +373,9 @@ def settle(state: SandboxState, payment: OutgoingPayment, receiver: Receiver) ->
     ip.received += payment.receive
     if ip.incoming_amount is not None and ip.received >= ip.incoming_amount:
         ip.completed = True
-    payment.sent = payment.receive
+    # sentAmount is in the debit asset and counts the whole debit, fee included: a payer polls
+    # until sentAmount = debitAmount (rafiki-observed 6n), and the SDK refuses sent > debit.
+    payment.sent = payment.debit
     return [sender, target, ip]
 
 

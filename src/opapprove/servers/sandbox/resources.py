@@ -397,10 +397,11 @@ async def get_outgoing_payment_grant(request: Request) -> Response:
     acct = state.account_config(name) if name else None
     if spent.count == 0 or acct is None:
         return JSONResponse({"spentDebitAmount": None, "spentReceiveAmount": None})
+    receiver = _acct(state, spent.receiver or acct.name)
     return JSONResponse(
         {
             "spentDebitAmount": _amount(acct, spent.debit),
-            "spentReceiveAmount": _amount(acct, spent.receive),
+            "spentReceiveAmount": _amount(receiver, spent.receive),
         }
     )
 
