@@ -199,8 +199,9 @@ def test_polled_grant_and_outgoing_payments(served: tuple[Sandbox, str]) -> None
             )
             for ip in incoming
         ]
-        assert [p.sent_amount for p in payments] == [usd("200")] * 3
-        assert payments[-1].grant_spent_debit_amount == usd("600")
+        # Created unsent; grantSpent* is what was spent before each (Rafiki 6b).
+        assert [p.sent_amount for p in payments] == [usd("0")] * 3
+        assert payments[-1].grant_spent_debit_amount == usd("400")
         assert box.state.balance("buyer") == buyer_before - 600
         assert op.get_outgoing_payment(payments[0].id, token).sent_amount == usd("200")
         page = op.list_outgoing_payments(rs, token, buyer, first=1)
