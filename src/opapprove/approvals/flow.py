@@ -747,6 +747,9 @@ class Flow:
         message: str | None = None,
     ) -> Pending:
         pending = self._get(pending_id)
+        if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
+            # One expiry rule (see _expire): too late is too late, even with a valid hash.
+            return await self._expire(pending, decided_here=True)
         if result:
             return await self._finish_with_result(pending, result, message)
         if not interact_ref:
@@ -852,12 +855,30 @@ class Flow:
             pending_id=pending.id,
         )
 
-    async def _expire(self, pending: Pending, data: dict[str, Any] | None = None) -> Pending:
+    async def _expire(
+        self, pending: Pending, data: dict[str, Any] | None = None, *, decided_here: bool = False
+    ) -> Pending:
+        """Expire a grant awaiting approval.
+
+        When opapprove decides it (``decided_here``: its approval_timeout passed) the grant
+        is cancelled at the wallet first, so the buyer cannot approve it there afterwards;
+        if the wallet cannot be reached the grant stays as it is (a FlowError of kind
+        ``transport``) and the next command that finds it expired tries again. A wallet
+        that said so itself has expired it already.
+        """
+        wallet = await self._cancel_at_wallet(pending) if decided_here else "expired there"
+        if wallet.startswith("unreachable"):
+            raise FlowError(
+                f"grant {pending.id} expired, but the wallet could not be told: {wallet}",
+                hint="it stays awaiting approval until the wallet answers; try again",
+                kind="transport",
+                pending_id=pending.id,
+            )
         pending = self._move(
             pending,
             State.EXPIRED,
             event="expired",
-            data=data,
+            data={**(data or {}), "wallet": wallet},
             last_error="Payment approval expired",
         )
         await self._emit("payment.failed", pending, reason="expired")
@@ -1159,13 +1180,28 @@ class Flow:
         # The row, not the caller's copy: an earlier call may have rotated the token.
         pending = self._get(pending.id)
         assert pending.access_token
+        used = pending.access_token
         try:
-            return await call(pending.access_token)
+            return await call(used)
         except op_errors.ResourceError as exc:
-            if not (_token_dead(exc) and pending.token_manage_url):
+            if not _token_dead(exc):
                 raise
-        # 403 Inactive Token: rotate via manage, store the new token, retry once.
-        rotated = _dump(await client.rotate_token(pending.token_manage_url, pending.access_token))
+            refused = exc
+        # 403 Inactive Token (Rafiki's answer for a rotated-away, revoked or expired token).
+        pending = self._get(pending.id)
+        if pending.access_token and pending.access_token != used:
+            # Another process rotated it meanwhile: its token is the live one.
+            return await call(pending.access_token)
+        if not pending.token_manage_url:
+            raise _regrant_needed(pending, refused, "the wallet gave no manage URL to rotate it")
+        try:
+            rotated = _dump(await client.rotate_token(pending.token_manage_url, used))
+        except op_errors.GrantError as exc:
+            if exc.status >= 500:
+                raise
+            # Rotated away or revoked: this token cannot be renewed; the buyer must approve anew.
+            why = f"rotating it was refused ({exc.message})"
+            raise _regrant_needed(pending, refused, why) from exc
         token = rotated.get("access_token", rotated)
         pending = self.store.update(
             pending.id,
@@ -1237,6 +1273,8 @@ class Flow:
                 kind="input",
                 pending_id=pending.id,
             )
+        if self._approval_expired(pending):
+            return await self._expire(pending, decided_here=True)
         seller = self._seller_of(pending)
         client = self.client_for(seller)
         assert pending.continue_uri and pending.continue_token
@@ -1281,7 +1319,7 @@ class Flow:
             return await self._after_approval(pending)
         if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
             try:
-                await self._expire(pending)
+                await self._expire(pending, decided_here=True)
             except FlowError:
                 return self._get(pending.id)
         return pending
@@ -1299,7 +1337,7 @@ class Flow:
             return await self._setup(pending)
         if pending.state == State.AWAITING_APPROVAL:
             if self._approval_expired(pending):
-                return await self._expire(pending)
+                return await self._expire(pending, decided_here=True)
             if pending.poll:
                 return await self.wait_for_approval(
                     pending.id, timeout=float(pending.continue_wait or 0) + 1
@@ -1313,6 +1351,25 @@ class Flow:
                 pending_id=pending.id,
             )
         return await self._after_approval(pending)
+
+    async def _cancel_at_wallet(self, pending: Pending) -> str:
+        """DELETE the grant's continuation: ``ok``, ``already cancelled``, or what failed.
+
+        A second cancel is no error: Rafiki answers it 401 invalid_continuation "invalid
+        grant" (an old sandbox 404), which means the grant is gone, as wanted.
+        """
+        if not (pending.continue_uri and pending.continue_token):
+            return "nothing to cancel"
+        client = self.client_for(self._seller_of(pending))
+        try:
+            await client.cancel_grant(pending.continue_uri, pending.continue_token)
+        except op_errors.GrantError as exc:
+            if exc.code == "invalid_continuation" or exc.status == 404:
+                return "already cancelled"
+            return f"{exc.status} {exc.description or exc.code or ''}".strip()
+        except op_errors.TransportError as exc:
+            return f"unreachable: {exc.message}"
+        return "ok"
 
     async def cancel(self, pending_id: str) -> Pending:
         pending = self._get(pending_id)
@@ -1336,9 +1393,7 @@ class Flow:
             client = self.client_for(seller)
             notes: dict[str, Any] = {}
             if pending.continue_uri and pending.continue_token:
-                notes["grant"] = await _quietly(
-                    client.cancel_grant(pending.continue_uri, pending.continue_token)
-                )
+                notes["grant"] = await self._cancel_at_wallet(pending)
             if pending.access_token and pending.token_manage_url:
                 notes["token"] = await _quietly(
                     client.revoke_token(pending.token_manage_url, pending.access_token)
@@ -1396,6 +1451,18 @@ def _public_incoming(data: dict[str, Any]) -> dict[str, Any]:
 def _already_continued(exc: op_errors.GrantError) -> bool:
     # Rafiki's answer to a second continue: 401 request_denied "grant interaction not approved".
     return exc.status == 401 and exc.code == "request_denied"
+
+
+def _regrant_needed(pending: Pending, exc: op_errors.ResourceError, why: str) -> FlowError:
+    return FlowError(
+        f"the wallet no longer accepts this grant's access token ({exc.description or exc.status})"
+        f" and {why}",
+        hint="the grant was revoked at the wallet: the buyer has to approve a new one "
+        f"(opapprove quote start --offer {pending.offer_id} ...); nothing was paid twice",
+        kind="wallet",
+        status=exc.status,
+        pending_id=pending.id,
+    )
 
 
 def sent_in_full(payment: dict[str, Any]) -> bool:
