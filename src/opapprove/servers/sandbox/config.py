@@ -83,7 +83,7 @@ class SandboxConfig:
     # Freshness check on the signature's `created`, in seconds either side of now; None is
     # Rafiki's leniency (it accepts a created a day old or a day ahead).
     created_window: int | None = DEFAULT_CREATED_WINDOW
-    # Refuse an exact replay of an accepted POST or DELETE (Rafiki does not).
+    # Refuse an exact replay of an accepted request that creates something (Rafiki does not).
     refuse_replays: bool = True
     # Rafiki digests JSON.stringify(JSON.parse(body)); refuse bodies that differ from that.
     require_compact_json: bool = True

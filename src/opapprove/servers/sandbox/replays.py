@@ -1,11 +1,13 @@
 """Signatures already accepted: an exact replay of a state-changing request is refused.
 
 Rafiki keeps no such memory (a captured request can be sent again verbatim). The sandbox
-remembers each accepted POST or DELETE signature for as long as its ``created`` would still
+remembers the signature of each accepted request that creates something (a grant, an
+incoming payment, a quote, an outgoing payment) for as long as its ``created`` would still
 be accepted, so a replay inside the freshness window is refused and one outside it fails
-the window check. GETs are not remembered: Ed25519 signatures are deterministic and
-``created`` has one-second resolution, so a client polling a payment twice in a second
-sends byte-identical requests, and replaying a read changes nothing.
+the window check. Other requests are not remembered: Ed25519 signatures are deterministic
+and ``created`` has one-second resolution, so a client that polls, cancels twice or reads a
+payment twice within a second sends byte-identical requests, and Rafiki's answer to the
+repeat (401 "invalid grant", 409 "wrong state"...) must reach it; none of those can act twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import threading
 
 # How long a signature is remembered when the freshness window is off (Rafiki's leniency).
 DEFAULT_MEMORY = 300.0
-GUARDED_METHODS = frozenset({"POST", "DELETE", "PUT", "PATCH"})
+GUARDED_OPERATIONS = frozenset(
+    {"post-request", "create-incoming-payment", "create-quote", "create-outgoing-payment"}
+)
 
 
 class ReplayGuard:

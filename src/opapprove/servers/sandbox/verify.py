@@ -17,7 +17,8 @@ from opapprove.openpayments.errors import KeyLoadError, SignatureError
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.signatures import compact_json, parse_signature_input, verify_request
 from opapprove.servers.sandbox.errors import GnapError, ResourceServerError
-from opapprove.servers.sandbox.replays import DEFAULT_MEMORY, GUARDED_METHODS
+from opapprove.servers.sandbox.operations import operation_name
+from opapprove.servers.sandbox.replays import DEFAULT_MEMORY, GUARDED_OPERATIONS
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import account_of, target_uri
 from opapprove.servers.sandbox.validation import OPENAPI_PREFIX
@@ -124,7 +125,8 @@ def _check(
 
 
 def _check_replay(state: SandboxState, request: Request, now: float) -> None:
-    if not state.config.refuse_replays or request.method not in GUARDED_METHODS:
+    operation = operation_name(request.method, request.url.path)
+    if not state.config.refuse_replays or operation not in GUARDED_OPERATIONS:
         return
     window = state.config.created_window
     memory = float(window) if window is not None else DEFAULT_MEMORY
