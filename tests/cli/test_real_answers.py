@@ -126,10 +126,15 @@ def test_a_revoked_token_asks_for_a_new_approval_and_an_unknown_payment_is_no_lo
     # The token revoked at the wallet: rotating is refused, so the buyer must approve anew.
     [token] = [t for t in kit.box.state.tokens.values() if t.value == pending.access_token]
     grants.revoke_token(kit.box.state, token)
-    revoked = kit.cli("--json", "status", pending.id)
+    trace = kit.cli.tmp / "trace.jsonl"
+    revoked = kit.cli("--json", "--trace-file", str(trace), "status", pending.id)
     assert revoked.exit_code == exitcodes.REFUSED
     error = json.loads(revoked.stdout)["error"]
     assert "no longer accepts" in error["message"] and "approve a new one" in error["hint"]
+    # The body is Rafiki's; the sandbox's own explanation is in the trace, as a header.
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    reasons = [r["response_headers"].get("x-sandbox-reason") for r in records]
+    assert "the access token was revoked; request a new grant" in reasons
     assert "token_rotated" not in [e.kind for e in events_of(kit, pending.id)]
 
 
