@@ -161,8 +161,13 @@ async def _managed_token(request: Request, body: bytes) -> tuple[SandboxState, s
     base = base_url(request, state.config.public_url)
     value = _gnap_token(request)
     if value is None:
+        # Rafiki 5k: the same words as for a wrong token. (Rafiki rotates without a token,
+        # 5j; the sandbox refuses on purpose, README "stricter".)
         raise GnapError(
-            401, "invalid_client", "missing access token: send Authorization: GNAP <access token>"
+            401,
+            "invalid_client",
+            "invalid access token",
+            reason="missing access token: send Authorization: GNAP <access token>",
         )
     token = grants.find_managed_token(state, request.path_params["id"], value)
     grant = state.grants[token.grant_id]
