@@ -345,11 +345,19 @@ class _Smoke:
             shown = f"{status} (redirects to {where})" if where else str(status)
             self.record(name, "pass", f"{url} answers {shown}", seconds=seconds)
             return
+        self._wallet_fail(
+            name,
+            f"the approval URL {url} answered {status}",
+            "the buyer could not approve there: check the wallet's interaction server",
+            seconds,
+        )
+
+    def _wallet_fail(self, name: str, message: str, hint: str, seconds: float) -> None:
         self.record(
             name,
             "fail",
-            f"the approval URL {url} answered {status}",
-            hint="the buyer could not approve there: check the wallet's interaction server",
+            message,
+            hint=hint,
             seconds=seconds,
             kind="wallet",
             exit_code=EXIT_CODES["wallet"],
@@ -403,28 +411,22 @@ class _Smoke:
         notes = next((e.data for e in reversed(events) if e.kind == "cancelled"), {})
         answer = notes.get("grant")
         if answer not in (None, "ok", "already cancelled", "nothing to cancel"):
-            self.record(
+            self._wallet_fail(
                 name,
-                "fail",
                 f"the grant is cancelled here, but the wallet answered the cancel with {answer}",
-                hint="the grant may stay open at the wallet until it expires",
-                seconds=seconds,
-                kind="wallet",
-                exit_code=EXIT_CODES["wallet"],
+                "the grant may stay open at the wallet until it expires",
+                seconds,
             )
             return
         what = "grant revoked at the wallet" if answer == "ok" else "nothing was open at the wallet"
         closed = next((e.data for e in reversed(events) if e.kind == "incoming_payment_closed"), {})
         outcome = closed.get("outcome")
         if outcome not in (None, "completed", "already closed"):
-            self.record(
+            self._wallet_fail(
                 name,
-                "fail",
                 f"the grant is cancelled, but its incoming payment stays open: {outcome}",
-                hint="the seller's incoming payment stays pending at the wallet until it expires",
-                seconds=seconds,
-                kind="wallet",
-                exit_code=EXIT_CODES["wallet"],
+                "the seller's incoming payment stays pending at the wallet until it expires",
+                seconds,
             )
             return
         if outcome is not None:
