@@ -52,15 +52,56 @@ async def test_approve_finishes_and_pays_once(started: tuple[FlowKit, Any]) -> N
     assert len(kit.sandbox.state.outgoing_payments()) == 1
 
 
-async def test_reject_marks_rejected(started: tuple[FlowKit, Any]) -> None:
+async def test_a_rejection_redirect_is_noted_but_keeps_the_grant_open(
+    started: tuple[FlowKit, Any],
+) -> None:
     kit, pending = started
     url = kit.finish_url(pending.interact_redirect, reject=True)
     assert _query(url)["result"] == "grant_rejected"
     with pytest.raises(FlowError) as err:
         await kit.flow.finish_url(url)
     assert err.value.kind == "rejected" and err.value.exit_code == 6
-    assert kit.store.get_pending(pending.id).state == State.REJECTED
+    assert "stays open" in err.value.message and "pending cancel" in (err.value.hint or "")
+    assert kit.store.get_pending(pending.id).state == State.AWAITING_APPROVAL
+    (noted,) = [e.data for e in kit.store.events(pending.id) if e.kind == "wallet_result"]
+    assert noted["result"] == "grant_rejected" and noted["verified"] is False
     assert kit.sandbox.state.outgoing_payments() == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "result=grant_rejected",
+        "result=grant_rejected&hash=AAAA",
+        "result=invalid_interaction&message=invalid+interaction",
+        "result=invalid_interaction&message=interaction+expired",
+        "result=grant_invalid",
+        "result=unknown_interaction&message=unknown+interaction",
+        "result=anything_else",
+    ],
+)
+async def test_a_forged_result_then_the_real_approval_pays_once(
+    started: tuple[FlowKit, Any], query: str
+) -> None:
+    kit, pending = started
+    with pytest.raises(FlowError):
+        await kit.flow.finish_url(
+            f"http://127.0.0.1:3999/payments/finish?pendingId={pending.id}&{query}"
+        )
+    assert kit.store.get_pending(pending.id).state == State.AWAITING_APPROVAL
+    done = await kit.flow.finish_url(kit.finish_url(pending.interact_redirect))
+    assert done.state == State.COMPLETED
+    assert len(kit.sandbox.state.outgoing_payments()) == 1
+
+
+async def test_forged_results_are_recorded_a_bounded_number_of_times(
+    started: tuple[FlowKit, Any],
+) -> None:
+    kit, pending = started
+    for _ in range(30):
+        await kit.flow.note_result(pending.id, "grant_rejected", None)
+    kinds = [e.kind for e in kit.store.events(pending.id)]
+    assert kinds.count("wallet_result") == 20
 
 
 async def test_bad_hash_is_refused_and_nothing_changes(started: tuple[FlowKit, Any]) -> None:

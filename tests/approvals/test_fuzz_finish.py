@@ -163,6 +163,6 @@ def test_a_result_with_a_line_break_stays_one_line(bench: Bench) -> None:
     url = f"{FINISH}?pendingId={pending.id}&result=grant_invalid%0Aforged&message=a%0Ab"
     with pytest.raises(FlowError) as err:
         asyncio.run(bench.flow.finish_url(url))
-    after = bench.store.get_pending(pending.id)
-    assert after is not None and after.last_error is not None
-    assert "\n" not in str(err.value) and "\n" not in after.last_error
+    (noted,) = [e.data for e in bench.store.events(pending.id) if e.kind == "wallet_result"]
+    assert "\n" not in str(err.value)
+    assert "\n" not in noted["result"] and "\n" not in noted["message"]

@@ -32,6 +32,8 @@ from tests.sandbox_fixtures import Sandbox, make_sandbox
 pytestmark = [pytest.mark.browser, pytest.mark.anyio]
 
 NAVIGATION_SECONDS = 20
+WAIT_SECONDS = 2  # the wallet's continue.wait
+REFRESH_SECONDS = 1
 
 
 @dataclass
@@ -44,8 +46,8 @@ class Journey:
     events: list[dict[str, Any]] = field(default_factory=list)
 
     async def start_quote(self, offer_id: str) -> Pending:
-        # The seller's side, as `opapprove quote start` runs it: real HTTP, no transport.
-        async with Flow(self.store, self.settings, clock=self.box.clock) as flow:
+        # The seller's side, as `opapprove quote start` runs it: real HTTP, real time.
+        async with Flow(self.store, self.settings) as flow:
             return await flow.start_quote(
                 offer_id=offer_id, buyer_wallet=f"{self.sandbox.url}/buyer", amount="12.34"
             )
@@ -56,7 +58,8 @@ async def journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("OPAPPROVE_CONFIG", raising=False)
-    box = make_sandbox()
+    # Real time and a real continue.wait: the buyer's page must not wait for it.
+    box = make_sandbox(clock=time.time, wait_seconds=WAIT_SECONDS)
     key_path = tmp_path / "seller.pem"
     write_private_key(key_path, box.key)
     store_path = tmp_path / "store.db"
@@ -78,8 +81,10 @@ async def journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         )
         settings = load_settings(store=store_path, allow_http=True, base_url=listener.url)
         kit = Journey(box, sandbox, listener, store, settings)
-        listener_flow = Flow(listener_store, settings, clock=box.clock)
-        late.inner = create_listener_app(listener_flow, on_event=kit.events.append)
+        listener_flow = Flow(listener_store, settings)
+        late.inner = create_listener_app(
+            listener_flow, on_event=kit.events.append, refresh_seconds=REFRESH_SECONDS
+        )
         try:
             yield kit
         finally:
@@ -94,23 +99,36 @@ def _decide_in_browser(browser: webdriver.Chrome, pending: Pending, button_id: s
     browser.get(pending.interact_redirect)
     assert browser.find_element(By.ID, "amount").text == "12.34 USD"
     browser.find_element(By.ID, button_id).click()
-    return WebDriverWait(browser, NAVIGATION_SECONDS).until(
+    return WebDriverWait(browser, NAVIGATION_SECONDS, poll_frequency=0.05).until(
         ec.presence_of_element_located((By.ID, "result"))
     )
 
 
-async def test_approve_in_the_browser_completes_the_payment(
-    browser: webdriver.Chrome, journey: Journey, tmp_path: Path
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+async def test_approve_shows_a_page_at_once_that_turns_into_payment_complete(
+    browser: webdriver.Chrome, journey: Journey, tmp_path: Path, javascript: bool
 ) -> None:
-    pending = await journey.start_quote("offer-approve")
+    pending = await journey.start_quote(f"offer-approve-{javascript}")
     assert pending.state == State.AWAITING_APPROVAL
     assert pending.finish_uri and pending.finish_uri.startswith(journey.listener.url)
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": not javascript})
+    try:
+        first = _decide_in_browser(browser, pending, "approve")
+        # The listener answered before the wallet's continue.wait was over, so before paying.
+        assert first.get_attribute("data-state") == "approved"
+        heading = browser.find_element(By.CSS_SELECTOR, "#result h1").text
+        assert heading == "Approved — completing the payment…"
+        assert journey.box.state.outgoing_payments() == []
+        assert browser.save_screenshot(str(tmp_path / "listener-completing.png"))
 
-    result = _decide_in_browser(browser, pending, "approve")
-
+        WebDriverWait(browser, NAVIGATION_SECONDS, poll_frequency=0.1).until(
+            lambda b: b.find_element(By.ID, "result").get_attribute("data-state") == "completed"
+        )
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
     assert browser.current_url.startswith(f"{journey.listener.url}/payments/finish?")
-    assert result.get_attribute("data-state") == "completed"
     assert browser.find_element(By.CSS_SELECTOR, "#result h1").text == "Payment complete"
+    result = browser.find_element(By.ID, "result")
     assert "12.34 USD" in result.text and pending.id in result.text
     assert browser.save_screenshot(str(tmp_path / "listener-completed.png"))
 
@@ -118,7 +136,7 @@ async def test_approve_in_the_browser_completes_the_payment(
     assert done is not None and done.state == State.COMPLETED
     [payment] = journey.box.state.outgoing_payments()
     assert done.outgoing_payment_url and done.outgoing_payment_url.endswith(payment.id)
-    assert [e["event"] for e in journey.events] == ["finished"]
+    assert [e["event"] for e in journey.events] == ["finished", "page_shown"]
     assert journey.events[0]["state"] == "completed"
 
 
@@ -132,7 +150,10 @@ async def test_reject_in_the_browser_shows_rejected_and_pays_nothing(
     assert result.get_attribute("data-state") == "rejected"
     assert browser.find_element(By.CSS_SELECTOR, "#result h1").text == "Payment not approved"
     assert browser.save_screenshot(str(tmp_path / "listener-rejected.png"))
+    # The redirect carries no hash: noted, but only the wallet (expiry, cancel) ends the grant.
     after = journey.store.get_pending(pending.id)
-    assert after is not None and after.state == State.REJECTED
+    assert after is not None and after.state == State.AWAITING_APPROVAL
     assert journey.box.state.outgoing_payments() == []
-    assert [e.get("kind") for e in journey.events] == ["rejected"]
+    assert [(e["event"], e["result"]) for e in journey.events] == [
+        ("wallet_result", "grant_rejected")
+    ]

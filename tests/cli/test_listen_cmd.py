@@ -11,6 +11,16 @@ import httpx
 from opapprove.cli import exitcodes
 from tests.cli.conftest import Cli, one_error_line
 from tests.cli.flow_kit import Kit
+from tests.servers.page_support import follow
+
+
+def wait_until_up(http: httpx.Client, base: str) -> None:
+    for _ in range(500):
+        try:
+            http.get(f"{base}/health")
+            return
+        except httpx.TransportError:
+            threading.Event().wait(0.02)
 
 
 def browse_when_up(base: str, url: str, seen: list[httpx.Response]) -> threading.Thread:
@@ -18,13 +28,8 @@ def browse_when_up(base: str, url: str, seen: list[httpx.Response]) -> threading
 
     def run() -> None:
         with httpx.Client(timeout=10) as http:
-            for _ in range(500):
-                try:
-                    http.get(f"{base}/health")
-                    break
-                except httpx.TransportError:
-                    threading.Event().wait(0.02)
-            seen.append(http.get(url))
+            wait_until_up(http, base)
+            seen.extend(follow(http.get, url))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -43,7 +48,8 @@ def test_once_finishes_the_payment_and_exits_0(kit: Kit) -> None:
     assert events[0]["event"] == "listening" and events[0]["matchesBaseUrl"] is True
     assert events[0]["url"] == kit.listener
     assert events[1]["event"] == "finished" and events[1]["state"] == "completed"
-    assert seen and seen[0].status_code == 200 and "Payment complete" in seen[0].text
+    assert seen and all(page.status_code == 200 for page in seen)
+    assert "completing the payment" in seen[0].text and "Payment complete" in seen[-1].text
     assert len(kit.payments()) == 1
 
 
@@ -70,6 +76,27 @@ def test_timeout_without_callbacks_is_exit_8(kit: Kit) -> None:
     assert [ln for ln in lines if ln.startswith("error: ")] == [
         next(ln for ln in lines if ln.startswith("error: no finish callback arrived"))
     ]
+
+
+def test_api_without_api_token_makes_one_for_the_run_and_prints_it_once(kit: Kit) -> None:
+    seen: list[httpx.Response] = []
+
+    def call_api() -> None:
+        with httpx.Client(timeout=10) as http:
+            wait_until_up(http, kit.listener)
+            seen.append(http.post(f"{kit.listener}/sellers", json={"id": "x"}))
+
+    thread = threading.Thread(target=call_api, daemon=True)
+    thread.start()
+    result = kit.cli("listen", "--api", "--timeout", "1")
+    thread.join(10)
+    assert result.exit_code == exitcodes.TIMEOUT
+    (line,) = [ln for ln in result.stdout.splitlines() if "API token for this run" in ln]
+    token = line.rsplit(" ", 1)[-1]
+    assert len(token) >= 32 and result.output.count(token) == 1
+    assert seen and seen[0].status_code == 401  # the token is required, even from here
+    second = kit.cli("listen", "--api", "--timeout", "0.1")
+    assert token not in second.output  # a new one each run
 
 
 def test_non_loopback_host_is_refused(cli: Cli) -> None:

@@ -151,16 +151,16 @@ def test_invalid_interaction_from_the_wallet_pays_nothing(box_kit: Kit) -> None:
     assert kit.payments() == []
 
 
-@pytest.mark.parametrize("side_exit", ["rejected", "cancelled", "expired", "failed"])
+@pytest.mark.parametrize("side_exit", ["cancelled", "expired", "failed"])
 def test_every_side_exit_closes_the_incoming_payment(box_kit: Kit, side_exit: str) -> None:
+    """And rejected: test_rejection_while_polling_is_rejected_exit_6 (a redirect's
+    unverified result=grant_rejected leaves the grant open, see the listener)."""
     kit = box_kit
     if side_exit == "expired":
         set_config(kit, "approval_timeout = 0.01\n")
     started = kit.start()
     pending_id = started["pendingId"]
-    if side_exit == "rejected":
-        result = kit.cli("finish", kit.approve(started["approvalUrl"], reject=True))
-    elif side_exit == "cancelled":
+    if side_exit == "cancelled":
         result = kit.cli("pending", "cancel", pending_id)
     elif side_exit == "expired":
         approved = kit.approve(started["approvalUrl"])  # the buyer approves, too late

@@ -13,6 +13,7 @@ import pytest
 from opapprove.approvals.store import State
 from opapprove.servers.listener import create_listener_app
 from tests.approvals.conftest import FlowKit, make_kit
+from tests.servers.page_support import afollow
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +38,10 @@ class Harness:
         parts = urlsplit(finish_url)
         return await self.http.get(f"{parts.path}?{parts.query}")
 
+    async def follow(self, finish_url: str) -> list[httpx.Response]:
+        """The buyer's browser: the redirect, then each refresh until the page settles."""
+        return await afollow(self.callback, finish_url)
+
     def snapshot(self) -> list[tuple[str, str, int]]:
         return [(p.id, str(p.state), p.version) for p in self.kit.store.list_pending()]
 
@@ -58,20 +63,30 @@ async def _start(h: Harness, offer: str = "o1") -> Any:
     )
 
 
-async def test_callback_finishes_and_shows_done_page(harness: Harness) -> None:
+async def test_callback_answers_at_once_then_shows_done_page(harness: Harness) -> None:
     pending = await _start(harness)
-    resp = await harness.callback(harness.kit.finish_url(pending.interact_redirect))
-    assert resp.status_code == 200
-    assert 'data-state="completed"' in resp.text and "Payment complete" in resp.text
+    pages = await harness.follow(harness.kit.finish_url(pending.interact_redirect))
+    assert all(page.status_code == 200 for page in pages)
+    assert 'data-state="approved"' in pages[0].text
+    assert "Approved — completing the payment…" in pages[0].text
+    assert '<meta http-equiv="refresh"' in pages[0].text
+    assert 'data-state="completed"' in pages[-1].text and "Payment complete" in pages[-1].text
     assert harness.kit.store.get_pending(pending.id).state == State.COMPLETED
-    assert harness.events[-1]["event"] == "finished"
+    assert [e["event"] for e in harness.events] == ["finished", "page_shown"]
 
 
-async def test_rejected_page(harness: Harness) -> None:
+async def test_rejected_page_keeps_the_grant_open(harness: Harness) -> None:
     pending = await _start(harness)
     resp = await harness.callback(harness.kit.finish_url(pending.interact_redirect, reject=True))
-    assert 'data-state="rejected"' in resp.text
-    assert harness.kit.store.get_pending(pending.id).state == State.REJECTED
+    assert resp.status_code == 200 and 'data-state="rejected"' in resp.text
+    assert harness.kit.store.get_pending(pending.id).state == State.AWAITING_APPROVAL
+    assert harness.events[-1] == {
+        "event": "wallet_result",
+        "pendingId": pending.id,
+        "result": "grant_rejected",
+        "verified": False,
+        "state": "awaiting_approval",
+    }
 
 
 async def test_expired_page(harness: Harness) -> None:

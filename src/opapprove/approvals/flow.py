@@ -746,12 +746,50 @@ class Flow:
         result: str | None = None,
         message: str | None = None,
     ) -> Pending:
+        """Finish from a redirect: verify it, then continue the grant and pay.
+
+        A ``result`` (unverified) is recorded and answered with FlowError; the grant stays
+        open. The listener uses :meth:`accept_approval` and :meth:`complete` separately, so
+        the buyer's page does not wait for the payment.
+        """
         pending = self._get(pending_id)
         if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
             # One expiry rule (see _expire): too late is too late, even with a valid hash.
             return await self._expire(pending, decided_here=True)
         if result:
-            return await self._finish_with_result(pending, result, message)
+            pending = await self.note_result(pending_id, result, message)
+            raise _result_error(pending, result, message)
+        pending = self.accept_approval(pending_id, interact_ref=interact_ref, hash=hash)
+        if pending.state in FINAL_STATES:
+            return pending
+        return await self._after_approval(pending)
+
+    async def complete(self, pending_id: str) -> Pending:
+        """Continue and pay a grant whose approval was accepted (exactly once; see _leased)."""
+        pending = self._get(pending_id)
+        if pending.state in FINAL_STATES:
+            return pending
+        return await self._after_approval(pending)
+
+    def accept_approval(
+        self, pending_id: str, *, interact_ref: str | None, hash: str | None
+    ) -> Pending:
+        """Check a redirect's ``interact_ref`` and ``hash`` and commit ``approved``; no network.
+
+        The same valid redirect again (a double click, a refresh, a second listener) gives
+        the grant as it stands; anything else that does not verify is FlowError.
+        """
+        pending = self._get(pending_id)
+        if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
+            # Too late (see _expire); without network here, the next status or replay
+            # cancels it at the wallet and marks it expired.
+            self._refuse(pending, "callback_refused", "approval expired")
+            raise FlowError(
+                "Payment approval expired",
+                hint="start a new quote",
+                kind="expired",
+                pending_id=pending.id,
+            )
         if not interact_ref:
             raise FlowError(
                 "the finish redirect has neither interact_ref nor result",
@@ -770,9 +808,7 @@ class Flow:
                     kind="verification",
                     pending_id=pending.id,
                 )
-            if pending.state in FINAL_STATES:
-                return pending
-            return await self._after_approval(pending)
+            return pending
         if pending.state != State.AWAITING_APPROVAL:
             self._refuse(pending, "callback_refused", f"grant is {pending.state}")
             raise _not_awaiting(pending)
@@ -786,7 +822,7 @@ class Flow:
                 pending_id=pending.id,
             )
         try:
-            pending = self._move(
+            return self._move(
                 pending,
                 State.APPROVED,
                 expect=State.AWAITING_APPROVAL,
@@ -794,11 +830,11 @@ class Flow:
                 interact_ref=interact_ref,
             )
         except StaleState:
-            # Another process took this callback first; carry on from what it committed.
+            # Another delivery took this callback first; carry on from what it committed.
             pending = self._get(pending.id)
             if pending.interact_ref != interact_ref:
                 raise _not_awaiting(pending) from None
-        return await self._after_approval(pending)
+            return pending
 
     def _hash_ok(self, pending: Pending, interact_ref: str, received: str | None) -> bool:
         if not received or not (pending.client_nonce and pending.server_finish_nonce):
@@ -814,46 +850,30 @@ class Flow:
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
         self.store.add_event(pending.id, kind, {"reason": why})
 
-    async def _finish_with_result(
-        self, pending: Pending, result: str, message: str | None
-    ) -> Pending:
-        if pending.state != State.AWAITING_APPROVAL:
-            self._refuse(pending, "callback_refused", f"result={result} while {pending.state}")
-            raise _not_awaiting(pending)
+    async def note_result(self, pending_id: str, result: str, message: str | None) -> Pending:
+        """Record a redirect's ``result=``; the grant stays as it is (see approvals.results).
+
+        Only the grant's own expiry ends it here: an approval past its time is expired,
+        whatever the redirect says.
+        """
+        from opapprove.approvals.results import MAX_RECORDED, classify
+
+        pending = self._get(pending_id)
         # The redirect's words come from the URL: keep them to one short, printable line.
         result, message = _one_line(result), _one_line(message) if message else None
-        data = {"result": result, "message": message}
-        if result == "grant_rejected":
-            pending = self._move(
-                pending,
-                State.REJECTED,
-                event="rejected",
-                data=data,
-                last_error="the buyer rejected the payment",
-            )
-            await self._emit("payment.failed", pending, reason="rejected")
-            raise FlowError(
-                "the buyer rejected the payment in the wallet",
-                hint="start a new quote if the buyer changes their mind",
-                kind="rejected",
-                pending_id=pending.id,
-            )
-        if result == "invalid_interaction" and message and "expired" in message:
-            return await self._expire(pending, data)
-        pending = self._move(
-            pending,
-            State.FAILED,
-            event="interaction_failed",
-            data=data,
-            last_error=f"{result}: {message or ''}".strip(": "),
-        )
-        await self._emit("payment.failed", pending, reason=result)
-        raise FlowError(
-            f"the wallet ended the approval: {result}" + (f" ({message})" if message else ""),
-            hint="start a new quote",
-            kind="rejected",
-            pending_id=pending.id,
-        )
+        data = {
+            "result": result,
+            "message": message,
+            "meaning": classify(result).kind,
+            "verified": False,
+            "state": str(pending.state),
+        }
+        noted = [e for e in self.store.events(pending.id) if e.kind == "wallet_result"]
+        if len(noted) < MAX_RECORDED:
+            self.store.add_event(pending.id, "wallet_result", data)
+        if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
+            await self._expire(pending, data)
+        return pending
 
     async def _expire(
         self, pending: Pending, data: dict[str, Any] | None = None, *, decided_here: bool = False
@@ -1539,3 +1559,31 @@ def _not_awaiting(pending: Pending) -> FlowError:
     if pending.state not in FINAL_STATES:
         kind = "input"
     return FlowError(message, hint=hint, kind=kind, pending_id=pending.id)
+
+
+def _result_error(pending: Pending, result: str, message: str | None) -> FlowError:
+    """What ``finish`` says about a ``result=`` redirect: the wallet's words, and that they
+    changed nothing."""
+    from opapprove.approvals.results import classify
+
+    if pending.state in FINAL_STATES:
+        return _not_awaiting(pending)
+    said = classify(_one_line(result))
+    words = f"result={said.value}" + (f": {_one_line(message)}" if message else "")
+    if pending.state != State.AWAITING_APPROVAL:
+        return FlowError(
+            f"the wallet's redirect says {said.meaning} ({words}), but grant {pending.id} is"
+            f" already {pending.state}",
+            hint="a result carries no hash, so it changed nothing; see `opapprove pending show"
+            f" {pending.id}`",
+            kind="stale",
+            pending_id=pending.id,
+        )
+    return FlowError(
+        f"the wallet's redirect says {said.meaning} ({words}); it carries no hash, so grant"
+        f" {pending.id} stays open",
+        hint=f"if the buyer really declined, end it now with `opapprove pending cancel"
+        f" {pending.id}`; otherwise it completes when the buyer approves, or expires",
+        kind="rejected" if said.kind == "declined" else "waiting",
+        pending_id=pending.id,
+    )

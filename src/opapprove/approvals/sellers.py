@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opapprove.approvals.store import Seller, Store
+from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import keys, urls
 
@@ -45,8 +45,19 @@ def validate_seller(
     )
 
 
-def add_seller_from_seed(store: Store, body: dict[str, Any], *, replace: bool = True) -> Seller:
-    """The seed's body: ``{"id", "walletAddressUrl", "keyId", "privateKeyPath"}``."""
+class SellerConflict(SellerInputError):
+    """A seller of that id exists with another wallet address or key; nothing was changed."""
+
+
+def add_seller_from_seed(
+    store: Store, body: dict[str, Any], *, configured: Seller | None = None
+) -> tuple[Seller, bool]:
+    """The seed's body: ``{"id", "walletAddressUrl", "keyId", "privateKeyPath"}``.
+
+    ``(seller, created)``: the same seller again is not an error (created False); another
+    wallet address or key for an existing id (in the store, or ``configured`` from the
+    config) is :class:`SellerConflict`, never a silent replacement.
+    """
     missing = [
         k
         for k in ("id", "walletAddressUrl", "keyId", "privateKeyPath")
@@ -57,4 +68,31 @@ def add_seller_from_seed(store: Store, body: dict[str, Any], *, replace: bool = 
     seller = validate_seller(
         body["id"], body["walletAddressUrl"], body["keyId"], body["privateKeyPath"], allow_http=True
     )
-    return store.add_seller(seller, replace=replace)
+    for _ in range(2):  # a second try if another request created it in between
+        existing = store.get_seller(seller.id)
+        if existing is None and configured is not None and configured.id == seller.id:
+            existing = configured
+        if existing is not None:
+            if _same(existing, seller):
+                return existing, False
+            raise SellerConflict(
+                f"seller {seller.id!r} already exists with another wallet address or key;"
+                " it was left unchanged"
+            )
+        try:
+            return store.add_seller(seller), True
+        except StoreError:
+            continue
+    raise SellerConflict(f"seller {seller.id!r} is being changed by another request right now")
+
+
+def _same(a: Seller, b: Seller) -> bool:
+    return (a.wallet_address_url, a.key_id, _resolved(a.private_key_path)) == (
+        b.wallet_address_url,
+        b.key_id,
+        _resolved(b.private_key_path),
+    )
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).expanduser().resolve())

@@ -26,9 +26,14 @@ if TYPE_CHECKING:
 CALLBACK_EVENTS = frozenset({"finished", "callback_refused", "failed"})
 
 
+# With --once, how long a paid grant's buyer page may take to show the outcome before exit.
+ONCE_PAGE_GRACE_SECONDS = 5.0
+
+
 @dataclass
 class _Outcome:
     code: int | None = None
+    pending_id: str | None = None
     callbacks: int = 0
     interrupted: bool = False
     timed_out: bool = False
@@ -200,6 +205,11 @@ def _event_line(event: dict[str, Any]) -> str:
         line = f"failed    {pid}  {event.get('kind')}: {event.get('error')}"
         if event.get("hint"):
             line += f" — {event['hint']}"
+    elif kind == "wallet_result":
+        line = (
+            f"wallet    {pid}  result={event.get('result')} (unverified: the grant stays"
+            f" {event.get('state')})"
+        )
     elif kind == "quote_started":
         line = f"quote     {pid}  offer {event.get('offerId')}  awaiting approval"
     elif kind == "seller_added":
@@ -240,6 +250,11 @@ async def _serve(
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     finish, matches, warning = _describe_base(settings, url, port)
     token = settings.api_token.get_secret_value() if settings.api_token else None
+    made_token = api and not token
+    if made_token:
+        import secrets
+
+        token = secrets.token_urlsafe(24)  # for this run only; printed once below
     server: Server | None = None
     loop = asyncio.get_running_loop()
 
@@ -257,6 +272,10 @@ async def _serve(
             stop()
 
     def heard(event: dict[str, Any]) -> None:
+        if event.get("event") == "page_shown":
+            if once and outcome.code is not None and event.get("pendingId") == outcome.pending_id:
+                stop()
+            return  # not news to the operator: the outcome was reported already
         now = time.time()
         if output.json_mode:
             output.event({**event, "at": iso(now)})
@@ -267,7 +286,12 @@ async def _serve(
             outcome.callbacks += 1
             if once and outcome.code is None:
                 outcome.code = _code_for(event)
-                stop()
+                if event.get("event") == "finished":
+                    # Paid in the background: let the buyer's page turn to the outcome first.
+                    outcome.pending_id = event.get("pendingId")
+                    loop.call_later(ONCE_PAGE_GRACE_SECONDS, stop)
+                else:
+                    stop()
 
     # Before anything is printed: once "Listening" shows, Ctrl-C is handled here.
     handled = []
@@ -287,8 +311,14 @@ async def _serve(
             server = Server(config)
             if outcome.interrupted or outcome.timed_out:
                 return
-            _announce(runtime, url, finish, matches, warning, api, token, bool(session.webhooks))
-            await server.serve(sockets=[sock])
+            _announce(
+                runtime, url, finish, matches, warning, api, token, made_token, session.webhooks
+            )
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                # Payments under way finish first (bounded); a stopped one is left for replay.
+                await app.state.finisher.aclose(float(settings.timeout) * 2)
     finally:
         if timer is not None:
             timer.cancel()
@@ -304,31 +334,35 @@ def _announce(
     warning: str | None,
     api: bool,
     token: str | None,
-    webhooks: bool,
+    made_token: bool,
+    webhooks: object,
 ) -> None:
     output = runtime.output
     if output.json_mode:
-        output.event(
-            {
-                "event": "listening",
-                "url": url,
-                "finishUrl": finish,
-                "matchesBaseUrl": matches,
-                "api": api,
-                "webhooks": webhooks,
-            }
-        )
+        event: dict[str, Any] = {
+            "event": "listening",
+            "url": url,
+            "finishUrl": finish,
+            "matchesBaseUrl": matches,
+            "api": api,
+            "webhooks": bool(webhooks),
+        }
+        if made_token:
+            event["runApiToken"] = token
+        output.event(event)
     else:
         output.out.print(f"Listening on {url} (Ctrl-C stops)", markup=False)
         output.out.print(f"Finish URL for new quotes: {finish}?pendingId=...", markup=False)
         if api:
-            guard = "bearer api_token required" if token else "open to local processes"
             output.out.print(
-                f"API: POST {url}/sellers, POST {url}/offers/{{offerId}}/quotes/start ({guard})",
+                f"API: POST {url}/sellers, POST {url}/offers/{{offerId}}/quotes/start, GET"
+                f" {url}/payments/{{pendingId}} (Authorization: Bearer <token>, JSON only)",
                 markup=False,
             )
+            if made_token:
+                output.out.print(f"API token for this run: {token}", markup=False)
         output.out.file.flush()
     if warning:
         output.warn(warning)
-    if api and not token:
-        output.warn("--api without api_token: any local process may start quotes")
+    if made_token:
+        output.warn("api_token is not set: the API token above is new each run; set api_token")

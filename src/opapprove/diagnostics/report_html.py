@@ -14,12 +14,7 @@ from opapprove.diagnostics.report import Report, iso
 
 MISSING_EXTRA = "--html needs plotly, the optional extra: pip install 'opapprove[report]'"
 # Nothing on the page may reach the network: no "edit in Chart Studio" links.
-_CHART_CONFIG = {
-    "displaylogo": False,
-    "showLink": False,
-    "showSendToCloud": False,
-    "showEditInChartStudio": False,
-}
+_CHART_CONFIG = {"displaylogo": False, "showSendToCloud": False}
 _COLOURS = {"paid": "#2e7d32", "side": "#c62828", "open": "#f9a825", "main": "#1565c0"}
 
 

@@ -8,122 +8,38 @@ With ``api=True`` it also answers the seed's ``POST /sellers`` and
 
 from __future__ import annotations
 
-import hmac
-import html
 import json
 from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Pending, State
+from opapprove.approvals.results import classify
+from opapprove.approvals.store import Pending, State, StoreError
+from opapprove.servers.api_guard import ApiGuard
+from opapprove.servers.finishing import Finisher
+from opapprove.servers.pages import (
+    ERROR_PAGES,
+    IN_PROGRESS,
+    answer,
+    error_answer,
+    render_page,
+    state_answer,
+)
 
 ListenerEvent = Callable[[dict[str, Any]], None]
 
 MAX_QUERY_BYTES = 4096
 FINISH_PARAMS = {"pendingId", "interact_ref", "hash", "result", "message"}
+# How often the "completing the payment" page reloads itself.
+REFRESH_SECONDS = 1.0
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}
-h1{{font-size:1.5rem}} .ok{{color:#176c2f}} .bad{{color:#a11}}
-dl{{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}} dt{{color:#666}}
-</style></head>
-<body><main id="result" data-state="{state}">
-<h1 class="{cls}">{title}</h1>
-<p>{text}</p>
-{details}
-<p><small>opapprove listener · you can close this tab.</small></p>
-</main></body></html>
-"""
-
-
-def render_page(state: str, title: str, text: str, details: dict[str, str] | None = None) -> str:
-    rows = "".join(
-        f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in (details or {}).items()
-    )
-    return _PAGE.format(
-        title=html.escape(title),
-        text=html.escape(text),
-        state=html.escape(state),
-        cls="ok" if state == "completed" or state == "payment_created" else "bad",
-        details=f"<dl>{rows}</dl>" if rows else "",
-    )
-
-
-def _pending_details(pending: Pending) -> dict[str, str]:
-    from opapprove.openpayments.money import format_wire
-
-    details = {"Offer": pending.offer_id, "Pending id": pending.id}
-    if pending.debit_amount:
-        details["Amount"] = format_wire(pending.debit_amount)
-    if pending.outgoing_payment_url:
-        details["Payment"] = pending.outgoing_payment_url
-    return details
-
-
-# What the buyer's browser is told: plain words for the buyer, not the operator's hint.
-_ERROR_PAGES: dict[str, tuple[str, str, int, str]] = {
-    "rejected": (
-        "rejected",
-        "Payment not approved",
-        200,
-        "You declined this payment. Nothing was charged.",
-    ),
-    "expired": (
-        "expired",
-        "Payment approval expired",
-        410,
-        "This approval link has expired and nothing was charged. Ask the seller for a"
-        " new payment link.",
-    ),
-    "verification": (
-        "refused",
-        "This link could not be verified",
-        400,
-        "The approval could not be verified, so nothing was charged.",
-    ),
-    "input": (
-        "refused",
-        "This link is not valid",
-        400,
-        "This link does not belong to a payment waiting for approval.",
-    ),
-    "stale": (
-        "refused",
-        "This payment was already settled",
-        409,
-        "This approval was already handled; nothing more is needed from you.",
-    ),
-    "busy": (
-        "busy",
-        "Already being processed",
-        409,
-        "This payment is being processed right now; you can close this tab.",
-    ),
-}
-
-
-def _page_for_error(err: FlowError, pending: Pending | None) -> tuple[int, str]:
-    state, title, status, text = _ERROR_PAGES.get(
-        err.kind,
-        (
-            "error",
-            "The payment could not be finished",
-            502,
-            "Your approval was received, but the payment could not be completed right now. The"
-            " seller can retry it; there is no need to approve again.",
-        ),
-    )
-    return status, render_page(state, title, text, _pending_details(pending) if pending else None)
+__all__ = ["create_listener_app", "render_page"]
 
 
 def create_listener_app(
@@ -132,98 +48,156 @@ def create_listener_app(
     on_event: ListenerEvent | None = None,
     api: bool = False,
     api_token: str | None = None,
+    refresh_seconds: float = REFRESH_SECONDS,
 ) -> Starlette:
+    """The listener's ASGI app; ``app.state.finisher`` runs the payments it starts.
+
+    ``api`` needs ``api_token`` (``listen --api`` makes one for the run when unset). After
+    serving, ``await app.state.finisher.aclose(grace)`` lets payments in progress end.
+    """
+
     def emit(event: dict[str, Any]) -> None:
         if on_event is not None:
             on_event(event)
 
+    finisher = Finisher(flow, emit)
+
+    def refused(request: Request, reason: str, text: str, status: int = 400) -> Response:
+        emit({"event": "callback_refused", "reason": reason})
+        return answer(request, status, "refused", "This link is not valid", text)
+
     async def finish(request: Request) -> Response:
         raw = request.scope.get("query_string", b"")
         if len(raw) > MAX_QUERY_BYTES:
-            emit({"event": "callback_refused", "reason": "query string too long"})
-            return HTMLResponse(
-                render_page("refused", "This link is not valid", "The link is too long."), 414
-            )
+            return refused(request, "query string too long", "The link is too long.", 414)
         params = request.query_params
         if any(len(params.getlist(k)) > 1 for k in FINISH_PARAMS):
-            emit({"event": "callback_refused", "reason": "repeated parameter"})
-            return HTMLResponse(
-                render_page("refused", "This link is not valid", "A parameter is repeated."), 400
-            )
+            return refused(request, "repeated parameter", "A parameter is repeated.")
         pending_id = params.get("pendingId")
         if not pending_id:
-            emit({"event": "callback_refused", "reason": "no pendingId"})
-            return HTMLResponse(
-                render_page("refused", "This link is not valid", "It names no payment."), 400
-            )
+            return refused(request, "no pendingId", "It names no payment.")
         try:
-            pending = await flow.finish(
-                pending_id,
-                interact_ref=params.get("interact_ref"),
-                hash=params.get("hash"),
-                result=params.get("result"),
-                message=params.get("message"),
+            if params.get("result"):
+                return await _wallet_result(request, pending_id)
+            pending = flow.accept_approval(
+                pending_id, interact_ref=params.get("interact_ref"), hash=params.get("hash")
             )
         except FlowError as err:
-            refused = err.kind in ("verification", "input", "stale")
-            named = {"rejected": "rejected", "expired": "expired"}
-            event = "callback_refused" if refused else named.get(err.kind, "failed")
-            emit(
-                {
-                    "event": event,
-                    "pendingId": pending_id if err.pending_id else None,
-                    "kind": err.kind,
-                    "error": err.message,
-                    "hint": err.hint,
-                }
-            )
-            known = flow.store.get_pending(err.pending_id) if err.pending_id else None
-            status, page = _page_for_error(err, None if refused else known)
-            return HTMLResponse(page, status)
+            return _refusal(err, pending_id, request)
+        return _progress(request, pending)
+
+    async def _wallet_result(request: Request, pending_id: str) -> Response:
+        params = request.query_params
+        result, message = params.get("result") or "", params.get("message")
+        pending = await flow.note_result(pending_id, result, message)
+        said = classify(result)
         emit(
             {
-                "event": "finished",
+                "event": "wallet_result",
                 "pendingId": pending.id,
+                "result": said.value[:60],
+                "verified": False,
                 "state": str(pending.state),
-                "offerId": pending.offer_id,
-                "outgoingPayment": pending.outgoing_payment_url,
             }
         )
-        if pending.state == State.COMPLETED:
-            page = render_page(
-                "completed",
-                "Payment complete",
-                "Thank you: the payment was approved and sent.",
-                _pending_details(pending),
+        extra = {"result": said.value[:60], "verified": False}
+        if pending.state != State.AWAITING_APPROVAL:
+            # Too late to mean anything: say so, without the grant's details.
+            state, title, status, text = ERROR_PAGES["stale"]
+            return answer(request, status, state, title, text, extra=extra)
+        if said.kind == "declined":
+            state, title, status, text = ERROR_PAGES["rejected"]
+            return answer(request, status, state, title, text, extra=extra)
+        if said.kind == "closed":
+            return answer(
+                request,
+                200,
+                "link_closed",
+                "This approval link is closed",
+                "Your wallet says this approval was already decided, cancelled or has expired."
+                " Nothing is charged by this link.",
+                extra=extra,
             )
+        return answer(
+            request,
+            200,
+            "wallet_result",
+            "The wallet ended the approval",
+            f"Your wallet reported {said.value[:60]!r}. Nothing is charged by this link.",
+            extra=extra,
+        )
+
+    def _refusal(err: FlowError, pending_id: str, request: Request) -> Response:
+        refused_kinds = ("verification", "input", "stale")
+        named = {"rejected": "rejected", "expired": "expired"}
+        event = "callback_refused" if err.kind in refused_kinds else named.get(err.kind, "failed")
+        emit(
+            {
+                "event": event,
+                "pendingId": pending_id if err.pending_id else None,
+                "kind": err.kind,
+                "error": err.message,
+                "hint": err.hint,
+            }
+        )
+        known = flow.store.get_pending(err.pending_id) if err.pending_id else None
+        return error_answer(request, err, None if err.kind in refused_kinds else known)
+
+    def _progress(request: Request, pending: Pending) -> Response:
+        if pending.state in IN_PROGRESS:
+            failed = finisher.failure(pending.id)
+            if failed is not None:
+                return error_answer(request, failed, pending)
+            finisher.start(pending.id)
         else:
-            page = render_page(
-                str(pending.state),
-                "Payment approved",
-                "The payment was approved and is on its way.",
-                _pending_details(pending),
-            )
-        return HTMLResponse(page)
+            # The buyer has seen the outcome (`listen --once` waits for this before it stops).
+            emit({"event": "page_shown", "pendingId": pending.id, "state": str(pending.state)})
+        return state_answer(request, pending, refresh_seconds)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"ok": True})
 
     routes = [Route("/payments/finish", finish), Route("/health", health)]
     if api:
-        routes += _api_routes(flow, emit, api_token)
-    return Starlette(routes=routes)
-
-
-def _api_routes(flow: Flow, emit: ListenerEvent, api_token: str | None) -> list[Route]:
-    def authorised(request: Request) -> bool:
         if not api_token:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {api_token}".encode())
+            raise ValueError("api=True needs api_token (listen --api makes one per run)")
+        routes += _api_routes(flow, emit, ApiGuard(api_token, flow.settings.base_url))
+    app = Starlette(routes=[_no_traceback(r) for r in routes])
+    app.state.finisher = finisher
+    return app
 
-    def denied() -> Response:
-        return JSONResponse({"success": False, "error": "missing or wrong bearer token"}, 401)
 
+def _no_traceback(route: Route) -> Route:
+    """The route, answering a plain page instead of letting an exception reach the log."""
+    handler = route.endpoint
+
+    async def guarded(request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+        except StoreError as exc:
+            return answer(
+                request,
+                503,
+                "error",
+                "Please try again in a moment",
+                "The listener's store is busy; nothing was charged by this request.",
+                extra={"error": exc.message},
+            )
+        except Exception as exc:
+            return answer(
+                request,
+                500,
+                "error",
+                "Something went wrong",
+                "The listener could not handle this request; nothing was charged by it.",
+                extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
+        return response
+
+    return Route(route.path, guarded, methods=route.methods, name=route.name)
+
+
+def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]:
     async def body_of(request: Request) -> dict[str, Any] | None:
         try:
             data = json.loads(await request.body() or b"null")
@@ -232,18 +206,36 @@ def _api_routes(flow: Flow, emit: ListenerEvent, api_token: str | None) -> list[
         return data if isinstance(data, dict) else None
 
     async def add_seller(request: Request) -> Response:
-        if not authorised(request):
-            return denied()
+        if (refusal := guard.refuse(request)) is not None:
+            return refusal
         data = await body_of(request)
         if data is None:
             return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
-        from opapprove.approvals.sellers import SellerInputError, add_seller_from_seed
+        from opapprove.approvals.flow import seller_from_settings
+        from opapprove.approvals.sellers import (
+            SellerConflict,
+            SellerInputError,
+            add_seller_from_seed,
+        )
 
         try:
-            seller = add_seller_from_seed(flow.store, data)
+            seller, created = add_seller_from_seed(
+                flow.store, data, configured=seller_from_settings(flow.settings)
+            )
+        except SellerConflict as exc:
+            return JSONResponse(
+                {
+                    "success": False,
+                    "error": str(exc),
+                    "hint": "to change it, run `opapprove seller add ID --replace ...` on the"
+                    " listener's machine, or POST it under a new id",
+                },
+                409,
+            )
         except SellerInputError as exc:
             return JSONResponse({"success": False, "error": str(exc)}, 400)
-        emit({"event": "seller_added", "sellerId": seller.id})
+        if created:
+            emit({"event": "seller_added", "sellerId": seller.id})
         return JSONResponse(
             {
                 "success": True,
@@ -251,12 +243,12 @@ def _api_routes(flow: Flow, emit: ListenerEvent, api_token: str | None) -> list[
                 "walletAddressUrl": seller.wallet_address_url,
                 "keyId": seller.key_id,
             },
-            201,
+            201 if created else 200,
         )
 
     async def start_quote(request: Request) -> Response:
-        if not authorised(request):
-            return denied()
+        if (refusal := guard.refuse(request)) is not None:
+            return refusal
         data = await body_of(request)
         if data is None:
             return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
@@ -290,8 +282,8 @@ def _api_routes(flow: Flow, emit: ListenerEvent, api_token: str | None) -> list[
         )
 
     async def status(request: Request) -> Response:
-        if not authorised(request):
-            return denied()
+        if (refusal := guard.refuse(request)) is not None:
+            return refusal
         pending = flow.store.get_pending(request.path_params["pendingId"])
         if pending is None:
             return JSONResponse({"success": False, "error": "unknown pendingId"}, 404)
