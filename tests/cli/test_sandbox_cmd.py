@@ -160,6 +160,45 @@ def test_sandbox_runs_registers_keys_and_stops_on_ctrl_c(cli: Cli) -> None:
     assert "not this sandbox" in err  # the seller's wallet is elsewhere: say so
 
 
+def test_add_key_registers_a_seller_made_after_start(cli: Cli, served: tuple[Sandbox, str]) -> None:
+    sandbox, url = served
+    keygen = cli(
+        "seller", "keygen", "--kid", "made-later", "--seller", "shop", "--wallet", f"{url}/seller"
+    )
+    assert keygen.exit_code == 0, keygen.output
+    assert "made-later" not in [k.kid for k in sandbox.state.keys_for("seller")]
+    added = cli("--json", "sandbox", "add-key", "--seller", "shop")
+    assert added.exit_code == 0, added.output
+    doc = json.loads(added.stdout)
+    assert doc["added"] == ["made-later"] and doc["wallet"] == "seller"
+    assert doc["keyIds"] == [sandbox.key_id, "made-later"]
+    again = cli("sandbox", "add-key", "--seller", "shop")
+    assert again.exit_code == 0 and "already there" in again.stdout
+
+
+def test_add_key_from_a_jwk_file_and_bad_files(cli: Cli, served: tuple[Sandbox, str]) -> None:
+    sandbox, url = served
+    jwk = public_jwk(generate_private_key(), "from-file").to_dict()
+    path = cli.tmp / "k.jwk"
+    path.write_text(json.dumps(jwk), encoding="utf-8")
+    ok = cli("sandbox", "add-key", "--key", str(path), "--sandbox", url, "--wallet", "buyer")
+    assert ok.exit_code == 0, ok.output
+    assert [k.kid for k in sandbox.state.keys_for("buyer")][-1] == "from-file"
+    secret = cli.tmp / "private.jwk"
+    secret.write_text(json.dumps({**jwk, "d": "secret"}), encoding="utf-8")
+    private = cli("sandbox", "add-key", "--key", str(secret), "--sandbox", url)
+    assert private.exit_code == exitcodes.CONFIG
+    assert "private key" in one_error_line(private)
+    no_wallet = cli(
+        "sandbox", "add-key", "--key", str(path), "--sandbox", url, "--wallet", "nobody"
+    )
+    assert no_wallet.exit_code == exitcodes.REFUSED
+    assert "no wallet 'nobody'" in one_error_line(no_wallet)
+    which = cli("sandbox", "add-key", "--key", str(path))
+    assert which.exit_code == exitcodes.USAGE
+    assert "--sandbox URL" in one_error_line(which)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

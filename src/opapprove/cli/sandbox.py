@@ -246,7 +246,11 @@ def _render(
     if seller is not None:
         console.print(f"Seller {seller.id}'s key {seller.key_id} is registered.", markup=False)
     else:
-        console.print("No seller key registered (see `opapprove seller keygen`).", markup=False)
+        console.print(
+            "No seller key registered yet: make one with `opapprove seller keygen`, then "
+            "`opapprove sandbox add-key` (no restart needed).",
+            markup=False,
+        )
     console.print(
         "Approve without a browser: opapprove sandbox approve <redirect URL>", markup=False
     )
@@ -273,7 +277,15 @@ def approve(
             hint="pass the redirect URL `opapprove quote start` printed (.../interact/ID/NONCE)",
         )
     origin = f"{parts.scheme}://{parts.netloc}"
-    result = runtime.run(_post_approve(runtime, origin, redirect_url.strip(), reject))
+    result, _ = runtime.run(
+        _post_admin(
+            runtime,
+            origin,
+            "/_admin/approve",
+            {"redirect": redirect_url.strip(), "reject": reject},
+            hint="is this an interaction URL of a pending grant on that sandbox?",
+        )
+    )
     finish_url = result.get("finish_url") or None
     data = {"finish_url": finish_url, "rejected": reject}
 
@@ -286,19 +298,115 @@ def approve(
     runtime.output.result(data, render)
 
 
-async def _post_approve(
-    runtime: Runtime, origin: str, redirect_url: str, reject: bool
-) -> dict[str, Any]:
+@app.command("add-key")
+def add_key(
+    ctx: typer.Context,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", metavar="FILE.jwk", help="A public JWK file (or a JWKS) to add."),
+    ] = None,
+    seller_id: Annotated[
+        str | None,
+        typer.Option(
+            "--seller", help="Add this seller's key instead (default: the default seller)."
+        ),
+    ] = None,
+    sandbox_url: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox", metavar="URL", help="The sandbox (default: the seller's wallet origin)."
+        ),
+    ] = None,
+    wallet: Annotated[
+        str | None,
+        typer.Option("--wallet", help="Wallet name on the sandbox (default: seller's, or seller)."),
+    ] = None,
+) -> None:
+    """Register a public key on a running sandbox's wallet, without a restart.
+
+    For a key made with `opapprove seller keygen` after the sandbox started.
+    """
+    from opapprove.openpayments.keys import public_jwk
+
+    runtime = _runtime(ctx)
+    seller = None
+    if key is not None and seller_id is not None:
+        raise CliError("--key and --seller are two ways to name the key", hint="give one")
+    if key is not None:
+        jwks = _load_keys([key])
+    else:
+        seller, note = seller_or_default(runtime, seller_id)
+        if seller is None:
+            raise CliError(
+                f"no key to add: {note}",
+                hint="give --key FILE.jwk, or --seller ID (see `opapprove seller keygen`)",
+            )
+        jwks = [public_jwk(load_seller_key(seller), seller.key_id)]
+    origin, name = _sandbox_target(sandbox_url, wallet, seller)
+    key_ids: list[str] = []
+    added: list[str] = []
+    for jwk in jwks:
+        body, status = runtime.run(
+            _post_admin(
+                runtime,
+                origin,
+                "/_admin/keys",
+                {"wallet": name, "jwk": jwk.to_dict()},
+                hint="is that sandbox's wallet name right (`opapprove sandbox` lists them)?",
+            )
+        )
+        key_ids = [str(k) for k in body.get("keyIds", [])]
+        if status == 201:
+            added.append(jwk.kid)
+    data = {"sandbox": origin, "wallet": name, "added": added, "keyIds": key_ids}
+
+    def render(console: Console) -> None:
+        what = f"added {', '.join(added)}" if added else "already there"
+        console.print(
+            f"{origin}/{name}: {what}; its keys: {', '.join(key_ids)}", markup=False, soft_wrap=True
+        )
+
+    runtime.output.result(data, render)
+
+
+def _sandbox_target(
+    sandbox_url: str | None, wallet: str | None, seller: Seller | None
+) -> tuple[str, str]:
+    """The sandbox origin and wallet name: given, else taken from the seller's wallet URL."""
+    seller_parts = urlsplit(seller.wallet_address_url) if seller is not None else None
+    if sandbox_url is not None:
+        parts = urlsplit(sandbox_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise CliError(
+                f"--sandbox {sandbox_url!r} is not an http(s) URL",
+                hint="give the URL `opapprove sandbox` printed, e.g. http://127.0.0.1:4000",
+            )
+        origin = f"{parts.scheme}://{parts.netloc}"
+    elif seller_parts is not None:
+        origin = f"{seller_parts.scheme}://{seller_parts.netloc}"
+    else:
+        raise CliError(
+            "which sandbox?", hint="give --sandbox URL (what `opapprove sandbox` printed)"
+        )
+    if wallet is None and seller_parts is not None and origin.endswith(seller_parts.netloc):
+        wallet = seller_parts.path.strip("/").rsplit("/", 1)[-1] or None
+    return origin, (wallet or "seller").strip("/")
+
+
+async def _post_admin(
+    runtime: Runtime, origin: str, path: str, payload: dict[str, Any], *, hint: str
+) -> tuple[dict[str, Any], int]:
+    """POST to a sandbox's operator route; the JSON answer and its status, or a CliError."""
     import httpx
 
     from opapprove.openpayments.urls import check_url
 
     settings = runtime.settings()
-    target = f"{origin}/_admin/approve"
+    target = f"{origin}{path}"
     check_url(target, allow_http=bool(settings.allow_http))
     try:
         async with httpx.AsyncClient(timeout=float(settings.timeout)) as http:
-            response = await http.post(target, json={"redirect": redirect_url, "reject": reject})
+            response = await http.post(target, json=payload)
     except httpx.HTTPError as exc:
         raise CliError(
             f"cannot reach the sandbox at {origin}: {exc or type(exc).__name__}",
@@ -310,13 +418,13 @@ async def _post_approve(
         body = response.json()
     except ValueError:
         body = {}
-    if response.status_code != 200 or not isinstance(body, dict):
+    if response.status_code not in (200, 201) or not isinstance(body, dict):
         error = body.get("error") if isinstance(body, dict) else None
         why = error.get("description") if isinstance(error, dict) else None
         raise CliError(
             f"the sandbox refused: {why or f'HTTP {response.status_code}'}",
-            hint="is this an interaction URL of a pending grant on that sandbox?",
+            hint=hint,
             kind="refused",
             exit_code=exitcodes.REFUSED,
         )
-    return body
+    return body, response.status_code

@@ -424,7 +424,10 @@ def keygen(
         runtime.output.info(f"Private key written to {out} (mode 0600).")
         if "seller" in data:
             runtime.output.info(f"Seller {seller_id} added for {wallet_url}.")
-        runtime.output.info("Upload this public JWK to the wallet (developer keys):")
+        runtime.output.info(
+            "Upload this public JWK to the wallet (developer keys; on an opapprove sandbox: "
+            "`opapprove sandbox add-key`):"
+        )
         console.print(json.dumps(jwk), markup=False)
 
     runtime.output.result(data, render)

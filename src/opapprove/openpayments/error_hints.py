@@ -97,7 +97,8 @@ def _auth_hint(
         if "could not determine client" in desc:
             return (
                 f"key id {kid} is not in {client}/jwks.json (upload the public JWK to the "
-                "client wallet, or fix the key id)"
+                "client wallet — on an opapprove sandbox: `opapprove sandbox add-key` — or fix "
+                "the key id)"
             )
         if "jwk" in desc and "interactive" in desc:
             return (
@@ -163,7 +164,8 @@ def _resource_hint(call: Call, status: int, desc: str, kid: str, client: str) ->
         if "could not find key" in desc or "invalid key id" in desc:
             return (
                 f"key id {kid} is not in {client}/jwks.json (upload the public JWK to the "
-                "client wallet, or fix the key id)"
+                "client wallet — on an opapprove sandbox: `opapprove sandbox add-key` — or fix "
+                "the key id)"
             )
         if "could not retrieve client keys" in desc:
             return f"the server could not fetch {client}/jwks.json: check the client wallet"

@@ -52,6 +52,17 @@ async def accounts(request: Request) -> Response:
     return JSONResponse({"accounts": out})
 
 
+async def add_key(request: Request) -> Response:
+    data = await _json(request)
+    wallet, jwk = data.get("wallet"), data.get("jwk")
+    if not isinstance(wallet, str) or not isinstance(jwk, dict):
+        raise SandboxError('send {"wallet": "<wallet name, e.g. seller>", "jwk": {<public JWK>}}')
+    key_ids, added = _state(request).add_key(wallet, jwk)
+    return JSONResponse(
+        {"wallet": wallet, "keyIds": key_ids, "added": added}, status_code=201 if added else 200
+    )
+
+
 async def set_faults(request: Request) -> Response:
     state = _state(request)
     data = await _json(request)
@@ -94,6 +105,7 @@ async def set_settlement(request: Request) -> Response:
 ROUTES = [
     Route("/_admin/approve", approve, methods=["POST"]),
     Route("/_admin/accounts", accounts, methods=["GET"]),
+    Route("/_admin/keys", add_key, methods=["POST"]),
     Route("/_admin/faults", set_faults, methods=["POST"]),
     Route("/_admin/faults", get_faults, methods=["GET"]),
     Route("/_admin/faults", clear_faults, methods=["DELETE"]),

@@ -112,7 +112,17 @@ class OutgoingPayment:
     settle_at: float | None = None
 
 
-Record = Account | Grant | AccessToken | IncomingPayment | Quote | OutgoingPayment
+@dataclass
+class RegisteredKey:
+    """A public key added to a wallet's JWKS while the sandbox runs (``POST /_admin/keys``)."""
+
+    kind: ClassVar[str] = "key"
+    id: str  # "{wallet}/{kid}"
+    wallet: str
+    jwk: dict[str, Any]
+
+
+Record = Account | Grant | AccessToken | IncomingPayment | Quote | OutgoingPayment | RegisteredKey
 RECORD_TYPES: tuple[type[Record], ...] = (
     Account,
     Grant,
@@ -120,8 +130,11 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     IncomingPayment,
     Quote,
     OutgoingPayment,
+    RegisteredKey,
 )
-R = TypeVar("R", Account, Grant, AccessToken, IncomingPayment, Quote, OutgoingPayment)
+R = TypeVar(
+    "R", Account, Grant, AccessToken, IncomingPayment, Quote, OutgoingPayment, RegisteredKey
+)
 
 
 def to_data(record: Record) -> dict[str, Any]:

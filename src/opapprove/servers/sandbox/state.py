@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from opapprove.openpayments.errors import KeyLoadError
+from opapprove.openpayments.keys import Jwk
 from opapprove.servers.sandbox.config import AccountConfig, SandboxConfig
 from opapprove.servers.sandbox.errors import SandboxError
 from opapprove.servers.sandbox.faults import FaultBook, FaultRule, parse_rule
@@ -22,6 +24,7 @@ from opapprove.servers.sandbox.records import (
     OutgoingPayment,
     Quote,
     Record,
+    RegisteredKey,
     from_data,
 )
 from opapprove.servers.sandbox.replays import ReplayGuard
@@ -45,6 +48,8 @@ class SandboxState:
         self.incoming: dict[str, IncomingPayment] = {}
         self.quotes: dict[str, Quote] = {}
         self.outgoing: dict[str, OutgoingPayment] = {}
+        # Keys registered while running (add_key), by wallet name, in the order added.
+        self.added_keys: dict[str, list[Jwk]] = {}
         self.faults = FaultBook()
         self.replays = ReplayGuard()
         # Browser sessions of the interaction front channel: cookie value -> interact id.
@@ -82,6 +87,14 @@ class SandboxState:
             self.outgoing[payment.id] = payment
             if payment.settle_at is not None:
                 self.unsettled.add(payment.id)
+        for data in rows.get(RegisteredKey.kind, []):
+            record = from_data(RegisteredKey, data)
+            if self.account_config(record.wallet) is None:
+                continue
+            # A key configured at start (--key, the seller's) wins over one kept from before.
+            if any(k.kid == record.jwk.get("kid") for k in self.keys_for(record.wallet)):
+                continue
+            self.added_keys.setdefault(record.wallet, []).append(Jwk.from_dict(record.jwk))
         seqs = [p.seq for p in self.incoming.values()] + [p.seq for p in self.outgoing.values()]
         self._seq = max(seqs, default=0)
 
@@ -109,6 +122,11 @@ class SandboxState:
 
     def account_config(self, name: str) -> AccountConfig | None:
         return next((a for a in self.config.accounts if a.name == name), None)
+
+    def keys_for(self, name: str) -> list[Jwk]:
+        """The keys wallet ``name`` publishes: configured ones, then those added since."""
+        with self.lock:
+            return self.config.keys_for(name) + list(self.added_keys.get(name, ()))
 
     def add_grant(self, grant: Grant) -> None:
         """Store a new grant (its continue and interaction ids never change afterwards)."""
@@ -158,6 +176,44 @@ class SandboxState:
         decision = decide_interaction(self, path[-2], path[-1], accept=not reject)
         return decision.finish_url or ""
 
+    def add_key(self, wallet_name: str, jwk: dict[str, Any] | Jwk) -> tuple[list[str], bool]:
+        """Publish a public JWK on a wallet's JWKS from now on (kept with ``--state``).
+
+        Returns the wallet's key ids and whether the key is new; adding the same key again
+        changes nothing. Refuses a private key, a malformed JWK, an unknown wallet, and a key
+        id already taken by a different key.
+        """
+        if isinstance(jwk, dict) and "d" in jwk:
+            raise SandboxError(
+                "that JWK holds a private key ('d'): register only the public JWK "
+                "(`opapprove seller keygen` prints it)"
+            )
+        try:
+            key = jwk if isinstance(jwk, Jwk) else Jwk.from_dict(jwk)
+        except KeyLoadError as exc:
+            raise SandboxError(f"not a usable public JWK: {exc}") from exc
+        with self.lock:
+            if self.account_config(wallet_name) is None:
+                names = ", ".join(a.name for a in self.config.accounts)
+                raise SandboxError(
+                    f"no wallet {wallet_name!r} on this sandbox (it has {names})", status=404
+                )
+            existing = self.keys_for(wallet_name)
+            same_kid = next((k for k in existing if k.kid == key.kid), None)
+            if same_kid is not None and same_kid.x == key.x:
+                return [k.kid for k in existing], False
+            if same_kid is not None:
+                raise SandboxError(
+                    f"wallet {wallet_name!r} already publishes a different key with id "
+                    f"{key.kid!r}: give the new key another id",
+                    status=409,
+                )
+            self.added_keys.setdefault(wallet_name, []).append(key)
+            self.commit(
+                RegisteredKey(id=f"{wallet_name}/{key.kid}", wallet=wallet_name, jwk=key.to_dict())
+            )
+            return [k.kid for k in existing] + [key.kid], True
+
     def balance(self, name: str) -> int:
         with self.lock:
             self.settle_due()
@@ -178,7 +234,7 @@ class SandboxState:
                         "assetCode": acct.asset_code,
                         "assetScale": acct.asset_scale,
                         "balance": self.accounts[acct.name].balance,
-                        "keyIds": [k.kid for k in self.config.keys_for(acct.name)],
+                        "keyIds": [k.kid for k in self.keys_for(acct.name)],
                     }
                 )
             return out

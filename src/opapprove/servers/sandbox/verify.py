@@ -41,7 +41,7 @@ async def wallet_keys(
     name = account_of(base, wallet)
     acct = state.account_config(name) if name else None
     if acct is not None:
-        keys = state.config.keys_for(acct.name)
+        keys = state.keys_for(acct.name)
         return ClientKeys(wallet, keys, acct.public_name, raw=[k.to_dict() for k in keys])
     try:
         async with httpx.AsyncClient(timeout=state.config.http_timeout) as http:

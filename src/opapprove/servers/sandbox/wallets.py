@@ -77,7 +77,7 @@ async def get_wallet_keys(request: Request) -> Response:
     acct = _account(request)
     if acct is None:
         return _unknown(request)
-    keys = _state(request).config.keys_for(acct.name)
+    keys = _state(request).keys_for(acct.name)
     return JSONResponse({"keys": [k.to_dict() for k in keys]})
 
 

@@ -1,0 +1,206 @@
+"""Every fenced ```bash and ```python block in README.md runs, as a newcomer would run it.
+
+Rules (the README's contributors' note says the same):
+
+- Each block runs on its own, in a fresh empty directory with a fresh ``HOME`` and XDG
+  dirs, with this checkout's ``.venv/bin`` first on ``PATH`` (what activating the venv
+  does). ``bash`` blocks run with ``bash -e -o pipefail``; ``python`` blocks with the venv's
+  Python. A block must pass on its own: no state carries over from the block before.
+- Offline: a block reaches only what it starts itself (``opapprove sandbox``, ``listen``).
+  Port ``4000`` (the README's sandbox) and ``3999`` (the listener's default) are replaced
+  by free ports, so parallel test runs on one machine do not collide.
+- Background jobs a block starts (``opapprove sandbox ... &``) are ended with the block: it
+  runs in its own session and the whole session is signalled once the block exits.
+- A block that cannot run here (a real wallet, minutes of work) has the line
+  ``<!-- not run: <reason> -->`` directly above its opening fence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+RUN_LANGUAGES = ("bash", "python")
+NOT_RUN = re.compile(r"^<!--\s*not run:\s*(?P<reason>\S.*?)\s*-->\s*$")
+FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
+BLOCK_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # 1-based line of the opening fence
+    lang: str
+    code: str
+    not_run: str | None  # the reason, when marked
+
+
+def blocks(text: str) -> list[Block]:
+    """The fenced blocks of a Markdown text, with the not-run marker above each, if any."""
+    out: list[Block] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        opening = FENCE.match(lines[i])
+        if opening is None:
+            i += 1
+            continue
+        fence = opening["fence"]
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and not lines[j].startswith(fence):
+            body.append(lines[j])
+            j += 1
+        above = lines[i - 1].strip() if i > 0 else ""
+        marker = NOT_RUN.match(above)
+        out.append(
+            Block(
+                i + 1, opening["lang"].lower(), "\n".join(body) + "\n", marker and marker["reason"]
+            )
+        )
+        i = j + 1
+    return out
+
+
+def runnable() -> list[Block]:
+    return [b for b in blocks(README.read_text("utf-8")) if b.lang in RUN_LANGUAGES]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_ports(code: str, ports: dict[int, int]) -> str:
+    for old, new in ports.items():
+        code = re.sub(rf"(?<=[:= ]){old}\b", str(new), code)
+    return code
+
+
+def run_block(block: Block, tmp: Path) -> subprocess.CompletedProcess[str]:
+    work, home = tmp / "work", tmp / "home"
+    work.mkdir()
+    home.mkdir()
+    sandbox_port, listen_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPAPPROVE_")}
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "NO_COLOR": "1",
+            "OPAPPROVE_LISTEN_PORT": str(listen_port),
+            "OPAPPROVE_BASE_URL": f"http://127.0.0.1:{listen_port}",
+        }
+    )
+    code = with_ports(block.code, {4000: sandbox_port, 3999: listen_port})
+    script = work.parent / f"block.{'sh' if block.lang == 'bash' else 'py'}"
+    script.write_text(code, encoding="utf-8")
+    argv = (
+        ["bash", "-e", "-o", "pipefail", str(script)]
+        if block.lang == "bash"
+        else [sys.executable, str(script)]
+    )
+    # Output to files, not pipes: a background job would hold a pipe open past the block.
+    out_path, err_path = tmp / "stdout", tmp / "stderr"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            argv, cwd=work, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+        try:
+            returncode = proc.wait(timeout=BLOCK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            returncode = -1
+        finally:
+            _end_session(proc.pid)
+    return subprocess.CompletedProcess(
+        argv, returncode, out_path.read_text("utf-8"), err_path.read_text("utf-8")
+    )
+
+
+def _end_session(pgid: int) -> None:
+    """Stop what the block left running in its session: TERM, then KILL after a grace."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+BLOCKS = [b for b in runnable() if b.not_run is None]
+# Blocks mostly wait (process start-up, the sandbox's continue.wait): run them side by side.
+PARALLEL = 4
+
+
+@pytest.fixture(scope="module")
+def results(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[int, subprocess.CompletedProcess[str]]:
+    def one(block: Block) -> tuple[int, subprocess.CompletedProcess[str]]:
+        return block.line, run_block(block, tmp_path_factory.mktemp(f"readme-{block.line}"))
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return dict(pool.map(one, BLOCKS))
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}-{b.lang}" for b in BLOCKS])
+def test_readme_block_runs(
+    block: Block, results: dict[int, subprocess.CompletedProcess[str]]
+) -> None:
+    result = results[block.line]
+    assert result.returncode == 0, (
+        f"README.md line {block.line} ({block.lang}) exited {result.returncode}\n"
+        f"--- block ---\n{block.code}--- stdout ---\n{result.stdout}--- stderr ---\n{result.stderr}"
+    )
+
+
+def test_the_readme_has_runnable_blocks_and_marks_say_why() -> None:
+    found = runnable()
+    assert len([b for b in found if b.not_run is None]) >= 3
+    for block in blocks(README.read_text("utf-8")):
+        if block.not_run is not None:
+            assert block.lang in RUN_LANGUAGES, (
+                f"README.md:{block.line}: a not-run mark above a {block.lang or 'plain'} block "
+                "(only bash and python blocks run; drop the mark)"
+            )
+
+
+def test_block_parser() -> None:
+    text = (
+        "intro\n"
+        "```bash\necho one\n```\n"
+        "<!-- not run: needs a real wallet -->\n"
+        "```python\nprint(2)\n```\n"
+        "````markdown\n```bash\nnested\n```\n````\n"
+        "```text\nout\n```\n"
+    )
+    found = blocks(text)
+    assert [(b.line, b.lang, b.not_run) for b in found] == [
+        (2, "bash", None),
+        (6, "python", "needs a real wallet"),
+        (9, "markdown", None),
+        (14, "text", None),
+    ]
+    assert found[0].code == "echo one\n"
+    assert with_ports("--port 4000 http://127.0.0.1:4000/buyer 14000", {4000: 5}) == (
+        "--port 5 http://127.0.0.1:5/buyer 14000"
+    )
