@@ -6,7 +6,7 @@ people. The whole default run takes a few minutes; ``--quick`` is a ~1 minute sm
 ``--full`` adds more rounds. ``--results FILE`` writes the figures and the machine as
 Markdown (bench/RESULTS.md is made that way).
 
-    .venv/bin/python bench/run.py [--quick | --full] [--only 1,2,3,4,5] [--latency 0.1]
+    .venv/bin/python bench/run.py [--quick | --full] [--only 1,2,3,4,5,6] [--latency 0.1]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import bulk
 import capacity
+import finish_page
 import round_trips
 import startup
 import vs_node
@@ -35,11 +36,18 @@ class Plan:
     sizes: tuple[int, ...] = (100, 1000, 5000)
     capacity_seconds: float = 10.0
     bulk_repeat: int = 3
+    finish_runs: int = 3
 
 
 PLANS = {
     "quick": Plan(
-        rt_runs=2, node_runs=2, startup_runs=5, sizes=(100,), capacity_seconds=3.0, bulk_repeat=1
+        rt_runs=2,
+        node_runs=2,
+        startup_runs=5,
+        sizes=(100,),
+        capacity_seconds=3.0,
+        bulk_repeat=1,
+        finish_runs=1,
     ),
     "default": Plan(),
     "full": Plan(rt_runs=10, node_runs=15, startup_runs=31, capacity_seconds=20.0),
@@ -71,7 +79,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a smoke run, about a minute")
     size.add_argument("--full", action="store_true", help="more rounds, steadier medians")
-    parser.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="sections to run, e.g. 1,4")
     parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY)
     parser.add_argument("--results", type=Path, help="write the figures as Markdown here")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
@@ -100,6 +108,8 @@ def main() -> None:
         bulk.run(report, sizes=plan.sizes, latency=args.latency, repeat=plan.bulk_repeat)
     if 5 in only:
         capacity.run(report, seconds=plan.capacity_seconds)
+    if 6 in only:
+        finish_page.run(report, latency=args.latency, runs=plan.finish_runs)
     info["load"] += f" (at the end {os.getloadavg()[0]:.2f})"
     missed = [f for f in report.figures if f.met is False]
     print(f"\n{len(report.figures)} figures in {time.perf_counter() - started:.0f} s;", end=" ")

@@ -25,10 +25,18 @@ from pydantic_settings import (
 )
 
 from opapprove.errors import OpapproveError
-from opapprove.paths import default_config_path, default_store_path
+from opapprove.openpayments.redaction import redact_url
+from opapprove.paths import (
+    DatabaseURL,
+    StoreLocation,
+    default_config_path,
+    default_store_path,
+    store_location,
+)
 
 ENV_PREFIX = "OPAPPROVE_"
 CONFIG_ENV_VAR = "OPAPPROVE_CONFIG"
+STORE_ENV_VAR = "OPAPPROVE_STORE"
 # Relative paths in a config file mean "next to the config file", not "wherever I run from".
 _PATH_KEYS = ("store", "seller_private_key_path")
 _SEE_EXAMPLE = "config.example.toml documents every setting"
@@ -61,12 +69,16 @@ class _ConfigFileSource(TomlConfigSettingsSource):
         if isinstance(path, Path):
             for key in _PATH_KEYS:
                 value = data.get(key)
-                if isinstance(value, str) and value:
+                if isinstance(value, str) and value and not _is_url(value):
                     resolved = Path(value).expanduser()
                     if not resolved.is_absolute():
                         resolved = path.parent / resolved
                     data[key] = str(resolved)
         return data
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value
 
 
 def _check_http_url(value: str, *, what: str) -> str:
@@ -87,9 +99,11 @@ class Settings(BaseSettings):
         extra="forbid",
         env_ignore_empty=True,
         validate_default=True,
+        arbitrary_types_allowed=True,
     )
 
-    store: Path = Field(default_factory=default_store_path)
+    # A SQLite file, or a PostgreSQL database named by a postgresql:// URL.
+    store: StoreLocation = Field(default_factory=default_store_path)
 
     seller_id: str = "default-seller"
     seller_wallet_address_url: str | None = None
@@ -130,11 +144,20 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_location(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        if isinstance(value, str | os.PathLike | DatabaseURL):
+            return store_location(value)
+        return value
+
     @field_validator("store", "seller_private_key_path")
     @classmethod
-    def _absolute_path(cls, value: Path | None) -> Path | None:
+    def _absolute_path(cls, value: Any) -> Any:
         # Absolute now, so a path given relative to where the command ran stays right later.
-        return value.expanduser().absolute() if value is not None else None
+        return value.expanduser().absolute() if isinstance(value, Path) else value
 
     @field_validator("seller_id", "listen_host")
     @classmethod
@@ -234,7 +257,9 @@ def _error_from_validation(
         )
     reason = str(first["msg"]).removeprefix("Value error, ")
     if not _is_secret(key) and "input" in first and not isinstance(first["input"], dict):
-        reason += f" (got {first['input']!r})"
+        given = first["input"]
+        # A store URL may carry a password.
+        reason += f" (got {(redact_url(given) if isinstance(given, str) else given)!r})"
     env_name = _env_var_set(key, env)
     if key in overrides:
         flag = "--" + key.replace("_", "-")

@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from opapprove.approvals import flow as flow_module
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.leases import Holder, new_holder, process_gone, this_host
 from opapprove.approvals.store import State, Store
@@ -117,3 +119,43 @@ async def test_replay_right_after_the_holder_is_killed_is_not_busy(
         kit.store.close()
     assert done.state == State.COMPLETED
     assert payments_by_pending(kit.sandbox.state) == {pending_id: 1}
+
+
+async def test_a_401_on_continue_is_no_crash_while_another_attempt_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit: FlowKit = make_kit(tmp_path, monkeypatch)
+    try:
+        pending = await kit.flow.start_quote(
+            offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="1"
+        )
+        query = dict(httpx.URL(kit.finish_url(pending.interact_redirect or "")).params)
+        approved = kit.flow.accept_approval(
+            pending.id, interact_ref=query["interact_ref"], hash=query["hash"]
+        )
+        assert approved.continue_uri and approved.continue_token
+        # Attempt A has continued (the wallet issued the token) but not saved it yet.
+        client = kit.flow.client_for(kit.store.get_seller("default-seller"))
+        await client.continue_grant(
+            approved.continue_uri, approved.continue_token, query["interact_ref"]
+        )
+        kit.store.add_event(pending.id, "continue_sent", {"attempt": "attempt-A"})
+        flow_module._LIVE_ATTEMPTS.add("attempt-A")
+        try:
+            with pytest.raises(FlowError) as busy:
+                await kit.flow.complete(pending.id)  # attempt B: 401 from the wallet
+        finally:
+            flow_module._LIVE_ATTEMPTS.discard("attempt-A")
+        assert busy.value.kind == "busy"
+        kinds = [e.kind for e in kit.store.events(pending.id)]
+        assert "approval_restarted" not in kinds and "failed" not in kinds
+        assert kit.store.get_pending(pending.id).state == State.APPROVED
+        # Once A is gone without saving the token, it was lost: the buyer approves again.
+        with pytest.raises(FlowError) as lost:
+            await kit.flow.complete(pending.id)
+        assert lost.value.kind == "waiting"
+        assert "approval_restarted" in [e.kind for e in kit.store.events(pending.id)]
+        assert kit.sandbox.state.outgoing_payments() == []
+    finally:
+        await kit.flow.aclose()
+        kit.store.close()

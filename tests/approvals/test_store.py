@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals import store as store_module
+from opapprove.approvals import sqlite_backend as store_module
 from opapprove.approvals.ids import is_id, new_id
 from opapprove.approvals.migrations import MIGRATIONS
 from opapprove.approvals.records import PENDING_FIELDS
@@ -46,8 +46,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    with Store(tmp_path / "op.db", clock=clock) as s:
+def store(store_location: Path | str, clock: Clock) -> Iterator[Store]:
+    """A new store on each backend in turn (SQLite, PostgreSQL)."""
+    with Store(store_location, clock=clock) as s:
         yield s
 
 
@@ -112,8 +113,9 @@ def test_file_and_sidecars_are_0600_and_wal_is_on(tmp_path: Path) -> None:
         other.close()
 
 
-def test_pending_table_has_a_column_per_field(store: Store) -> None:
-    conn = sqlite3.connect(store.path)
+def test_pending_table_has_a_column_per_field(tmp_path: Path) -> None:
+    Store(tmp_path / "op.db").close()
+    conn = sqlite3.connect(tmp_path / "op.db")
     columns = [row[1] for row in conn.execute("PRAGMA table_info(pending)")]
     conn.close()
     assert columns == list(PENDING_FIELDS)
@@ -385,7 +387,13 @@ def test_events_keep_order_and_never_store_tokens(store: Store) -> None:
     store.add_event(pid, "token", {"access_token": "TOKEN-SECRET", "manage": "https://m"})
     kinds = [e.kind for e in store.events(pid)]
     assert kinds == ["created", "grant", "token"]
-    raw = store.path.read_bytes() + store.path.with_name("op.db-wal").read_bytes()
+    if isinstance(store.location, Path):
+        wal = store.path.with_name(store.path.name + "-wal")
+        raw = store.path.read_bytes() + wal.read_bytes()
+    else:
+        raw = str(
+            store.backend.read(lambda c: c.execute("SELECT * FROM events").fetchall(), "")
+        ).encode()
     assert b"CONT-SECRET" not in raw and b"TOKEN-SECRET" not in raw
     assert store.events(pid)[-1].data == {"access_token": "***", "manage": "https://m"}
 

@@ -204,3 +204,66 @@ async def test_seed_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     await h.http.aclose()
     await kit.flow.aclose()
     kit.store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "state"),
+    [
+        ("pendingId={id}&interact_ref=x&hash=AAAA", 400, "refused"),
+        ("pendingId=01NOSUCHGRANT&interact_ref=x&hash=y", 400, "refused"),
+        ("interact_ref=x", 400, "refused"),
+        ("pendingId={id}&hash=" + "A" * 5000, 414, "refused"),
+        ("pendingId={id}&result=grant_rejected", 200, "rejected"),
+        (
+            "pendingId={id}&result=invalid_interaction&message=invalid+interaction",
+            200,
+            "link_closed",
+        ),
+    ],
+)
+async def test_answers_are_json_for_json_callers_and_html_for_browsers(
+    harness: Harness, query: str, status: int, state: str
+) -> None:
+    pending = await _start(harness)
+    url = "/payments/finish?" + query.format(id=pending.id)
+    as_json = await harness.http.get(url, headers={"Accept": "application/json"})
+    as_page = await harness.http.get(url, headers={"Accept": "text/html,*/*;q=0.8"})
+    assert as_json.status_code == as_page.status_code == status
+    assert as_json.headers["content-type"].startswith("application/json")
+    assert as_json.json()["state"] == state and as_json.json()["success"] is (status < 400)
+    assert as_page.headers["content-type"].startswith("text/html")
+    assert f'data-state="{state}"' in as_page.text
+    assert harness.kit.store.get_pending(pending.id).state == State.AWAITING_APPROVAL
+
+
+async def test_no_exception_escapes_a_handler(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending = await _start(harness)
+    url = harness.kit.finish_url(pending.interact_redirect)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(harness.kit.flow, "accept_approval", broken)
+    page = await harness.callback(url)
+    assert page.status_code == 500 and 'data-state="error"' in page.text
+    assert "Traceback" not in page.text and "a bug" not in page.text
+    monkeypatch.undo()
+
+    async def crashing(pending_id: str) -> Any:
+        raise RuntimeError("a bug in the background")
+
+    monkeypatch.setattr(harness.kit.flow, "complete", crashing)
+    pages = await harness.follow(url)
+    assert pages[-1].status_code == 502 and "could not be finished" in pages[-1].text
+    assert harness.events[-1]["event"] == "failed"
+    assert "a bug in the background" in harness.events[-1]["error"]
+
+
+def test_the_readme_says_what_each_result_value_does() -> None:
+    from opapprove.approvals.results import KNOWN
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for value in KNOWN:
+        assert f"| `{value}`" in readme, value

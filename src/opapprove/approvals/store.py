@@ -1,17 +1,14 @@
-"""The SQLite store: sellers, pending grants and their events, cached grants, webhook deliveries.
+"""The store: sellers, pending grants and their events, cached grants, webhook deliveries.
 
-One file in WAL mode, shared by every opapprove process on the machine. Each write is one
-short ``BEGIN IMMEDIATE`` transaction, retried while another process holds the write lock,
-so concurrent processes wait for each other instead of failing with "database is locked".
-A state change and its audit event are written in the same transaction.
+The repositories over one backend (``backend.py``): a SQLite file (``sqlite_backend.py``),
+the zero-set-up default, or a PostgreSQL database (``postgres_backend.py``) that listeners
+and support staff on several machines share. Each write is one transaction; a state
+change and its audit event are written in the same one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,9 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from opapprove.approvals.backend import Backend, Row, StoreError, Tx
 from opapprove.approvals.ids import new_id
 from opapprove.approvals.leases import Holder, process_gone
-from opapprove.approvals.migrations import APPLICATION_ID, MIGRATIONS
 from opapprove.approvals.records import (
     FINAL_STATES,
     PENDING_FIELDS,
@@ -33,8 +30,9 @@ from opapprove.approvals.records import (
     Seller,
     State,
 )
-from opapprove.errors import OpapproveError
+from opapprove.approvals.sqlite_backend import SQLiteBackend
 from opapprove.openpayments.redaction import redact_json
+from opapprove.paths import DatabaseURL, StoreLocation, store_location
 
 __all__ = [
     "FINAL_STATES",
@@ -52,22 +50,11 @@ __all__ = [
 
 T = TypeVar("T")
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-SYNC_NORMAL = "NORMAL"
-SYNC_FULL = "FULL"
-# Transitions committed with fsync (synchronous=FULL), which also syncs every earlier
-# commit in the WAL: after a power loss a grant may fall back a step, but never from
-# ``paying`` to ``grant_issued``, from where a replay would pay a second time.
+# Transitions committed durably (fsync; SQLite's synchronous=FULL, PostgreSQL's
+# synchronous_commit=on), which also makes every earlier commit durable: after a power loss
+# a grant may fall back a step, but never from ``paying`` to ``grant_issued``, from where a
+# replay would pay a second time.
 DURABLE_STATES = frozenset({State.PAYING})
-BUSY_TIMEOUT_MS = 10_000
-# On top of SQLite's own 10 s busy wait: a few more tries with growing pauses.
-_RETRIES = 6
-
-
-class StoreError(OpapproveError):
-    """The store cannot do what was asked. ``str(err)`` is one line: what, why, what to do."""
-
-    kind = "store"
 
 
 class StaleState(StoreError):
@@ -137,7 +124,7 @@ def _pending_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:
     return columns
 
 
-def _pending_from_row(row: sqlite3.Row) -> Pending:
+def _pending_from_row(row: Row) -> Pending:
     values: dict[str, Any] = {}
     for name in PENDING_FIELDS:
         value = row[name]
@@ -151,7 +138,7 @@ def _pending_from_row(row: sqlite3.Row) -> Pending:
     return Pending(**values)
 
 
-def _event_from_row(row: sqlite3.Row) -> Event:
+def _event_from_row(row: Row) -> Event:
     return Event(
         id=row["id"],
         pending_id=row["pending_id"],
@@ -163,7 +150,7 @@ def _event_from_row(row: sqlite3.Row) -> Event:
     )
 
 
-def _seller_from_row(row: sqlite3.Row) -> Seller:
+def _seller_from_row(row: Row) -> Seller:
     return Seller(
         id=row["id"],
         wallet_address_url=row["wallet_address_url"],
@@ -173,7 +160,7 @@ def _seller_from_row(row: sqlite3.Row) -> Seller:
     )
 
 
-def _grant_from_row(row: sqlite3.Row) -> CachedGrant:
+def _grant_from_row(row: Row) -> CachedGrant:
     return CachedGrant(
         key=row["key"],
         auth_server=row["auth_server"],
@@ -185,34 +172,50 @@ def _grant_from_row(row: sqlite3.Row) -> CachedGrant:
     )
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+def open_backend(location: StoreLocation | str) -> Backend:
+    """The backend for a store location: a SQLite file, or a postgresql:// database."""
+    where = store_location(location)
+    if isinstance(where, DatabaseURL):
+        from opapprove.approvals.postgres_backend import PostgresBackend
 
-
-def _jitter() -> float:
-    return 0.5 + int.from_bytes(os.urandom(2), "big") / 65535
+        return PostgresBackend(where)
+    return SQLiteBackend(where.expanduser())
 
 
 class Store:
-    """The opapprove store in one SQLite file. Safe to share between threads and processes."""
+    """The opapprove store: a SQLite file or a PostgreSQL database, one API over both.
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path).expanduser()
+    Safe to share between threads and processes (and, on PostgreSQL, machines).
+    """
+
+    def __init__(
+        self, location: StoreLocation | str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.backend = open_backend(location)
+        self.location: StoreLocation = (
+            self.backend.path
+            if isinstance(self.backend, SQLiteBackend)
+            else store_location(location)
+        )
         self._clock = clock
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._conn = self._open()
+        self._write = self.backend.write
+        self._read = self.backend.read
 
     @classmethod
-    def open(cls, path: Path | str, *, clock: Callable[[], float] = time.time) -> Store:
-        return cls(path, clock=clock)
+    def open(
+        cls, location: StoreLocation | str, *, clock: Callable[[], float] = time.time
+    ) -> Store:
+        return cls(location, clock=clock)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (a PostgreSQL store has none: see ``location``)."""
+        if not isinstance(self.location, Path):
+            raise AttributeError(f"store {self.location} is a database, not a file")
+        return self.location
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self.backend.close()
 
     def __enter__(self) -> Self:
         return self
@@ -226,237 +229,22 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"Store({str(self.location)!r})"
 
-    # -- opening ----------------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        path = self.path
-        if path.is_dir():
-            raise StoreError(
-                f"store {path} is a directory, not a file",
-                "give the path of a file, e.g. --store ~/opapprove.db",
-            )
-        self._create_file()
-        self._check_header()
-        try:
-            conn = sqlite3.connect(
-                str(path),
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise self._error(exc, "opening it") from exc
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            # Before anything writes: switching to WAL rewrites the header of someone else's file.
-            self._retrying(lambda: self._check_ours(conn), "reading it")
-            self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), "setup")
-            # No fsync per commit: safe against process crashes, and a bulk replay stops
-            # waiting on the disk six times a grant. Power loss may roll back the last few
-            # commits; the one that guards money is synced anyway (DURABLE_STATES).
-            conn.execute(f"PRAGMA synchronous = {SYNC_NORMAL}")
-            self._retrying(lambda: self._migrate(conn), "upgrading its schema")
-        except BaseException:
-            conn.close()
-            raise
-        self._match_sidecar_modes()
-        return conn
-
-    def _create_file(self) -> None:
-        path = self.path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder for store {path}: {exc.strerror or exc}",
-                "choose another place with --store or OPAPPROVE_STORE",
-            ) from exc
-        try:
-            # Created 0600 before SQLite sees it: the store holds access tokens.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create store {path}: {exc.strerror or exc}",
-                "choose another place with --store or OPAPPROVE_STORE",
-            ) from exc
-        os.close(fd)
-
-    def _check_header(self) -> None:
-        try:
-            with self.path.open("rb") as fh:
-                head = fh.read(len(SQLITE_MAGIC))
-        except OSError as exc:
-            raise StoreError(
-                f"cannot read store {self.path}: {exc.strerror or exc}",
-                "check the path and that this user may read and write it",
-            ) from exc
-        # A prefix is fine: another process may be writing a brand-new store's first page.
-        if head != SQLITE_MAGIC[: len(head)]:
-            raise StoreError(
-                f"{self.path} is not an opapprove store (it is not a SQLite database); "
-                "it was left untouched",
-                "point --store or OPAPPROVE_STORE at another file",
-            )
-
-    def _check_ours(self, conn: sqlite3.Connection) -> None:
-        # One statement, so one snapshot: another process may be creating the schema now.
-        version, app_id, tables = conn.execute(
-            "SELECT (SELECT user_version FROM pragma_user_version),"
-            " (SELECT application_id FROM pragma_application_id),"
-            " (SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%')"
-        ).fetchone()
-        fresh = version == 0 and app_id == 0 and tables == 0
-        if not fresh and app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self.path} is a SQLite database of some other program, not an opapprove "
-                "store; it was left untouched",
-                "point --store or OPAPPROVE_STORE at another file",
-            )
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"store {self.path} has schema version {version}, newer than this opapprove "
-                f"knows ({len(MIGRATIONS)})",
-                "upgrade opapprove, or use another store",
-            )
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"store {self.path} has schema version {version}, newer than this "
-                    f"opapprove knows ({len(MIGRATIONS)})",
-                    "upgrade opapprove, or use another store",
-                )
-            for number in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[number]:
-                    conn.execute(statement)
-            if version < len(MIGRATIONS):
-                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if version == 0:
-            self._chmod(self.path, 0o600)
-
-    def _match_sidecar_modes(self) -> None:
-        try:
-            mode = self.path.stat().st_mode & 0o777
-        except OSError:
-            return
-        for suffix in ("-wal", "-shm"):
-            self._chmod(self.path.with_name(self.path.name + suffix), mode)
-
-    @staticmethod
-    def _chmod(path: Path, mode: int) -> None:
-        try:
-            if path.exists() and path.stat().st_mode & 0o777 != mode:
-                os.chmod(path, mode)
-        except OSError:
-            pass  # not ours to change (another user's file); SQLite will still work
-
-    # -- transactions -----------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"store {self.path} is closed", "open it again with Store(path)")
-        return self._conn
-
-    def _error(self, exc: sqlite3.Error, what: str) -> StoreError:
-        text = str(exc)
-        lowered = text.lower()
-        if _is_busy(exc):
-            return StoreError(
-                f"store {self.path} stayed locked by another process while {what}",
-                "try again; if it keeps happening, look for a hung opapprove process",
-            )
-        if "readonly" in lowered or "read-only" in lowered:
-            return StoreError(
-                f"store {self.path} cannot be written: {text}",
-                "check that this user may write the file and its folder",
-            )
-        if "not a database" in lowered or "malformed" in lowered:
-            return StoreError(
-                f"store {self.path} is damaged or not a SQLite database ({text})",
-                "restore it from a backup, or point --store at another file",
-            )
-        if "unable to open" in lowered:
-            return StoreError(
-                f"cannot open store {self.path}: {text}",
-                "check the path and that this user may read and write it",
-            )
-        return StoreError(f"store {self.path}: {what} failed: {text}", None)
-
-    def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn`` under the lock, again after a pause while SQLite says locked/busy."""
-        for attempt in range(_RETRIES):
-            with self._lock:
-                try:
-                    return fn()
-                except sqlite3.OperationalError as exc:
-                    self._rollback_quietly()
-                    if not _is_busy(exc) or attempt + 1 == _RETRIES:
-                        raise self._error(exc, what) from exc
-                except sqlite3.Error as exc:
-                    raise self._error(exc, what) from exc
-            time.sleep(min(0.05 * 2**attempt, 1.0) * _jitter())
-        raise AssertionError("unreachable")
-
-    def _rollback_quietly(self) -> None:
-        conn = self._conn
-        if conn is not None and conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the transaction is gone either way; the next BEGIN starts clean
-
-    def _write(
-        self, fn: Callable[[sqlite3.Connection], T], what: str, *, durable: bool = False
-    ) -> T:
-        def attempt() -> T:
-            conn = self._connection()
-            if durable:
-                conn.execute(f"PRAGMA synchronous = {SYNC_FULL}")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                if durable:
-                    conn.execute(f"PRAGMA synchronous = {SYNC_NORMAL}")
-            return result
-
-        return self._retrying(attempt, what)
-
-    def _read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
-        return self._retrying(lambda: fn(self._connection()), what)
+    def _connection(self) -> Any:
+        """The SQLite connection (tests look at its pragmas)."""
+        assert isinstance(self.backend, SQLiteBackend)
+        return self.backend.connection()
 
     def schema_version(self) -> int:
-        version: int = self._read(
-            lambda c: c.execute("PRAGMA user_version").fetchone()[0], "reading its version"
-        )
-        return version
+        return self.backend.schema_version()
 
     # -- sellers ----------------------------------------------------------------------
 
     def add_seller(self, seller: Seller, *, replace: bool = False) -> Seller:
         """Save a seller; an existing id is an error unless ``replace``."""
 
-        def txn(conn: sqlite3.Connection) -> Seller:
+        def txn(conn: Tx) -> Seller:
             row = (
                 seller.id,
                 seller.wallet_address_url,
@@ -474,37 +262,36 @@ class Store:
                     row,
                 )
             else:
-                exists = conn.execute("SELECT 1 FROM sellers WHERE id = ?", (seller.id,))
-                if exists.fetchone() is not None:
+                added = conn.execute(
+                    "INSERT INTO sellers (id, wallet_address_url, key_id, private_key_path,"
+                    " created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    row,
+                )
+                if added.rowcount == 0:
                     raise StoreError(
                         f"seller {seller.id!r} already exists",
                         "replace it explicitly, or choose another seller id",
                     )
-                conn.execute(
-                    "INSERT INTO sellers (id, wallet_address_url, key_id, private_key_path,"
-                    " created_at) VALUES (?, ?, ?, ?, ?)",
-                    row,
-                )
             return seller
 
         return self._write(txn, "saving a seller")
 
     def get_seller(self, seller_id: str) -> Seller | None:
-        def read(conn: sqlite3.Connection) -> Seller | None:
+        def read(conn: Tx) -> Seller | None:
             row = conn.execute("SELECT * FROM sellers WHERE id = ?", (seller_id,)).fetchone()
             return None if row is None else _seller_from_row(row)
 
         return self._read(read, "reading a seller")
 
     def list_sellers(self) -> list[Seller]:
-        def read(conn: sqlite3.Connection) -> list[Seller]:
+        def read(conn: Tx) -> list[Seller]:
             rows = conn.execute("SELECT * FROM sellers ORDER BY id").fetchall()
             return [_seller_from_row(r) for r in rows]
 
         return self._read(read, "listing sellers")
 
     def remove_seller(self, seller_id: str) -> bool:
-        def txn(conn: sqlite3.Connection) -> bool:
+        def txn(conn: Tx) -> bool:
             return conn.execute("DELETE FROM sellers WHERE id = ?", (seller_id,)).rowcount > 0
 
         return self._write(txn, "removing a seller")
@@ -512,13 +299,13 @@ class Store:
     # -- pending grants -----------------------------------------------------------------
 
     @staticmethod
-    def _fetch_pending(conn: sqlite3.Connection, pending_id: str) -> Pending | None:
+    def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:
         row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()
         return None if row is None else _pending_from_row(row)
 
     @staticmethod
     def _insert_event(
-        conn: sqlite3.Connection,
+        conn: Tx,
         pending_id: str,
         at: float,
         kind: str,
@@ -527,13 +314,11 @@ class Store:
         data: Mapping[str, Any] | None,
     ) -> Event:
         clean = redact_json(dict(data or {}))
-        cur = conn.execute(
+        event_id = conn.insert(
             "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (pending_id, at, kind, from_state, to_state, _dumps(clean)),
         )
-        event_id = cur.lastrowid
-        assert event_id is not None
         return Event(event_id, pending_id, at, kind, from_state, to_state, clean)
 
     def create_pending(
@@ -548,7 +333,7 @@ class Store:
         """A new pending grant in state ``started``, with a ``created`` event."""
         columns = _pending_columns(fields, "create_pending")
 
-        def txn(conn: sqlite3.Connection) -> Pending:
+        def txn(conn: Tx) -> Pending:
             now = self._clock()
             pending_id = new_id()  # real time even under a test clock: ids stay ordered
             values: dict[str, Any] = {
@@ -629,7 +414,7 @@ class Store:
             sql += " LIMIT ?"
             params.append(int(limit))
 
-        def read(conn: sqlite3.Connection) -> list[Pending]:
+        def read(conn: Tx) -> list[Pending]:
             return [_pending_from_row(r) for r in conn.execute(sql, params).fetchall()]
 
         return self._read(read, "listing pending grants")
@@ -653,8 +438,10 @@ class Store:
         expected = _expected_states(expect)
         columns = _pending_columns(fields, "transition")
 
-        def txn(conn: sqlite3.Connection) -> Pending:
-            row = conn.execute("SELECT state FROM pending WHERE id = ?", (pending_id,)).fetchone()
+        def txn(conn: Tx) -> Pending:
+            row = conn.execute_locking(
+                "SELECT state FROM pending WHERE id = ?", (pending_id,)
+            ).fetchone()
             if row is None:
                 raise _not_found(pending_id)
             current = State(row["state"])
@@ -700,7 +487,7 @@ class Store:
         """Save ``fields`` without a state change; with ``event``, also log it."""
         columns = _pending_columns(fields, "update")
 
-        def txn(conn: sqlite3.Connection) -> Pending:
+        def txn(conn: Tx) -> Pending:
             now = self._clock()
             sets = "".join(f"{name} = ?, " for name in columns)
             cur = conn.execute(
@@ -724,7 +511,7 @@ class Store:
         ``updated_at`` is left alone so a grant that keeps failing still shows as stuck.
         """
 
-        def txn(conn: sqlite3.Connection) -> None:
+        def txn(conn: Tx) -> None:
             cur = conn.execute(
                 "UPDATE pending SET last_error = ?, attempts = attempts + 1,"
                 " version = version + 1 WHERE id = ?",
@@ -741,7 +528,7 @@ class Store:
     def add_event(self, pending_id: str, kind: str, data: dict[str, Any] | None = None) -> Event:
         """Append to a pending grant's audit trail; credentials in ``data`` are redacted."""
 
-        def txn(conn: sqlite3.Connection) -> Event:
+        def txn(conn: Tx) -> Event:
             if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
                 raise _not_found(pending_id)
             return self._insert_event(conn, pending_id, self._clock(), kind, None, None, data)
@@ -749,7 +536,7 @@ class Store:
         return self._write(txn, "adding an event")
 
     def events(self, pending_id: str) -> list[Event]:
-        def read(conn: sqlite3.Connection) -> list[Event]:
+        def read(conn: Tx) -> list[Event]:
             rows = conn.execute(
                 "SELECT * FROM events WHERE pending_id = ? ORDER BY id", (pending_id,)
             ).fetchall()
@@ -773,9 +560,11 @@ class Store:
         """
         who = holder if isinstance(holder, Holder) else Holder(holder)
 
-        def txn(conn: sqlite3.Connection) -> bool:
+        def txn(conn: Tx) -> bool:
             at = self._clock() if now is None else now
-            row = conn.execute(
+            # Locked: of two processes (on any machines) asking at once, the second waits,
+            # then sees the first one's lease.
+            row = conn.execute_locking(
                 "SELECT lease_holder, lease_until, lease_host, lease_pid FROM pending WHERE id = ?",
                 (pending_id,),
             ).fetchone()
@@ -806,7 +595,7 @@ class Store:
         """Give the lease back; a no-op unless ``holder`` holds it."""
         who = holder.id if isinstance(holder, Holder) else holder
 
-        def txn(conn: sqlite3.Connection) -> None:
+        def txn(conn: Tx) -> None:
             conn.execute(
                 "UPDATE pending SET lease_holder = NULL, lease_until = NULL, lease_host = NULL,"
                 " lease_pid = NULL WHERE id = ? AND lease_holder = ?",
@@ -822,7 +611,7 @@ class Store:
     ) -> CachedGrant | None:
         """The cached grant for ``key`` if it is still good for at least ``margin`` seconds."""
 
-        def read(conn: sqlite3.Connection) -> CachedGrant | None:
+        def read(conn: Tx) -> CachedGrant | None:
             row = conn.execute("SELECT * FROM cached_grants WHERE key = ?", (key,)).fetchone()
             return None if row is None else _grant_from_row(row)
 
@@ -835,7 +624,7 @@ class Store:
         return grant
 
     def put_cached_grant(self, grant: CachedGrant) -> None:
-        def txn(conn: sqlite3.Connection) -> None:
+        def txn(conn: Tx) -> None:
             conn.execute(
                 "INSERT INTO cached_grants (key, auth_server, access_token, manage_url,"
                 " expires_at, access, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -867,7 +656,7 @@ class Store:
     def get_wallet_document(self, url: str, *, max_age: float, now: float | None = None) -> Any:
         """The document fetched for ``url`` at most ``max_age`` seconds ago, else ``None``."""
 
-        def read(conn: sqlite3.Connection) -> Any:
+        def read(conn: Tx) -> Any:
             return conn.execute(
                 "SELECT document, fetched_at FROM wallet_documents WHERE url = ?", (url,)
             ).fetchone()
@@ -908,7 +697,9 @@ class Store:
         back with ``created`` False, so whoever asks second sends nothing.
         """
 
-        def txn(conn: sqlite3.Connection) -> tuple[WebhookDelivery, bool]:
+        def txn(conn: Tx) -> tuple[WebhookDelivery, bool]:
+            # The grant's row lock makes a second process asking at once wait, then find ours.
+            conn.execute_locking("SELECT 1 FROM pending WHERE id = ?", (pending_id,))
             sql = "SELECT * FROM webhook_deliveries WHERE pending_id = ? AND event_type = ?"
             params: tuple[Any, ...] = (pending_id, event_type)
             if same_body:
@@ -917,20 +708,20 @@ class Store:
             row = conn.execute(sql + " ORDER BY id LIMIT 1", params).fetchone()
             if row is not None:
                 return _delivery_from_row(row), False
-            cur = conn.execute(
+            delivery_id = conn.insert(
                 "INSERT INTO webhook_deliveries (pending_id, event_type, body, created_at)"
                 " VALUES (?, ?, ?, ?)",
                 (pending_id, event_type, body, self._clock()),
             )
             created = conn.execute(
-                "SELECT * FROM webhook_deliveries WHERE id = ?", (cur.lastrowid,)
+                "SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
             return _delivery_from_row(created), True
 
         return self._write(txn, "saving a webhook delivery")
 
     def get_webhook_delivery(self, delivery_id: int) -> WebhookDelivery | None:
-        def read(conn: sqlite3.Connection) -> WebhookDelivery | None:
+        def read(conn: Tx) -> WebhookDelivery | None:
             row = conn.execute(
                 "SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
@@ -954,7 +745,7 @@ class Store:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at, id"
 
-        def read(conn: sqlite3.Connection) -> list[WebhookDelivery]:
+        def read(conn: Tx) -> list[WebhookDelivery]:
             return [_delivery_from_row(r) for r in conn.execute(sql, params).fetchall()]
 
         return self._read(read, "listing webhook deliveries")
@@ -969,11 +760,12 @@ class Store:
     ) -> WebhookDelivery:
         """Count one sending attempt and log it as a ``webhook_attempt`` event, together."""
 
-        def txn(conn: sqlite3.Connection) -> WebhookDelivery:
+        def txn(conn: Tx) -> WebhookDelivery:
             now = self._clock()
             cur = conn.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?,"
-                " delivered_at = CASE WHEN ? THEN coalesce(delivered_at, ?) ELSE delivered_at END"
+                " delivered_at = CASE WHEN ? = 1 THEN coalesce(delivered_at, ?)"
+                " ELSE delivered_at END"
                 " WHERE id = ?",
                 (error, int(delivered), now, delivery_id),
             )
@@ -1011,7 +803,7 @@ class WebhookDelivery:
         return self.delivered_at is not None
 
 
-def _delivery_from_row(row: sqlite3.Row) -> WebhookDelivery:
+def _delivery_from_row(row: Row) -> WebhookDelivery:
     return WebhookDelivery(
         id=row["id"],
         pending_id=row["pending_id"],

@@ -256,7 +256,11 @@ def root(
         typer.Option("--config", help="TOML config file (default: the platform config dir)."),
     ] = None,
     store: Annotated[
-        Path | None, typer.Option("--store", help="SQLite store file (overrides the config).")
+        str | None,
+        typer.Option(
+            "--store",
+            help="SQLite store file, or postgresql://user@host/db (overrides the config).",
+        ),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")

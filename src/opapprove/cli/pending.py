@@ -6,7 +6,6 @@ never pays twice; ``show`` is everything known about one grant, tokens masked.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -47,7 +46,7 @@ def _runtime(ctx: typer.Context) -> Runtime:
 
 def _existing_store(runtime: Runtime) -> Store | None:
     """The store if it exists: looking must not create an empty store file."""
-    if not Path(runtime.settings().store).expanduser().exists():
+    if not runtime.store_exists():
         return None
     return runtime.store()
 
@@ -363,16 +362,25 @@ async def _replay_in_worker(
     for several processes."""
     import asyncio
     import json
+    import os
     import sys
 
     from opapprove.approvals.replay import ReplayOutcome
+    from opapprove.paths import DatabaseURL
+    from opapprove.settings import STORE_ENV_VAR
 
-    argv = [sys.executable, "-m", "opapprove", "--json", "--store", str(runtime.settings().store)]
+    argv = [sys.executable, "-m", "opapprove", "--json"]
+    env = dict(os.environ)
+    location = runtime.settings().store
+    if isinstance(location, DatabaseURL):
+        env[STORE_ENV_VAR] = location.secret()  # not on the command line, where ps shows it
+    else:
+        argv += ["--store", str(location)]
     if runtime.config is not None:
         argv += ["--config", str(runtime.config)]
     argv += ["pending", "replay", "--concurrency", str(concurrency), *ids]
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
     )
     out, err = await proc.communicate()
     try:

@@ -51,9 +51,9 @@ def report(
     settings = runtime.settings()
     if html_path is not None:
         _check_writable(html_path)
-    store_path = Path(settings.store).expanduser()
+    location = settings.store
     histories = []
-    if store_path.exists():  # looking must not create an empty store file
+    if runtime.store_exists():  # looking must not create an empty store file
         histories = load_histories(runtime.store(), since=since_ts, seller_id=seller)
     result = build_report(
         histories,
@@ -62,17 +62,18 @@ def report(
         since=since_ts,
         seller_id=seller,
     )
-    data: dict[str, Any] = {"store": str(store_path), **result.to_json()}
+    data: dict[str, Any] = {"store": str(location), **result.to_json()}
     if not histories:
-        runtime.output.result(data, lambda console: console.print(_empty_line(result, store_path)))
+        runtime.output.result(data, lambda console: console.print(_empty_line(result, location)))
         return
     if html_path is not None:
-        _write_html(result, html_path, store_path.name)
+        name = location.name if isinstance(location, Path) else location.database
+        _write_html(result, html_path, name)
         data["html"] = str(html_path)
     runtime.output.result(data, lambda console: _render(console, result, html_path))
 
 
-def _empty_line(result: Report, store: Path) -> str:
+def _empty_line(result: Report, store: object) -> str:
     scope = [f"store {store}"]
     if result.seller_id:
         scope.append(f"seller {result.seller_id!r}")

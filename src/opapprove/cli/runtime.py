@@ -56,7 +56,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 @dataclass
 class Runtime:
     config: Path | None = None
-    store_path: Path | None = None
+    store_path: str | None = None  # --store: a path or a postgresql:// URL
     json: bool = False
     debug: bool = False
     trace: bool = False
@@ -96,15 +96,29 @@ class Runtime:
         if self._store is None:
             from opapprove.approvals.store import Store
 
-            path = Path(self.settings().store).expanduser()
-            # The data dir holds keys and grants: private to this user.
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._store = Store(path)
+            location = self.settings().store
+            if isinstance(location, Path):
+                # The data dir holds keys and grants: private to this user.
+                location.expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._store = Store(location)
         return self._store
 
+    def store_exists(self) -> bool:
+        """Whether there is a store to read: looking must not create an empty store file.
+
+        A database always counts: it was made by whoever gave its URL, and opening it says
+        clearly if it cannot be reached."""
+        location = self.settings().store
+        return not isinstance(location, Path) or location.expanduser().exists()
+
     def data_dir(self) -> Path:
-        """Where key files written by the CLI go: next to the store."""
-        return Path(self.settings().store).expanduser().parent
+        """Where key files written by the CLI go: next to a SQLite store, else the data dir."""
+        location = self.settings().store
+        if isinstance(location, Path):
+            return location.expanduser().parent
+        from opapprove.paths import default_store_path
+
+        return default_store_path().parent
 
     def on_exchange(self) -> Callable[[Exchange], None] | None:
         if not (self.trace or self.trace_file):

@@ -86,7 +86,7 @@ def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller |
     settings = runtime.settings()
     if seller_id is not None:
         return resolve_seller(settings, runtime.store(), seller_id), None
-    if not Path(settings.store).expanduser().exists():
+    if not runtime.store_exists():
         seller = settings_seller(settings)
         if seller is not None:
             return seller, None

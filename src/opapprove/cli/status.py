@@ -7,7 +7,6 @@ window has passed is marked expired.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -56,7 +55,7 @@ def status(
         raise CliError("--timeout goes with --watch", hint="add --watch, or leave --timeout out")
     settings = runtime.settings()
     limit = float(timeout if timeout is not None else settings.poll_timeout)
-    if not Path(settings.store).expanduser().exists():  # looking must not create a store
+    if not runtime.store_exists():  # looking must not create a store
         raise CliError(
             f"unknown pendingId {pending_id!r}", hint="list grants with `opapprove pending list`"
         )

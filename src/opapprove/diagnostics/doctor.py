@@ -21,9 +21,11 @@ import httpx
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import resolve_seller, seller_from_settings
+from opapprove.approvals.postgres_backend import PostgresBackend
 from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
+from opapprove.paths import DatabaseURL, StoreLocation, store_location
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -72,7 +74,7 @@ def worst(checks: Iterable[Check]) -> Status:
 
 def run_checks(
     settings: Settings,
-    store_path: Path | str,
+    store_path: StoreLocation | str,
     seller: str | None,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -92,7 +94,7 @@ def run_checks(
 
 async def run_checks_async(
     settings: Settings,
-    store_path: Path | str,
+    store_path: StoreLocation | str,
     seller: str | None,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -100,7 +102,10 @@ async def run_checks_async(
     on_exchange: Callable[[Exchange], None] | None = None,
 ) -> list[Check]:
     """``run_checks`` for callers that already run an event loop."""
-    doctor = _Doctor(settings, Path(store_path).expanduser(), seller, transport, clock)
+    location = store_location(store_path)
+    if isinstance(location, Path):
+        location = location.expanduser()
+    doctor = _Doctor(settings, location, seller, transport, clock)
     doctor.on_exchange = on_exchange
     await doctor.run()
     return doctor.checks
@@ -129,7 +134,7 @@ class _Doctor:
     def __init__(
         self,
         settings: Settings,
-        store_path: Path,
+        store_path: StoreLocation,
         seller_id: str | None,
         transport: httpx.AsyncBaseTransport | None,
         clock: Callable[[], float],
@@ -228,6 +233,8 @@ class _Doctor:
         )
 
     def check_store_and_seller(self) -> Seller | None:
+        if isinstance(self.store_path, DatabaseURL):
+            return self.check_database_store(self.store_path)
         path = self.store_path
         existed = path.exists()
         store: Store | None = None
@@ -249,6 +256,40 @@ class _Doctor:
                 )
             else:
                 self.add("store", "pass", f"store {path} {opened}, schema v{version}")
+        try:
+            return self.check_seller(store)
+        finally:
+            if store is not None:
+                store.close()
+
+    def check_database_store(self, url: DatabaseURL) -> Seller | None:
+        """A PostgreSQL store: it connects, it is ours at a version we know, we may write it."""
+        store: Store | None = None
+        try:
+            store = Store(url)
+            version = store.schema_version()
+            missing = (
+                store.backend.privileges() if isinstance(store.backend, PostgresBackend) else {}
+            )
+        except StoreError as exc:
+            self.add("store", "fail", exc.message, exc.hint, kind="store")
+        else:
+            if missing:
+                lacking = "; ".join(f"{t}: {', '.join(p)}" for t, p in missing.items())
+                self.add(
+                    "store",
+                    "fail",
+                    f"store {url} connects (schema v{version}), but the user lacks {lacking}",
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ... TO the "
+                    "user (and USAGE on its sequences)",
+                    kind="store",
+                )
+            else:
+                self.add(
+                    "store",
+                    "pass",
+                    f"store {url} connects (PostgreSQL), schema v{version}, may read and write",
+                )
         try:
             return self.check_seller(store)
         finally:

@@ -1,0 +1,86 @@
+"""The seam between the store's repositories and a database: SQLite or PostgreSQL.
+
+The repositories (``store.py``) write their SQL once, with ``?`` placeholders and rows read
+by column name, and run it inside :meth:`Backend.write` (one transaction, retried while
+another process holds a lock) or :meth:`Backend.read`. A backend owns everything else:
+opening, checking the file or database is ours, migrations, durability, retries, and
+turning driver errors into one-line :class:`StoreError`\\ s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+from opapprove.errors import OpapproveError
+
+T = TypeVar("T")
+
+
+class StoreError(OpapproveError):
+    """The store cannot do what was asked. ``str(err)`` is one line: what, why, what to do."""
+
+    kind = "store"
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Tx(Protocol):
+    """One open transaction (or one read). Rows are read by column name."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """A SELECT of rows the transaction is about to change, locking them until it ends.
+
+        A row lock on PostgreSQL (other writers of those rows wait); on SQLite a plain
+        SELECT, as the write transaction already holds the database's one write lock."""
+        ...
+
+    def insert(self, sql: str, params: Sequence[Any]) -> int:
+        """Run an INSERT into a table with an ``id`` column; the new row's id."""
+        ...
+
+
+class Backend(Protocol):
+    """What the repositories need from a database."""
+
+    kind: str  # "sqlite" or "postgresql"
+    where: str  # the store for messages: a path, or a URL with its password masked
+
+    def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:
+        """Run ``fn`` in one transaction and commit; ``durable`` waits for the disk."""
+        ...
+
+    def read(self, fn: Callable[[Tx], T], what: str) -> T: ...
+
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def jitter() -> float:
+    """A factor in [0.5, 1.5) that spreads out the retries of processes that collided."""
+    import os
+
+    return 0.5 + int.from_bytes(os.urandom(2), "big") / 65535
+
+
+def newer_schema(where: str, version: int, known: int) -> StoreError:
+    return StoreError(
+        f"store {where} has schema version {version}, newer than this opapprove knows ({known})",
+        "upgrade opapprove, or use another store",
+    )
