@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -121,7 +122,13 @@ async def test_approve_shows_a_page_at_once_that_turns_into_payment_complete(
         assert journey.box.state.outgoing_payments() == []
         assert browser.save_screenshot(str(tmp_path / "listener-completing.png"))
 
-        WebDriverWait(browser, NAVIGATION_SECONDS, poll_frequency=0.1).until(
+        # The page refreshes itself: an element found just before a refresh goes stale.
+        WebDriverWait(
+            browser,
+            NAVIGATION_SECONDS,
+            poll_frequency=0.1,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(
             lambda b: b.find_element(By.ID, "result").get_attribute("data-state") == "completed"
         )
     finally:
