@@ -37,28 +37,29 @@ def _windows_appdata(env: Mapping[str, str]) -> Path:
     return Path(value) if value else _home(env) / "AppData" / "Roaming"
 
 
+def _platform_dir(
+    xdg_var: str, xdg_fallback: str, platform: str | None, env: Mapping[str, str] | None
+) -> Path:
+    # Windows and macOS keep config and data in one per-user folder; XDG splits them.
+    platform = platform or sys.platform
+    env = os.environ if env is None else env
+    if platform == "win32":
+        return _windows_appdata(env)
+    if platform == "darwin":
+        return _home(env) / "Library" / "Application Support"
+    return _xdg(env, xdg_var, xdg_fallback)
+
+
 def platform_config_dir(
     *, platform: str | None = None, env: Mapping[str, str] | None = None
 ) -> Path:
     """The per-user config base directory (without the ``opapprove`` part)."""
-    platform = platform or sys.platform
-    env = os.environ if env is None else env
-    if platform == "win32":
-        return _windows_appdata(env)
-    if platform == "darwin":
-        return _home(env) / "Library" / "Application Support"
-    return _xdg(env, "XDG_CONFIG_HOME", ".config")
+    return _platform_dir("XDG_CONFIG_HOME", ".config", platform, env)
 
 
 def platform_data_dir(*, platform: str | None = None, env: Mapping[str, str] | None = None) -> Path:
     """The per-user data base directory (without the ``opapprove`` part)."""
-    platform = platform or sys.platform
-    env = os.environ if env is None else env
-    if platform == "win32":
-        return _windows_appdata(env)
-    if platform == "darwin":
-        return _home(env) / "Library" / "Application Support"
-    return _xdg(env, "XDG_DATA_HOME", ".local/share")
+    return _platform_dir("XDG_DATA_HOME", ".local/share", platform, env)
 
 
 def default_config_path(

@@ -257,8 +257,9 @@ async def test_no_exception_escapes_a_handler(
     monkeypatch.setattr(harness.kit.flow, "complete", crashing)
     pages = await harness.follow(url)
     assert pages[-1].status_code == 502 and "could not be finished" in pages[-1].text
-    assert harness.events[-1]["event"] == "failed"
-    assert "a bug in the background" in harness.events[-1]["error"]
+    (failed,) = [e for e in harness.events if e["event"] == "failed"]
+    assert "a bug in the background" in failed["error"] and failed["background"] is True
+    assert harness.events[-1] == {"event": "page_shown", "pendingId": pending.id, "state": "error"}
 
 
 def test_the_readme_says_what_each_result_value_does() -> None:

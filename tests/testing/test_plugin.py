@@ -8,6 +8,8 @@ import threading
 import httpx
 import pytest
 
+from opapprove.testing import SandboxStartError, running_sandbox
+
 pytest_plugins = ["pytester"]
 
 # What a marketplace's own test file looks like: only the fixtures, a full approval.
@@ -18,6 +20,7 @@ import pytest
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import State, Store
+from opapprove.servers.sandbox import AccountConfig
 
 
 def pay(op_sandbox, op_seller, tmp_path, amount="12.34"):
@@ -42,7 +45,8 @@ def test_buyer_approves_and_pays(op_sandbox, op_seller, tmp_path):
     assert op_sandbox.balance("seller") == before + 1234
 
 
-def test_a_fault_lasts_one_test(op_sandbox):
+def test_a_fault_lasts_one_test(op_sandbox, pytestconfig):
+    assert op_sandbox.port == int(pytestconfig.getini("op_sandbox_port"))
     op_sandbox.fault("create-outgoing-payment", status=500)
     op_sandbox.latency(0.5)
 
@@ -71,6 +75,16 @@ def test_a_fresh_sandbox_of_its_own(op_sandbox, _op_sandbox_session):
     assert op_sandbox.url != _op_sandbox_session.url
     assert op_sandbox.balance("seller") == 0
     assert {a["name"] for a in op_sandbox.accounts()} == {"buyer", "seller"}
+
+
+@pytest.mark.op_sandbox_fresh(accounts=[AccountConfig(name="seller", balance=7)])
+def test_a_fresh_sandbox_set_up_differently(op_sandbox):
+    assert [(a["name"], a["balance"]) for a in op_sandbox.accounts()] == [("seller", 7)]
+
+
+@pytest.mark.op_sandbox_fresh(accounts=[AccountConfig(name="Bad Name")])
+def test_a_sandbox_that_cannot_start(op_sandbox):
+    raise AssertionError("never runs")
 """
 
 
@@ -78,6 +92,10 @@ def test_sample_file_runs_a_full_approval(pytester: pytest.Pytester) -> None:
     """One inner session (they cost ~1 s each): approvals, isolation, a failure, no leaks."""
     urls = pytester.path / "urls.txt"
     pytester.makepyfile(test_shop=SAMPLE)
+    with socket.socket() as probe:  # a port for the session's sandbox, through the ini file
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pytester.makeini(f"[pytest]\nop_sandbox_port = {port}\n")
     pytester.makeconftest(
         f"""
         import pytest
@@ -99,14 +117,22 @@ def test_sample_file_runs_a_full_approval(pytester: pytest.Pytester) -> None:
     )
     before = {t.ident for t in threading.enumerate()}
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=6, failed=1, errors=1)
     # The failed test's report carries the sandbox's lines from that test only.
     result.stdout.fnmatch_lines(
         ["*op_sandbox log (http://127.0.0.1:*)*", "*GET /_admin/accounts -> 200*"]
     )
     assert "POST /op/outgoing-payments" not in result.stdout.str()
+    # A sandbox that cannot start errors the test with the sandbox's own log.
+    result.stdout.fnmatch_lines(
+        [
+            "*op_sandbox: the sandbox could not start: account name 'Bad Name' cannot be used*",
+            "*--- sandbox log ---*",
+            "*starting on 127.0.0.1:a free port*",
+        ]
+    )
     served = set(urls.read_text().split())
-    assert len(served) == 2  # the session's sandbox and the fresh one
+    assert len(served) == 3  # the session's sandbox and two fresh ones
     for url in served:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/buyer", timeout=2)
@@ -114,18 +140,14 @@ def test_sample_file_runs_a_full_approval(pytester: pytest.Pytester) -> None:
     assert not left, left
 
 
-def test_a_port_in_use_fails_the_test_with_the_log(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_port="def test_needs_it(op_sandbox):\n    pass\n")
+def test_a_port_in_use_says_so_with_the_log() -> None:
+    """What the fixture fails a test with when --op-sandbox-port is taken."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = pytester.runpytest_inprocess(f"--op-sandbox-port={port}", "-q")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        [
-            f"*op_sandbox: the sandbox could not start: *port {port} on 127.0.0.1 is in use*",
-            "*--- sandbox log ---*",
-            f"*starting on 127.0.0.1:{port}*",
-        ]
-    )
+        with pytest.raises(SandboxStartError) as caught, running_sandbox(port=port):
+            pass
+    assert f"port {port} on 127.0.0.1 is in use" in caught.value.message
+    assert f"starting on 127.0.0.1:{port}" in caught.value.log
+    assert "cannot start: " in caught.value.log

@@ -69,8 +69,7 @@ class Seller:
     private_key_path: str
     created_at: float
 
-    def __repr__(self) -> str:
-        return _repr(self)
+    __repr__ = _repr
 
 
 @dataclass(repr=False)
@@ -128,8 +127,7 @@ class Pending:
         out["state"] = str(self.state)
         return redact_json(out) if redact_secrets else out
 
-    def __repr__(self) -> str:
-        return _repr(self)
+    __repr__ = _repr
 
 
 PENDING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Pending))
@@ -160,8 +158,7 @@ class Event:
     to_state: str | None
     data: dict[str, Any] = field(default_factory=dict)
 
-    def __repr__(self) -> str:
-        return _repr(self)
+    __repr__ = _repr
 
 
 @dataclass(repr=False)
@@ -176,5 +173,4 @@ class CachedGrant:
     access: list[Any]
     created_at: float
 
-    def __repr__(self) -> str:
-        return _repr(self)
+    __repr__ = _repr

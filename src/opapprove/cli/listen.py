@@ -77,14 +77,17 @@ def listen(
         typer.Option(
             "--api",
             help="Also serve the seed's POST /sellers and POST /offers/{offerId}/quotes/start"
-            " (bearer api_token).",
+            " (JSON, bearer api_token; without one, a token made for this run and printed).",
         ),
     ] = False,
 ) -> None:
     """Serve GET /payments/finish on loopback: verify each redirect, finish the payment.
 
-    With --once the exit code is the callback's outcome: 0 paid, 6 rejected or expired,
-    7 refused (forged or altered). Ctrl-C stops it (exit 130).
+    The buyer's page answers at once and turns into the outcome by itself while the payment
+    is made in the background. With --once the exit code is the callback's outcome: 0 paid,
+    6 expired, 7 refused (forged or altered); a wallet's unverified result= (a rejection,
+    say) is noted and listening goes on. Ctrl-C stops it (exit 130) once payments under way
+    have finished.
     """
     runtime = ctx.obj
     assert isinstance(runtime, Runtime)
@@ -286,7 +289,7 @@ async def _serve(
             outcome.callbacks += 1
             if once and outcome.code is None:
                 outcome.code = _code_for(event)
-                if event.get("event") == "finished":
+                if event.get("event") == "finished" or event.get("background"):
                     # Paid in the background: let the buyer's page turn to the outcome first.
                     outcome.pending_id = event.get("pendingId")
                     loop.call_later(ONCE_PAGE_GRACE_SECONDS, stop)

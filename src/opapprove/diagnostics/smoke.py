@@ -353,15 +353,7 @@ class _Smoke:
         )
 
     def _wallet_fail(self, name: str, message: str, hint: str, seconds: float) -> None:
-        self.record(
-            name,
-            "fail",
-            message,
-            hint=hint,
-            seconds=seconds,
-            kind="wallet",
-            exit_code=EXIT_CODES["wallet"],
-        )
+        self.fail(name, FlowError(message, hint=hint, kind="wallet"), seconds)
 
     def _trace_probe(
         self,

@@ -53,6 +53,7 @@ class Finisher:
                     "kind": err.kind,
                     "error": err.message,
                     "hint": err.hint,
+                    "background": True,
                 }
             )
         except Exception as exc:  # a handler must never die with a traceback
@@ -69,6 +70,7 @@ class Finisher:
                     "pendingId": pending_id,
                     "kind": unexpected.kind,
                     "error": unexpected.message,
+                    "background": True,
                 }
             )
         else:

@@ -147,6 +147,7 @@ def create_listener_app(
         if pending.state in IN_PROGRESS:
             failed = finisher.failure(pending.id)
             if failed is not None:
+                emit({"event": "page_shown", "pendingId": pending.id, "state": "error"})
                 return error_answer(request, failed, pending)
             finisher.start(pending.id)
         else:

@@ -2,10 +2,11 @@
 
 ``op_sandbox`` is one sandbox for the whole session, reset (no faults, no latency)
 before and after each test; mark a test ``@pytest.mark.op_sandbox_fresh`` to give it a
-sandbox of its own (fresh balances and payments). ``op_seller`` is a new seller key per
-test, published at that sandbox. When a test that used the sandbox fails, the report
-carries the sandbox's log lines from that test; when the sandbox cannot start, the test
-errors with the sandbox's log attached.
+sandbox of its own (fresh balances and payments), and pass ``SandboxConfig`` fields to the
+marker for one set up differently (``@pytest.mark.op_sandbox_fresh(wait_seconds=5)``).
+``op_seller`` is a new seller key per test, published at that sandbox. When a test that
+used the sandbox fails, the report carries the sandbox's log lines from that test; when the
+sandbox cannot start, the test errors with the sandbox's log attached.
 
 Loaded by every pytest run where opapprove is installed, so this module imports nothing
 heavy until a fixture is used. ``pytest -p no:opapprove`` turns it off.
@@ -42,7 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "op_sandbox_fresh: give this test a sandbox of its own, not the session's"
+        "markers",
+        "op_sandbox_fresh(**config): give this test a sandbox of its own, not the session's;"
+        " keyword arguments are SandboxConfig fields",
     )
 
 
@@ -51,11 +54,11 @@ def _port(config: pytest.Config) -> int:
     return int(given if given is not None else config.getini("op_sandbox_port") or 0)
 
 
-def _start(stack: ExitStack, port: int) -> OpSandbox:
+def _start(stack: ExitStack, port: int, **config: Any) -> OpSandbox:
     from opapprove.testing.sandbox import SandboxStartError, running_sandbox
 
     try:
-        return stack.enter_context(running_sandbox(port=port))
+        return stack.enter_context(running_sandbox(port=port, **config))
     except SandboxStartError as exc:
         pytest.fail(f"op_sandbox: {exc.message}\n--- sandbox log ---\n{exc.log}", pytrace=False)
 
@@ -70,8 +73,9 @@ def _op_sandbox_session(pytestconfig: pytest.Config) -> Iterator[OpSandbox]:
 def op_sandbox(request: pytest.FixtureRequest) -> Iterator[OpSandbox]:
     """A running sandbox: ``buyer_url``, ``seller_url``, ``approve(url)``, ``fault(...)``…"""
     with ExitStack() as stack:
-        if request.node.get_closest_marker("op_sandbox_fresh") is not None:
-            sandbox = _start(stack, 0)
+        fresh = request.node.get_closest_marker("op_sandbox_fresh")
+        if fresh is not None:
+            sandbox = _start(stack, 0, **fresh.kwargs)
         else:
             sandbox = request.getfixturevalue("_op_sandbox_session")
             sandbox.reset()
