@@ -18,6 +18,7 @@ import functools
 import json
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -59,10 +60,13 @@ OPERATIONS: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", "/op/outgoing-payment-grant", "get-outgoing-payment-grant"),
         # Not Open Payments: consent pages and the operator API.
         ("ANY", "/interact/.*", ""),
+        ("ANY", "/idp/.*", ""),
         ("ANY", "/_admin/.*", ""),
         ("GET", f"/{_ID}/page", ""),
         ("GET", f"/{_ID}/jwks.json", "get-wallet-address-keys"),
         ("GET", f"/{_ID}", "get-wallet-address"),
+        # Any other GET: Rafiki's "Could not get wallet address" 404 (not an operation).
+        ("GET", "/.+", ""),
     ]
 ]
 
@@ -70,6 +74,18 @@ OPERATIONS: list[tuple[str, re.Pattern[str], str]] = [
 RAFIKI_DEVIATIONS: dict[tuple[str, int, str], str] = {
     ("post-continue", 401, "invalid_request"): "Rafiki: non-empty body without interact_ref",
     ("post-continue", 400, "invalid_request"): "a continue body that is not JSON",
+    ("post-request", 400, "None"): "Rafiki's OpenAPI request validation (no error code)",
+    ("get-incoming-payment", 400, "400"): "Rafiki: an unsigned request with a token",
+    ("get-quote", 400, "400"): "Rafiki: an unsigned request with a token",
+    ("get-outgoing-payment", 400, "400"): "Rafiki: an unsigned request with a token",
+    ("get-outgoing-payment-grant", 400, "400"): "Rafiki: an unsigned request with a token",
+    ("get-outgoing-payment", 401, "401"): "Rafiki: an unknown outgoing payment id",
+    ("get-wallet-address", 404, "404"): "Rafiki: JSON 'Could not get wallet address'",
+    ("get-wallet-address-keys", 404, "404"): "Rafiki: JSON 'Could not get wallet address'",
+    ("get-wallet-address", 406, "406"): "Rafiki: Accept without application/json",
+    ("get-incoming-payment", 406, "406"): "Rafiki: Accept without application/json",
+    ("post-continue", 401, "invalid_continuation"): "Rafiki: a cancelled grant",
+    ("delete-continue", 401, "invalid_continuation"): "Rafiki: a grant cancelled already",
     ("create-incoming-payment", 400, "400"): "Rafiki's request validation / invalid amount",
     ("create-incoming-payment", 404, "404"): "Rafiki: unknown wallet address",
     ("create-quote", 404, "404"): "Rafiki: unknown wallet address",
@@ -128,6 +144,12 @@ class SpecRecorder:
         try:
             check_as_sdk(op, status, body)
         except (SpecMismatch, AssertionError) as exc:
+            error = body.get("error") if isinstance(body, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            key = (op, status, str(code))
+            if key in RAFIKI_DEVIATIONS and _well_formed_error(body):
+                self.deviations[key] += 1
+                return
             self.failures.append(f"{method} {path} -> {status}: the Node SDK would refuse: {exc}")
 
     def assert_clean(self) -> None:
@@ -189,6 +211,11 @@ def check_as_sdk(operation_id: str, status: int, body: Any) -> None:
 
 def _well_formed_error(body: Any) -> bool:
     error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "code" not in error:
+        # Rafiki's OpenAPI validator answers with a description alone.
+        return str(error.get("description", "")).startswith(
+            "Received error validating OpenAPI request: "
+        )
     return (
         isinstance(error, dict)
         and isinstance(error.get("code"), str)
@@ -229,8 +256,10 @@ class SpecCheckedApp:
 class FakeClock:
     """A clock tests move by hand: expiries without sleeping."""
 
-    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
-        self.now = start
+    def __init__(self, start: float | None = None) -> None:
+        # Starts at the real time (whole seconds): a request signed by a client on the
+        # real clock is then fresh for the sandbox's `created` window.
+        self.now = float(int(time.time())) if start is None else start
 
     def __call__(self) -> float:
         return self.now
@@ -276,7 +305,7 @@ class Sandbox:
         base: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> AsyncIterator[Api]:
-        auth = OpenPaymentsAuth(key or self.key, key_id or self.key_id)
+        auth = OpenPaymentsAuth(key or self.key, key_id or self.key_id, clock=self.clock)
         transport = transport or httpx.ASGITransport(app=self.asgi)
         async with httpx.AsyncClient(transport=transport, auth=auth, timeout=10) as http:
             yield Api(http, base or self.base, client_wallet=f"{base or self.base}/seller")
@@ -291,7 +320,8 @@ class Sandbox:
 def make_sandbox(tmp_path: Path | None = None, **overrides: Any) -> Sandbox:
     key = generate_private_key()
     key_id = f"seller-{secrets.token_hex(4)}"
-    clock = FakeClock()
+    # The clock the harness signs with is the sandbox's own (a test may bring its own).
+    clock = overrides.get("clock") or FakeClock()
     sleeps: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
@@ -301,6 +331,12 @@ def make_sandbox(tmp_path: Path | None = None, **overrides: Any) -> Sandbox:
         "seller_keys": [public_jwk(key, key_id)],
         "wait_seconds": 0,
         "clock": clock,
+        # The fake clock stands still, so two requests of a test are signed in "the same
+        # second" and a repeated one would read as a replay; tests of that turn it on.
+        "refuse_replays": False,
+        # Tests move the fake clock (expiries) while some clients, a CLI subprocess say,
+        # sign on the real one: freshness is tested on its own (created_window=300 there).
+        "created_window": None,
         "sleep": fake_sleep,
     }
     settings.update(overrides)
@@ -431,3 +467,8 @@ class Api:
 
 def finish_params(finish_url: str) -> dict[str, str]:
     return dict(httpx.URL(finish_url).params)
+
+
+def reason_of(resp: httpx.Response) -> str:
+    """The sandbox's own explanation of a refusal (its ``X-Sandbox-Reason`` header)."""
+    return resp.headers.get("x-sandbox-reason", "")

@@ -176,18 +176,35 @@ def _balances(sandbox: Any) -> dict[str, str]:
 
 
 async def press_approve(http: httpx.AsyncClient, approval_url: str) -> str:
-    """GET the consent page and submit its Approve form; the wallet's redirect location."""
-    page = await http.get(approval_url)
+    """Open the approval URL as a browser, press Approve; the client's finish location.
+
+    As on Rafiki, the URL sends the browser to the wallet's identity provider (a session
+    cookie, which ``http`` keeps), the decision is posted there, and the wallet's own
+    finish step redirects to the client.
+    """
+    from html import unescape
+
+    from opapprove.openpayments.interaction import BROWSER_ACCEPT
+
+    page = await http.get(approval_url, headers={"Accept": BROWSER_ACCEPT}, follow_redirects=True)
     page.raise_for_status()
-    match = re.search(r'<form method="post" action="([^"]+/accept)"', page.text)
-    if match is None:
+    form = re.search(
+        r'<form method="post" action="([^"]+)">((?:<input [^>]*>)*)<button id="approve"', page.text
+    )
+    if form is None:
         raise RuntimeError("the consent page has no Approve form")
-    action = match.group(1).replace("&amp;", "&")
-    decision = await http.post(action)
-    location = decision.headers.get("location")
-    if decision.status_code not in (302, 303) or not location:
-        raise RuntimeError(f"approving answered {decision.status_code}, not a redirect")
-    return str(location)
+    fields = {k: unescape(v) for k, v in re.findall(r'name="([^"]+)" value="([^"]*)"', form[2])}
+    response = await http.post(unescape(form[1]), data=fields)
+    wallet = httpx.URL(approval_url)
+    for _ in range(5):
+        location = response.headers.get("location")
+        if response.status_code not in (302, 303) or not location:
+            raise RuntimeError(f"approving answered {response.status_code}, not a redirect")
+        target = response.url.join(location)
+        if (target.scheme, target.host, target.port) != (wallet.scheme, wallet.host, wallet.port):
+            return str(location)
+        response = await http.get(target)  # the wallet's own finish step
+    raise RuntimeError("approving redirected too often within the wallet")
 
 
 async def run_demo(

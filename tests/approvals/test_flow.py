@@ -332,3 +332,41 @@ async def test_a_new_process_reuses_wallet_documents_and_grants(kit: FlowKit) ->
     assert seen.get(("get-wallet-address", 200), 0) == 0
     assert seen[("post-request", 200)] == 1  # only the interactive grant
     await fresh.aclose()
+
+
+async def test_an_unsent_payment_is_read_with_backoff_until_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created unsent (Rafiki 6b); sent 0.3 s later: reads at 0, 0.05, 0.15 and 0.35 s."""
+    kit = make_kit(tmp_path, monkeypatch, settle_delay=0.3)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        kit.sandbox.clock.advance(seconds)
+
+    async with kit.new_flow(sleep=sleep) as flow:
+        pending = await flow.start_quote(
+            offer_id="offer-1", buyer_wallet=kit.sandbox.buyer, amount="12.34"
+        )
+        done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert slept == [0.05, 0.1, 0.2]
+    assert kit.sandbox.recorder.seen[("get-outgoing-payment", 200)] == 4
+    kit.store.close()
+    kit.sandbox.state.close()
+
+
+async def test_a_payment_the_wallet_fails_fails_the_grant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch)
+    kit.sandbox.state.fail_next_payments(1)
+    pending = await kit.flow.start_quote(
+        offer_id="offer-1", buyer_wallet=kit.sandbox.buyer, amount="12.34"
+    )
+    done = await kit.flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.FAILED and "failed: true" in (done.last_error or "")
+    await kit.flow.aclose()
+    kit.store.close()
+    kit.sandbox.state.close()

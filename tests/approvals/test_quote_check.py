@@ -175,7 +175,7 @@ def assert_refused_cleanly(kit: FlowKit, err: FlowError, balances: tuple[int, in
     state = kit.sandbox.state
     assert (state.balance("buyer"), state.balance("seller")) == balances
     kinds = [e.kind for e in kit.store.events(err.pending_id)]
-    assert kinds[-1] == "quote_refused"
+    assert kinds[-2:] == ["quote_refused", "incoming_payment_closed"]
 
 
 async def approve_and_check(kit: FlowKit, pending: Any, *, debit: int, receive: int) -> None:

@@ -129,7 +129,10 @@ async def test_reject_returns_grant_rejected_without_a_hash(
 
     [query] = consent.receiver.calls
     assert query == {"case": "reject", "result": "grant_rejected"}
-    # The grant is gone: polling its continuation answers what a rejected grant does.
+    # Polling a rejected finish grant answers as Rafiki does (3c).
     refused = await consent.api.continue_grant(grant)
-    assert refused.status_code == 404, refused.text
-    assert refused.json()["error"]["code"] == "invalid_continuation"
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == {
+        "code": "request_denied",
+        "description": "grant cannot be polled",
+    }

@@ -173,3 +173,18 @@ def test_doctor_fails_a_read_only_store(kit: Kit) -> None:
     assert any(
         ln.startswith("FAIL  store") and "read-only" in ln for ln in result.stdout.splitlines()
     )
+
+
+def test_a_file_the_os_refuses_is_not_unexpected() -> None:
+    import errno
+
+    from opapprove.cli.errors import classify
+
+    for exc in (
+        PermissionError(errno.EACCES, "Permission denied", "/ro/k.pem"),
+        OSError(errno.EROFS, "Read-only file system", "/ro/k.pem"),
+        OSError(errno.ENOSPC, "No space left on device", "/full/opapprove.db"),
+    ):
+        report = classify(exc)
+        assert report.exit_code == exitcodes.USAGE and report.kind == "file", exc
+        assert exc.filename in report.message and "unexpected" not in report.line()

@@ -80,7 +80,7 @@ def test_reject_with_json(cli: Cli, served: tuple[Sandbox, str]) -> None:
     doc = json.loads(cli("--json", "sandbox", "approve", it.redirect, "--reject").stdout)
     assert doc["ok"] is True and doc["rejected"] is True
     assert "result=grant_rejected" in doc["finishUrl"]
-    # Deciding twice is what a stale browser tab does: the wallet answers grant_invalid.
+    # Deciding twice is what a stale browser tab does: the wallet answers invalid_interaction.
     again = cli("sandbox", "approve", it.redirect)
     assert again.exit_code == exitcodes.USAGE
     assert "already decided" in one_error_line(again)
@@ -216,3 +216,21 @@ def test_bad_currency_options(cli: Cli, args: list[str], needle: str) -> None:
     assert result.exit_code == exitcodes.USAGE
     assert needle in one_error_line(result)
     assert not state.exists()
+
+
+@pytest.mark.parametrize(("flag", "window"), [(None, 300), (60, 60), (0, None)])
+def test_created_window_flag(flag: int | None, window: int | None) -> None:
+    from opapprove.cli.sandbox import build_config
+
+    config = build_config(
+        seller_keys=[],
+        extra_keys=[],
+        public_url=None,
+        state=None,
+        latency=0.0,
+        wait=5,
+        created_window=flag,
+        settle_delay=0.5,
+    )
+    assert config.created_window == window
+    assert config.settle_delay == 0.5

@@ -115,3 +115,29 @@ def test_a_real_process_exits_with_the_first_failures_code(cli: Cli, live: Live)
     assert done.returncode == exitcodes.REFUSED, done.stderr
     assert json.loads(done.stdout)["exitCode"] == exitcodes.REFUSED
     assert "Traceback" not in done.stderr
+
+
+def test_the_probe_is_a_browsers_and_is_traced_and_the_incoming_payment_is_closed(
+    cli: Cli, live: Live, tmp_path: Path
+) -> None:
+    add_seller(cli, live)
+    trace = tmp_path / "trace.jsonl"
+    result = cli("--trace-file", str(trace), "smoke", "--buyer", live.buyer, "--amount", "0.01")
+    assert result.exit_code == 0, result.output
+    assert "incoming payment closed" in result.stdout
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    [probe] = [r for r in records if r["operation"] == "approval-url-probe"]
+    assert (
+        probe["request_headers"]["accept"].startswith("text/html,")
+        and "*/*" in (probe["request_headers"]["accept"])
+    )
+    # As on Rafiki: the interact URL sends a browser on to the identity provider.
+    assert probe["status"] == 302 and "/idp/?" in probe["response_headers"]["location"]
+    with Store(cli.store) as store:
+        (pending,) = store.list_pending()
+    [incoming] = [
+        ip
+        for ip in live.sandbox.state.incoming_payments()
+        if pending.incoming_payment_url.endswith(ip.id)
+    ]
+    assert incoming.completed

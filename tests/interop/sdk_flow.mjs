@@ -335,6 +335,49 @@ async function flow(input) {
     'outgoingPayment.get (cancelled grant)',
     () => client.outgoingPayment.get({ url: outgoing.id, accessToken: token.value })
   )
+  // A repeated cancel: Rafiki's 401 invalid_continuation "invalid grant" (4b, 4i).
+  out.repeatedCancel = await stepExpectingError('grant.cancel (again)', () =>
+    client.grant.cancel({ url: grant.continue.uri, accessToken: grant.continue.access_token.value })
+  )
+
+  // Rejections, as the SDK sees them: by the finish redirect, and while polling.
+  const interactiveRequest = (finish) =>
+    client.grant.request(
+      { url: sender.authServer },
+      {
+        access_token: {
+          access: [
+            {
+              type: 'outgoing-payment',
+              actions: ['create', 'read'],
+              identifier: sender.id,
+              limits: { debitAmount: quote.debitAmount }
+            }
+          ]
+        },
+        interact: finish
+          ? { start: ['redirect'], finish: { method: 'redirect', uri: input.finishUri, nonce: randomUUID() } }
+          : { start: ['redirect'] }
+      }
+    )
+  const toReject = await step('grant.request (to reject, redirect)', () => interactiveRequest(true))
+  const rejection = await adminJson(`${admin}/approve`, {
+    method: 'POST',
+    body: JSON.stringify({ redirect: toReject.interact.redirect, reject: true })
+  })
+  out.rejectRedirect = Object.fromEntries(new URL(rejection.finish_url).searchParams)
+  check('rejection redirect says grant_rejected', out.rejectRedirect.result === 'grant_rejected', rejection.finish_url)
+  out.rejectedRedirectPoll = await stepExpectingError('grant.continue (rejected, redirect)', () =>
+    client.grant.continue({ url: toReject.continue.uri, accessToken: toReject.continue.access_token.value })
+  )
+  const toPoll = await step('grant.request (to reject, poll)', () => interactiveRequest(false))
+  await adminJson(`${admin}/approve`, {
+    method: 'POST',
+    body: JSON.stringify({ redirect: toPoll.interact.redirect, reject: true })
+  })
+  out.rejectedPoll = await stepExpectingError('grant.continue (rejected, poll)', () =>
+    client.grant.continue({ url: toPoll.continue.uri, accessToken: toPoll.continue.access_token.value })
+  )
 
   // The sandbox refuses what Rafiki refuses: a key the client wallet does not publish, and a
   // known kid signed with another key.

@@ -124,6 +124,9 @@ def test_every_sdk_operation_was_covered(flow: dict[str, Any]) -> None:
         "token.rotate",
         "token.revoke (quote token)",
         "grant.cancel",
+        "grant.cancel (again)",
+        "grant.continue (rejected, redirect)",
+        "grant.continue (rejected, poll)",
         "control: validation is live",
     ):
         assert op in ops, op
@@ -153,9 +156,26 @@ def test_grant_spent_amounts_include_the_payment(flow: dict[str, Any]) -> None:
     assert flow["grantSpent"]["spentReceiveAmount"] == flow["receiveAmount"]
 
 
-def test_old_and_cancelled_tokens_are_refused(flow: dict[str, Any]) -> None:
-    assert flow["oldTokenRefusal"]["status"] in (401, 403)
-    assert flow["cancelledTokenRefusal"]["status"] in (401, 403)
+def test_old_and_cancelled_tokens_are_inactive_as_on_rafiki(flow: dict[str, Any]) -> None:
+    # rafiki-observed 5b, 4h: one answer for both, 403 "Inactive Token".
+    for refusal in (flow["oldTokenRefusal"], flow["cancelledTokenRefusal"]):
+        assert (refusal["status"], refusal["description"]) == (403, "Inactive Token")
+
+
+def test_rejection_and_a_repeated_cancel_answer_as_on_rafiki(flow: dict[str, Any]) -> None:
+    assert flow["rejectRedirect"]["result"] == "grant_rejected"
+    assert "hash" not in flow["rejectRedirect"]  # 3a
+    redirect, poll = flow["rejectedRedirectPoll"], flow["rejectedPoll"]
+    assert (redirect["status"], redirect["code"]) == (401, "request_denied")  # 3c
+    assert redirect["description"] == "grant cannot be polled"
+    assert (poll["status"], poll["code"]) == (401, "request_denied")  # 2l
+    assert poll["description"] == "grant cannot be continued"
+    again = flow["repeatedCancel"]
+    assert (again["status"], again["code"], again["description"]) == (
+        401,
+        "invalid_continuation",
+        "invalid grant",
+    )
 
 
 def test_grants_signed_with_keys_the_client_does_not_publish_are_refused(

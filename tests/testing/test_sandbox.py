@@ -39,7 +39,11 @@ def test_helpers_drive_a_sandbox_in_another_thread(tmp_path: Path) -> None:
         attached = OpSandbox.attach(sandbox.url)
         assert attached.accounts() == sandbox.accounts()
         attached.close()
+        assert httpx.get(f"{sandbox.url}/nobody").status_code == 404
     assert "POST /_admin/faults -> 200" in sandbox.log.text()
+    # A refusal's own explanation (X-Sandbox-Reason) is in the log too.
+    assert "GET /nobody -> 404" in sandbox.log.text()
+    assert "no wallet address /nobody" in sandbox.log.text()
 
 
 def test_config_is_passed_to_the_sandbox() -> None:

@@ -54,6 +54,9 @@ TOO_FAST_RETRIES = 3
 WALLET_DOC_TTL = 300.0
 
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+# Reading a payment the wallet has not sent yet: first wait, and the longest one.
+PAYMENT_POLL_FIRST = 0.05
+PAYMENT_POLL_MAX = 2.0
 
 # The leases this task's attempt holds, by grant id (an attempt may nest: re-approval).
 _ATTEMPT: ContextVar[dict[str, Holder]] = ContextVar("opapprove_attempt", default={})  # noqa: B039
@@ -221,11 +224,38 @@ class Flow:
         return resolve_seller(self.settings, self.store, pending.seller_id)
 
     async def _emit(self, kind: str, pending: Pending, **data: Any) -> None:
+        if kind == "payment.failed":
+            # Every side exit (rejected, cancelled, expired, failed) passes here: the
+            # seller's incoming payment would otherwise stay pending at the wallet for good.
+            await self._close_incoming(pending)
         if self.on_event is None:
             return
         result = self.on_event(kind, pending, data)
         if result is not None:
             await result
+
+    async def _close_incoming(self, pending: Pending) -> None:
+        """Complete the incoming payment of a grant that ended unpaid (best effort, logged)."""
+        url, seller_doc = pending.incoming_payment_url, pending.seller_doc or {}
+        if not url or "authServer" not in seller_doc:
+            return
+        try:
+            seller = self._seller_of(pending)
+            client = self.client_for(seller)
+            await self._with_grant(
+                client,
+                seller,
+                seller_doc["authServer"],
+                INCOMING_ACCESS,
+                lambda token: client.complete_incoming_payment(url, token),
+            )
+            outcome = "completed"
+        except op_errors.ResponseError as exc:
+            # 409 wrong state: it was completed (or expired) already, which is the aim.
+            outcome = "already closed" if exc.status == 409 else f"refused: {exc.message}"
+        except (op_errors.OpenPaymentsError, FlowError) as exc:
+            outcome = f"not closed: {exc}"
+        self.store.add_event(pending.id, "incoming_payment_closed", {"outcome": outcome})
 
     def _get(self, pending_id: str) -> Pending:
         # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
@@ -476,6 +506,7 @@ class Flow:
                     pending_id=pending.id,
                 ) from exc
             failed = self._fail(self._get(pending.id), str(exc))
+            await self._close_incoming(failed)
             prefix = (
                 "Invalid wallet address"
                 if _is_wallet_problem(exc)
@@ -705,24 +736,14 @@ class Flow:
         except FlowError as exc:
             if exc.kind != quote_check.REFUSED_KIND:
                 raise
-            closed = await _quietly(
-                self._with_grant(
-                    client,
-                    seller,
-                    seller_doc["authServer"],
-                    INCOMING_ACCESS,
-                    lambda token: client.complete_incoming_payment(
-                        pending.incoming_payment_url or "", token
-                    ),
-                )
-            )
             cancelled = self._move(
                 pending,
                 State.CANCELLED,
                 event="quote_refused",
-                data={"reason": exc.message, "incomingPaymentClosed": closed},
+                data={"reason": exc.message},
                 last_error=exc.message,
             )
+            # payment.failed closes the incoming payment, as on every side exit.
             await self._emit("payment.failed", cancelled, reason="quote_refused")
             exc.pending_id = pending.id
             raise
@@ -837,6 +858,10 @@ class Flow:
         open. The listener uses :meth:`accept_approval` and :meth:`complete` separately, so
         the buyer's page does not wait for the payment.
         """
+        pending = self._get(pending_id)
+        if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
+            # One expiry rule (see _expire): too late is too late, even with a valid hash.
+            return await self._expire(pending, decided_here=True)
         if result:
             pending = await self.note_result(pending_id, result, message)
             raise _result_error(pending, result, message)
@@ -861,6 +886,16 @@ class Flow:
         the grant as it stands; anything else that does not verify is FlowError.
         """
         pending = self._get(pending_id)
+        if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
+            # Too late (see _expire); without network here, the next status or replay
+            # cancels it at the wallet and marks it expired.
+            self._refuse(pending, "callback_refused", "approval expired")
+            raise FlowError(
+                "Payment approval expired",
+                hint="start a new quote",
+                kind="expired",
+                pending_id=pending.id,
+            )
         if not interact_ref:
             raise FlowError(
                 "the finish redirect has neither interact_ref nor result",
@@ -955,12 +990,30 @@ class Flow:
             await self._expire(pending, data)
         return pending
 
-    async def _expire(self, pending: Pending, data: dict[str, Any] | None = None) -> Pending:
+    async def _expire(
+        self, pending: Pending, data: dict[str, Any] | None = None, *, decided_here: bool = False
+    ) -> Pending:
+        """Expire a grant awaiting approval.
+
+        When opapprove decides it (``decided_here``: its approval_timeout passed) the grant
+        is cancelled at the wallet first, so the buyer cannot approve it there afterwards;
+        if the wallet cannot be reached the grant stays as it is (a FlowError of kind
+        ``transport``) and the next command that finds it expired tries again. A wallet
+        that said so itself has expired it already.
+        """
+        wallet = await self._cancel_at_wallet(pending) if decided_here else "expired there"
+        if wallet.startswith("unreachable"):
+            raise FlowError(
+                f"grant {pending.id} expired, but the wallet could not be told: {wallet}",
+                hint="it stays awaiting approval until the wallet answers; try again",
+                kind="transport",
+                pending_id=pending.id,
+            )
         pending = self._move(
             pending,
             State.EXPIRED,
             event="expired",
-            data=data,
+            data={**(data or {}), "wallet": wallet},
             last_error="Payment approval expired",
         )
         await self._emit("payment.failed", pending, reason="expired")
@@ -1262,13 +1315,28 @@ class Flow:
         # The row, not the caller's copy: an earlier call may have rotated the token.
         pending = self._get(pending.id)
         assert pending.access_token
+        used = pending.access_token
         try:
-            return await call(pending.access_token)
+            return await call(used)
         except op_errors.ResourceError as exc:
-            if not (_token_dead(exc) and pending.token_manage_url):
+            if not _token_dead(exc):
                 raise
-        # 403 Inactive Token: rotate via manage, store the new token, retry once.
-        rotated = _dump(await client.rotate_token(pending.token_manage_url, pending.access_token))
+            refused = exc
+        # 403 Inactive Token (Rafiki's answer for a rotated-away, revoked or expired token).
+        pending = self._get(pending.id)
+        if pending.access_token and pending.access_token != used:
+            # Another process rotated it meanwhile: its token is the live one.
+            return await call(pending.access_token)
+        if not pending.token_manage_url:
+            raise _regrant_needed(pending, refused, "the wallet gave no manage URL to rotate it")
+        try:
+            rotated = _dump(await client.rotate_token(pending.token_manage_url, used))
+        except op_errors.GrantError as exc:
+            if exc.status >= 500:
+                raise
+            # Rotated away or revoked: this token cannot be renewed; the buyer must approve anew.
+            why = f"rotating it was refused ({exc.message})"
+            raise _regrant_needed(pending, refused, why) from exc
         token = rotated.get("access_token", rotated)
         pending = self.store.update(
             pending.id,
@@ -1282,6 +1350,24 @@ class Flow:
         return await call(str(token["value"]))
 
     async def _check_payment(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
+        """Read the payment until the wallet reports it sent in full, or failed.
+
+        A wallet creates it unsent (Rafiki: ``sentAmount`` 0) and sends it once funded, so
+        the reads back off from ``PAYMENT_POLL_FIRST`` s up to ``PAYMENT_POLL_MAX`` s, for
+        at most the request timeout in all; still unsent then, the grant stays
+        ``payment_created`` and ``status`` or ``pending replay`` looks again later.
+        """
+        delay, waited = PAYMENT_POLL_FIRST, 0.0
+        budget = float(self.settings.timeout)
+        while True:
+            pending = await self._read_payment(pending, client)
+            if pending.state != State.PAYMENT_CREATED or waited >= budget:
+                return pending
+            await self.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, PAYMENT_POLL_MAX)
+
+    async def _read_payment(self, pending: Pending, client: OpenPaymentsClient) -> Pending:
         assert pending.outgoing_payment_url
         payment = _dump(
             await self._with_access_token(
@@ -1297,9 +1383,7 @@ class Flow:
             failed = self._fail(pending, "the wallet gave up on the payment (failed: true)")
             await self._emit("payment.failed", failed, reason="payment_failed")
             return failed
-        sent = money.parse_wire_value(payment["sentAmount"]["value"])
-        debit = money.parse_wire_value(payment["debitAmount"]["value"])
-        if sent >= debit:
+        if sent_in_full(payment):
             done = self._move(
                 pending,
                 State.COMPLETED,
@@ -1324,6 +1408,8 @@ class Flow:
                 kind="input",
                 pending_id=pending.id,
             )
+        if self._approval_expired(pending):
+            return await self._expire(pending, decided_here=True)
         seller = self._seller_of(pending)
         client = self.client_for(seller)
         assert pending.continue_uri and pending.continue_token
@@ -1337,21 +1423,15 @@ class Flow:
                 min_interval=1.0,  # a server `wait` of 0 must not make us spin
             )
         except op_errors.GrantError as exc:
-            if exc.status == 404:
-                failed = self._move(
-                    pending,
-                    State.REJECTED,
-                    event="rejected",
-                    last_error="the buyer rejected the payment",
-                )
-                await self._emit("payment.failed", failed, reason="rejected")
-                raise FlowError(
-                    "the buyer rejected the payment in the wallet",
-                    hint="start a new quote",
-                    kind="rejected",
-                    pending_id=pending.id,
-                ) from exc
-            raise
+            ended = _poll_ended(exc)
+            if ended is None:
+                raise
+            state, message = ended
+            failed = self._move(pending, state, event=str(state), last_error=message)
+            await self._emit("payment.failed", failed, reason=str(state))
+            raise FlowError(
+                message, hint="start a new quote", kind="rejected", pending_id=pending.id
+            ) from exc
         except op_errors.TransportError as exc:
             raise FlowError(
                 f"gave up waiting for approval: {exc.message}",
@@ -1374,7 +1454,7 @@ class Flow:
             return await self._after_approval(pending)
         if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
             try:
-                await self._expire(pending)
+                await self._expire(pending, decided_here=True)
             except FlowError:
                 return self._get(pending.id)
         return pending
@@ -1392,7 +1472,7 @@ class Flow:
             return await self._setup(pending)
         if pending.state == State.AWAITING_APPROVAL:
             if self._approval_expired(pending):
-                return await self._expire(pending)
+                return await self._expire(pending, decided_here=True)
             if pending.poll:
                 return await self.wait_for_approval(
                     pending.id, timeout=float(pending.continue_wait or 0) + 1
@@ -1406,6 +1486,25 @@ class Flow:
                 pending_id=pending.id,
             )
         return await self._after_approval(pending)
+
+    async def _cancel_at_wallet(self, pending: Pending) -> str:
+        """DELETE the grant's continuation: ``ok``, ``already cancelled``, or what failed.
+
+        A second cancel is no error: Rafiki answers it 401 invalid_continuation "invalid
+        grant" (an old sandbox 404), which means the grant is gone, as wanted.
+        """
+        if not (pending.continue_uri and pending.continue_token):
+            return "nothing to cancel"
+        client = self.client_for(self._seller_of(pending))
+        try:
+            await client.cancel_grant(pending.continue_uri, pending.continue_token)
+        except op_errors.GrantError as exc:
+            if exc.code == "invalid_continuation" or exc.status == 404:
+                return "already cancelled"
+            return f"{exc.status} {exc.description or exc.code or ''}".strip()
+        except op_errors.TransportError as exc:
+            return f"unreachable: {exc.message}"
+        return "ok"
 
     async def cancel(self, pending_id: str) -> Pending:
         pending = self._get(pending_id)
@@ -1435,9 +1534,7 @@ class Flow:
             if at_wallet:
                 client = self.client_for(self._seller_of(pending))
                 if pending.continue_uri and pending.continue_token:
-                    notes["grant"] = await _quietly(
-                        client.cancel_grant(pending.continue_uri, pending.continue_token)
-                    )
+                    notes["grant"] = await self._cancel_at_wallet(pending)
                 if pending.access_token and pending.token_manage_url:
                     notes["token"] = await _quietly(
                         client.revoke_token(pending.token_manage_url, pending.access_token)
@@ -1491,6 +1588,53 @@ def _public_incoming(data: dict[str, Any]) -> dict[str, Any]:
 def _already_continued(exc: op_errors.GrantError) -> bool:
     # Rafiki's answer to a second continue: 401 request_denied "grant interaction not approved".
     return exc.status == 401 and exc.code == "request_denied"
+
+
+def _regrant_needed(pending: Pending, exc: op_errors.ResourceError, why: str) -> FlowError:
+    return FlowError(
+        f"the wallet no longer accepts this grant's access token ({exc.description or exc.status})"
+        f" and {why}",
+        hint="the grant was revoked at the wallet: the buyer has to approve a new one "
+        f"(opapprove quote start --offer {pending.offer_id} ...); nothing was paid twice",
+        kind="wallet",
+        status=exc.status,
+        pending_id=pending.id,
+    )
+
+
+def sent_in_full(payment: dict[str, Any]) -> bool:
+    """The wallet reports the payment sent in full: ``sentAmount`` reached ``debitAmount``,
+    or, the fee being in the debit, the ``receiveAmount`` when both are in one asset."""
+    sent = money.parse_wire_value(payment["sentAmount"]["value"])
+    if sent <= 0:
+        return False
+    if sent >= money.parse_wire_value(payment["debitAmount"]["value"]):
+        return True
+    receive = payment.get("receiveAmount") or {}
+    same_asset = all(
+        receive.get(k) == payment["sentAmount"].get(k) for k in ("assetCode", "assetScale")
+    )
+    return same_asset and sent >= money.parse_wire_value(str(receive.get("value", "0")))
+
+
+def _poll_ended(exc: op_errors.GrantError) -> tuple[State, str] | None:
+    """What a refused poll of a grant still awaiting approval says about it, if final.
+
+    Rafiki answers a rejected grant's poll 401 request_denied ("grant cannot be
+    continued", the words it also uses once a token went out, which never happened to a
+    grant we still await), and a cancelled grant's 401 invalid_continuation "invalid
+    grant". Older sandboxes said 404 for both.
+    """
+    description = (exc.description or "").lower()
+    if exc.code == "invalid_continuation" and exc.status == 401:
+        return State.CANCELLED, "the grant was cancelled at the wallet"
+    if exc.status == 404 or (
+        exc.status == 401
+        and exc.code == "request_denied"
+        and ("cannot be continued" in description or "cannot be polled" in description)
+    ):
+        return State.REJECTED, "the buyer rejected the payment in the wallet"
+    return None
 
 
 def _token_dead(exc: op_errors.ResourceError) -> bool:

@@ -109,7 +109,11 @@ def classify(exc: BaseException) -> ErrorReport:
 
     if isinstance(exc, KeyboardInterrupt):
         return ErrorReport("interrupted", None, "interrupted", exitcodes.INTERRUPTED)
-    if isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError):
+    # Any file the OS refused (permissions, a read-only file system, a full disk) is the
+    # user's to fix, not a bug: say which file.
+    if isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError) or (
+        isinstance(exc, OSError) and getattr(exc, "filename", None)
+    ):
         name = getattr(exc, "filename", None) or ""
         return ErrorReport(
             f"{exc.strerror or exc}: {name}".rstrip(": "),

@@ -66,6 +66,8 @@ def build_config(
     wallets: Sequence[str] = (),
     rates: Sequence[str] = (),
     fee: str | None = None,
+    created_window: int | None = None,
+    settle_delay: float = 0.0,
 ) -> SandboxConfig:
     from opapprove.openpayments.errors import AmountError
     from opapprove.openpayments.rates import Rates
@@ -73,6 +75,10 @@ def build_config(
     from opapprove.servers.sandbox.accounts import with_wallets
     from opapprove.servers.sandbox.config import default_accounts
 
+    extra: dict[str, Any] = {}
+    if created_window is not None:
+        # 0 turns the check off: Rafiki's leniency (a created a day off still passes).
+        extra["created_window"] = created_window or None
     try:
         config = SandboxConfig(
             accounts=with_wallets(default_accounts(), wallets),
@@ -84,6 +90,8 @@ def build_config(
             state_path=state.expanduser() if state else None,
             latency=latency,
             wait_seconds=wait,
+            settle_delay=settle_delay,
+            **extra,
         )
         config.validate()
         if config.state_path is not None:
@@ -169,6 +177,26 @@ def sandbox(
             help="The sender's fee: a percent plus a fixed part in the debit asset (0.5%+0.10).",
         ),
     ] = None,
+    created_window: Annotated[
+        int | None,
+        typer.Option(
+            "--created-window",
+            min=0,
+            metavar="SECONDS",
+            help="Refuse signatures whose created is further than this from now (default "
+            "300; 0: accept any, as Rafiki does).",
+        ),
+    ] = None,
+    settle_delay: Annotated[
+        float,
+        typer.Option(
+            "--settle-delay",
+            min=0.0,
+            metavar="SECONDS",
+            help="An outgoing payment is created unsent and sent this long after (default 0: "
+            "at the next request, as Rafiki showed).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve wallet addresses, an auth server and a resource server on 127.0.0.1 until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -189,6 +217,8 @@ def sandbox(
         wallets=wallet or [],
         rates=rate or [],
         fee=fee,
+        created_window=created_window,
+        settle_delay=settle_delay,
     )
     _check_port(port)
     output = runtime.output
@@ -281,10 +311,11 @@ def approve(
         )
     )
     finish_url = result.get("finish_url") or None
-    if finish_url and "result=grant_invalid" in finish_url:
-        # A stale tab's click: the wallet sends the browser back with grant_invalid.
+    if finish_url and "result=invalid_interaction" in finish_url:
+        # A stale tab's click: the wallet sends the browser back, as Rafiki does (1f, 4d).
         raise CliError(
-            "that interaction was already decided (the wallet answers result=grant_invalid)",
+            "that interaction was already decided or cancelled (the wallet answers "
+            "result=invalid_interaction)",
             hint="start a new quote for a new approval URL",
         )
     data = {"finish_url": finish_url, "rejected": reject}

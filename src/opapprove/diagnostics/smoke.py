@@ -23,6 +23,8 @@ from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.errors import EXIT_CODES
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
+from opapprove.openpayments.exchange import Exchange
+from opapprove.openpayments.interaction import BROWSER_ACCEPT
 from opapprove.openpayments.money import format_wire
 
 if TYPE_CHECKING:
@@ -314,13 +316,16 @@ class _Smoke:
                 transport=self.flow.transport,
                 timeout=float(settings.timeout),
                 follow_redirects=False,
-                headers={"Accept": "text/html"},
+                # What a browser sends: Rafiki answers text/html alone with 406.
+                headers={"Accept": BROWSER_ACCEPT},
             ) as http:
-                response = await http.get(target)
+                request = http.build_request("GET", target)
+                response = await http.send(request)
         except urls.InsecureUrlError as exc:
             self.fail(name, exc, self.clock() - started)
             return
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            self._trace_probe("GET", url, None, self.clock() - started, error=str(exc))
             self.fail(
                 name,
                 op_errors.TransportError(
@@ -332,6 +337,7 @@ class _Smoke:
                 self.clock() - started,
             )
             return
+        self._trace_probe("GET", url, response, self.clock() - started)
         seconds = self.clock() - started
         status = response.status_code
         if 200 <= status < 400:
@@ -339,12 +345,46 @@ class _Smoke:
             shown = f"{status} (redirects to {where})" if where else str(status)
             self.record(name, "pass", f"{url} answers {shown}", seconds=seconds)
             return
-        refused = FlowError(
+        self._wallet_fail(
+            name,
             f"the approval URL {url} answered {status}",
-            hint="the buyer could not approve there: check the wallet's interaction server",
-            kind="wallet",
+            "the buyer could not approve there: check the wallet's interaction server",
+            seconds,
         )
-        self.fail(name, refused, seconds)
+
+    def _wallet_fail(self, name: str, message: str, hint: str, seconds: float) -> None:
+        self.fail(name, FlowError(message, hint=hint, kind="wallet"), seconds)
+
+    def _trace_probe(
+        self,
+        method: str,
+        url: str,
+        response: httpx.Response | None,
+        seconds: float,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Show the probe in ``--trace`` like every other request of the run."""
+        hook = self.flow.on_exchange
+        if hook is None:
+            return
+        hook(
+            Exchange(
+                method=method,
+                url=url,
+                request_headers=dict(response.request.headers)
+                if response is not None
+                else {"accept": BROWSER_ACCEPT},
+                request_body=b"",
+                signature=None,
+                status=response.status_code if response is not None else None,
+                response_headers=dict(response.headers) if response is not None else {},
+                response_body=response.content if response is not None else b"",
+                elapsed=seconds,
+                error=error,
+                operation="approval-url-probe",
+            )
+        )
 
     async def cancel(self, pending: Pending | None) -> None:
         name = "grant cancelled"
@@ -362,15 +402,27 @@ class _Smoke:
         events = self.flow.store.events(cancelled.id)
         notes = next((e.data for e in reversed(events) if e.kind == "cancelled"), {})
         answer = notes.get("grant")
-        if answer not in (None, "ok"):
-            refused = FlowError(
+        if answer not in (None, "ok", "already cancelled", "nothing to cancel"):
+            self._wallet_fail(
+                name,
                 f"the grant is cancelled here, but the wallet answered the cancel with {answer}",
-                hint="the grant may stay open at the wallet until it expires",
-                kind="wallet",
+                "the grant may stay open at the wallet until it expires",
+                seconds,
             )
-            self.fail(name, refused, seconds)
             return
         what = "grant revoked at the wallet" if answer == "ok" else "nothing was open at the wallet"
+        closed = next((e.data for e in reversed(events) if e.kind == "incoming_payment_closed"), {})
+        outcome = closed.get("outcome")
+        if outcome not in (None, "completed", "already closed"):
+            self._wallet_fail(
+                name,
+                f"the grant is cancelled, but its incoming payment stays open: {outcome}",
+                "the seller's incoming payment stays pending at the wallet until it expires",
+                seconds,
+            )
+            return
+        if outcome is not None:
+            what += "; incoming payment closed"
         self.record(name, "pass", f"pending {cancelled.id} cancelled; {what}", seconds=seconds)
 
 

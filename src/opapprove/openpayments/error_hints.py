@@ -170,6 +170,9 @@ def _resource_hint(call: Call, status: int, desc: str, kid: str, client: str) ->
         if "could not retrieve client keys" in desc:
             return f"the server could not fetch {client}/jwks.json: check the client wallet"
         return SIGNATURE_HINT
+    if status == 401 and desc == "unauthorized" and op.startswith("get-"):
+        # Rafiki looks the resource's wallet up first: an unknown id is 401, not 404 (6j).
+        return "the wallet knows no resource at this URL: check the id (a new token will not help)"
     if status == 401:
         return "the access token or the signature was refused: check both belong to this grant"
     if status == 403:

@@ -9,6 +9,12 @@ import secrets
 
 from opapprove.openpayments.errors import InteractionHashError
 
+# Firefox's Accept for a page: what a buyer's browser sends to the approval URL (Rafiki's
+# interact URL answers 406 to text/html alone).
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+)
+
 
 def finish_hash(client_nonce: str, server_nonce: str, interact_ref: str, grant_url: str) -> str:
     """SHA-256 over the four values joined by newlines, standard base64 with padding."""

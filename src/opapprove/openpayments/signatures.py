@@ -223,13 +223,15 @@ def verify_request(
     require_digest: bool = True,
     created_window: int | None = None,
     now: float | None = None,
+    strict_params: bool = False,
 ) -> VerifiedSignature:
     """Verify an Open Payments request signature with Rafiki's rules.
 
     ``url`` is the absolute URL as the client addressed it (scheme, host with port, path,
     raw query). Stricter than Rafiki where Rafiki fails open: with ``require_digest`` a
     request with a body must cover ``content-digest``. ``created_window`` (seconds) is an
-    optional freshness check; Rafiki has none.
+    optional freshness check; Rafiki has none. ``strict_params`` refuses an ``alg`` other
+    than ed25519 and an ``expires`` already past, which Rafiki ignores.
     """
     hdrs = httpx.Headers(headers)
     sig_input = hdrs.get("signature-input")
@@ -274,8 +276,10 @@ def verify_request(
     created = params.get("created")
     if created is not None and not isinstance(created, int):
         raise SignatureError("created is not an integer", part="created")
+    current = time.time() if now is None else now
+    if strict_params:
+        _check_strict_params(params, current)
     if created_window is not None:
-        current = time.time() if now is None else now
         if created is None or abs(current - created) > created_window:
             raise SignatureError(
                 f"created is outside the allowed window of {created_window}s",
@@ -315,6 +319,26 @@ def verify_request(
     return VerifiedSignature(
         key_id=key_id, created=created, components=components, signature_base=base
     )
+
+
+def _check_strict_params(params: dict[str, Any], now: float) -> None:
+    alg = params.get("alg")
+    if alg is not None and alg != "ed25519":
+        raise SignatureError(
+            f"alg {alg!r} does not match the key (an Ed25519 key signs with alg ed25519)",
+            part="alg",
+            hint='leave alg out, as the Node SDK does, or send alg="ed25519"',
+        )
+    expires = params.get("expires")
+    if expires is not None:
+        if not isinstance(expires, int):
+            raise SignatureError("expires is not an integer", part="expires")
+        if expires <= now:
+            raise SignatureError(
+                "the signature expired (its expires parameter is in the past)",
+                part="expires",
+                hint="sign the request again just before sending it",
+            )
 
 
 def signature_base(message: Any, components: list[str], signature_input: str) -> str:

@@ -86,10 +86,17 @@ class _LoggedApp:
             return
         started = time.perf_counter()
         status: list[int] = []
+        reasons: list[str] = []
 
         async def watch(message: Any) -> None:
             if message.get("type") == "http.response.start":
                 status.append(int(message["status"]))
+                # The sandbox's own explanation of a refusal (X-Sandbox-Reason).
+                reasons.extend(
+                    v.decode("latin-1")
+                    for k, v in message.get("headers", [])
+                    if k.lower() == b"x-sandbox-reason"
+                )
             await send(message)
 
         try:
@@ -99,7 +106,8 @@ class _LoggedApp:
             raise
         ms = (time.perf_counter() - started) * 1000
         answered = str(status[0]) if status else "no answer (connection dropped)"
-        self.log.write(f"{scope['method']} {scope['path']} -> {answered} ({ms:.0f} ms)")
+        why = f": {reasons[0]}" if reasons else ""
+        self.log.write(f"{scope['method']} {scope['path']} -> {answered} ({ms:.0f} ms){why}")
 
 
 class OpSandbox:

@@ -69,9 +69,12 @@ async def run_full_flow(api: Api, sandbox: Sandbox) -> None:
     )
     assert resp.status_code == 201, resp.text
     payment = resp.json()
+    # As on Rafiki (6b): created unsent, nothing spent before it; sent a moment later.
     assert payment["failed"] is False
-    assert payment["sentAmount"]["value"] == "1234"
-    assert payment["grantSpentDebitAmount"]["value"] == "1234"
+    assert payment["sentAmount"]["value"] == "0"
+    assert payment["grantSpentDebitAmount"]["value"] == "0"
+    sent = (await api.get(payment["id"], token=op_token["value"])).json()
+    assert sent["sentAmount"]["value"] == "1234" and sent["failed"] is False
     assert state.balance("buyer") == buyer_before - 1234
     assert state.balance("seller") == seller_before + 1234
 
@@ -111,6 +114,8 @@ async def test_full_flow_over_loopback(sandbox: Sandbox) -> None:
 
 
 async def test_consent_page_click_through(sandbox: Sandbox) -> None:
+    """The front channel as Rafiki's (1b-1d, 3e): interact URL -> IdP page with a session
+    cookie -> the decision posted there -> /interact/{id}/{nonce}/finish -> the client."""
     async with sandbox.client() as api:
         incoming = await api.incoming_payment("1234")
         pending = await api.pending_outgoing_grant(
@@ -120,7 +125,19 @@ async def test_consent_page_click_through(sandbox: Sandbox) -> None:
             }
         )
         redirect = pending["interact"]["redirect"]
-        page = await api.http.get(redirect)
+        interact_id, nonce = redirect.rsplit("/", 2)[-2:]
+        start = await api.http.get(redirect, headers={"Accept": "*/*"})
+        assert start.status_code == 302
+        idp = httpx.URL(start.headers["location"])
+        assert str(idp).startswith(sandbox.url("/idp/?"))
+        assert dict(idp.params) == {
+            "interactId": interact_id,
+            "nonce": nonce,
+            "clientName": "Seller",
+            "clientUri": sandbox.seller,
+        }
+        assert start.cookies  # the session the finish step needs
+        page = await api.http.get(str(idp))
         assert page.status_code == 200
         html = page.text
         for needle in (
@@ -133,12 +150,28 @@ async def test_consent_page_click_through(sandbox: Sandbox) -> None:
             incoming["id"],
         ):
             assert needle in html
-        click = await api.http.post(f"{redirect}/accept")
+        click = await api.http.post(
+            sandbox.url("/idp/decide"),
+            content=f"interactId={interact_id}&nonce={nonce}&decision=accept",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert click.status_code == 303
-        params = finish_params(click.headers["location"])
+        assert click.headers["location"] == f"{redirect}/finish"
+        done = await api.http.get(click.headers["location"])
+        assert done.status_code == 302
+        params = finish_params(done.headers["location"])
         assert set(params) == {"pendingId", "hash", "interact_ref"}
         cont = await api.continue_grant(pending, params["interact_ref"])
         assert cont.status_code == 200
-        # The Rafiki-style finish route redirects the same way after the decision.
-        again = await api.http.get(f"{redirect}/finish")
+        # Without the browser's session the finish step is refused, as on Rafiki.
+        api.http.cookies.clear()
+        stranger = await api.http.get(f"{redirect}/finish")
+        assert stranger.status_code == 401
+        assert stranger.json()["error"] == {
+            "code": "invalid_request",
+            "description": "invalid session",
+        }
+        # The decided interaction, opened again, sends the browser back (1f).
+        again = await api.http.get(redirect)
         assert again.status_code == 302
+        assert finish_params(again.headers["location"])["result"] == "invalid_interaction"

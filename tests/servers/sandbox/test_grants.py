@@ -9,7 +9,7 @@ import pytest
 
 from opapprove.openpayments.keys import generate_private_key, public_jwk
 from opapprove.servers.sandbox import AccountConfig
-from tests.sandbox_fixtures import Api, Sandbox, finish_params, make_sandbox
+from tests.sandbox_fixtures import Api, Sandbox, finish_params, make_sandbox, reason_of
 
 pytestmark = pytest.mark.anyio
 
@@ -37,9 +37,9 @@ async def test_reject_redirects_with_grant_rejected_and_the_grant_is_gone(
         resp = await api.continue_grant(pending, "anything")
         assert resp.status_code == 404
         assert error_of(resp) == {"code": "invalid_continuation", "description": "grant not found"}
-        # Clicking again on a decided interaction: grant_invalid.
+        # Clicking again on a decided interaction: Rafiki's invalid_interaction (1f).
         again = sandbox.state.approve(pending["interact"]["redirect"])
-        assert finish_params(again)["result"] == "grant_invalid"
+        assert finish_params(again)["result"] == "invalid_interaction"
 
 
 async def test_reject_through_the_consent_form(sandbox: Sandbox) -> None:
@@ -65,7 +65,8 @@ async def test_expired_interaction(sandbox: Sandbox) -> None:
         }
         assert "message=interaction+expired" in finish
         page = await api.http.get(pending["interact"]["redirect"])
-        assert page.status_code == 303
+        assert page.status_code == 302
+        assert page.headers["location"] == finish
 
 
 async def test_too_fast_then_fine_after_wait() -> None:
@@ -148,13 +149,13 @@ async def test_cancel_pending_grant(sandbox: Sandbox) -> None:
         finish = sandbox.state.approve(pending["interact"]["redirect"])
         assert finish_params(finish) == {
             "pendingId": "42",
-            "result": "unknown_interaction",
-            "message": "unknown interaction",
+            "result": "invalid_interaction",
+            "message": "invalid interaction",
         }
         again = await api.delete(cont["uri"], token=token)
-        assert again.status_code == 404
-        assert error_of(again) == {"code": "invalid_request", "description": "unknown grant"}
-        assert (await api.continue_grant(pending, "x")).status_code == 404
+        assert again.status_code == 401
+        assert error_of(again) == {"code": "invalid_continuation", "description": "invalid grant"}
+        assert (await api.continue_grant(pending, "x")).status_code == 401
 
 
 async def test_revoking_an_issued_grant_deactivates_its_token(sandbox: Sandbox) -> None:
@@ -184,8 +185,8 @@ async def test_rotate_gives_new_value_and_manage_url(sandbox: Sandbox) -> None:
         assert new["access"] == INCOMING_RW
         body = {"walletAddress": sandbox.seller}
         old = await api.post(sandbox.url("/op/incoming-payments"), body, token=token["value"])
-        assert old.status_code == 401
-        assert error_of(old)["description"] == "Invalid Token"
+        assert old.status_code == 403
+        assert error_of(old)["description"] == "Inactive Token"
         assert old.headers["www-authenticate"] == f"GNAP as_uri={sandbox.url('/auth')}"
         ok = await api.post(sandbox.url("/op/incoming-payments"), body, token=new["value"])
         assert ok.status_code == 201
@@ -334,8 +335,13 @@ async def test_invalid_grant_requests(
     async with sandbox.client() as api:
         resp = await api.grant(access, interact={"start": ["redirect"]})
     assert resp.status_code == 400
-    assert error_of(resp)["code"] == "invalid_request"
-    assert needle in error_of(resp)["description"]
+    error = error_of(resp)
+    # Rafiki's OpenAPI validator refuses some of these itself: no code, its own words.
+    if error["description"].startswith("Received error validating OpenAPI request"):
+        assert "code" not in error
+    else:
+        assert error["code"] == "invalid_request"
+    assert needle in reason_of(resp) or needle in error["description"]
 
 
 async def test_interactive_grant_needs_interact(sandbox: Sandbox) -> None:

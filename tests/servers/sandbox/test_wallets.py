@@ -23,12 +23,13 @@ async def test_wallet_document(sandbox: Sandbox) -> None:
     }
 
 
-async def test_browsers_are_sent_to_a_page(sandbox: Sandbox) -> None:
+async def test_browsers_get_json_and_people_have_a_page(sandbox: Sandbox) -> None:
     async with sandbox.client() as api:
-        resp = await api.http.get(sandbox.buyer, headers={"Accept": "text/html,*/*"})
-        assert resp.status_code == 302
-        assert resp.headers["location"] == sandbox.buyer + "/page"
-        page = await api.http.get(resp.headers["location"])
+        # Rafiki 10b: a browser's Accept list ends in */*, so it gets the JSON document.
+        resp = await api.http.get(sandbox.buyer, headers={"Accept": "text/html,*/*;q=0.8"})
+        assert resp.status_code == 200
+        assert resp.json()["id"] == sandbox.buyer
+        page = await api.http.get(sandbox.buyer + "/page")
     assert "1000.00 USD" in page.text
     assert sandbox.buyer in page.text
 

@@ -88,6 +88,20 @@ async def set_latency(request: Request) -> Response:
     return JSONResponse({"latency": state.latency})
 
 
+async def set_settlement(request: Request) -> Response:
+    """``{"delay": S}`` and/or ``{"fail": N}``: when payments send, and how many fail."""
+    state = _state(request)
+    data = await _json(request)
+    if "delay" in data:
+        delay = data["delay"]
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            raise SandboxError(f"delay {delay!r} must be a number of seconds >= 0")
+        state.config.settle_delay = float(delay)
+    if "fail" in data:
+        state.fail_next_payments(data["fail"])
+    return JSONResponse({"delay": state.config.settle_delay, "failNext": state.failing_payments})
+
+
 ROUTES = [
     Route("/_admin/approve", approve, methods=["POST"]),
     Route("/_admin/accounts", accounts, methods=["GET"]),
@@ -96,4 +110,5 @@ ROUTES = [
     Route("/_admin/faults", get_faults, methods=["GET"]),
     Route("/_admin/faults", clear_faults, methods=["DELETE"]),
     Route("/_admin/latency", set_latency, methods=["POST"]),
+    Route("/_admin/settlement", set_settlement, methods=["POST"]),
 ]

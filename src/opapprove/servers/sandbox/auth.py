@@ -69,6 +69,8 @@ async def grant_request(request: Request) -> Response:
         parsed = parse_grant_request(parse_json_object(body))
         interactive = needs_interaction(parsed)
     except BodyError as exc:
+        if exc.openapi is not None:
+            raise GnapError(400, None, exc.rafiki_description(), reason=str(exc)) from exc
         raise GnapError(400, "invalid_request", str(exc)) from exc
     if parsed.client_wallet is not None:
         client = await wallet_keys(state, base, parsed.client_wallet, want_name=interactive)
@@ -147,7 +149,8 @@ async def cancel_request(request: Request) -> Response:
         state, _, grant = await _authenticated_grant(request, body)
     except GnapError as exc:
         if exc.status == 404:
-            raise GnapError(404, "invalid_request", "unknown grant") from exc
+            # Rafiki looks the grant up among the live ones: gone is an "invalid grant".
+            raise GnapError(401, "invalid_continuation", "invalid grant") from exc
         raise
     grants.revoke_grant(state, grant)
     return Response(status_code=204)
@@ -158,8 +161,13 @@ async def _managed_token(request: Request, body: bytes) -> tuple[SandboxState, s
     base = base_url(request, state.config.public_url)
     value = _gnap_token(request)
     if value is None:
+        # Rafiki 5k: the same words as for a wrong token. (Rafiki rotates without a token,
+        # 5j; the sandbox refuses on purpose, README "stricter".)
         raise GnapError(
-            401, "invalid_client", "missing access token: send Authorization: GNAP <access token>"
+            401,
+            "invalid_client",
+            "invalid access token",
+            reason="missing access token: send Authorization: GNAP <access token>",
         )
     token = grants.find_managed_token(state, request.path_params["id"], value)
     grant = state.grants[token.grant_id]

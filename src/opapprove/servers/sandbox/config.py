@@ -17,7 +17,7 @@ from opapprove.openpayments.rates import RateError, Rates
 from opapprove.servers.sandbox.fx import FeePolicy
 
 # Path segments the sandbox itself uses; an account may not shadow them.
-RESERVED_NAMES = frozenset({"auth", "op", "interact", "_admin", "favicon.ico"})
+RESERVED_NAMES = frozenset({"auth", "op", "interact", "idp", "_admin", "favicon.ico"})
 # Account names end up in ILP addresses (test.opapprove.<name>) and in URL paths.
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -44,6 +44,9 @@ def default_accounts() -> list[AccountConfig]:
         AccountConfig(name="seller", public_name="Seller"),
     ]
 
+
+# Wide enough for ordinary clock skew, narrow enough that a captured request soon dies.
+DEFAULT_CREATED_WINDOW = 300
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -77,11 +80,16 @@ class SandboxConfig:
     state_path: Path | None = None
     latency: float = 0.0
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Optional freshness check on the signature's `created`; Rafiki has none.
-    created_window: int | None = None
+    # Freshness check on the signature's `created`, in seconds either side of now; None is
+    # Rafiki's leniency (it accepts a created a day old or a day ahead).
+    created_window: int | None = DEFAULT_CREATED_WINDOW
+    # Refuse an exact replay of an accepted request that creates something (Rafiki does not).
+    refuse_replays: bool = True
     # Rafiki digests JSON.stringify(JSON.parse(body)); refuse bodies that differ from that.
     require_compact_json: bool = True
     http_timeout: float = 5.0
+    # Seconds after its creation an outgoing payment is sent (at the next request then).
+    settle_delay: float = 0.0
 
     def validate(self) -> None:
         names: set[str] = set()
@@ -109,7 +117,12 @@ class SandboxConfig:
             raise SandboxConfigError(
                 f"public_url {self.public_url!r} must be an http(s) origin like http://127.0.0.1:8080"
             )
-        if min(self.wait_seconds, self.interaction_lifetime, self.token_lifetime) < 0:
+        if (
+            min(
+                self.wait_seconds, self.interaction_lifetime, self.token_lifetime, self.settle_delay
+            )
+            < 0
+        ):
             raise SandboxConfigError("wait and lifetimes must not be negative")
         self._check_rates()
 

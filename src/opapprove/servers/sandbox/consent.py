@@ -1,27 +1,40 @@
-"""The interaction endpoints and the consent page a person approves or rejects a grant on.
+"""The interaction front channel, as Rafiki runs it, and the sandbox's identity provider.
 
-Plain HTML forms (no script, no external assets) so a headless browser can click
-``#approve`` / ``#reject``. Each decision answers 303 to the client's finish URI.
+``GET /interact/{id}/{nonce}`` answers as Rafiki's does: 406 to an Accept without JSON or
+``*/*`` (``text/html`` alone), 400 ``unknown_interaction`` to a wrong nonce, a 302 back to
+the client's finish URI with ``result=invalid_interaction`` once decided or cancelled, and
+otherwise a 302 to the wallet's identity provider (here ``{public}/idp/``, Rafiki's
+mock-idp) with ``interactId``, ``nonce`` and a session cookie. The person decides on that
+page (plain HTML forms, no script, so a headless browser can click ``#approve`` /
+``#reject``); the decision is posted there, and the browser is sent on to
+``/interact/{id}/{nonce}/finish``, which with the session cookie 302s to the client's
+finish URI. The older ``/accept`` and ``/reject`` posts still decide directly (303).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from html import escape
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from opapprove.openpayments.errors import AmountError
 from opapprove.openpayments.money import format_wire, from_minor_units
 from opapprove.openpayments.rates import format_fraction
 from opapprove.servers.sandbox import grants
-from opapprove.servers.sandbox.errors import SandboxError
+from opapprove.servers.sandbox.errors import REASON_HEADER, SandboxError
+from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.records import Grant
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import INCOMING, base_url, resource_id
+
+IDP_PATH = "/idp"
+SESSION_COOKIE = "opapprove_sandbox_session"
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}"
@@ -92,7 +105,9 @@ def _receiving(state: SandboxState, base: str) -> Callable[[str, Any], list[tupl
     return rows
 
 
-def consent_page(base: str, grant: Grant, nonce: str, state: SandboxState) -> HTMLResponse:
+def consent_page(
+    base: str, grant: Grant, nonce: str, state: SandboxState, *, via_idp: bool = False
+) -> HTMLResponse:
     who = escape(grant.client_name or "An application")
     client_url = escape(grant.client_wallet or "")
     rows: list[tuple[str, str, str]] = []
@@ -108,15 +123,25 @@ def consent_page(base: str, grant: Grant, nonce: str, state: SandboxState) -> HT
         html_id = key if key not in seen else f"{key}-{len(seen)}"
         seen.add(key)
         details.append(f'<dt>{escape(label)}</dt><dd id="{html_id}">{escape(value)}</dd>')
-    action = f"{base}/interact/{grant.interact_id}/{escape(nonce)}"
+    if via_idp:
+        hidden = (
+            f'<input type="hidden" name="interactId" value="{escape(grant.interact_id or "")}">'
+            f'<input type="hidden" name="nonce" value="{escape(nonce)}">'
+        )
+        approve = f'<form method="post" action="{base}{IDP_PATH}/decide">{hidden}'
+        approve += '<input type="hidden" name="decision" value="accept">'
+        reject = f'<form method="post" action="{base}{IDP_PATH}/decide">{hidden}'
+        reject += '<input type="hidden" name="decision" value="reject">'
+    else:
+        action = f"{base}/interact/{grant.interact_id}/{escape(nonce)}"
+        approve = f'<form method="post" action="{action}/accept">'
+        reject = f'<form method="post" action="{action}/reject">'
     body = (
         f'<p><strong id="client-name">{who}</strong> (<span id="client-url">{client_url}</span>)'
         " asks for your approval.</p>"
         f"<dl>{''.join(details)}</dl>"
-        f'<form method="post" action="{action}/accept">'
-        '<button id="approve" type="submit">Approve</button></form>'
-        f'<form method="post" action="{action}/reject">'
-        '<button id="reject" type="submit">Reject</button></form>'
+        f'{approve}<button id="approve" type="submit">Approve</button></form>'
+        f'{reject}<button id="reject" type="submit">Reject</button></form>'
     )
     return page("Approve a payment", body)
 
@@ -141,19 +166,82 @@ _OUTCOME_TEXT = {
 }
 
 
+def _unknown_interaction() -> JSONResponse:
+    # Rafiki 1e: a wrong nonce (or id) is a JSON 400, not a page.
+    return JSONResponse(
+        {"error": {"code": "unknown_interaction", "description": "unknown interaction"}},
+        status_code=400,
+    )
+
+
+def _redirect(url: str) -> Response:
+    """Koa's ``ctx.redirect`` as Rafiki sends it: 302 and a line of HTML naming the target."""
+    return HTMLResponse(
+        f"Redirecting to {escape(url)}.", status_code=302, headers={"Location": url}
+    )
+
+
 async def start(request: Request) -> Response:
     state = _state(request)
     base = base_url(request, state.config.public_url)
+    interact_id, nonce = request.path_params["id"], request.path_params["nonce"]
     try:
-        grant = grants.find_interaction(
-            state, request.path_params["id"], request.path_params["nonce"]
-        )
+        grant = grants.find_interaction(state, interact_id, nonce)
+    except SandboxError:
+        return _unknown_interaction()
+    if not accepts_json(request.headers.get("accept", "")):
+        return not_acceptable(code=None)  # Rafiki 1a: text/html alone
+    blocked = grants.interaction_blocker(state, grant)
+    if blocked is not None:
+        if blocked.finish_url is not None:
+            return _redirect(blocked.finish_url)  # 1f, 4d
+        return _go(None, *_OUTCOME_TEXT[blocked.outcome])
+    session = secrets.token_urlsafe(24)
+    state.sessions[session] = interact_id
+    query = urlencode(
+        {
+            "interactId": interact_id,
+            "nonce": nonce,
+            "clientName": grant.client_name or "",
+            "clientUri": grant.client_wallet or "",
+        }
+    )
+    response = _redirect(f"{base}{IDP_PATH}/?{query}")
+    response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", path="/")
+    return response
+
+
+async def idp_page(request: Request) -> Response:
+    """The identity provider's consent page (Rafiki's mock-idp): what is asked, two buttons."""
+    state = _state(request)
+    base = base_url(request, state.config.public_url)
+    interact_id = request.query_params.get("interactId", "")
+    nonce = request.query_params.get("nonce", "")
+    try:
+        grant = grants.find_interaction(state, interact_id, nonce)
     except SandboxError as exc:
         return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
     blocked = grants.interaction_blocker(state, grant)
     if blocked is not None:
-        return _go(blocked.finish_url, *_OUTCOME_TEXT[blocked.outcome])
-    return consent_page(base, grant, request.path_params["nonce"], state)
+        title, text = _OUTCOME_TEXT[blocked.outcome]
+        return page(title, f"<p>{escape(text)}</p>")
+    return consent_page(base, grant, nonce, state, via_idp=True)
+
+
+async def idp_decide(request: Request) -> Response:
+    """The decision posted on the IdP page; the browser goes on to the interaction's finish."""
+    state = _state(request)
+    base = base_url(request, state.config.public_url)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    field = {name: values[0] for name, values in form.items() if values}
+    interact_id, nonce = field.get("interactId", ""), field.get("nonce", "")
+    if field.get("decision") not in ("accept", "reject"):
+        return page("Bad request", "<p>decision must be accept or reject</p>", status=400)
+    try:
+        grants.decide_interaction(state, interact_id, nonce, accept=field["decision"] == "accept")
+    except SandboxError as exc:
+        return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
+    return RedirectResponse(f"{base}/interact/{interact_id}/{nonce}/finish", status_code=303)
 
 
 async def _decide(request: Request, accept: bool) -> Response:
@@ -177,16 +265,23 @@ async def reject(request: Request) -> Response:
 
 async def finish(request: Request) -> Response:
     state = _state(request)
+    interact_id = request.path_params["id"]
     try:
-        grant = grants.find_interaction(
-            state, request.path_params["id"], request.path_params["nonce"]
+        grant = grants.find_interaction(state, interact_id, request.path_params["nonce"])
+    except SandboxError:
+        return _unknown_interaction()
+    session = request.cookies.get(SESSION_COOKIE, "")
+    if state.sessions.get(session) != interact_id:
+        # Rafiki ties the finish to the browser that started the interaction.
+        return JSONResponse(
+            {"error": {"code": "invalid_request", "description": "invalid session"}},
+            status_code=401,
+            headers={REASON_HEADER: "no session cookie of this interaction: open its URL first"},
         )
-    except SandboxError as exc:
-        return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
     url = grants.finish_redirect(state, grant)
     if url is None:
         return page("Nothing to finish", "<p>This request has no decision to report yet.</p>")
-    return RedirectResponse(url, status_code=302)
+    return _redirect(url)
 
 
 ROUTES = [
@@ -194,4 +289,6 @@ ROUTES = [
     Route("/interact/{id}/{nonce}/accept", accept, methods=["POST"]),
     Route("/interact/{id}/{nonce}/reject", reject, methods=["POST"]),
     Route("/interact/{id}/{nonce}/finish", finish, methods=["GET"]),
+    Route(IDP_PATH + "/", idp_page, methods=["GET"]),
+    Route(IDP_PATH + "/decide", idp_decide, methods=["POST"]),
 ]

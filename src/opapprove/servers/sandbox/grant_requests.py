@@ -62,7 +62,10 @@ def parse_grant_request(data: dict[str, Any]) -> GrantRequest:
     if subject is not None:
         _subject(subject)
     if not access and subject is None:
-        raise BodyError("the grant request needs access_token (or subject with interact)")
+        raise BodyError(
+            "the grant request needs access_token (or subject with interact)",
+            openapi="body must have required property 'access_token'",
+        )
     interact = data.get("interact")
     if interact is not None:
         _interact(interact)
@@ -74,7 +77,10 @@ def parse_grant_request(data: dict[str, Any]) -> GrantRequest:
 def _client(client: Any) -> tuple[str | None, Jwk | None]:
     if isinstance(client, str):
         if not is_http_url(client):
-            raise BodyError("client must be the client's wallet address URL")
+            raise BodyError(
+                "client must be the client's wallet address URL",
+                openapi='body.client must match format "uri"',
+            )
         return client, None
     if isinstance(client, dict) and set(client) == {"walletAddress"}:
         if not is_http_url(client["walletAddress"]):
@@ -101,7 +107,10 @@ def _access_item(item: Any, where: str) -> None:
         raise BodyError(f"{where} must be an object")
     kind = item.get("type")
     if kind not in ACTIONS:
-        raise BodyError(f"{where}.type must be one of {', '.join(sorted(ACTIONS))}")
+        raise BodyError(
+            f"{where}.type must be one of {', '.join(sorted(ACTIONS))}",
+            openapi=f"body.{_dotted(where)}.type must be equal to one of the allowed values",
+        )
     only_keys(item, ITEM_KEYS[kind], where)
     actions = item.get("actions")
     if not isinstance(actions, list) or not actions:
@@ -117,11 +126,18 @@ def _access_item(item: Any, where: str) -> None:
         raise BodyError(f"{where}.identifier must be a wallet address URL")
     if kind == "outgoing-payment":
         if "identifier" not in item:
+            # Rafiki's schema is a oneOf on type; without identifier no branch fits.
             raise BodyError(
-                f"access identifier required: {where} needs identifier, the sender's wallet"
+                f"access identifier required: {where} needs identifier, the sender's wallet",
+                openapi=f"body.{_dotted(where)}.type must be equal to one of the allowed values",
             )
         if "limits" in item:
             _limits(item["limits"], f"{where}.limits")
+
+
+def _dotted(where: str) -> str:
+    """``access_token.access[0]`` as Ajv writes the path: ``access_token.access.0``."""
+    return where.replace("[", ".").replace("]", "")
 
 
 def _limits(limits: Any, where: str) -> None:
@@ -165,14 +181,22 @@ def _interact(interact: Any) -> None:
         raise BodyError("interact must be an object")
     start = interact.get("start")
     if not isinstance(start, list) or not start or any(s != "redirect" for s in start):
-        raise BodyError('interact.start must be ["redirect"] (the only start method)')
+        items = start if isinstance(start, list) else []
+        bad = next((i for i, s in enumerate(items) if s != "redirect"), 0)
+        raise BodyError(
+            'interact.start must be ["redirect"] (the only start method)',
+            openapi=f"body.interact.start.{bad} must be equal to one of the allowed values",
+        )
     finish = interact.get("finish")
     if finish is None:
         return
     if not isinstance(finish, dict):
         raise BodyError("interact.finish must be an object with method, uri and nonce")
     if finish.get("method") != "redirect":
-        raise BodyError("interact.finish.method must be 'redirect'")
+        raise BodyError(
+            "interact.finish.method must be 'redirect'",
+            openapi="body.interact.finish.method must be equal to one of the allowed values",
+        )
     if not is_http_url(finish.get("uri")):
         raise BodyError("interact.finish.uri must be an absolute http(s) URL")
     nonce = finish.get("nonce")

@@ -80,6 +80,20 @@ def find_continuation(state: SandboxState, continue_id: str, token: str) -> Gran
     return grant
 
 
+def _too_fast(verb: str, wait: int) -> GnapError:
+    return GnapError(
+        400,
+        "too_fast",
+        f'{verb} grant faster than "wait" period',
+        reason=f"wait {wait}s after the grant request or the last continue",
+    )
+
+
+def _cancelled() -> GnapError:
+    # Rafiki: a cancelled grant is an "invalid grant", continued or cancelled again.
+    return GnapError(401, "invalid_continuation", "invalid grant", reason="the grant was cancelled")
+
+
 def continue_grant(
     state: SandboxState, grant: Grant, interact_ref: str | None
 ) -> tuple[Grant, AccessToken | None]:
@@ -87,19 +101,28 @@ def continue_grant(
     wait = state.config.wait_seconds
     with state.lock:
         now = state.now()
-        if grant.state in ("rejected", "revoked"):
-            raise GnapError(404, "invalid_continuation", "grant not found")
+        if grant.state == "revoked":
+            raise _cancelled()
         if interact_ref is None:
-            if now < grant.last_continued_at + wait:
-                raise GnapError(
-                    400, "too_fast", f'polled grant faster than "wait" period ({wait}s)'
-                )
             if grant.finish is not None:
+                # Rafiki's words for a rejected finish grant too (3c): it cannot say which.
                 raise GnapError(
                     401,
                     "request_denied",
-                    "grant cannot be polled: it has a finish redirect; continue with interact_ref",
+                    "grant cannot be polled",
+                    reason="it has a finish redirect; continue with interact_ref"
+                    + (" (and it was rejected)" if grant.state == "rejected" else ""),
                 )
+            if grant.state == "rejected":
+                # Rafiki (2l): the same answer as for a grant whose token went out already.
+                raise GnapError(
+                    401,
+                    "request_denied",
+                    "grant cannot be continued",
+                    reason="the grant was rejected",
+                )
+            if now < grant.last_continued_at + wait:
+                raise _too_fast("polled", wait)
             if grant.state == "pending":
                 if _interaction_expired(state, grant):
                     raise GnapError(401, "request_denied", "grant interaction expired")
@@ -107,14 +130,17 @@ def continue_grant(
                 state.commit(grant)
                 return grant, None
             if grant.state != "approved":
-                raise GnapError(401, "request_denied", "grant cannot be continued")
+                raise GnapError(
+                    401,
+                    "request_denied",
+                    "grant cannot be continued",
+                    reason="its access token was issued already",
+                )
         else:
             if not _same(interact_ref, grant.interact_ref):
                 raise GnapError(404, "invalid_continuation", "grant not found")
             if now < grant.last_continued_at + wait:
-                raise GnapError(
-                    400, "too_fast", f'continued grant faster than "wait" period ({wait}s)'
-                )
+                raise _too_fast("continued", wait)
             if grant.state != "approved":
                 # Also what a second continue gets: the token is issued only once.
                 raise GnapError(401, "request_denied", "grant interaction not approved")
@@ -127,7 +153,7 @@ def continue_grant(
 def revoke_grant(state: SandboxState, grant: Grant) -> None:
     with state.lock:
         if grant.state == "revoked":
-            raise GnapError(404, "invalid_request", "unknown grant")
+            raise _cancelled()
         grant.state = "revoked"
         tokens = [t for t in state.tokens.values() if t.grant_id == grant.id]
         for token in tokens:
@@ -148,9 +174,11 @@ def rotate_token(state: SandboxState, token: AccessToken) -> AccessToken:
         grant = state.grants.get(token.grant_id)
         if token.revoked or grant is None or grant.state == "revoked":
             raise GnapError(404, "invalid_rotation", "token or grant was revoked")
-        state.drop_token(token)
+        # The old value stays known, as inactive: Rafiki answers it 403 "Inactive Token" (5b).
+        token.revoked = True
+        token.rotated = True
         new = _new_token(state, grant)
-        state.commit(new, deleted=[token])
+        state.commit(new, token)
         return new
 
 
@@ -190,14 +218,15 @@ def _finish(grant: Grant, params: dict[str, str]) -> str | None:
 
 def interaction_blocker(state: SandboxState, grant: Grant) -> Decision | None:
     """Why this interaction can no longer be decided (and where the browser goes), if so."""
+    # Rafiki (1f, 4d): decided or cancelled, the browser goes back with the same words.
+    invalid = {"result": "invalid_interaction", "message": "invalid interaction"}
     if grant.state == "revoked":
-        params = {"result": "unknown_interaction", "message": "unknown interaction"}
-        return Decision("unknown", _finish(grant, params), grant)
+        return Decision("unknown", _finish(grant, invalid), grant)
     if _interaction_expired(state, grant) and grant.state == "pending":
         params = {"result": "invalid_interaction", "message": "interaction expired"}
         return Decision("expired", _finish(grant, params), grant)
     if grant.state != "pending":
-        return Decision("invalid", _finish(grant, {"result": "grant_invalid"}), grant)
+        return Decision("invalid", _finish(grant, invalid), grant)
     return None
 
 
@@ -267,11 +296,18 @@ def introspect(
             raise ResourceServerError(401, "Invalid Token", headers=headers)
         expired = state.now() >= token.created_at + token.expires_in
         if token.revoked or grant.state == "revoked" or expired:
-            reason = "expired" if expired else "revoked"
+            if expired:
+                why = "the access token expired; rotate it via its manage URL"
+            elif token.rotated:
+                why = "the access token was rotated; use the newer one"
+            elif grant.state == "revoked":
+                why = "the grant was cancelled; request a new grant"
+            else:
+                why = "the access token was revoked; request a new grant"
             raise ResourceServerError(
                 403,
                 "Inactive Token",
-                details={"reason": f"the access token was {reason}; rotate it via its manage URL"},
+                reason=why,
                 headers=headers,
             )
         for item in grant.access:
@@ -290,6 +326,6 @@ def introspect(
         raise ResourceServerError(
             403,
             "Insufficient Grant",
-            details={"reason": f"the token does not grant {kind} {action}{target}"},
+            reason=f"the token does not grant {kind} {action}{target}",
             headers=headers,
         )

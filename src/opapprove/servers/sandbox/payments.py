@@ -1,8 +1,8 @@
 """Incoming payments, quotes and outgoing payments between the sandbox's own accounts.
 
-Settlement is immediate: creating an outgoing payment moves the money or fails it. Grant
-limits are summed over the grant's payments in the current interval; a failed payment
-releases what it held.
+An outgoing payment is created unsent and settles a moment later (``settlement``): then
+the money moves, or the payment fails. Grant limits are summed over the grant's payments
+in the current interval, unsent ones included; a failed payment releases what it held.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from opapprove.openpayments.errors import AmountError
 from opapprove.openpayments.rates import RateError
-from opapprove.servers.sandbox import fx
+from opapprove.servers.sandbox import fx, settlement
 from opapprove.servers.sandbox.config import AccountConfig
 from opapprove.servers.sandbox.errors import ResourceServerError
 from opapprove.servers.sandbox.fx import Asset
@@ -32,7 +32,13 @@ from opapprove.servers.sandbox.validation import (
 
 
 def bad_request(description: str, reason: str | None = None) -> ResourceServerError:
-    return ResourceServerError(400, description, details={"reason": reason} if reason else None)
+    return ResourceServerError(400, description, reason=reason)
+
+
+def invalid_body(problem: BodyError | str) -> ResourceServerError:
+    """A body Rafiki's OpenAPI validator refuses: its wording, the sandbox's as the reason."""
+    error = problem if isinstance(problem, BodyError) else BodyError(problem)
+    return ResourceServerError(400, error.rafiki_description(), reason=str(error))
 
 
 def _own_amount(data: Any, where: str, acct: AccountConfig) -> int:
@@ -78,10 +84,10 @@ def create_incoming(
             if expires_at <= now:
                 raise bad_request("invalid expiresAt", "expiresAt is in the past")
     except BodyError as exc:
-        raise bad_request("invalid request body", str(exc)) from exc
+        raise invalid_body(exc) from exc
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise bad_request("invalid request body", "metadata must be an object")
+        raise invalid_body("metadata must be an object")
     ip = IncomingPayment(
         id=str(uuid.uuid4()),
         account=acct.name,
@@ -105,7 +111,7 @@ def complete_incoming(state: SandboxState, ip: IncomingPayment) -> IncomingPayme
     with state.lock:
         why = accepting(state, ip)
         if why is not None:
-            raise ResourceServerError(409, "wrong state", details={"reason": why})
+            raise ResourceServerError(409, "wrong state", reason=why)
         ip.completed = True
         state.commit(ip)
         return ip
@@ -201,7 +207,7 @@ def create_quote(
             state.commit(quote)
             return quote
     except BodyError as exc:
-        raise bad_request("invalid request body", str(exc)) from exc
+        raise invalid_body(exc) from exc
 
 
 # ------------------------------------------------------------------ outgoing payments
@@ -209,7 +215,7 @@ def create_quote(
 
 def _unauthorized(reason: str) -> ResourceServerError:
     # Rafiki's InsufficientGrant error on payment creation is a 403 "unauthorized".
-    return ResourceServerError(403, "unauthorized", details={"reason": reason})
+    return ResourceServerError(403, "unauthorized", reason=reason)
 
 
 @dataclass(frozen=True)
@@ -319,8 +325,10 @@ def create_outgoing(
                     state, sender, receiver, {"debitAmount": body.get("debitAmount")}
                 )
             except BodyError as exc:
-                raise bad_request("invalid request body", str(exc)) from exc
+                raise invalid_body(exc) from exc
         _check_limits(state, base, auth, receiver, debit, receive, sender)
+        # What the grant had spent before this payment: Rafiki's grantSpent* (6b, 6l).
+        spent_before = spent_in_window(state, auth.grant.id, grant_window(state, auth.item))
         metadata = body.get("metadata")
         payment = OutgoingPayment(
             id=str(uuid.uuid4()),
@@ -342,12 +350,12 @@ def create_outgoing(
         if quote is not None:
             quote.used = True
             changed.append(quote)
-        changed += _settle(state, payment, receiver)
+        settlement.schedule(state, payment)
         state.commit(*changed)
-        return payment, spent_in_window(state, auth.grant.id, grant_window(state, auth.item))
+        return payment, spent_before
 
 
-def _settle(state: SandboxState, payment: OutgoingPayment, receiver: Receiver) -> list[Any]:
+def settle(state: SandboxState, payment: OutgoingPayment, receiver: Receiver) -> list[Any]:
     """Move the money now, or fail the payment (sentAmount 0, grant hold released)."""
     sender = state.accounts[payment.account]
     target = state.accounts[receiver.acct.name]

@@ -59,6 +59,7 @@ class AccessToken:
     created_at: float
     expires_in: int
     revoked: bool = False
+    rotated: bool = False
 
 
 @dataclass
@@ -107,6 +108,8 @@ class OutgoingPayment:
     grant_id: str
     client: str | None
     seq: int = 0
+    # When it is due to be sent (sandbox clock); None once sent or failed.
+    settle_at: float | None = None
 
 
 @dataclass

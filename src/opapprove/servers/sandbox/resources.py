@@ -18,6 +18,7 @@ from opapprove.servers.sandbox.config import AccountConfig
 from opapprove.servers.sandbox.errors import ResourceServerError
 from opapprove.servers.sandbox.grant_requests import RECEIVER
 from opapprove.servers.sandbox.grants import Introspection
+from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.records import IncomingPayment, OutgoingPayment, Quote
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import (
@@ -127,6 +128,8 @@ def outgoing_json(state: SandboxState, base: str, p: OutgoingPayment) -> dict[st
 
 def _state(request: Request) -> SandboxState:
     state: SandboxState = request.app.state.sandbox
+    # Payments due are sent before any resource-server request is answered.
+    state.settle_due()
     return state
 
 
@@ -145,7 +148,7 @@ async def _authorize(
         raise ResourceServerError(
             401,
             "Missing or invalid authorization header value",
-            details={"reason": "send Authorization: GNAP <access token>"},
+            reason="send Authorization: GNAP <access token>",
             headers={"WWW-Authenticate": www},
         )
     auth = grants.introspect(
@@ -161,14 +164,14 @@ def _body(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
         data = parse_json_object(raw)
         only_keys(data, allowed, "the request body")
     except BodyError as exc:
-        raise payments.bad_request("invalid request body", str(exc)) from exc
+        raise payments.invalid_body(exc) from exc
     missing = sorted(k for k in required if k not in data)
     if missing:
-        raise payments.bad_request("invalid request body", f"missing {', '.join(missing)}")
+        raise payments.invalid_body(f"missing {', '.join(missing)}")
     if not isinstance(data.get("walletAddress"), str) or not is_http_url(data["walletAddress"]):
-        raise payments.bad_request("invalid request body", "walletAddress must be a URL")
+        raise payments.invalid_body("walletAddress must be a URL")
     if "metadata" in data and not isinstance(data["metadata"], dict):
-        raise payments.bad_request("invalid request body", "metadata must be an object")
+        raise payments.invalid_body("metadata must be an object")
     return data
 
 
@@ -177,7 +180,7 @@ def _wallet_account(state: SandboxState, base: str, wallet: str) -> AccountConfi
     acct = state.account_config(name) if name else None
     if acct is None:
         raise ResourceServerError(
-            404, "unknown wallet address", details={"reason": f"{wallet} is not on this sandbox"}
+            404, "unknown wallet address", reason=f"{wallet} is not on this sandbox"
         )
     return acct
 
@@ -209,8 +212,11 @@ async def _list(request: Request, kind: str) -> tuple[Introspection, AccountConf
     query = _query(request)
     wallet = query.get("wallet-address")
     if not wallet:
-        raise payments.bad_request(
-            "invalid request", "the wallet-address query parameter is missing"
+        raise payments.invalid_body(
+            BodyError(
+                "the wallet-address query parameter is missing",
+                openapi="must have required property 'wallet-address'",
+            )
         )
     auth = await _authorize(request, b"", kind, "list", wallet)
     return auth, _wallet_account(state, base, wallet), query
@@ -241,6 +247,8 @@ def _incoming(state: SandboxState, request: Request) -> IncomingPayment:
 async def get_incoming_payment(request: Request) -> Response:
     state, base = _state(request), _base(request)
     ip = _incoming(state, request)
+    if not accepts_json(request.headers.get("accept", "")):
+        return not_acceptable()  # Rafiki 10c
     if "authorization" not in request.headers:
         acct = _acct(state, ip.account)
         return JSONResponse(
@@ -273,21 +281,17 @@ async def create_quote(request: Request) -> Response:
         {"walletAddress", "receiver", "method"},
     )
     if body["method"] != "ilp":
-        raise payments.bad_request("invalid request body", "method must be 'ilp'")
+        raise payments.invalid_body("method must be 'ilp'")
     if "debitAmount" in body and "receiveAmount" in body:
-        raise payments.bad_request(
-            "invalid request body", "give debitAmount or receiveAmount, not both"
-        )
+        raise payments.invalid_body("give debitAmount or receiveAmount, not both")
     if not isinstance(body["receiver"], str) or not RECEIVER.match(body["receiver"]):
-        raise payments.bad_request(
-            "invalid request body", "receiver must be an incoming payment URL"
-        )
+        raise payments.invalid_body("receiver must be an incoming payment URL")
     for name in ("debitAmount", "receiveAmount"):
         if name in body:
             try:
                 amount_value(body[name], name)
             except BodyError as exc:
-                raise payments.bad_request("invalid request body", str(exc)) from exc
+                raise payments.invalid_body(exc) from exc
     wallet = body["walletAddress"]
     auth = await _authorize(request, raw, "quote", "create", wallet)
     sender = _wallet_account(state, base, wallet)
@@ -320,21 +324,18 @@ async def create_outgoing_payment(request: Request) -> Response:
     by_quote = "quoteId" in body
     direct = "incomingPayment" in body and "debitAmount" in body
     if by_quote == direct or (by_quote and ("incomingPayment" in body or "debitAmount" in body)):
-        raise payments.bad_request(
-            "invalid request body",
+        raise payments.invalid_body(
             "give quoteId, or incomingPayment with debitAmount (not a mix of both)",
         )
     if by_quote and not is_http_url(body["quoteId"]):
-        raise payments.bad_request("invalid request body", "quoteId must be a quote URL")
+        raise payments.invalid_body("quoteId must be a quote URL")
     if not by_quote:
         if not is_http_url(body["incomingPayment"]):
-            raise payments.bad_request(
-                "invalid request body", "incomingPayment must be an incoming payment URL"
-            )
+            raise payments.invalid_body("incomingPayment must be an incoming payment URL")
         try:
             amount_value(body["debitAmount"], "debitAmount")
         except BodyError as exc:
-            raise payments.bad_request("invalid request body", str(exc)) from exc
+            raise payments.invalid_body(exc) from exc
     wallet = body["walletAddress"]
     auth = await _authorize(request, raw, "outgoing-payment", "create", wallet)
     sender = _wallet_account(state, base, wallet)
@@ -365,7 +366,16 @@ async def get_outgoing_payment(request: Request) -> Response:
     state, base = _state(request), _base(request)
     payment = state.outgoing.get(request.path_params["id"])
     if payment is None:
-        raise _not_found("outgoing payment")
+        # Rafiki (6j) looks the payment's wallet up first and answers an unknown id 401.
+        raise ResourceServerError(
+            401,
+            "Unauthorized",
+            details={
+                "description": "Failed to get wallet address from outgoing payment",
+                "id": request.path_params["id"],
+            },
+            reason="no outgoing payment has this id",
+        )
     auth = await _authorize(
         request, b"", "outgoing-payment", "read", wallet_url(base, payment.account)
     )

@@ -27,6 +27,7 @@ from opapprove.servers.sandbox.records import (
     RegisteredKey,
     from_data,
 )
+from opapprove.servers.sandbox.replays import ReplayGuard
 from opapprove.servers.sandbox.storage import SqliteStorage
 
 
@@ -50,6 +51,12 @@ class SandboxState:
         # Keys registered while running (add_key), by wallet name, in the order added.
         self.added_keys: dict[str, list[Jwk]] = {}
         self.faults = FaultBook()
+        self.replays = ReplayGuard()
+        # Browser sessions of the interaction front channel: cookie value -> interact id.
+        self.sessions: dict[str, str] = {}
+        # How many of the next payments to settle fail instead (operator fault).
+        self.failing_payments = 0
+        self.unsettled: set[str] = set()  # ids of outgoing payments not yet sent
         self.latency = float(config.latency)
         self._seq = 0
         self._storage = SqliteStorage(config.state_path) if config.state_path else None
@@ -76,7 +83,10 @@ class SandboxState:
         for data in rows.get(Quote.kind, []):
             self.quotes[data["id"]] = from_data(Quote, data)
         for data in rows.get(OutgoingPayment.kind, []):
-            self.outgoing[data["id"]] = from_data(OutgoingPayment, data)
+            payment = from_data(OutgoingPayment, data)
+            self.outgoing[payment.id] = payment
+            if payment.settle_at is not None:
+                self.unsettled.add(payment.id)
         for data in rows.get(RegisteredKey.kind, []):
             record = from_data(RegisteredKey, data)
             if self.account_config(record.wallet) is None:
@@ -206,6 +216,7 @@ class SandboxState:
 
     def balance(self, name: str) -> int:
         with self.lock:
+            self.settle_due()
             account = self.accounts.get(name)
             if account is None:
                 raise SandboxError(f"no account {name!r}", status=404)
@@ -213,6 +224,7 @@ class SandboxState:
 
     def accounts_summary(self) -> list[dict[str, Any]]:
         with self.lock:
+            self.settle_due()
             out = []
             for acct in self.config.accounts:
                 out.append(
@@ -229,11 +241,26 @@ class SandboxState:
 
     def incoming_payments(self) -> list[IncomingPayment]:
         with self.lock:
+            self.settle_due()
             return sorted(self.incoming.values(), key=lambda p: p.seq)
 
     def outgoing_payments(self) -> list[OutgoingPayment]:
         with self.lock:
+            self.settle_due()
             return sorted(self.outgoing.values(), key=lambda p: p.seq)
+
+    def settle_due(self) -> None:
+        """Send (or fail) the outgoing payments that are due (``settlement``)."""
+        from opapprove.servers.sandbox.settlement import settle_due
+
+        settle_due(self)
+
+    def fail_next_payments(self, count: int = 1) -> None:
+        """Make the next ``count`` outgoing payments fail when they settle."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise SandboxError(f"count {count!r} must be an integer >= 0")
+        with self.lock:
+            self.failing_payments = count
 
     def set_fault(
         self,

@@ -16,8 +16,23 @@ UINT64_MAX = 2**64 - 1
 _UINT = re.compile(r"^[0-9]+$")
 
 
+# How Rafiki words a request its OpenAPI validator refuses (no error code on the AS).
+OPENAPI_PREFIX = "Received error validating OpenAPI request"
+
+
 class BodyError(ValueError):
-    """A request body that breaks the spec; the message names the field."""
+    """A request body that breaks the spec; the message names the field.
+
+    ``openapi`` is Rafiki's wording for the same refusal (its OpenAPI validator's), when
+    Rafiki refuses it there rather than in its own code.
+    """
+
+    def __init__(self, message: str, *, openapi: str | None = None) -> None:
+        super().__init__(message)
+        self.openapi = openapi
+
+    def rafiki_description(self) -> str:
+        return f"{OPENAPI_PREFIX}: {self.openapi or self}"
 
 
 def parse_json_object(body: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -53,7 +68,10 @@ def amount_value(data: Any, where: str) -> tuple[int, str, int]:
         raise BodyError(f"{where} lacks {', '.join(missing)}")
     value, code, scale = data["value"], data["assetCode"], data["assetScale"]
     if not isinstance(value, str) or not _UINT.match(value) or int(value) > UINT64_MAX:
-        raise BodyError(f"{where}.value must be an unsigned 64-bit integer as a string")
+        raise BodyError(
+            f"{where}.value must be an unsigned 64-bit integer as a string",
+            openapi=f'body.{where}.value must match format "uint64"',
+        )
     if not isinstance(code, str) or not code:
         raise BodyError(f"{where}.assetCode must be a string")
     if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 255:

@@ -17,8 +17,11 @@ from opapprove.openpayments.errors import KeyLoadError, SignatureError
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.signatures import compact_json, parse_signature_input, verify_request
 from opapprove.servers.sandbox.errors import GnapError, ResourceServerError
+from opapprove.servers.sandbox.operations import operation_name
+from opapprove.servers.sandbox.replays import DEFAULT_MEMORY, GUARDED_OPERATIONS
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import account_of, target_uri
+from opapprove.servers.sandbox.validation import OPENAPI_PREFIX
 
 
 @dataclass
@@ -82,6 +85,13 @@ class _Outcome:
     error: SignatureError | None = None
 
 
+# Signature problems Rafiki reports as "invalid signature headers" (the headers or the
+# digest are wrong before any key is tried), not "invalid signature".
+_HEADER_PARTS = frozenset(
+    {"headers", "content-digest", "content-length", "content-type", "body", "signature-input"}
+)
+
+
 def _check(
     state: SandboxState, request: Request, body: bytes, base: str, keys: list[Jwk] | None
 ) -> _Outcome:
@@ -93,6 +103,7 @@ def _check(
         key = by_kid.get(kid)
         return None if key is None else key.public_key()
 
+    now = state.now()
     try:
         verify_request(
             request.method,
@@ -102,13 +113,29 @@ def _check(
             resolve,
             require_digest=True,
             created_window=state.config.created_window,
-            now=state.now(),
+            now=now,
+            strict_params=True,
         )
         if body and state.config.require_compact_json:
             _check_compact(body)
+        _check_replay(state, request, now)
     except SignatureError as exc:
         outcome.error = exc
     return outcome
+
+
+def _check_replay(state: SandboxState, request: Request, now: float) -> None:
+    operation = operation_name(request.method, request.url.path)
+    if not state.config.refuse_replays or operation not in GUARDED_OPERATIONS:
+        return
+    window = state.config.created_window
+    memory = float(window) if window is not None else DEFAULT_MEMORY
+    if not state.replays.first_use(request.headers.get("signature", ""), now=now, memory=memory):
+        raise SignatureError(
+            "this exact signed request was already accepted (a replay)",
+            part="replay",
+            hint="sign each request afresh",
+        )
 
 
 def _check_compact(body: bytes) -> None:
@@ -130,12 +157,14 @@ def verify_as(
 ) -> None:
     """Auth-server rules: unknown key 400 invalid_client, anything else 401 invalid_client."""
     outcome = _check(state, request, body, base, client.keys)
-    if outcome.error is None:
+    error = outcome.error
+    if error is None:
         return
     known = {k.kid for k in client.keys or []}
     if outcome.asked is not None and outcome.asked not in known:
-        raise GnapError(400, "invalid_client", "could not determine client")
-    raise GnapError(401, "invalid_client", f"invalid signature: {outcome.error.message}")
+        raise GnapError(400, "invalid_client", "could not determine client", reason=error.message)
+    words = "invalid signature headers" if error.part in _HEADER_PARTS else "invalid signature"
+    raise GnapError(401, "invalid_client", words, reason=error.message)
 
 
 def _lenient_key_id(request: Request) -> str | None:
@@ -154,22 +183,34 @@ def verify_rs(
     state: SandboxState, request: Request, body: bytes, base: str, client: ClientKeys
 ) -> None:
     """Resource-server rules: 401 "Signature validation error: ..." with Rafiki's details."""
+    for header in ("signature-input", "signature"):
+        if header not in request.headers:
+            # Rafiki's OpenAPI validator refuses these before its signature check runs.
+            raise ResourceServerError(
+                400,
+                f"{OPENAPI_PREFIX}: must have required property '{header}'",
+                reason=f"the request carries an access token but no {header} header: sign it",
+            )
     outcome = _check(state, request, body, base, client.keys)
     error = outcome.error
     if error is None:
         return
     kid = outcome.asked or _lenient_key_id(request)
-    details: dict[str, Any] = {"client": client.client, "reason": error.message}
+    details: dict[str, Any] = {}
+    reason = error.message
     if kid is None:
         description = "missing keyId in signature input"
     else:
         details["keyIdInSignature"] = kid
         if outcome.asked is not None and client.keys is None:
             description = "could not retrieve client keys"
-            details["reason"] = client.problem or error.message
+            reason = client.problem or error.message
         elif outcome.asked is not None and outcome.asked not in {k.kid for k in client.keys or []}:
             description = "could not find key in list of client keys"
             details["clientKeys"] = client.raw
         else:
             description = "provided signature is invalid"
-    raise ResourceServerError(401, f"Signature validation error: {description}", details=details)
+    details["client"] = {"walletAddress": client.client}
+    raise ResourceServerError(
+        401, f"Signature validation error: {description}", details=details, reason=reason
+    )

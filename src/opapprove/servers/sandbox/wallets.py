@@ -5,12 +5,14 @@ from __future__ import annotations
 from html import escape
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from opapprove.openpayments.money import from_minor_units
-from opapprove.servers.sandbox.config import AccountConfig
+from opapprove.servers.sandbox.config import RESERVED_NAMES, AccountConfig
 from opapprove.servers.sandbox.consent import page
+from opapprove.servers.sandbox.errors import REASON_HEADER, reason_header
+from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import AUTH_PATH, RS_PATH, base_url, wallet_url
 
@@ -25,8 +27,20 @@ def _account(request: Request) -> AccountConfig | None:
 
 
 def _unknown(request: Request) -> Response:
-    # The spec's 404 has no JSON body; a line of text says what was asked for.
-    return PlainTextResponse(f"no wallet address {request.url.path}", status_code=404)
+    # Rafiki's answer (10d, 10e): JSON, the status as the code, the URL asked for.
+    state = _state(request)
+    url = f"{base_url(request, state.config.public_url)}{request.url.path}"
+    return JSONResponse(
+        {
+            "error": {
+                "code": "404",
+                "description": "Could not get wallet address",
+                "details": {"walletAddressUrl": url},
+            }
+        },
+        status_code=404,
+        headers={REASON_HEADER: reason_header(f"no wallet address {request.url.path}")},
+    )
 
 
 def wallet_document(base: str, acct: AccountConfig) -> dict[str, object]:
@@ -45,14 +59,17 @@ def wallet_document(base: str, acct: AccountConfig) -> dict[str, object]:
 
 
 async def get_wallet_address(request: Request) -> Response:
+    if request.path_params["name"] in RESERVED_NAMES:
+        # On Rafiki the auth server is an origin of its own, with no GET routes (10i).
+        return PlainTextResponse("Not Found", status_code=404)
     acct = _account(request)
     if acct is None:
         return _unknown(request)
     state = _state(request)
     base = base_url(request, state.config.public_url)
-    accept = request.headers.get("accept", "")
-    if "application/json" not in accept and "text/html" in accept:
-        return RedirectResponse(f"{wallet_url(base, acct.name)}/page", status_code=302)
+    if not accepts_json(request.headers.get("accept", "")):
+        # People read the wallet at {wallet}/page; the address itself is JSON, as on Rafiki.
+        return not_acceptable()
     return JSONResponse(wallet_document(base, acct))
 
 
@@ -80,8 +97,17 @@ async def wallet_page(request: Request) -> Response:
     return page(acct.public_name or acct.name, body)
 
 
+async def unknown_route(request: Request) -> Response:
+    if request.url.path.startswith(("/auth/", "/interact/", "/idp/", "/_admin/")):
+        return PlainTextResponse("Not Found", status_code=404)
+    # Rafiki's resource server takes any other path for a wallet address it lacks (10d).
+    return _unknown(request)
+
+
 ROUTES = [
     Route("/{name}/jwks.json", get_wallet_keys, methods=["GET"]),
     Route("/{name}/page", wallet_page, methods=["GET"]),
     Route("/{name}", get_wallet_address, methods=["GET"]),
+    # Last: whatever GET no route above took.
+    Route("/{path:path}", unknown_route, methods=["GET"]),
 ]
