@@ -19,8 +19,8 @@ tests/interop/node_modules/.package-lock.json: tests/interop/package.json tests/
 interop-deps: tests/interop/node_modules/.package-lock.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src

@@ -18,6 +18,7 @@ import json
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +80,12 @@ def one_size(
     *,
     as_process: bool = False,
     workers: int | None = 1,
+    transport: Callable[[], Any] | None = None,
 ) -> tuple[float, Counter, float, float]:
     """Seconds, outcomes, and the replaying process's and the sandbox's CPU seconds.
 
-    ``as_process`` runs ``opapprove pending replay --all`` as a user would instead.
+    ``as_process`` runs ``opapprove pending replay --all`` as a user would instead;
+    ``transport`` makes the client's httpx transport (default: the client's own).
     """
     with workdir("bulk") as work:
         seller = new_seller(work)
@@ -97,7 +100,8 @@ def one_size(
             if profiler is not None:
                 profiler.enable()
             before, cpu = sandbox.stats()["cpu"], time.process_time()
-            elapsed, outcomes = asyncio.run(replay_all(store_path, config, concurrency))
+            made = transport() if transport is not None else None
+            elapsed, outcomes = asyncio.run(replay_all(store_path, config, concurrency, made))
             cpu = time.process_time() - cpu
             sandbox_cpu = sandbox.stats()["cpu"] - before
             if profiler is not None and profile is not None:

@@ -95,11 +95,6 @@ def _balances(sandbox: Any) -> dict[str, str]:
     }
 
 
-async def approve_like_a_browser(http: httpx.AsyncClient, approval_url: str) -> httpx.Response:
-    """GET the consent page, submit its Approve form, follow the redirect to the listener."""
-    return await http.get(await press_approve(http, approval_url))
-
-
 async def press_approve(http: httpx.AsyncClient, approval_url: str) -> str:
     """Open the approval URL as a browser, press Approve; the client's finish location.
 

@@ -16,6 +16,7 @@ REFUSED = 5
 NOT_APPROVED = 6
 VERIFICATION = 7
 TIMEOUT = 8
+UNCHECKED = 9
 INTERRUPTED = 130
 
 MEANINGS: dict[int, str] = {
@@ -28,6 +29,8 @@ MEANINGS: dict[int, str] = {
     NOT_APPROVED: "approval rejected, expired or cancelled",
     VERIFICATION: "verification failed (interaction hash or signature)",
     TIMEOUT: "timed out waiting",
+    UNCHECKED: "could not be checked (sig verify on a capture with a masked Authorization header)",
+    INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 # Every kind of error, spelled one way, and the exit code it ends a command with.

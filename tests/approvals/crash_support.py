@@ -143,6 +143,10 @@ async def die_at(kit: FlowKit, step: Step, mode: str, *, amount: str = "12.34") 
         pass
     finally:
         await dying.aclose()
-    (pending,) = kit.store.list_pending()
+    rows = kit.store.list_pending()
+    if not rows:
+        # It died before a row was written (fetching the wallet documents): nothing to replay.
+        return "", crashing.fired
+    (pending,) = rows
     # A run that still finished (say, by retrying a GET) did not die.
     return pending.id, crashing.fired and not pending.is_final

@@ -356,7 +356,19 @@ async def test_a_500_once_on_the_payment_search_is_retried(tmp_path: Path) -> No
 @pytest.mark.parametrize("route", GET_ROUTES)
 async def test_500s_on_every_try_of_a_get_then_replay_pays_once(tmp_path: Path, route: str) -> None:
     with in_process(tmp_path) as case:
-        await fault_then_replay(case, route, status=500, times=GET_ATTEMPTS)
+        if route == "get-wallet-address":
+            # Fetched before the grant's row exists: nothing is stored, the rerun pays.
+            case.fault(route, status=500, times=GET_ATTEMPTS)
+            async with case.flow() as flow:
+                error = assert_clean_error(await run_flow(case, flow))
+            assert "nothing was stored" in (error.hint or "")
+            assert error.pending_id is None and not case.kit.store.list_pending()
+            case.clear()
+            async with case.flow() as flow:
+                assert await run_flow(case, flow) is None
+            assert_paid_once(case, case.only_pending())
+        else:
+            await fault_then_replay(case, route, status=500, times=GET_ATTEMPTS)
         assert len(case.attempts.of(route)) >= GET_ATTEMPTS
 
 

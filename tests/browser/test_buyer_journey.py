@@ -122,7 +122,7 @@ async def test_approve_shows_a_page_at_once_that_turns_into_payment_complete(
         assert journey.box.state.outgoing_payments() == []
         assert browser.save_screenshot(str(tmp_path / "listener-completing.png"))
 
-        # The page refreshes itself: an element found just before a refresh goes stale.
+        # The page reloads itself: an element found just before a reload goes stale.
         WebDriverWait(
             browser,
             NAVIGATION_SECONDS,

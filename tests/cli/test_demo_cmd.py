@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from opapprove.cli import exitcodes
-from opapprove.demo import approve_like_a_browser
+from opapprove.demo import press_approve
 from tests.cli.conftest import Cli, one_error_line
 
 
@@ -35,7 +35,8 @@ def test_browser_waits_for_the_person(cli: Cli, monkeypatch: pytest.MonkeyPatch)
     def person_clicks_approve(url: str, *args: object, **kwargs: object) -> bool:
         async def click() -> None:
             async with httpx.AsyncClient(timeout=30) as browser:
-                await approve_like_a_browser(browser, url)
+                # Approve on the consent page, then follow the redirect to the listener.
+                await browser.get(await press_approve(browser, url))
 
         opened.append(url)
         threading.Thread(target=lambda: asyncio.run(click()), daemon=True).start()

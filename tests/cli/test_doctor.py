@@ -52,11 +52,11 @@ def test_all_pass_exit_0(cli: Cli, live: Live) -> None:
     assert result.exit_code == 0, result.output
     out = lines(result.stdout)
     assert len(out) == CHECKS + 1
-    assert all(ln.startswith("pass  ") for ln in out[:CHECKS]), out
+    assert all(ln.startswith("PASS  ") for ln in out[:CHECKS]), out
     assert out[-1] == f"doctor: {CHECKS} checks, 0 warning(s), 0 failure(s)"
     assert result.stderr == ""
     doc = json.loads(cli("--json", "doctor").stdout)
-    assert doc["ok"] is True and doc["worst"] == "pass" and doc["exit_code"] == 0
+    assert doc["ok"] is True and doc["worst"] == "pass" and doc["exitCode"] == 0
     assert [c["status"] for c in doc["checks"]] == ["pass"] * CHECKS
 
 
@@ -68,7 +68,7 @@ def test_a_key_not_in_the_jwks_fails_with_exit_3(cli: Cli, live: Live) -> None:
     assert len(failed) == 1 and "key published" in failed[0] and "not-published" in failed[0]
     assert "→ upload the public JWK" in result.stdout
     doc = json.loads(cli("--json", "doctor").stdout)
-    assert doc["ok"] is False and doc["worst"] == "fail" and doc["exit_code"] == 3
+    assert doc["ok"] is False and doc["worst"] == "fail" and doc["exitCode"] == 3
 
 
 def test_a_key_file_others_can_read_warns_and_strict_fails(
@@ -109,7 +109,7 @@ def test_a_store_that_is_not_a_store_fails_without_a_traceback(cli: Cli, live: L
     store_line = next(ln for ln in lines(result.stdout) if "store" in ln.split()[1])
     assert store_line.startswith("FAIL") and "not an opapprove store" in store_line
     assert cli.store.read_text() == "not a database\n"
-    assert any(ln.startswith("pass  key published") for ln in lines(result.stdout))
+    assert any(ln.startswith("PASS  key published") for ln in lines(result.stdout))
 
 
 def test_a_broken_config_is_one_failed_check(cli: Cli) -> None:

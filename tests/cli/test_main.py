@@ -57,7 +57,7 @@ def test_usage_error_with_json_prints_one_json_document(cli: Cli) -> None:
 
 def test_json_after_the_command_is_global(cli: Cli) -> None:
     doc = json.loads(cli("seller", "list", "--json").stdout)
-    assert doc == {"ok": True, "sellers": []}
+    assert doc == {"ok": True, "sellers": [], "exitCode": 0}
 
 
 def test_hoisting_leaves_other_arguments_alone() -> None:

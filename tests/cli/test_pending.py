@@ -20,6 +20,7 @@ def test_list_on_no_store_creates_nothing(cli: Cli) -> None:
         "ok": True,
         "pending": [],
         "count": 0,
+        "exitCode": 0,
     }
     assert not cli.store.exists()
 
@@ -84,7 +85,7 @@ def test_show_has_events_and_no_tokens(kit: Kit) -> None:
     doc = json.loads(result.stdout)
     kinds = [e["kind"] for e in doc["events"]]
     assert kinds[0] == "created" and "approved" in kinds and kinds[-1] == "completed"
-    assert doc["pending"]["access_token"] == "***" and doc["pending"]["continue_token"] == "***"
+    assert doc["pending"]["accessToken"] == "***" and doc["pending"]["continueToken"] == "***"
     assert doc["diagnosis"]["where"] == "completed"
     rich = kit.cli("pending", "show", started["pendingId"])
     assert "Events:" in rich.stdout and "grant_issued" in rich.stdout

@@ -107,11 +107,13 @@ def test_unknown_buyer_wallet_fails_to_initialize_and_keeps_the_row(kit: Kit) ->
     result = kit.cli(
         "--json", "quote", "start", "--offer", "o", "--buyer", f"{kit.url}/nobody", "--amount", "1"
     )
-    assert result.exit_code == exitcodes.REFUSED
+    # Checked before anything is stored: a typo leaves no row behind to clean up.
+    assert result.exit_code == exitcodes.USAGE
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and "Invalid wallet address" in doc["error"]["message"]
-    assert doc["error"]["details"]["pendingId"]
+    assert "nothing was stored" in doc["error"]["hint"]
     with Store(kit.cli.store) as store:
+        assert [p.id for p in store.list_pending()] == [before["pendingId"]]
         kept = store.get_pending(before["pendingId"])
         assert kept is not None and kept.state == "awaiting_approval"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 
 import pytest
 
@@ -78,3 +79,12 @@ def test_an_unwritable_html_path_is_one_line_before_anything(seeded: Cli, where:
     line = one_error_line(result)
     assert line.startswith(f"error: cannot write the report page {target}: ")
     assert result.stdout == ""
+
+
+def test_html_without_plotly_says_which_extra(seeded: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)  # import raises ImportError
+    page = seeded.tmp / "page.html"
+    result = seeded("report", "--html", str(page))
+    assert result.exit_code == exitcodes.CONFIG
+    assert "pip install 'opapprove[report]'" in one_error_line(result)
+    assert not page.exists()

@@ -79,10 +79,11 @@ def test_reject_with_json(cli: Cli, served: tuple[Sandbox, str]) -> None:
     it = start_interaction(sandbox, url)
     doc = json.loads(cli("--json", "sandbox", "approve", it.redirect, "--reject").stdout)
     assert doc["ok"] is True and doc["rejected"] is True
-    assert "result=grant_rejected" in doc["finish_url"]
+    assert "result=grant_rejected" in doc["finishUrl"]
     # Deciding twice is what a stale browser tab does: the wallet answers invalid_interaction.
     again = cli("sandbox", "approve", it.redirect)
-    assert again.exit_code == 0 and "result=invalid_interaction" in again.stdout
+    assert again.exit_code == exitcodes.USAGE
+    assert "already decided" in one_error_line(again)
 
 
 def test_approve_bad_url_and_unreachable(cli: Cli, served: tuple[Sandbox, str]) -> None:

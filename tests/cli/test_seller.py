@@ -63,14 +63,14 @@ def test_keygen_with_seller_adds_it_and_json(cli: Cli) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["ok"] is True and doc["seller"]["id"] == "shop"
-    key_path = Path(doc["key_file"])
+    key_path = Path(doc["keyFile"])
     # Default location: the data dir next to the store.
     assert key_path.parent == cli.store.parent / "keys"
     assert mode(key_path) == 0o600
-    assert doc["public_jwk"]["kid"] == doc["kid"]
+    assert doc["publicJwk"]["kid"] == doc["kid"]
     listed = json.loads(cli("seller", "list", "--json").stdout)["sellers"]
     assert [s["id"] for s in listed] == ["shop"]
-    assert listed[0]["key_id"] == doc["kid"]
+    assert listed[0]["keyId"] == doc["kid"]
 
 
 def test_keygen_seller_needs_wallet(cli: Cli) -> None:
@@ -87,9 +87,9 @@ def test_add_with_key_file_then_show_and_remove(cli: Cli) -> None:
     assert added.exit_code == 0, added.output
     shown = cli("--json", "seller", "show", "shop")
     doc = json.loads(shown.stdout)
-    assert doc["seller"]["private_key_path"] == str(path.resolve())
-    assert doc["key_file_mode"] == "0o600"
-    assert doc["public_jwk"] == jwk
+    assert doc["seller"]["privateKeyPath"] == str(path.resolve())
+    assert doc["keyFileMode"] == "0o600"
+    assert doc["publicJwk"] == jwk
     human = cli("seller", "show", "shop")
     assert WALLET in human.stdout and jwk["x"] in human.stdout and "0o600" in human.stdout
     assert "PRIVATE KEY" not in human.output
@@ -137,8 +137,8 @@ def test_add_existing_needs_replace(cli: Cli) -> None:
     )
     assert replaced.exit_code == 0, replaced.output
     doc = json.loads(cli("seller", "show", "shop", "--json").stdout)
-    assert doc["seller"]["wallet_address_url"] == new_wallet
-    assert doc["seller"]["key_id"] == "k2"
+    assert doc["seller"]["walletAddressUrl"] == new_wallet
+    assert doc["seller"]["keyId"] == "k2"
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_payment_pointer_is_normalised(cli: Cli) -> None:
         "--key",
         str(path),
     )
-    assert json.loads(result.stdout)["seller"]["wallet_address_url"] == WALLET
+    assert json.loads(result.stdout)["seller"]["walletAddressUrl"] == WALLET
 
 
 def test_bad_seller_id(cli: Cli) -> None:
@@ -240,16 +240,16 @@ def test_config_seller_is_listed_and_resolved(cli: Cli) -> None:
     assert doc["sellers"] == [
         {
             "id": "default-seller",
-            "wallet_address_url": WALLET,
-            "key_id": "kid-1",
-            "private_key_path": str(path),
+            "walletAddressUrl": WALLET,
+            "keyId": "kid-1",
+            "privateKeyPath": str(path),
             "source": "config",
-            "created_at": None,
+            "createdAt": None,
             "default": True,
         }
     ]
     shown = json.loads(cli("seller", "show", "default-seller", "--json").stdout)
-    assert shown["public_jwk"] == jwk and shown["seller"]["source"] == "config"
+    assert shown["publicJwk"] == jwk and shown["seller"]["source"] == "config"
     settings = load_settings(cli.config, store=cli.store)
     with Store(cli.store) as store:
         assert resolve_seller(settings, store).wallet_address_url == WALLET

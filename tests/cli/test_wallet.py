@@ -78,7 +78,7 @@ def test_default_seller_is_checked_without_flag(cli: Cli, live: Live) -> None:
     add_seller(cli, live, "default-seller", live.sandbox.key_id, live.seller_key)
     doc = json.loads(cli("--json", "wallet", "check", live.seller).stdout)
     assert doc["ok"] is True and doc["seller"]["id"] == "default-seller"
-    assert live.sandbox.key_id in doc["wallet_keys"]
+    assert live.sandbox.key_id in doc["walletKeys"]
 
 
 def test_key_id_not_published(cli: Cli, live: Live) -> None:
@@ -103,7 +103,7 @@ def test_published_jwk_does_not_match_private_key(cli: Cli, live: Live) -> None:
 def test_no_seller_configured_checks_wallet_only(cli: Cli, live: Live) -> None:
     doc = json.loads(cli("--json", "wallet", "check", live.buyer).stdout)
     assert doc["ok"] is True and doc["seller"] is None
-    assert doc["seller_note"] == "no seller is configured"
+    assert doc["sellerNote"] == "no seller is configured"
     assert not cli.store.exists(), "a read-only check must not create the store"
 
 

@@ -140,7 +140,7 @@ def test_no_secret_leaks_from_any_command(kit: Kit, tmp_path: Path) -> None:
         # B: the sandbox approve command, then the redirect pasted to `finish`.
         b = run("quote", "start", "--offer", "B", "--buyer", kit.buyer, "--amount", "2.00").json()
         approved = run("sandbox", "approve", b["approvalUrl"])
-        assert run("finish", approved.json()["finish_url"]).code == 0
+        assert run("finish", approved.json()["finishUrl"]).code == 0
 
         # C: cancelled; D: polled.
         c = run("quote", "start", "--offer", "C", "--buyer", kit.buyer, "--amount", "3.00").json()

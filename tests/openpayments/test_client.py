@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from opapprove.openpayments import models as m
 from opapprove.openpayments.client import OpenPaymentsClient, is_pending
 from opapprove.openpayments.money import Amount
 from opapprove.openpayments.signatures import content_digest
+from tests.import_watch import imported_by_opapprove
 from tests.openpayments.client_support import (
     ACCESS_TOKEN,
     ALICE,
@@ -594,9 +593,15 @@ def test_redacted_exchange_hides_tokens_and_secrets() -> None:
 
 
 def test_importing_the_client_does_not_import_the_cli_stack() -> None:
-    code = (
-        "import sys, opapprove.openpayments.client\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'rich'))\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    bad = imported_by_opapprove(["opapprove.openpayments.client"], ("typer", "rich"))
+    assert not bad, bad
+
+
+def test_the_package_exports_the_sdk_face() -> None:
+    import opapprove.openpayments as op
+
+    assert set(op.__all__) == set(op._WHERE) | set(op._SUBMODULES)
+    for name in op.__all__:
+        assert getattr(op, name) is not None, name
+    assert op.OpenPaymentsClient is OpenPaymentsClient and op.models is m
+    assert issubclass(op.InsecureUrlError, op.OpenPaymentsError)

@@ -412,6 +412,7 @@ def test_error_mapping(
     assert err.method == method
     assert "\n" not in str(err)
     assert str(status) in str(err)
+    assert f"{status} {status}" not in str(err)  # Rafiki's code "400" is the status: once
     if isinstance(body, dict):
         assert err.description == body["error"]["description"]
         assert err.details == body["error"].get("details", {})

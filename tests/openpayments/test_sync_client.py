@@ -46,20 +46,20 @@ def sync_client(box: Sandbox, url: str, **kwargs: Any) -> SyncOpenPaymentsClient
     )
 
 
-class StreamRecorder(httpx.AsyncBaseTransport):
+class StreamRecorder(httpx.BaseTransport):
     """httpx's own transport, noting which connection (network stream) each answer came on."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx.HTTPTransport()
         self.streams: list[int] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
         self.streams.append(id(response.extensions["network_stream"]))
         return response
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def close(self) -> None:
+        self.inner.close()
 
 
 def approve(url: str, redirect: str) -> None:
@@ -425,7 +425,46 @@ def test_every_async_method_has_a_sync_twin() -> None:
         assert not inspect.iscoroutinefunction(sync_method), name
 
 
+# The blocking twins of the async client's async-typed arguments (issue 14: no async types
+# in the sync client's signature): same name and place, a blocking type.
+BLOCKING_TWINS = {"transport", "sleep"}
+
+
 def test_constructor_arguments_match() -> None:
-    assert _shape(inspect.signature(SyncOpenPaymentsClient), set()) == _shape(
-        inspect.signature(OpenPaymentsClient), set()
-    )
+    sync_sig = inspect.signature(SyncOpenPaymentsClient)
+    async_sig = inspect.signature(OpenPaymentsClient)
+    assert _shape(sync_sig, BLOCKING_TWINS) == _shape(async_sig, BLOCKING_TWINS)
+    assert [(p.name, p.kind) for p in sync_sig.parameters.values()] == [
+        (p.name, p.kind) for p in async_sig.parameters.values()
+    ]
+    for name in BLOCKING_TWINS:
+        assert "Async" not in str(sync_sig.parameters[name].annotation)
+        assert "Awaitable" not in str(sync_sig.parameters[name].annotation)
+
+
+def test_a_blocking_transport_and_sleep_serve_the_sync_client() -> None:
+    slept: list[float] = []
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"})
+        return httpx.Response(
+            200,
+            json={
+                "id": str(request.url),
+                "publicName": "Shop",
+                "assetCode": "USD",
+                "assetScale": 2,
+                "authServer": "https://auth.example",
+                "resourceServer": "https://rs.example",
+            },
+        )
+
+    with SyncOpenPaymentsClient(
+        transport=httpx.MockTransport(answer), sleep=slept.append, retry_backoff=0.5
+    ) as op:
+        wallet = op.get_wallet_address("https://w.example/shop")
+    assert (wallet.public_name, calls) == ("Shop", ["/shop", "/shop"])
+    assert slept == [0.5]

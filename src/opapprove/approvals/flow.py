@@ -195,11 +195,11 @@ class Flow:
     def client_for(self, seller: Seller) -> OpenPaymentsClient:
         client = self._clients.get(seller.id)
         if client is None:
+            from opapprove.approvals.sellers import load_key
             from opapprove.openpayments.client import OpenPaymentsClient
-            from opapprove.openpayments.keys import load_private_key_file
 
             try:
-                key = load_private_key_file(_path(seller.private_key_path))
+                key = load_key(seller)
             except op_errors.KeyLoadError as exc:
                 raise FlowError(
                     f"seller {seller.id!r}: {exc.message}", hint=exc.hint, kind="config"
@@ -367,13 +367,31 @@ class Flow:
                 f"Invalid wallet address: {exc.message}", hint=exc.hint, kind="input"
             ) from exc
         try:
-            money.check_decimal(amount)
+            text = money.check_decimal(amount)
         except op_errors.AmountError as exc:
             raise FlowError(f"invalid amount: {exc.message}", hint=exc.hint, kind="input") from exc
+        if not any(ch in "123456789" for ch in text):
+            raise FlowError(
+                f"invalid amount: {amount.strip()!r} is zero",
+                hint="pay more than nothing, e.g. --amount 0.01",
+                kind="input",
+            )
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
         seller = resolve_seller(self.settings, self.store, seller_id)
-        self.client_for(seller)  # a broken key fails here, before anything is stored
+        client = self.client_for(seller)  # a broken key fails here, before anything is stored
+        # Both wallet documents (cached, and needed next anyway) before a row exists: a typo in
+        # an address or an amount finer than the wallet's scale leaves nothing to clean up.
+        buyer_doc, seller_doc = await self._check_wallets(client, buyer, seller)
+        try:
+            money.Amount.parse(text, seller_doc["assetCode"], int(seller_doc["assetScale"]))
+        except op_errors.AmountError as exc:
+            raise FlowError(
+                f"invalid amount: {exc.message}",
+                hint=f"{seller.wallet_address_url} counts {seller_doc['assetCode']} to "
+                f"{seller_doc['assetScale']} decimal places; round the amount to that",
+                kind="input",
+            ) from exc
         pending = self.store.create_pending(
             seller_id=seller.id,
             offer_id=offer_id,
@@ -382,7 +400,42 @@ class Flow:
             seller_wallet=seller.wallet_address_url,
             poll=poll,
         )
+        pending = self.store.update(
+            pending.id, event="wallets_fetched", buyer_doc=buyer_doc, seller_doc=seller_doc
+        )
         return await self._setup(pending, fresh=True)
+
+    async def _check_wallets(
+        self, client: OpenPaymentsClient, buyer: str, seller: Seller
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both wallet documents, or a FlowError that names the address to fix."""
+
+        async def fetch(url: str, whose: str) -> dict[str, Any]:
+            try:
+                return await self._wallet_doc(client, url)
+            except op_errors.OpenPaymentsError as exc:
+                fix = (
+                    f"check the buyer's wallet address {url} (http or https, host, port, path)"
+                    if whose == "buyer"
+                    else f"check seller {seller.id}'s wallet address {url} "
+                    f"(`opapprove seller add {seller.id} --replace ...`)"
+                )
+                prefix = (
+                    "Invalid wallet address"
+                    if _is_wallet_problem(exc)
+                    else "Failed to initialize payment"
+                )
+                raise FlowError(
+                    f"{prefix}: {exc.message}",
+                    hint=f"{exc.hint + '; ' if exc.hint else ''}{fix}; nothing was stored",
+                    kind="transport" if isinstance(exc, op_errors.TransportError) else "input",
+                    status=getattr(exc, "status", None),
+                ) from exc
+
+        buyer_doc, seller_doc = await asyncio.gather(
+            fetch(buyer, "buyer"), fetch(seller.wallet_address_url, "seller")
+        )
+        return buyer_doc, seller_doc
 
     @property
     def _allow_http(self) -> bool:
@@ -812,15 +865,13 @@ class Flow:
         if pending.state != State.AWAITING_APPROVAL:
             self._refuse(pending, "callback_refused", f"grant is {pending.state}")
             raise _not_awaiting(pending)
-        if not self._hash_ok(pending, interact_ref, hash):
+        try:
+            self._check_hash(pending, interact_ref, hash)
+        except op_errors.InteractionHashError as exc:
             self._refuse(pending, "callback_refused", "hash mismatch")
             raise FlowError(
-                "the finish redirect's hash does not match this grant",
-                hint="the redirect was forged, altered, or belongs to another grant; nothing was"
-                " paid",
-                kind="verification",
-                pending_id=pending.id,
-            )
+                exc.message, hint=exc.hint, kind="verification", pending_id=pending.id
+            ) from exc
         try:
             return self._move(
                 pending,
@@ -836,16 +887,27 @@ class Flow:
                 raise _not_awaiting(pending) from None
             return pending
 
-    def _hash_ok(self, pending: Pending, interact_ref: str, received: str | None) -> bool:
-        if not received or not (pending.client_nonce and pending.server_finish_nonce):
-            return False
-        return interaction.hash_matches(
+    def _check_hash(self, pending: Pending, interact_ref: str, received: str | None) -> None:
+        if not (pending.client_nonce and pending.server_finish_nonce):
+            # Nonces the wallet never saw would make the hash computable by anyone.
+            raise op_errors.InteractionHashError(
+                "this grant holds no finish nonces to check the redirect against",
+                hint="it was not started for a finish redirect; nothing was paid",
+            )
+        interaction.verify_finish_hash(
             received,
             pending.client_nonce,
             pending.server_finish_nonce,
             interact_ref,
             pending.grant_url or "",
         )
+
+    def _hash_ok(self, pending: Pending, interact_ref: str, received: str | None) -> bool:
+        try:
+            self._check_hash(pending, interact_ref, received)
+        except op_errors.InteractionHashError:
+            return False
+        return True
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
         self.store.add_event(pending.id, kind, {"reason": why})
@@ -1409,19 +1471,27 @@ class Flow:
             # Read again under the lease: an attempt that held it may have paid meanwhile.
             if self._get(pending.id).state != pending.state:
                 return await self.cancel(pending.id)
-            seller = self._seller_of(pending)
-            client = self.client_for(seller)
             notes: dict[str, Any] = {}
-            if pending.continue_uri and pending.continue_token:
-                notes["grant"] = await self._cancel_at_wallet(pending)
-            if pending.access_token and pending.token_manage_url:
-                notes["token"] = await _quietly(
-                    client.revoke_token(pending.token_manage_url, pending.access_token)
-                )
+            at_wallet = bool(
+                (pending.continue_uri and pending.continue_token)
+                or (pending.access_token and pending.token_manage_url)
+            )
+            # A grant that never got as far as the wallet's grant has nothing to revoke there:
+            # no key, no network (it may be a typo whose seller is gone since).
+            if at_wallet:
+                client = self.client_for(self._seller_of(pending))
+                if pending.continue_uri and pending.continue_token:
+                    notes["grant"] = await self._cancel_at_wallet(pending)
+                if pending.access_token and pending.token_manage_url:
+                    notes["token"] = await _quietly(
+                        client.revoke_token(pending.token_manage_url, pending.access_token)
+                    )
+            told = pending.interact_redirect is not None
             pending = self._move(
                 self._get(pending.id), State.CANCELLED, event="cancelled", data=notes
             )
-        await self._emit("payment.failed", pending, reason="cancelled")
+        if told:  # the marketplace heard of it (approval.needed): say it will not be paid
+            await self._emit("payment.failed", pending, reason="cancelled")
         return pending
 
 
@@ -1431,12 +1501,6 @@ class Flow:
 def _one_line(text: str, limit: int = 120) -> str:
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
     return cleaned[:limit]
-
-
-def _path(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text).expanduser()
 
 
 async def _quietly(call: Awaitable[None]) -> str:

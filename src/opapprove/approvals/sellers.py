@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import keys, urls
@@ -13,6 +15,16 @@ from opapprove.openpayments import keys, urls
 
 class SellerInputError(ValueError):
     """A seller description that cannot be used; the message says what to fix."""
+
+
+def key_path(private_key_path: str | Path) -> Path:
+    """A seller's key file as it is read: ``~`` is the user's home."""
+    return Path(private_key_path).expanduser()
+
+
+def load_key(seller: Seller) -> Ed25519PrivateKey:
+    """The seller's private key, from its key file; ``KeyLoadError`` says what is wrong."""
+    return keys.load_private_key_file(key_path(seller.private_key_path))
 
 
 def validate_seller(
@@ -31,7 +43,7 @@ def validate_seller(
         wallet = urls.parse_wallet_address(wallet_address_url, allow_http=allow_http)
     except op_errors.WalletAddressError as exc:
         raise SellerInputError(f"Invalid wallet address: {exc}") from exc
-    path = Path(private_key_path).expanduser()
+    path = key_path(private_key_path)
     try:
         keys.load_private_key_file(path)
     except op_errors.KeyLoadError as exc:

@@ -436,6 +436,9 @@ class Store:
         """
         target = State(to)
         expected = _expected_states(expect)
+        if target == State.COMPLETED:
+            # A paid grant's earlier trouble is history (the event trail keeps it), not its state.
+            fields.setdefault("last_error", None)
         columns = _pending_columns(fields, "transition")
 
         def txn(conn: Tx) -> Pending:

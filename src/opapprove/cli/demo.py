@@ -145,7 +145,9 @@ def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
     def render(console: Console) -> None:
         _render(console, result, kept=kept)
 
-    runtime.output.result(data, render, ok=str(pending.state) == "completed")
+    done = str(pending.state) == "completed"
+    code = 0 if done else exitcodes.for_state(str(pending.state)) or exitcodes.UNEXPECTED
+    runtime.output.result(data, render, ok=done, exit_code=code)
 
 
 def _render(console: Console, result: DemoResult, *, kept: bool) -> None:

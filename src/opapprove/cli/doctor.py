@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
     from opapprove.diagnostics.doctor import Check
 
-MARKS = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}
+MARKS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+# Colours only reach a terminal, and rich drops them when NO_COLOR is set.
+STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def exit_code_for(checks: list[Check], *, strict: bool = False) -> int:
@@ -68,15 +70,17 @@ def doctor(
     verdict = worst(checks)
     data: dict[str, Any] = {
         "worst": verdict,
-        "exit_code": code,
         "checks": [c.to_json() for c in checks],
     }
 
     def render(console: Console) -> None:
         width = max(len(c.name) for c in checks)
         for check in checks:
-            line = f"{MARKS[check.status]}  {check.name:<{width}}  {redact_text(check.message)}"
-            console.print(line, markup=False, soft_wrap=True)
+            from rich.text import Text
+
+            line = Text(MARKS[check.status], style=STYLES[check.status])
+            line.append(f"  {check.name:<{width}}  {redact_text(check.message)}")
+            console.print(line, soft_wrap=True)
             if check.hint:
                 console.print(
                     f"      {'':<{width}}  → {redact_text(check.hint)}",
@@ -90,6 +94,6 @@ def doctor(
             markup=False,
         )
 
-    runtime.output.result(data, render, ok=code == exitcodes.OK)
+    runtime.output.result(data, render, ok=code == exitcodes.OK, exit_code=code)
     if code != exitcodes.OK:
         raise typer.Exit(code)

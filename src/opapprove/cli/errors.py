@@ -31,9 +31,11 @@ class CliError(OpapproveError):
         hint: str | None = None,
         kind: str = "usage",
         exit_code: int | None = None,
+        pending_id: str | None = None,
     ) -> None:
         super().__init__(message, hint, kind=kind)
         self._exit_code = exit_code
+        self.pending_id = pending_id  # the grant the error is about, for --json
 
     @property
     def exit_code(self) -> int:
@@ -75,7 +77,25 @@ class ErrorReport:
             err["code"] = self.code
         if self.details:
             err["details"] = redact_json(self.details)
-        return {"ok": False, "error": err, "exit_code": self.exit_code}
+        doc: dict[str, Any] = {"ok": False, "error": err, "exitCode": self.exit_code}
+        pending_id = self.details.get("pendingId")
+        if isinstance(pending_id, str):
+            doc["pendingId"] = pending_id  # a field of its own, not only inside the message
+        return doc
+
+
+def interrupted(resume: tuple[str, str] | None) -> ErrorReport:
+    """Ctrl-C: which grant was being waited on, and the command that carries on waiting."""
+    if resume is None:
+        return ErrorReport("interrupted", None, "interrupted", exitcodes.INTERRUPTED)
+    pending_id, command = resume
+    return ErrorReport(
+        f"interrupted; grant {pending_id} is still open",
+        f"resume with `{command}`",
+        "interrupted",
+        exitcodes.INTERRUPTED,
+        details={"pendingId": pending_id},
+    )
 
 
 def classify(exc: BaseException) -> ErrorReport:
@@ -131,4 +151,6 @@ def _from_own(exc: OpapproveError) -> ErrorReport:
         if exc.pending_id:
             # Scripts need the grant to look at (or replay) after a failed step.
             report.details = {"pendingId": exc.pending_id}
+    elif isinstance(exc, CliError) and exc.pending_id:
+        report.details = {"pendingId": exc.pending_id}
     return report

@@ -50,7 +50,9 @@ def finish(
         from opapprove.cli.flows import open_flow
 
         async with open_flow(runtime) as session:
-            return await session.flow.finish_url(url)
+            # Continuing the grant can wait as long as the wallet's continue.wait says.
+            with runtime.output.waiting("continuing the grant and paying"):
+                return await session.flow.finish_url(url)
 
     pending = runtime.run(go())
     show_outcome(runtime, pending)
@@ -87,4 +89,4 @@ def show_outcome(runtime: Runtime, pending: Pending) -> None:
             console.print(f"  outgoing payment: {pending.outgoing_payment_url}", markup=False)
         console.print(f"  pending id:       {pending.id}", markup=False)
 
-    runtime.output.result(data, render)
+    runtime.output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

@@ -21,16 +21,17 @@ from opapprove.cli.errors import classify
 from opapprove.cli.runtime import Runtime, hoist_global_options
 
 # pydantic looks for plugins by scanning the entry points of every installed distribution
-# the first time a model is built: ~50 ms per command in a typical environment, for
-# plugins a command-line tool has no use for. Set the variable yourself to opt back in.
+# the first time a model is built, a cost every command would pay (bench/RESULTS.md,
+# "Start-up") for plugins a command-line tool has no use for. Set the variable yourself to
+# opt back in.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 # The commands, in the order a person meets them: (module, attribute, is a group, the
 # one-line summary `opapprove --help` lists). Each is built only when it is invoked:
-# Typer evaluating the annotations of every command function costs ~40 ms, paid on
-# every run otherwise, `--help` included. tests/cli/test_main.py checks each summary
-# against the built command's own.
+# Typer evaluating the annotations of every command function would be paid on every run
+# otherwise, `--help` included (bench/RESULTS.md, "Start-up"). tests/cli/test_main.py
+# checks each summary against the built command's own.
 LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "quote": (
         "opapprove.cli.quote",
@@ -60,7 +61,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         "opapprove.cli.pending",
         "app",
         True,
-        "List, show, replay and cancel pending grants (the store's).",
+        "List, show, replay, cancel and prune pending grants (the store's).",
     ),
     "demo": (
         "opapprove.cli.demo",
@@ -158,7 +159,7 @@ class OpApproveGroup(TyperGroup):
     _listing = False
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
-        # The list needs only each command's summary, not the command (~35 ms for all 13).
+        # The list needs only each command's summary, not the built command.
         self._listing = True
         try:
             super().format_commands(ctx, formatter)
@@ -235,7 +236,7 @@ app = typer.Typer(
     help="Run and debug Open Payments (Interledger) interactive payment approvals.",
     epilog=exitcodes.epilog(),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

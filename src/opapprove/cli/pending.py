@@ -1,4 +1,4 @@
-"""``opapprove pending list/show/replay/cancel``: the grants in the store, for support staff.
+"""``opapprove pending list/show/replay/cancel/prune``: the grants in the store, for support staff.
 
 ``replay`` carries each grant on from its last committed step (approvals.replay), which
 never pays twice; ``show`` is everything known about one grant, tokens masked.
@@ -15,13 +15,15 @@ from opapprove.cli.errors import CliError
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from opapprove.approvals.replay import ReplayOutcome
     from opapprove.approvals.store import Pending, Store
 
 app = typer.Typer(
-    help="List, show, replay and cancel pending grants (the store's).", no_args_is_help=True
+    help="List, show, replay, cancel and prune pending grants (the store's).", no_args_is_help=True
 )
 
 # Replay outcomes that need nobody's attention now.
@@ -53,7 +55,9 @@ def _existing_store(runtime: Runtime) -> Store | None:
 
 def _unknown(pending_id: str) -> CliError:
     return CliError(
-        f"unknown pendingId {pending_id!r}", hint="list grants with `opapprove pending list`"
+        f"unknown pendingId {pending_id!r}",
+        hint="list grants with `opapprove pending list`",
+        pending_id=pending_id,
     )
 
 
@@ -78,6 +82,7 @@ def list_(
     limit: Annotated[
         int | None, typer.Option("--limit", metavar="N", min=1, help="At most N grants.")
     ] = None,
+    format_: Annotated[str | None, FORMAT_OPTION] = None,
 ) -> None:
     """List pending grants, newest first: id, offer, buyer, amount, state, age, last error."""
     import time
@@ -86,6 +91,7 @@ def list_(
     from opapprove.cli.views import parse_since, parse_states, pending_json
 
     runtime = _runtime(ctx)
+    plain = _plain(runtime, format_)
     now = time.time()
     states = parse_states(state)
     since_ts = parse_since(since, now) if since else None
@@ -109,36 +115,82 @@ def list_(
         items.append(item)
 
     def render(console: Console) -> None:
-        _render_list(console, rows, now, stuck=stuck)
+        _render_list(console, rows, now, stuck=stuck, plain=plain)
 
     runtime.output.result({"pending": items, "count": len(items)}, render)
 
 
-def _render_list(console: Console, rows: list[Pending], now: float, *, stuck: bool) -> None:
-    from rich.table import Table
-
+def _render_list(
+    console: Console, rows: list[Pending], now: float, *, stuck: bool, plain: bool
+) -> None:
     from opapprove.cli.views import age
+
+    def clean(text: str | None) -> str:
+        return " ".join((text or "").split())  # one line, no tabs: rows stay rows
 
     if not rows:
         what = "stuck grants" if stuck else "pending grants"
         console.print(f"No {what}.", markup=False)
         return
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    # Ids and states stay whole (they are copied into the next command); the rest folds.
-    for name in ("id", "offer", "buyer", "amount", "state", "age", "last error"):
-        whole = name in ("id", "state", "age", "amount")
-        table.add_column(name, overflow="fold", no_wrap=whole, min_width=None if whole else 12)
-    for p in rows:
-        table.add_row(
-            p.id,
-            p.offer_id,
-            p.buyer_wallet,
-            p.amount,
-            str(p.state),
-            age(now - p.created_at),
-            p.last_error or "",
-        )
-    console.print(table)
+    if plain:
+        # One line per grant, tab-separated, for grep, cut and support tickets.
+        # Written as is: rich would expand the tabs into spaces.
+        console.file.write("\t".join(PLAIN_LIST_COLUMNS) + "\n")
+        for p in rows:
+            values = (
+                p.id,
+                p.offer_id,
+                p.buyer_wallet,
+                p.amount,
+                str(p.state),
+                age(now - p.created_at),
+                p.last_error or "",
+            )
+            console.file.write("\t".join(clean(v) for v in values) + "\n")
+        return
+    # Short columns side by side; the buyer's URL and the error on lines of their own, so
+    # neither is ever folded mid-token however narrow the terminal.
+    head = ("id", "offer", "amount", "state", "age")
+    cells = [(p.id, p.offer_id, p.amount, str(p.state), age(now - p.created_at)) for p in rows]
+    widths = [max(len(h), *(len(c[k]) for c in cells)) for k, h in enumerate(head)]
+    widths[1] = min(widths[1], 16)
+
+    def line(values: tuple[str, ...]) -> str:
+        offer = values[1] if len(values[1]) <= widths[1] else values[1][: widths[1] - 1] + "…"
+        parts = (values[0], offer, *values[2:])
+        return "  ".join(
+            f"{v:>{w}}" if k in (2, 4) else f"{v:<{w}}"
+            for k, (v, w) in enumerate(zip(parts, widths, strict=True))
+        ).rstrip()
+
+    console.print(line(head), markup=False, style="bold", soft_wrap=True)
+    for p, row in zip(rows, cells, strict=True):
+        console.print(line(row), markup=False, soft_wrap=True)
+        console.print(f"    buyer  {p.buyer_wallet}", markup=False, soft_wrap=True)
+        if p.last_error:
+            console.print(f"    error  {clean(p.last_error)}", markup=False, soft_wrap=True)
+
+
+PLAIN_LIST_COLUMNS = ("id", "offer", "buyer", "amount", "state", "age", "lastError")
+FORMAT_OPTION = typer.Option(
+    "--format",
+    metavar="table|plain|json",
+    help="table on a terminal; plain (one line per row) otherwise; json = --json.",
+    show_default=False,
+)
+
+
+def _plain(runtime: Runtime, format_: str | None) -> bool:
+    """Whether to print one line per row; ``--format json`` switches the output to JSON."""
+    import sys
+
+    if format_ is None:
+        return not sys.stdout.isatty()
+    if format_ not in ("table", "plain", "json"):
+        raise CliError(f"--format {format_!r} is not one of table, plain, json")
+    if format_ == "json":
+        runtime.json = True  # errors too, from here on
+    return format_ == "plain"
 
 
 # --------------------------------------------------------------------------- show
@@ -148,6 +200,7 @@ def _render_list(console: Console, rows: list[Pending], now: float, *, stuck: bo
 def show(
     ctx: typer.Context,
     pending_id: Annotated[str, typer.Argument(metavar="ID", help="The grant's id.")],
+    format_: Annotated[str | None, FORMAT_OPTION] = None,
 ) -> None:
     """Everything known about one grant and its event trail (tokens masked)."""
     import time
@@ -156,6 +209,7 @@ def show(
     from opapprove.cli.views import iso
 
     runtime = _runtime(ctx)
+    _plain(runtime, format_)  # the event trail is one line per event either way
     store = _existing_store(runtime)
     pending = store.get_pending(pending_id) if store is not None else None
     if store is None or pending is None:
@@ -194,8 +248,6 @@ def _render_show(
 ) -> None:
     import json
 
-    from rich.table import Table
-
     from opapprove.cli.views import detail_rows
     from opapprove.openpayments.redaction import redact_json
 
@@ -203,16 +255,16 @@ def _render_show(
         console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
     console.print(f"  {'why':<17} {why}", markup=False, soft_wrap=True)
     console.print(f"  {'next step':<17} {next_step}", markup=False, soft_wrap=True)
-    console.print("Events:", markup=False)
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for name in ("at (UTC)", "event", "state", "data"):
-        table.add_column(name, overflow="fold", no_wrap=name != "data")
+    console.print("Events: (times in UTC)", markup=False)
     for e in events:
-        moved = f"-> {e['to']}" if e["to"] else ""
-        detail = json.dumps(redact_json(e["data"]), ensure_ascii=False) if e["data"] else ""
         when = (e["at"] or "").replace("T", " ").removesuffix("Z")
-        table.add_row(when, e["kind"], moved, detail)
-    console.print(table)
+        moved = f"-> {e['to']}" if e["to"] else ""
+        data = redact_json(e["data"]) if e["data"] else None
+        detail = json.dumps(data, ensure_ascii=False, separators=(",", ":")) if data else ""
+        text = f"  {when}  {e['kind']}"
+        text += f"  {moved}" if moved else ""
+        text += f"  {detail}" if detail else ""
+        console.print(text, markup=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- replay
@@ -298,7 +350,11 @@ def replay(
         ]
     output = runtime.output
 
+    bars: list[Callable[[bool], None]] = []  # the progress bar's step, once it is drawn
+
     def shown(outcome: ReplayOutcome) -> None:
+        for step in bars:
+            step(outcome.outcome not in _FINE)
         if not output.json_mode:
             output.out.print(_outcome_line(outcome), markup=False, soft_wrap=True)
 
@@ -329,7 +385,9 @@ def replay(
                 mine.append(outcome)
         return mine
 
-    outcomes = runtime.run(go()) if chosen else []
+    with output.progress("replaying", len(chosen)) as step:
+        bars.append(step)
+        outcomes = runtime.run(go()) if chosen else []
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
@@ -348,7 +406,7 @@ def replay(
         noun = "grant" if len(outcomes) == 1 else "grants"
         console.print(f"Replayed {len(outcomes)} {noun}: {parts}", markup=False)
 
-    output.result(data, render, ok=code == exitcodes.OK)
+    output.result(data, render, ok=code == exitcodes.OK, exit_code=code)
     if code:
         raise typer.Exit(code)
 
@@ -428,43 +486,151 @@ def _batch_exit_code(outcomes: list[ReplayOutcome]) -> int:
 # --------------------------------------------------------------------------- cancel
 
 
+# States of a grant that never reached the buyer's approval: cancelling one needs no network.
+NEVER_ASKED = ("started", "incoming_created", "quote_created")
+
+
 @app.command("cancel")
 def cancel(
     ctx: typer.Context,
-    pending_id: Annotated[str, typer.Argument(metavar="ID", help="The grant to cancel.")],
+    pending_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="ID", help="The grants to cancel.", show_default=False),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every grant in the --state given (needs --state).")
+    ] = False,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state", metavar="STATE", help="With --all: grants in this state; repeatable."
+        ),
+    ] = None,
 ) -> None:
-    """Cancel a grant that has not paid: revoke it at the wallet, mark it cancelled.
+    """Cancel grants that have not paid: revoke them at the wallet, mark them cancelled.
 
-    Cancelling a cancelled grant again is fine (exit 0).
+    Cancelling a cancelled grant again is fine (exit 0). A grant that never reached the
+    wallet's approval step (started, incoming_created, quote_created) is cancelled without
+    any network: `pending cancel --all --state started`, or `pending prune` for all three.
     """
+    from opapprove.cli.views import parse_states
+
+    ids = list(pending_ids or [])
+    if ids and (all_ or state):
+        raise CliError("give grant ids or --all, not both", hint="see `pending cancel --help`")
+    if all_ and not state:
+        raise CliError(
+            "--all needs --state: which grants?",
+            hint="e.g. `pending cancel --all --state started`, or `pending prune`",
+        )
+    if not ids and not all_:
+        if state:
+            raise CliError("--state goes with --all", hint="add --all")
+        raise CliError("nothing to cancel", hint="give grant ids, or --all --state STATE")
+    runtime = _runtime(ctx)
+    if ids:
+        _cancel_many(runtime, ids, bulk=len(ids) > 1)
+        return
+    states = parse_states(state)
+    store = _existing_store(runtime)
+    chosen = [p.id for p in store.list_pending(states=states)] if store is not None else []
+    _cancel_many(runtime, chosen, bulk=True)
+
+
+@app.command("prune")
+def prune(ctx: typer.Context) -> None:
+    """Cancel every grant that never reached the buyer's approval, without any network.
+
+    Typos and refused amounts leave such rows (started, incoming_created, quote_created);
+    they would make `pending replay --all` fail.
+    """
+    from opapprove.approvals.store import State
+
+    runtime = _runtime(ctx)
+    store = _existing_store(runtime)
+    chosen = (
+        [p.id for p in store.list_pending(states=[State(s) for s in NEVER_ASKED])]
+        if store is not None
+        else []
+    )
+    _cancel_many(runtime, chosen, bulk=True)
+
+
+def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
     import time
 
     from opapprove.cli.views import pending_json
 
-    runtime = _runtime(ctx)
     store = _existing_store(runtime)
-    before = store.get_pending(pending_id) if store is not None else None
-    if before is None:
-        raise _unknown(pending_id)
-    already = str(before.state) == "cancelled"
+    befores = {}
+    for pending_id in ids:
+        before = store.get_pending(pending_id) if store is not None else None
+        if before is None:
+            raise _unknown(pending_id)
+        befores[pending_id] = before
 
-    async def go() -> Pending:
+    async def go() -> list[tuple[str, Pending | None, Exception | None]]:
+        from opapprove.approvals.errors import FlowError
         from opapprove.cli.flows import open_flow
 
+        out: list[tuple[str, Pending | None, Exception | None]] = []
         async with open_flow(runtime) as session:
-            return await session.flow.cancel(pending_id)
+            for pending_id in ids:
+                try:
+                    out.append((pending_id, await session.flow.cancel(pending_id), None))
+                except FlowError as exc:
+                    if not bulk:
+                        raise
+                    out.append((pending_id, None, exc))
+        return out
 
-    pending = runtime.run(go())
-    data = pending_json(pending, now=time.time())
-    data["alreadyCancelled"] = already
+    results = runtime.run(go()) if ids else []
+    now = time.time()
+    output = runtime.output
+    if not bulk:
+        ((_, one, _),) = results
+        assert one is not None
+        done: Pending = one
+        before = befores[done.id]
+        already = str(before.state) == "cancelled"
+        data = pending_json(done, now=now)
+        data["alreadyCancelled"] = already
 
-    def render(console: Console) -> None:
-        if already:
-            console.print(f"Grant {pending.id} was already cancelled.", markup=False)
+        def render_one(console: Console) -> None:
+            if already:
+                console.print(f"Grant {done.id} was already cancelled.", markup=False)
+            else:
+                console.print(
+                    f"Grant {done.id} cancelled (was {before.state}); nothing was paid.",
+                    markup=False,
+                )
+
+        output.result(data, render_one)
+        return
+    items: list[dict[str, Any]] = []
+    failed, code = 0, exitcodes.OK
+    for pending_id, pending, error in results:
+        item: dict[str, Any] = {"pendingId": pending_id, "was": str(befores[pending_id].state)}
+        if pending is not None:
+            item["state"] = str(pending.state)
         else:
-            console.print(
-                f"Grant {pending.id} cancelled (was {before.state}); nothing was paid.",
-                markup=False,
-            )
+            failed += 1
+            item["error"] = str(error)
+            code = code or int(getattr(error, "exit_code", exitcodes.UNEXPECTED))
+        items.append(item)
+    data = {"cancelled": len(items) - failed, "failed": failed, "grants": items}
 
-    runtime.output.result(data, render)
+    def render_many(console: Console) -> None:
+        for item in items:
+            what = f"cancelled (was {item['was']})" if "error" not in item else item["error"]
+            console.print(f"{item['pendingId']}  {what}", markup=False, soft_wrap=True)
+        console.print(
+            f"Cancelled {len(items) - failed} grant(s)"
+            + (f"; {failed} could not be cancelled" if failed else "")
+            + ("" if items else ": nothing to do"),
+            markup=False,
+        )
+
+    output.result(data, render_many, ok=not failed, exit_code=code)
+    if failed:
+        raise typer.Exit(code)

@@ -139,9 +139,17 @@ def _show_started(
                 f"After approval the wallet redirects the browser to {finish.split('?')[0]}: run "
                 "`opapprove listen` there, or paste the redirect URL to `opapprove finish URL`."
             )
-    elif qr:
-        # stdout holds exactly one JSON document; the picture is for a person, on stderr.
-        _draw_qr(url, sys.stderr)
+    else:
+        if poll:
+            # stdout's one document comes when the wait ends; a script needs the URL now
+            # (to hand it to a headless approver), so it gets one JSON line on stderr first.
+            from opapprove.cli.output import dumps
+
+            line = {"event": "approvalNeeded", "pendingId": pending.id, "approvalUrl": url}
+            output.raw_stderr(dumps(line))
+        if qr:
+            # stdout holds exactly one JSON document; the picture is for a person, on stderr.
+            _draw_qr(url, sys.stderr)
     if open_browser and url:
         import webbrowser
 
@@ -164,8 +172,10 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
     from opapprove.openpayments.client import GrantTimeout
 
     deadline = time.monotonic() + wait
+    runtime.resume = (pending.id, f"opapprove pending replay {pending.id}")
     try:
-        pending = await flow.wait_for_approval(pending.id, timeout=wait)
+        with runtime.output.waiting("waiting for the buyer to approve"):
+            pending = await flow.wait_for_approval(pending.id, timeout=wait)
     except GrantTimeout as exc:
         raise CliError(
             f"the buyer did not approve within {wait:g} s (grant {pending.id})",
@@ -173,17 +183,21 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             f" `opapprove pending cancel {pending.id}` gives up",
             kind="timeout",
             exit_code=exitcodes.TIMEOUT,
+            pending_id=pending.id,
         ) from exc
     runtime.output.info(f"Approved; state {pending.state}.")
-    while pending.state == State.PAYMENT_CREATED and time.monotonic() < deadline:
-        await asyncio.sleep(SENDING_CHECK_INTERVAL)
-        pending = await flow.refresh(pending.id)
+    runtime.resume = (pending.id, f"opapprove status {pending.id} --watch")
+    with runtime.output.waiting("waiting for the payment to be sent"):
+        while pending.state == State.PAYMENT_CREATED and time.monotonic() < deadline:
+            await asyncio.sleep(SENDING_CHECK_INTERVAL)
+            pending = await flow.refresh(pending.id)
     if pending.state == State.PAYMENT_CREATED:
         raise CliError(
             f"the payment was created but not seen fully sent within {wait:g} s",
             hint=f"follow it with `opapprove status {pending.id} --watch`",
             kind="timeout",
             exit_code=exitcodes.TIMEOUT,
+            pending_id=pending.id,
         )
     return pending
 
@@ -225,7 +239,7 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None
     data["approvalUrl"] = started.interact_redirect
     output = runtime.output
     if output.json_mode:
-        output.result(data)
+        output.result(data, exit_code=exitcodes.for_state(str(pending.state)) or 0)
         return
     if started is pending:
         return  # everything was shown before waiting
@@ -241,4 +255,4 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None
             line += f" — {pending.last_error}"
         console.print(line, markup=False, soft_wrap=True)
 
-    output.result(data, render)
+    output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

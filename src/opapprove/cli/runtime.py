@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opapprove.cli import exitcodes
 from opapprove.cli.output import Output
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class Runtime:
     _settings: Settings | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _trace: TraceSink | None = field(default=None, repr=False)
+    # Set while a command waits on a grant: what Ctrl-C says (the grant, how to resume).
+    resume: tuple[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> Runtime:
@@ -147,7 +150,16 @@ class Runtime:
         from opapprove.cli.startup import settled
 
         settled()
-        return asyncio.run(coro)
+        try:
+            return asyncio.run(coro)
+        except KeyboardInterrupt:
+            # Said here: Typer turns a KeyboardInterrupt into a silent exit 130.
+            import typer
+
+            from opapprove.cli.errors import interrupted
+
+            self.output.error(interrupted(self.resume))
+            raise typer.Exit(exitcodes.INTERRUPTED) from None
 
     def close(self) -> None:
         if self._store is not None:

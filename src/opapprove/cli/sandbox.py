@@ -94,11 +94,34 @@ def build_config(
             **extra,
         )
         config.validate()
+        if config.state_path is not None:
+            from opapprove.servers.sandbox.storage import check_state_file
+
+            check_state_file(config.state_path)
     except AmountError as exc:
         raise CliError(f"bad sandbox option: {exc.message}", hint=exc.hint) from exc
     except SandboxConfigError as exc:
         raise CliError(f"bad sandbox option: {exc}", hint="see `opapprove sandbox --help`") from exc
     return config
+
+
+def _check_port(port: int) -> None:
+    """A port in use is said the way `listen` says it (exit 4), before uvicorn logs it."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
+                hint="another process may be using the port: pick another --port (or --port 0),"
+                " or stop that process",
+                kind="transport",
+            ) from exc
 
 
 @app.callback()
@@ -197,6 +220,7 @@ def sandbox(
         created_window=created_window,
         settle_delay=settle_delay,
     )
+    _check_port(port)
     output = runtime.output
 
     def on_ready(url: str) -> None:
@@ -221,7 +245,7 @@ def sandbox(
     try:
         run_sandbox(config, port, on_ready=on_ready)
     except ServerStartError as exc:
-        raise CliError(str(exc), hint="pick another --port, or --port 0") from exc
+        raise CliError(str(exc), hint="pick another --port, or --port 0", kind="transport") from exc
     output.info("sandbox stopped")
 
 
@@ -287,6 +311,13 @@ def approve(
         )
     )
     finish_url = result.get("finish_url") or None
+    if finish_url and "result=invalid_interaction" in finish_url:
+        # A stale tab's click: the wallet sends the browser back, as Rafiki does (1f, 4d).
+        raise CliError(
+            "that interaction was already decided or cancelled (the wallet answers "
+            "result=invalid_interaction)",
+            hint="start a new quote for a new approval URL",
+        )
     data = {"finish_url": finish_url, "rejected": reject}
 
     def render(console: Console) -> None:

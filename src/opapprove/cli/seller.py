@@ -98,11 +98,11 @@ def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller |
 
 
 def load_seller_key(seller: Seller) -> Ed25519PrivateKey:
+    from opapprove.approvals.sellers import load_key
     from opapprove.openpayments.errors import KeyLoadError
-    from opapprove.openpayments.keys import load_private_key_file
 
     try:
-        return load_private_key_file(Path(seller.private_key_path))
+        return load_key(seller)
     except KeyLoadError as exc:
         raise config_error(
             f"seller {seller.id!r}: {exc.message}",
@@ -164,6 +164,43 @@ def seller_json(seller: Seller, source: str) -> dict[str, Any]:
     }
 
 
+def _check_published(runtime: Runtime, wallet_url: str, jwk: dict[str, str]) -> str:
+    """Compare the key with ``{wallet}/jwks.json``: published, missing, mismatch, unreachable.
+
+    Warns on anything but published; a seller is still added (the key may come later)."""
+    from opapprove.openpayments.errors import OpenPaymentsError
+
+    async def fetch() -> list[tuple[str, str]]:
+        async with runtime.client(retries=0) as client:
+            published = await client.get_keys(wallet_url)
+        return [(k.kid, k.x) for k in published.keys]
+
+    try:
+        published = runtime.run(fetch())
+    except OpenPaymentsError as exc:
+        runtime.output.warn(
+            f"could not compare the key with {wallet_url}/jwks.json ({exc.message}); "
+            "check later with `opapprove wallet check`"
+        )
+        return "unreachable"
+    xs = dict(published)
+    kid = jwk["kid"]
+    if kid not in xs:
+        kids = ", ".join(sorted(xs)) or "no keys"
+        runtime.output.warn(
+            f"key id {kid} is not in {wallet_url}/jwks.json (it has: {kids}): upload the public "
+            "JWK below to the wallet, or fix --key-id"
+        )
+        return "missing"
+    if xs[kid] != jwk["x"]:
+        runtime.output.warn(
+            f"{wallet_url}/jwks.json publishes key id {kid} with another public key: requests "
+            "signed with this private key will be refused; give the matching --key"
+        )
+        return "mismatch"
+    return "published"
+
+
 def _runtime(ctx: typer.Context) -> Runtime:
     runtime = ctx.obj
     assert isinstance(runtime, Runtime)
@@ -194,10 +231,16 @@ def add(
     replace: Annotated[
         bool, typer.Option("--replace", help="Overwrite an existing seller of this id.")
     ] = False,
+    no_check: Annotated[
+        bool,
+        typer.Option("--no-check", help="Do not compare the key with the wallet's jwks.json."),
+    ] = False,
 ) -> None:
     """Add a seller: wallet address, key id, private key.
 
     The seed's POST /sellers. An inline key is saved to a 0600 file next to the store.
+    The key is compared with the wallet's published jwks.json when it can be reached (a
+    mismatch is a warning: the key may be uploaded later).
     """
     from opapprove.approvals.store import Seller
     from opapprove.openpayments.errors import KeyLoadError
@@ -242,7 +285,8 @@ def add(
         replace=replace,
     )
     jwk = public_jwk(private_key, seller.key_id).to_dict()
-    data = {"seller": seller_json(seller, STORE_SOURCE), "public_jwk": jwk}
+    check = "skipped" if no_check else _check_published(runtime, wallet_url, jwk)
+    data = {"seller": seller_json(seller, STORE_SOURCE), "public_jwk": jwk, "key_check": check}
 
     def render(console: Console) -> None:
         verb = "replaced" if existing is not None else "added"

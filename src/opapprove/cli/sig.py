@@ -185,7 +185,8 @@ def verify(
 ) -> None:
     """Verify captured request signatures against a JWKS; say which part differs.
 
-    Exit 0 when every request verifies, 7 when one does not.
+    Exit 0 when every request verifies, 7 when one does not, 9 when nothing failed but a
+    masked Authorization header kept a signature from being checked.
     """
     from opapprove.diagnostics.sigcheck import check_signature, client_wallets
 
@@ -202,6 +203,7 @@ def verify(
             (captured, source, check_signature(captured, keys.keys(source), token=token))
         )
     ok = all(result.ok for _, _, result in checked)
+    unchecked = not ok and all(result.ok or result.unchecked for _, _, result in checked)
     data: dict[str, Any] = {
         "results": [
             {
@@ -221,16 +223,17 @@ def verify(
         for captured, source, result in checked:
             _render(console, captured, source, result)
 
-    runtime.output.result(data, render, ok=ok)
-    if not ok:
-        raise typer.Exit(exitcodes.VERIFICATION)
+    code = exitcodes.OK if ok else exitcodes.UNCHECKED if unchecked else exitcodes.VERIFICATION
+    runtime.output.result(data, render, ok=ok, exit_code=code)
+    if code:
+        raise typer.Exit(code)
 
 
 def _render(console: Console, captured: CapturedRequest, source: str, result: SigCheck) -> None:
     def say(text: str) -> None:
         console.print(redact_text(text), markup=False, soft_wrap=True)
 
-    mark = "ok  " if result.ok else "FAIL"
+    mark = "ok  " if result.ok else ("????" if result.unchecked else "FAIL")
     say(f"{mark}  {captured.describe()}")
     say(f"      {result.message}")
     if not result.ok:

@@ -108,6 +108,7 @@ def smoke(
         verdict = "smoke: ok" if failed is None else f"smoke: FAILED at {failed.name}"
         console.print(verdict, markup=False)
 
-    runtime.output.result(report.to_json(), render, ok=report.ok)
+    code = 0 if report.ok else report.exit_code
+    runtime.output.result(report.to_json(), render, ok=report.ok, exit_code=code)
     if not report.ok:
         raise typer.Exit(report.exit_code)

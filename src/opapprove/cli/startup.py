@@ -1,21 +1,25 @@
-"""The console script's entry point: start-up runs without the cyclic garbage collector.
+"""The console script's entry point: what a process that is only the CLI may change in itself.
 
-A command imports ~550 modules (typer, pydantic, httpx, ...) before it sends its first
-request. Everything those imports allocate lives until the process exits, yet with the
-default thresholds the collector walks that growing heap ~150 times on the way: 40-80 ms
-of a 400-600 ms `quote start` on this project's 2-CPU machine (bench/RESULTS.md, "What
-was changed").
-So the entry point switches the collector off, and the command switches it back on
-(`settled`) once it starts its real work, freezing what start-up built so that later full
-collections in long runs (bulk replay, the listener, the sandbox) skip it.
+- Start-up runs without the cyclic garbage collector. A command imports hundreds of modules
+  before its first request, and everything they allocate lives until exit, yet with the
+  default thresholds the collector walks that growing heap again and again on the way
+  (measured in bench/RESULTS.md, "What was changed"). The command switches it back on
+  (`settled`) once it starts its real work, freezing what start-up built so that later
+  full collections in long runs (bulk replay, the listener, the sandbox) skip it.
+- httpx's ``__init__`` imports its own command-line client (rich, click, pygments) whenever
+  they are installed, and they are: this CLI depends on them. A command that does not
+  print through rich would pay for them anyway, so httpx gets an empty ``_main`` and falls
+  back to its stub ``main()``. The library leaves ``sys.modules`` alone.
 
 Only the console script and ``python -m opapprove`` do this; the in-process ``main()``
-used by tests and embedders leaves the host's collector alone.
+used by tests and embedders leaves the host process as it was.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
+import types
 
 _paused = False
 
@@ -26,6 +30,8 @@ def run() -> None:
     if gc.isenabled():
         gc.disable()
         _paused = True
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
     from opapprove.cli.main import run as cli_run
 
     cli_run()

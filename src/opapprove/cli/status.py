@@ -16,10 +16,13 @@ from opapprove.cli.errors import CliError
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.store import Pending
+    from opapprove.cli.output import Output
 
 
 def status(
@@ -73,25 +76,42 @@ def status(
             return pending
 
     pending = runtime.run(go())
-    _show(runtime, pending)
-    if watch:
-        code = exitcodes.for_state(str(pending.state))
-        if code:
-            raise typer.Exit(code)
+    code = (exitcodes.for_state(str(pending.state)) or 0) if watch else 0
+    _show(runtime, pending, code)
+    if code:
+        raise typer.Exit(code)
 
 
 async def _watch(
     runtime: Runtime, flow: Flow, pending: Pending, interval: float, limit: float
 ) -> Pending:
-    import asyncio
     import time
 
     from opapprove.cli.views import clock_time
 
     output = runtime.output
     deadline = time.monotonic() + limit
-    seen = pending.state
     output.info(f"{clock_time(time.time())}  {pending.id}  {pending.state}")
+    runtime.resume = (pending.id, f"opapprove status {pending.id} --watch")
+    with output.waiting(f"waiting: {pending.state}") as say:
+        return await _watch_loop(flow, pending, interval, deadline, limit, say, output)
+
+
+async def _watch_loop(
+    flow: Flow,
+    pending: Pending,
+    interval: float,
+    deadline: float,
+    limit: float,
+    say: Callable[[str], None],
+    output: Output,
+) -> Pending:
+    import asyncio
+    import time
+
+    from opapprove.cli.views import clock_time
+
+    seen = pending.state
     while not pending.is_final:
         if time.monotonic() >= deadline:
             raise CliError(
@@ -99,11 +119,13 @@ async def _watch(
                 hint=f"watch longer with --timeout, or see `opapprove pending show {pending.id}`",
                 kind="timeout",
                 exit_code=exitcodes.TIMEOUT,
+                pending_id=pending.id,
             )
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         pending = await _refresh(flow, pending)
         if pending.state != seen:
             seen = pending.state
+            say(f"waiting: {pending.state}")
             output.info(f"{clock_time(time.time())}  {pending.id}  {pending.state}")
     return pending
 
@@ -120,7 +142,7 @@ async def _refresh(flow: Flow, pending: Pending) -> Pending:
         return flow.store.get_pending(pending.id) or pending
 
 
-def _show(runtime: Runtime, pending: Pending) -> None:
+def _show(runtime: Runtime, pending: Pending, code: int) -> None:
     import time
 
     from opapprove.cli.views import detail_rows, pending_json
@@ -132,4 +154,4 @@ def _show(runtime: Runtime, pending: Pending) -> None:
         for label, value in detail_rows(pending, now=now):
             console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
-    runtime.output.result(data, render)
+    runtime.output.result(data, render, exit_code=code)

@@ -222,7 +222,9 @@ def check(
     def render(console: Console) -> None:
         _render(console, report, verdict)
 
-    runtime.output.result(data, render, ok=report.ok)
+    runtime.output.result(
+        data, render, ok=report.ok, exit_code=0 if report.ok else report.exit_code
+    )
     if not report.ok:
         raise typer.Exit(report.exit_code)
 

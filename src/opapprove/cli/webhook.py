@@ -113,7 +113,10 @@ def verify(
             "hint": exc.hint,
         }
         runtime.output.result(
-            data, lambda console: console.print(why, markup=False, soft_wrap=True), ok=False
+            data,
+            lambda console: console.print(why, markup=False, soft_wrap=True),
+            ok=False,
+            exit_code=exitcodes.VERIFICATION,
         )
         raise typer.Exit(exitcodes.VERIFICATION) from None
     signed_at = _timestamp(value)

@@ -118,6 +118,17 @@ def _mode(path: Path) -> int | None:
         return None
 
 
+def _read_only(path: Path) -> bool:
+    """The store (or its directory, where SQLite writes its journal) cannot be written."""
+    import os
+
+    for target in (path, path.parent):
+        mode = _mode(target)
+        if mode is not None and (not mode & 0o200 or not os.access(target, os.W_OK)):
+            return True
+    return False
+
+
 def _others_may_read(path: Path) -> bool:
     mode = _mode(path)
     return mode is not None and bool(mode & OTHERS_MAY_READ)
@@ -245,7 +256,16 @@ class _Doctor:
             self.add("store", "fail", exc.message, exc.hint, kind="store")
         else:
             opened = "opens" if existed else "was created"
-            if _others_may_read(path):
+            if _read_only(path):
+                self.add(
+                    "store",
+                    "fail",
+                    f"store {path} {opened} (schema v{version}) but is read-only: every command "
+                    "that records a step would fail",
+                    f"chmod u+w {path} {path.parent}",
+                    kind="store",
+                )
+            elif _others_may_read(path):
                 self.add(
                     "store",
                     "warn",
@@ -337,11 +357,11 @@ class _Doctor:
         return seller
 
     def check_key_file(self, seller: Seller) -> Ed25519PrivateKey | None:
-        from opapprove.openpayments.keys import load_private_key_file
+        from opapprove.approvals.sellers import key_path, load_key
 
-        path = Path(seller.private_key_path).expanduser()
+        path = key_path(seller.private_key_path)
         try:
-            key = load_private_key_file(path)
+            key = load_key(seller)
         except op_errors.KeyLoadError as exc:
             self.add("key file", "fail", exc.message, exc.hint, kind="key")
             return None

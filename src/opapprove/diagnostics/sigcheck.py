@@ -302,6 +302,9 @@ class SigCheck:
     message: str
     hint: str | None = None
     part: str | None = None
+    # Nothing was found wrong, but the capture hides what the signature covers (a masked
+    # Authorization header): neither a pass nor a failure.
+    unchecked: bool = False
     key_id: str | None = None
     components: tuple[str, ...] = ()
     differs: tuple[str, ...] = ()
@@ -313,6 +316,7 @@ class SigCheck:
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "unchecked": self.unchecked,
             "message": self.message,
             "hint": self.hint,
             "part": self.part,
@@ -566,10 +570,12 @@ def _explain(
     if masked:
         return SigCheck(
             False,
-            "the capture masks the Authorization header, so the signature cannot be checked "
-            "(the base matches the recorded one otherwise)",
+            "cannot check: the Authorization header was masked (re-capture with "
+            "--show-secrets); everything else checked out: key id, Content-Digest and every "
+            "other covered component match what was signed",
             "record again with --trace-file FILE --show-secrets (the file is created 0600), or "
             "give the token with --token",
+            unchecked=True,
             **{**common, "part": "authorization"},
         )
     return SigCheck(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
@@ -240,7 +239,8 @@ class _Smoke:
         return (seller, client), f"seller {seller.id!r}: key id {seller.key_id}, key file loads"
 
     async def key_published(self, seller: Seller, client: OpenPaymentsClient) -> tuple[bool, str]:
-        from opapprove.openpayments.keys import load_private_key_file, public_jwk
+        from opapprove.approvals.sellers import load_key
+        from opapprove.openpayments.keys import public_jwk
 
         jwks_url = f"{seller.wallet_address_url.rstrip('/')}/jwks.json"
         jwks = await client.get_keys(seller.wallet_address_url)
@@ -253,7 +253,7 @@ class _Smoke:
                 "wallet, or fix the key id",
                 kind="config",
             )
-        key = load_private_key_file(Path(seller.private_key_path).expanduser())
+        key = load_key(seller)
         if published.x != public_jwk(key, seller.key_id).x:
             raise FlowError(
                 f"the JWK published as {seller.key_id!r} in {jwks_url} is not the public key of "

@@ -592,7 +592,9 @@ class OpenPaymentsClient:
             )
         if not 200 <= status < 300:
             code, description, details = parse_error_body(response.content)
-            summary = " ".join(part for part in (code, description) if part) or (
+            # Rafiki's resource server puts the status itself in `code` ("400"): say it once.
+            shown_code = None if code == str(status) else code
+            summary = " ".join(part for part in (shown_code, description) if part) or (
                 response.reason_phrase or "error"
             )
             raise error_cls(
@@ -740,8 +742,8 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
     """httpx's own transport on our asyncio network backend, the TLS one made only when
     an https URL comes along.
 
-    Loading the CA bundle costs ~25 ms per process; a sandbox or local Rafiki on plain
-    http (every CI smoke run, every `opapprove demo`) never needs it.
+    Loading the CA bundle is a start-up cost (bench/RESULTS.md, "Start-up"); a sandbox or
+    local Rafiki on plain http (every CI smoke run, every `opapprove demo`) never needs it.
     """
 
     def __init__(self) -> None:
@@ -765,7 +767,7 @@ class _SchemeTransport(httpx.AsyncBaseTransport):
 
 
 def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
-    from opapprove.openpayments.network import pooled_transport
+    from opapprove.openpayments.asyncio_pool import pooled_transport
 
     return pooled_transport(
         verify,
@@ -797,7 +799,10 @@ def _transport_hint(exc: Exception, url: str) -> str:
     text = str(exc).lower()
     if "ssl" in text or "certificate" in text or "tls" in text:
         if url.startswith("https://"):
-            return "TLS failed: if this is a local wallet without TLS, use use_http"
+            return (
+                "TLS failed: if this is a local wallet without TLS, set use_http = true in the "
+                "config (or OPAPPROVE_USE_HTTP=1)"
+            )
         return "TLS failed: check the server's certificate"
     if isinstance(exc, httpx.ConnectError):
         return "cannot connect: check the URL and that the server is running"

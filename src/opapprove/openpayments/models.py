@@ -45,7 +45,7 @@ class _Model(BaseModel):
     """Base of every model: aliases, and one way onto the wire."""
 
     # defer_build: a command uses a handful of these models; building every schema at
-    # import would cost each CLI process ~40 ms before its first request.
+    # import would delay each CLI process's first request (bench/RESULTS.md, "Start-up").
     model_config = ConfigDict(populate_by_name=True, extra="allow", defer_build=True)
 
     # The member this object stands under on the wire: with ``redaction`` it says which

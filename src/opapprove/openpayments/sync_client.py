@@ -55,7 +55,9 @@ class SyncOpenPaymentsClient:
     """A blocking Open Payments client; use it as ``with SyncOpenPaymentsClient(...) as op:``.
 
     Takes the same arguments as ``OpenPaymentsClient`` and has the same methods, without
-    ``await``. ``poll_grant`` has no ``sleep`` argument (the async one's is awaited).
+    ``await``; ``transport`` is a blocking httpx transport (``httpx.MockTransport``,
+    ``httpx.HTTPTransport(proxy=...)``) and ``sleep`` a blocking sleep (``time.sleep``).
+    ``poll_grant`` has no ``sleep`` argument: the client's own is used.
     """
 
     def __init__(
@@ -64,7 +66,7 @@ class SyncOpenPaymentsClient:
         wallet_address_url: str | None = None,
         key: Ed25519PrivateKey | None = None,
         key_id: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
         timeout: float = 10.0,
         use_http: bool = False,
         allow_http: bool = False,
@@ -73,13 +75,13 @@ class SyncOpenPaymentsClient:
         retry_backoff: float = 0.2,
         on_exchange: Callable[[Exchange], None] | None = None,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._client = OpenPaymentsClient(
             wallet_address_url=wallet_address_url,
             key=key,
             key_id=key_id,
-            transport=transport,
+            transport=None if transport is None else _BlockingTransport(transport),
             timeout=timeout,
             use_http=use_http,
             allow_http=allow_http,
@@ -88,7 +90,7 @@ class SyncOpenPaymentsClient:
             retry_backoff=retry_backoff,
             on_exchange=on_exchange,
             clock=clock,
-            sleep=sleep,
+            sleep=asyncio.sleep if sleep is None else _blocking_sleep(sleep),
         )
         # With a loop_factory the runner leaves the thread's current event loop alone;
         # without one it would set it, and unset it on close, under the caller's feet.
@@ -299,3 +301,47 @@ class SyncOpenPaymentsClient:
 async def _next_or_none(items: AsyncIterator[T]) -> T | None:
     # The items are models, never None, so None can stand for "no more".
     return await anext(items, None)
+
+
+def _blocking_sleep(sleep: Callable[[float], None]) -> Callable[[float], Awaitable[None]]:
+    async def slept(seconds: float) -> None:
+        sleep(seconds)
+
+    return slept
+
+
+class _BlockingTransport(httpx.AsyncBaseTransport):
+    """A caller's blocking httpx transport under the async client.
+
+    It runs on the client's private loop, which serves one call of one thread at a time,
+    so blocking that loop holds up nothing else. Bodies are whole: the client signs them.
+    """
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        blocking = httpx.Request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=await request.aread(),
+            extensions=request.extensions,
+        )
+        response = self._transport.handle_request(blocking)
+        if response.is_stream_consumed:
+            return response  # read already (httpx.MockTransport's): it holds its content
+        try:
+            # Raw bytes: the client decodes any Content-Encoding itself, once.
+            raw = b"".join(response.iter_raw())
+        finally:
+            response.close()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(raw),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        self._transport.close()

@@ -212,13 +212,7 @@ class OpSandbox:
         data = jwk.to_dict() if isinstance(jwk, Jwk) else dict(jwk)
         if "d" in data:
             raise ValueError("add_key takes the public JWK only (this one has 'd')")
-        try:
-            self._admin("POST", "/_admin/keys", {"wallet": wallet, "jwk": data})
-        except SandboxAdminError as exc:
-            # TEMPORARY until /_admin/keys (lane l13) is on main: publish in-process.
-            if self.state is None or (" -> 404" not in str(exc) and " -> 405" not in str(exc)):
-                raise
-            self.state.config.extra_keys.append(Jwk.from_dict(data))
+        self._admin("POST", "/_admin/keys", {"wallet": wallet, "jwk": data})
 
     def reset(self) -> None:
         """No faults and no latency: what the next test expects."""

@@ -22,11 +22,35 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_state_file(path: Path) -> None:
+    """Refuse a file that is not SQLite before anything touches it (its mode included)."""
+    from opapprove.servers.sandbox.config import SandboxConfigError
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SandboxConfigError(
+            f"cannot read the state file {path}: {exc.strerror or exc}"
+        ) from exc
+    if head and head != SQLITE_HEADER:
+        raise SandboxConfigError(
+            f"{path} is not a sandbox state file (not SQLite): give a new file name, or the "
+            "file an earlier `opapprove sandbox --state` made"
+        )
+
+
 class SqliteStorage:
     """Rows ``(kind, id, json)``; the sandbox state is small, so it loads everything at start."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        check_state_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Tokens and shared secrets live here: the file is the owner's only.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

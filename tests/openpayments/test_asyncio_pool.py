@@ -30,8 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from opapprove.openpayments import errors
+from opapprove.openpayments.asyncio_pool import (
+    AsyncioBackend,
+    AsyncioConnectionPool,
+    pooled_transport,
+)
 from opapprove.openpayments.client import OpenPaymentsClient, _SchemeTransport
-from opapprove.openpayments.network import AsyncioBackend, AsyncioConnectionPool, pooled_transport
 
 
 @dataclass
@@ -882,14 +886,14 @@ def test_readability_without_poll_falls_back_to_select(monkeypatch: pytest.Monke
     import select as select_module
     import socket as socket_module
 
-    from opapprove.openpayments import network
+    from opapprove.openpayments import asyncio_pool
 
     left, right = socket_module.socketpair()
     try:
         monkeypatch.delattr(select_module, "poll")
-        assert network.is_socket_readable(left) is False
+        assert asyncio_pool.is_socket_readable(left) is False
         right.sendall(b"x")
-        assert network.is_socket_readable(left) is True
+        assert asyncio_pool.is_socket_readable(left) is True
     finally:
         left.close()
         right.close()

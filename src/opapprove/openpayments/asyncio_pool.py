@@ -236,7 +236,7 @@ def pooled_transport(
     ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     transport = httpx.AsyncHTTPTransport(verify=ssl_context)
     # httpx has no parameter for the network backend; its pool is the documented httpcore
-    # one, so build that with ours (tests/openpayments/test_network.py checks it is used).
+    # one, so build that with ours (tests/openpayments/test_asyncio_pool.py checks it is used).
     transport._pool = AsyncioConnectionPool(
         ssl_context=ssl_context,
         max_connections=max_connections,
