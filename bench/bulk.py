@@ -43,7 +43,7 @@ SECTION = "bulk replay"
 TARGET_1000 = 10.0
 
 
-def seed(store_path: Path, buyer: str, count: int) -> None:
+def seed(store_path: Path | str, buyer: str, count: int) -> None:
     from opapprove.approvals.store import Store
 
     with Store(store_path) as store:
@@ -55,7 +55,7 @@ def seed(store_path: Path, buyer: str, count: int) -> None:
 
 
 async def replay_all(
-    store_path: Path, config: Path, concurrency: int, transport: Any = None
+    store_path: Path | str, config: Path, concurrency: int, transport: Any = None
 ) -> tuple[float, Counter]:
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.replay import replay_many, select_for_replay
@@ -80,18 +80,20 @@ def one_size(
     *,
     as_process: bool = False,
     workers: int | None = 1,
+    store: str | None = None,
     transport: Callable[[], Any] | None = None,
 ) -> tuple[float, Counter, float, float]:
     """Seconds, outcomes, and the replaying process's and the sandbox's CPU seconds.
 
     ``as_process`` runs ``opapprove pending replay --all`` as a user would instead;
     ``transport`` makes the client's httpx transport (default: the client's own).
+    ``store`` is an empty store to use (a postgresql:// URL) instead of a new SQLite file.
     """
     with workdir("bulk") as work:
         seller = new_seller(work)
         config = write_config(work)
         with SandboxProcess([seller], latency=latency) as sandbox:
-            store_path = work / "store.db"
+            store_path: Any = store or work / "store.db"
             add_seller(store_path, "s", f"{sandbox.url}/seller", seller.key_id, seller.key_path)
             seed(store_path, f"{sandbox.url}/buyer", count)
             if as_process:
@@ -113,7 +115,7 @@ def one_size(
 def replay_process(
     sandbox: SandboxProcess,
     work: Path,
-    store_path: Path,
+    store_path: Path | str,
     concurrency: int,
     workers: int | None = 1,
 ) -> tuple[float, Counter, float, float]:

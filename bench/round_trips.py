@@ -61,7 +61,9 @@ async def one_start(store_path: Path, config: Path, sandbox_url: str, seller_id:
     return {"requests": len(spans), "chain": longest_chain(spans), "wall": wall}
 
 
-def add_seller(store_path: Path, seller_id: str, wallet: str, key_id: str, key_path: Path) -> None:
+def add_seller(
+    store_path: Path | str, seller_id: str, wallet: str, key_id: str, key_path: Path
+) -> None:
     from opapprove.approvals.store import Seller, Store
 
     with Store(store_path) as store:

@@ -6,7 +6,7 @@ people. The whole default run takes a few minutes; ``--quick`` is a ~1 minute sm
 ``--full`` adds more rounds. ``--results FILE`` writes the figures and the machine as
 Markdown (bench/RESULTS.md is made that way).
 
-    .venv/bin/python bench/run.py [--quick | --full] [--only 1,2,3,4,5,6] [--latency 0.1]
+    .venv/bin/python bench/run.py [--quick | --full] [--only 1,2,3,4,5,6,7] [--latency 0.1]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import capacity
 import finish_page
 import round_trips
 import startup
+import store_backends
 import vs_node
 from common import DEFAULT_LATENCY, Report, machine, say
 
@@ -79,7 +80,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a smoke run, about a minute")
     size.add_argument("--full", action="store_true", help="more rounds, steadier medians")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="sections to run, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="sections to run, e.g. 1,4")
     parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY)
     parser.add_argument("--results", type=Path, help="write the figures as Markdown here")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
@@ -110,6 +111,10 @@ def main() -> None:
         capacity.run(report, seconds=plan.capacity_seconds)
     if 6 in only:
         finish_page.run(report, latency=args.latency, runs=plan.finish_runs)
+    if 7 in only:
+        store_backends.run(
+            report, count=max(plan.sizes[:2]), latency=args.latency, repeat=plan.bulk_repeat
+        )
     info["load"] += f" (at the end {os.getloadavg()[0]:.2f})"
     missed = [f for f in report.figures if f.met is False]
     print(f"\n{len(report.figures)} figures in {time.perf_counter() - started:.0f} s;", end=" ")

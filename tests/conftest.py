@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,11 +57,16 @@ def store_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store_location(
-    store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Path | str:
-    """A new, empty store on each backend in turn: a SQLite file, or a PostgreSQL URL."""
+def new_store(store_backend: str, request: pytest.FixtureRequest) -> Callable[[Path], Path | str]:
+    """Makes new, empty stores on this test's backend: ``new_store(folder)`` is a SQLite file
+    in ``folder``, or the URL of a PostgreSQL store of its own."""
     if store_backend == "postgresql":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return tmp_path / "store.db"
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return lambda folder: server.fresh_url()
+    return lambda folder: folder / "store.db"
+
+
+@pytest.fixture
+def store_location(new_store: Callable[[Path], Path | str], tmp_path: Path) -> Path | str:
+    """A new, empty store on each backend in turn: a SQLite file, or a PostgreSQL URL."""
+    return new_store(tmp_path)

@@ -42,13 +42,22 @@ class FlowKit:
         return url
 
 
-def make_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sandbox_overrides: Any) -> FlowKit:
+def make_kit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    store_at: Path | str | None = None,
+    **sandbox_overrides: Any,
+) -> FlowKit:
+    """A sandbox, a seller and a flow on a new store: ``store_at`` (a PostgreSQL URL, say),
+    else a SQLite file in ``tmp_path``."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     box = make_sandbox(**sandbox_overrides)
     key_path = tmp_path / "seller.pem"
     write_private_key(key_path, box.key)
-    store = Store(tmp_path / "store.db")
+    location = tmp_path / "store.db" if store_at is None else store_at
+    store = Store(location)
     store.add_seller(
         Seller(
             id="default-seller",
@@ -59,7 +68,7 @@ def make_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sandbox_override
         )
     )
     settings = load_settings(
-        store=tmp_path / "store.db", allow_http=True, base_url="http://127.0.0.1:3999"
+        store=store.location, allow_http=True, base_url="http://127.0.0.1:3999"
     )
     flow = Flow(store, settings, transport=httpx.ASGITransport(app=box.asgi), clock=box.clock)
     return FlowKit(box, store, settings, flow, tmp_path)

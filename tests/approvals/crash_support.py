@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -101,7 +100,7 @@ class CrashingTransport(httpx.AsyncBaseTransport):
 
 def fresh_flow(kit: FlowKit, *, clock: Any = None, **kwargs: Any) -> tuple[Store, Flow]:
     """What a new process would have: its own Store and Flow on the same store file."""
-    store = Store(Path(kit.store.path), clock=clock or kit.sandbox.clock)
+    store = Store(kit.store.location, clock=clock or kit.sandbox.clock)
     flow = Flow(
         store,
         kit.settings,

@@ -11,6 +11,7 @@ writes out) the steps x crash modes table.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,9 @@ RECOVERED_BY = {
     "continue grant": "approval_restarted",  # the lost token cannot be fetched again
     "create outgoing payment": "payment_found",  # found, not made a second time
 }
-# (step name, mode) -> the cell of the matrix: "<final state>, <n> payment(s)[, ...]".
-MATRIX: dict[tuple[str, str], str] = {}
+# (backend, step name, mode) -> the cell: "<final state>, <n> payment(s)[, ...]".
+MATRIX: dict[tuple[str, str, str], str] = {}
+NewStore = Callable[[Path], "Path | str"]
 
 
 async def _finish_as_a_new_process(kit: FlowKit, pending_id: str) -> State:
@@ -74,9 +76,9 @@ async def _finish_as_a_new_process(kit: FlowKit, pending_id: str) -> State:
         store.close()
 
 
-async def _run_case(tmp: Path, step: Step, mode: str) -> str:
+async def _run_case(tmp: Path, store_at: Path | str, step: Step, mode: str) -> str:
     with pytest.MonkeyPatch.context() as mp:
-        kit = make_kit(tmp, mp)
+        kit = make_kit(tmp, mp, store_at=store_at)
         try:
             buyer_before = kit.sandbox.state.balance("buyer")
             seller_before = kit.sandbox.state.balance("seller")
@@ -108,25 +110,25 @@ async def _run_case(tmp: Path, step: Step, mode: str) -> str:
             kit.sandbox.state.close()
 
 
-async def _cell(tmp: Path, step: Step, mode: str) -> str:
-    key = (step.name, mode)
+async def _cell(backend: str, tmp: Path, new_store: NewStore, step: Step, mode: str) -> str:
+    key = (backend, step.name, mode)
     if key not in MATRIX:
-        MATRIX[key] = await _run_case(tmp, step, mode)
+        MATRIX[key] = await _run_case(tmp, new_store(tmp), step, mode)
     return MATRIX[key]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
 async def test_crash_then_replay_completes_and_pays_once(
-    tmp_path: Path, step: Step, mode: str
+    tmp_path: Path, store_backend: str, new_store: NewStore, step: Step, mode: str
 ) -> None:
-    assert await _cell(tmp_path, step, mode) == expected(step)
+    assert await _cell(store_backend, tmp_path, new_store, step, mode) == expected(step)
 
 
 async def test_replay_waits_for_a_live_lease_then_pays_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit = make_kit(tmp_path, monkeypatch)
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     pending_id, died = await die_at(kit, _step("create outgoing payment"), "kill")
     assert died
     store, flow = fresh_flow(kit)
@@ -152,9 +154,9 @@ async def test_replay_waits_for_a_live_lease_then_pays_once(
 
 
 async def test_two_replays_at_once_pay_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit = make_kit(tmp_path, monkeypatch)
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     pending_id, died = await die_at(kit, _step("create outgoing payment"), "drop")
     assert died
     (store_a, flow_a), (store_b, flow_b) = fresh_flow(kit), fresh_flow(kit)
@@ -177,19 +179,23 @@ async def test_two_replays_at_once_pay_once(
         kit.store.close()
 
 
-async def test_the_whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> None:
+async def test_the_whole_matrix(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: str, new_store: NewStore
+) -> None:
     """Every step x crash mode: completed with exactly one payment (runs missing cells)."""
     for step in STEPS:
         for mode in MODES:
-            await _cell(tmp_path_factory.mktemp("cell"), step, mode)
-    table = _table()
-    out = tmp_path_factory.getbasetemp() / "crash_matrix.md"
+            await _cell(store_backend, tmp_path_factory.mktemp("cell"), new_store, step, mode)
+    table = _table(store_backend)
+    out = tmp_path_factory.getbasetemp() / f"crash_matrix_{store_backend}.md"
     out.write_text(table, encoding="utf-8")
-    wrong = {k: v for k, v in MATRIX.items() if v != expected(_step(k[0]))}
+    wrong = {
+        k: v for k, v in MATRIX.items() if k[0] == store_backend and v != expected(_step(k[1]))
+    }
     assert not wrong, table
 
 
-def _table() -> str:
+def _table(backend: str) -> str:
     width = max(len(s.name) for s in STEPS)
     cell = max(len(EXPECTED), len(NOTHING_STORED))
     lines = [
@@ -199,7 +205,7 @@ def _table() -> str:
         f"|{'-' * (width + 2)}|" + "|".join("-" * (cell + 2) for _ in MODES) + "|",
     ]
     for step in STEPS:
-        cells = [f"{MATRIX.get((step.name, m), 'not run'):<{cell}}" for m in MODES]
+        cells = [f"{MATRIX.get((backend, step.name, m), 'not run'):<{cell}}" for m in MODES]
         lines.append(f"| {step.name:<{width}} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

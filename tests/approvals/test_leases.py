@@ -35,7 +35,7 @@ time.sleep(60)
 """
 
 
-def _hold_then_kill(store_path: Path, pending_id: str) -> int:
+def _hold_then_kill(store_path: Path | str, pending_id: str) -> int:
     """A real process takes the grant's lease for an hour; then it is killed -9."""
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(store_path), pending_id],
@@ -57,8 +57,8 @@ def _new_pending(store: Store) -> str:
     ).id
 
 
-def test_a_lease_records_the_attempt_host_and_pid(tmp_path: Path) -> None:
-    with Store(tmp_path / "op.db") as store:
+def test_a_lease_records_the_attempt_host_and_pid(store_location: Path | str) -> None:
+    with Store(store_location) as store:
         pid = _new_pending(store)
         first, second = new_holder("listener"), new_holder("listener")
         assert first.id != second.id  # one per attempt, even in one process
@@ -77,20 +77,20 @@ def test_a_lease_records_the_attempt_host_and_pid(tmp_path: Path) -> None:
         assert freed is not None and (freed.lease_host, freed.lease_pid) == (None, None)
 
 
-def test_a_killed_holders_lease_is_taken_at_once(tmp_path: Path) -> None:
-    with Store(tmp_path / "op.db") as store:
+def test_a_killed_holders_lease_is_taken_at_once(store_location: Path | str) -> None:
+    with Store(store_location) as store:
         pending_id = _new_pending(store)
-        dead = _hold_then_kill(store.path, pending_id)
+        dead = _hold_then_kill(store_location, pending_id)
         assert process_gone(this_host(), dead)
         assert store.acquire_lease(pending_id, new_holder("replay"), 60)
         (taken,) = [e for e in store.events(pending_id) if e.kind == "lease_taken_over"]
         assert taken.data["pid"] == dead and taken.data["why"] == "holder process gone"
 
 
-def test_a_lease_from_another_host_or_a_live_process_is_kept(tmp_path: Path) -> None:
-    with Store(tmp_path / "op.db") as store:
+def test_a_lease_from_another_host_or_a_live_process_is_kept(store_location: Path | str) -> None:
+    with Store(store_location) as store:
         pending_id = _new_pending(store)
-        dead = _hold_then_kill(store.path, pending_id)
+        dead = _hold_then_kill(store_location, pending_id)
         # The same dead pid, but on another machine: we cannot know, so we wait it out.
         store.release_lease(pending_id, store.get_pending(pending_id).lease_holder or "")
         assert store.acquire_lease(pending_id, Holder("far", host="elsewhere", pid=dead), 60)
@@ -102,12 +102,12 @@ def test_a_lease_from_another_host_or_a_live_process_is_kept(tmp_path: Path) -> 
 
 
 async def test_replay_right_after_the_holder_is_killed_is_not_busy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit: FlowKit = make_kit(tmp_path, monkeypatch)
+    kit: FlowKit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     pending_id, died = await die_at(kit, STEP_BY_NAME["create outgoing payment"], "kill")
     assert died
-    _hold_then_kill(Path(kit.store.path), pending_id)
+    _hold_then_kill(store_location, pending_id)
     store, flow = fresh_flow(kit)
     try:
         done = await flow.replay(pending_id)

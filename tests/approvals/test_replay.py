@@ -115,8 +115,10 @@ class Seeder:
 
 
 @pytest.fixture
-async def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    kit = make_kit(tmp_path, monkeypatch)
+async def seeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
+) -> Any:
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     seeder = Seeder(kit)
     kinds: dict[str, str] = {}
     n = 0
@@ -201,9 +203,9 @@ async def test_replay_of_100_mixed_stuck_grants(seeded: Any) -> None:
 
 
 async def test_a_factory_flow_is_made_once_shared_and_closed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit = make_kit(tmp_path, monkeypatch)
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     seeder = Seeder(kit)
     ids = [await seeder.seed("paying_paid", n) for n in range(4)]
     await seeder.flow.aclose()
@@ -262,9 +264,9 @@ class FakeFlow:
 
 
 async def test_concurrency_is_bounded_and_errors_stay_local(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit = make_kit(tmp_path, monkeypatch)
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     offers = ["ok"] * 30 + ["boom", "busy"] + ["ok"] * 8
     ids = [
         kit.store.create_pending(
@@ -287,8 +289,10 @@ async def test_concurrency_is_bounded_and_errors_stay_local(
     kit.store.close()
 
 
-async def test_select_for_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    kit = make_kit(tmp_path, monkeypatch)
+async def test_select_for_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
     store = kit.store
     rows = {
         state: store.create_pending(

@@ -508,3 +508,16 @@ def test_wallet_documents_are_cached_for_a_while(tmp_path: Path) -> None:
     store.drop_wallet_document(doc["id"])
     assert store.get_wallet_document(doc["id"], max_age=60, now=1000.0) is None
     store.close()
+
+
+def test_an_older_sqlite_without_returning_reads_the_row_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module._Connection, "returning", False)  # SQLite < 3.35
+    with Store(tmp_path / "op.db") as store:
+        pid = new_pending(store)
+        moved = store.transition(pid, State.INCOMING_CREATED, expect=State.STARTED, quote_url="q")
+        assert (moved.state, moved.quote_url, moved.version) == (State.INCOMING_CREATED, "q", 2)
+        assert store.update(pid, last_error="x").version == 3
+        with pytest.raises(PendingNotFound):
+            store.update("nope", last_error="x")

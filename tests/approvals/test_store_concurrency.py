@@ -65,16 +65,16 @@ def run_threads(target: Any, args_list: list[tuple[Any, ...]]) -> list[Any]:
     return results
 
 
-def test_two_threads_sharing_one_store(tmp_path: Path) -> None:
-    with Store(tmp_path / "op.db") as store:
+def test_two_threads_sharing_one_store(store_location: Path | str) -> None:
+    with Store(store_location) as store:
         pid = awaiting_pending(store)
         barrier = threading.Barrier(2)
         results = run_threads(race_transition, [(store, pid, barrier)] * 2)
         check_one_winner(results, store, pid)
 
 
-def test_eight_threads_each_with_its_own_connection(tmp_path: Path) -> None:
-    path = tmp_path / "op.db"
+def test_eight_threads_each_with_its_own_connection(store_location: Path | str) -> None:
+    path = store_location
     with Store(path) as store:
         pid = awaiting_pending(store)
     stores = [Store(path) for _ in range(8)]
@@ -92,7 +92,7 @@ def test_eight_threads_each_with_its_own_connection(tmp_path: Path) -> None:
 
 
 def _race_in_process(path: str, pending_id: str, barrier: ProcessBarrier, out: Any) -> None:
-    with Store(Path(path)) as store:
+    with Store(path) as store:
         out.put(race_transition(store, pending_id, barrier))
 
 
@@ -100,7 +100,7 @@ def _busy_writer(path: str, barrier: ProcessBarrier, out: Any) -> None:
     try:
         barrier.wait(WAIT)
         # Every process opens (and so migrates) the brand-new file at the same moment.
-        with Store(Path(path)) as store:
+        with Store(path) as store:
             for i in range(5):
                 pid = store.create_pending(
                     seller_id="s", offer_id=str(i), buyer_wallet="https://ilp.test/b", amount="1"
@@ -129,8 +129,8 @@ def _run_processes(target: Any, args: tuple[Any, ...], count: int) -> list[str]:
     return results
 
 
-def test_two_processes_race_one_transition(tmp_path: Path) -> None:
-    path = tmp_path / "op.db"
+def test_two_processes_race_one_transition(store_location: Path | str) -> None:
+    path = store_location
     with Store(path) as store:
         pid = awaiting_pending(store)
     results = _run_processes(_race_in_process, (str(path), pid), 2)
@@ -138,8 +138,11 @@ def test_two_processes_race_one_transition(tmp_path: Path) -> None:
         check_one_winner(results, store, pid)
 
 
-def test_eight_processes_create_and_write_one_new_file(tmp_path: Path) -> None:
-    path = tmp_path / "fresh" / "op.db"
+def test_eight_processes_create_and_write_one_new_file(
+    tmp_path: Path, store_backend: str, store_location: Path | str
+) -> None:
+    # On PostgreSQL: eight processes migrating one new schema at once.
+    path = tmp_path / "fresh" / "op.db" if store_backend == "sqlite" else store_location
     results = _run_processes(_busy_writer, (str(path),), 8)
     assert results == ["ok"] * 8
     with Store(path) as store:

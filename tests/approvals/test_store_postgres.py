@@ -11,6 +11,8 @@ from opapprove.approvals import migrations as sqlite_migrations
 from opapprove.approvals import postgres_migrations
 from opapprove.approvals.postgres_backend import PostgresBackend
 from opapprove.approvals.store import State, Store, StoreError
+from tests.approvals.conftest import make_kit
+from tests.approvals.crash_support import payments_by_pending
 from tests.postgres_server import PostgresServer
 
 
@@ -141,3 +143,22 @@ def test_a_user_without_privileges_gets_one_line(
         with pytest.raises(StoreError) as err:
             store.create_pending(seller_id="s", offer_id="o", buyer_wallet="https://b", amount="1")
     assert "may not" in _one_line(err.value, "reader-pw")
+
+
+@pytest.mark.anyio
+async def test_a_flow_carries_on_across_a_server_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer, postgres_url: str
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch, store_at=postgres_url)
+    try:
+        pending = await kit.flow.start_quote(
+            offer_id="offer-1", buyer_wallet=kit.sandbox.buyer, amount="1.00"
+        )
+        postgres.restart()  # every connection drops; the next write opens a new one
+        done = await kit.flow.finish_url(kit.finish_url(pending.interact_redirect))
+        assert done.state == State.COMPLETED
+        assert payments_by_pending(kit.sandbox.state) == {pending.id: 1}
+    finally:
+        await kit.flow.aclose()
+        kit.store.close()
+        kit.sandbox.state.close()

@@ -105,6 +105,10 @@ def test_every_command_speaks_the_contract(kit: Kit, grants: dict[str, str]) -> 
         "{}",
     )
     run("sig", "verify", "--raw", str(kit.cli.tmp / "missing.txt"))
+    migrated = run("store", "migrate")
+    assert migrated["fromVersion"] == migrated["toVersion"]
+    copied = run("store", "copy", str(kit.cli.store), str(kit.cli.tmp / "copy.db"))
+    assert copied["rows"]["pending"] >= 2
     run(
         "smoke",
         "--buyer",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from opapprove.approvals.store import Seller, Store
-from opapprove.diagnostics.doctor import Check, run_checks, worst
+from opapprove.diagnostics.doctor import Check, _Doctor, run_checks, worst
+from opapprove.paths import store_location
 from tests.diagnostics.conftest import OTHER_KID, Live, closed_port_url
+from tests.postgres_server import PostgresServer
 
 ALL = [
     "config",
@@ -200,3 +203,38 @@ def test_a_failing_auth_server_warns(live: Live, tmp_path: Path) -> None:
     finally:
         live.sandbox.state.clear_faults()
     assert auth.status == "warn" and "503" in auth.message
+
+
+def test_a_postgresql_store_is_checked_without_showing_its_password(
+    live: Live, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = postgres.fresh_url()
+    settings = live.settings(tmp_path, store=url)
+    found = by_name(run_checks(settings, settings.store, None))
+    store = found["store"]
+    assert store.status == "pass" and "connects (PostgreSQL)" in store.message, store
+    assert postgres.password not in store.message and ":***@" in store.message
+    assert found["seller"].status == "pass"
+    # A user who may only read: named as a failure, with what to grant.
+    schema = url.rsplit("%3D", 1)[1]
+    database = url.split("/")[-1].split("?")[0]
+    postgres.admin("DROP ROLE IF EXISTS doctor_reader")
+    postgres.admin("CREATE ROLE doctor_reader LOGIN PASSWORD 'doc-pw'")
+    postgres.admin(f"GRANT USAGE ON SCHEMA {schema} TO doctor_reader", database=database)
+    postgres.admin(
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO doctor_reader", database=database
+    )
+    reader = url.replace(f"postgres:{postgres.password}@", "doctor_reader:doc-pw@")
+    store = _store_check(settings, reader)
+    assert store.status == "fail" and "lacks" in store.message and "GRANT" in (store.hint or "")
+    assert "doc-pw" not in store.message
+    # A server that is not there: one line, no password.
+    dead = _store_check(settings, "postgresql://u:hidden@127.0.0.1:1/x")
+    assert dead.status == "fail" and "cannot reach" in dead.message and "hidden" not in dead.message
+
+
+def _store_check(settings: Any, location: str) -> Check:
+    """Only doctor's store check (the others would ask the sandbox again)."""
+    doctor = _Doctor(settings, store_location(location), None, None, time.time)
+    doctor.check_store_and_seller()
+    return by_name(doctor.checks)["store"]

@@ -41,6 +41,9 @@ class Cursor(Protocol):
 class Tx(Protocol):
     """One open transaction (or one read). Rows are read by column name."""
 
+    # Whether ``INSERT``/``UPDATE ... RETURNING`` works (PostgreSQL; SQLite from 3.35).
+    returning: bool
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -50,8 +53,14 @@ class Tx(Protocol):
         SELECT, as the write transaction already holds the database's one write lock."""
         ...
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
+
     def insert(self, sql: str, params: Sequence[Any]) -> int:
         """Run an INSERT into a table with an ``id`` column; the new row's id."""
+        ...
+
+    def insert_later(self, sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        """:meth:`insert`, not waiting for the id until it is asked for."""
         ...
 
 
@@ -60,9 +69,17 @@ class Backend(Protocol):
 
     kind: str  # "sqlite" or "postgresql"
     where: str  # the store for messages: a path, or a URL with its password masked
+    migrated_from: int | None  # the schema version found on opening (before migrating)
 
     def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:
         """Run ``fn`` in one transaction and commit; ``durable`` waits for the disk."""
+        ...
+
+    def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        """One idempotent statement that is a whole transaction; the rows it changed.
+
+        On PostgreSQL it runs without BEGIN and COMMIT around it: one round trip, not three;
+        being idempotent, it is simply run again after a dropped connection."""
         ...
 
     def read(self, fn: Callable[[Tx], T], what: str) -> T: ...

@@ -42,27 +42,41 @@ _RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
 
 
 class PostgresTx:
-    """A :class:`Tx` over a psycopg connection: ``?`` placeholders become ``%s``."""
+    """A :class:`Tx` over a psycopg connection: ``?`` placeholders become ``%s``.
 
+    No pipelining: psycopg's pipeline mode runs in Python, and cost more CPU here than the
+    round trips it saves on a loopback or LAN connection (bench/store_backends.py).
+    """
+
+    returning = True
     _sql: dict[str, str] = {}  # noqa: RUF012 - a cache shared by every connection
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def _query(self, sql: str) -> str:
         query = self._sql.get(sql)
         if query is None:
             query = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
-        cursor: Cursor = self.conn.execute(query.encode(), params or None)
+        return query
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cursor: Cursor = self.conn.execute(self._query(sql).encode(), params or None)
         return cursor
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.cursor().executemany(self._query(sql).encode(), rows)
 
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         # NO KEY: other transactions may still insert events that reference the row.
         return self.execute(sql + " FOR NO KEY UPDATE", params)
 
     def insert(self, sql: str, params: Sequence[Any]) -> int:
-        row = self.execute(sql + " RETURNING id", params).fetchone()
-        return int(row["id"])
+        return self.insert_later(sql, params)()
+
+    def insert_later(self, sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        cursor = self.execute(sql + " RETURNING id", params)
+        return lambda: int(cursor.fetchone()["id"])
 
 
 class _CommitUnknown(Exception):
@@ -316,6 +330,12 @@ class PostgresBackend:
             return result
 
         return self._run(attempt, what)
+
+    def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        # Autocommit: the statement is its own transaction. The store's single statements
+        # are idempotent (upserts, deletes, giving a lease back), so after a drop that
+        # leaves it unknown whether one ran, running it again is right.
+        return self._run(lambda conn: PostgresTx(conn).execute(sql, params).rowcount, what)
 
     def read(self, fn: Callable[[Tx], T], what: str) -> T:
         return self._run(lambda conn: fn(PostgresTx(conn)), what)

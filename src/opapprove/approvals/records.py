@@ -174,3 +174,21 @@ class CachedGrant:
     created_at: float
 
     __repr__ = _repr
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One webhook event for the marketplace, as sent (or still to send)."""
+
+    id: int
+    pending_id: str | None
+    event_type: str
+    body: str
+    attempts: int
+    delivered_at: float | None
+    last_error: str | None
+    created_at: float
+
+    @property
+    def delivered(self) -> bool:
+        return self.delivered_at is not None

@@ -31,6 +31,8 @@ _RETRIES = 6
 class _Connection(sqlite3.Connection):
     """A sqlite3 connection that is also a :class:`Tx`: no wrapper on the hot path."""
 
+    returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.execute(sql, params)  # BEGIN IMMEDIATE already holds the write lock
 
@@ -38,6 +40,10 @@ class _Connection(sqlite3.Connection):
         row_id = self.execute(sql, params).lastrowid
         assert row_id is not None
         return row_id
+
+    def insert_later(self, sql: str, params: Sequence[Any]) -> Callable[[], int]:
+        row_id = self.insert(sql, params)
+        return lambda: row_id
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -55,6 +61,7 @@ class SQLiteBackend:
         self.where = str(path)
         self._lock = threading.RLock()
         self._conn: _Connection | None = None
+        self.migrated_from: int | None = 0  # the schema version the file had when opened
         self._conn = self._open()
 
     def close(self) -> None:
@@ -161,6 +168,7 @@ class SQLiteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            self.migrated_from = version
             if version > len(MIGRATIONS):
                 raise newer_schema(self.where, version, len(MIGRATIONS))
             for number in range(version, len(MIGRATIONS)):
@@ -267,6 +275,9 @@ class SQLiteBackend:
             return result
 
         return self._retrying(attempt, what)
+
+    def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        return self.write(lambda conn: conn.execute(sql, params).rowcount, what)
 
     def read(self, fn: Callable[[Tx], T], what: str) -> T:
         return self._retrying(lambda: fn(self.connection()), what)

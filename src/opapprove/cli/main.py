@@ -106,6 +106,12 @@ LAZY_COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         "Approval analytics: funnel, approval rate, times, failure reasons, stuck grants.",
     ),
     "sig": ("opapprove.cli.sig", "app", True, "Check Open Payments request signatures."),
+    "store": (
+        "opapprove.cli.store",
+        "app",
+        True,
+        "Migrate a store, or copy one between SQLite and PostgreSQL.",
+    ),
     "smoke": (
         "opapprove.cli.smoke",
         "smoke",

@@ -1,0 +1,105 @@
+"""What every repository of the store shares: its backend, its clock, and the audit trail.
+
+The repositories (``store_sellers``, ``store_pending``, ``store_caches``,
+``store_webhooks``) are mixins of :class:`opapprove.approvals.store.Store`; each writes its
+SQL once, for both backends, through :class:`~opapprove.approvals.backend.Tx`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from opapprove.approvals.backend import Backend, StoreError, Tx
+from opapprove.approvals.records import Event, Pending, State
+from opapprove.approvals.store_rows import _dumps, _pending_from_row
+from opapprove.openpayments.redaction import redact_json
+
+T = TypeVar("T")
+
+
+class StaleState(StoreError):
+    """The pending grant is not in the state the caller expected (someone moved it on).
+
+    ``current`` is its state now, or ``None`` if there is no such pending grant.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        pending_id: str = "",
+        current: State | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.pending_id = pending_id
+        self.current = current
+
+
+class PendingNotFound(StaleState):
+    """There is no pending grant with that id (``current`` is ``None``)."""
+
+
+def _not_found(pending_id: str) -> PendingNotFound:
+    return PendingNotFound(
+        f"no pending grant {pending_id} in the store",
+        "check the id with `opapprove pending list`",
+        pending_id=pending_id,
+    )
+
+
+class Repository:
+    """The base of the store's repositories: the backend's calls and the shared helpers."""
+
+    backend: Backend
+    _clock: Callable[[], float]
+
+    def _write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:
+        return self.backend.write(fn, what, durable=durable)
+
+    def _write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
+        return self.backend.write_one(sql, params, what)
+
+    def _read(self, fn: Callable[[Tx], T], what: str) -> T:
+        return self.backend.read(fn, what)
+
+    def _update_pending(
+        self, conn: Tx, sql: str, params: Sequence[Any], pending_id: str
+    ) -> Pending | None:
+        """Run an UPDATE of one pending grant; the row as it is now (``None``: no such row).
+
+        One statement where the database can return the row it changed (``RETURNING``)."""
+        if conn.returning:
+            rows = conn.execute(sql + " RETURNING *", params).fetchall()
+            return _pending_from_row(rows[0]) if rows else None
+        if conn.execute(sql, params).rowcount == 0:
+            return None
+        return self._fetch_pending(conn, pending_id)
+
+    @staticmethod
+    def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:
+        row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()
+        return None if row is None else _pending_from_row(row)
+
+    @staticmethod
+    def _insert_event(
+        conn: Tx,
+        pending_id: str,
+        at: float,
+        kind: str,
+        from_state: str | None,
+        to_state: str | None,
+        data: Mapping[str, Any] | None,
+    ) -> Callable[[], Event]:
+        """Append an event; the event (with its new id) once asked for.
+
+        Most callers never ask: on PostgreSQL the INSERT then goes out with the statements
+        after it instead of waiting for its id."""
+        clean = redact_json(dict(data or {}))
+        event_id = conn.insert_later(
+            "INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (pending_id, at, kind, from_state, to_state, _dumps(clean)),
+        )
+        return lambda: Event(event_id(), pending_id, at, kind, from_state, to_state, clean)

@@ -1,0 +1,317 @@
+"""Pending grants: their rows, state transitions, audit events and leases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from opapprove.approvals.backend import Tx
+from opapprove.approvals.ids import new_id
+from opapprove.approvals.leases import Holder, process_gone
+from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
+from opapprove.approvals.store_base import Repository, StaleState, _not_found
+from opapprove.approvals.store_rows import _event_from_row, _pending_columns, _pending_from_row
+
+# Transitions committed durably (fsync; SQLite's synchronous=FULL, PostgreSQL's
+# synchronous_commit=on), which also makes every earlier commit durable: after a power loss
+# a grant may fall back a step, but never from ``paying`` to ``grant_issued``, from where a
+# replay would pay a second time.
+DURABLE_STATES = frozenset({State.PAYING})
+
+
+def _expected_states(expect: State | Iterable[State]) -> tuple[State, ...]:
+    if isinstance(expect, str):
+        return (State(expect),)
+    states = tuple(State(s) for s in expect)
+    if not states:
+        raise TypeError("expect must name at least one state")
+    return states
+
+
+class PendingRepository(Repository):
+    """Pending grants, their transitions and events, and who may work on each (leases)."""
+
+    def create_pending(
+        self,
+        *,
+        seller_id: str,
+        offer_id: str,
+        buyer_wallet: str,
+        amount: str,
+        **fields: Any,
+    ) -> Pending:
+        """A new pending grant in state ``started``, with a ``created`` event."""
+        columns = _pending_columns(fields, "create_pending")
+
+        def txn(conn: Tx) -> Pending:
+            now = self._clock()
+            pending_id = new_id()  # real time even under a test clock: ids stay ordered
+            values: dict[str, Any] = {
+                "id": pending_id,
+                "seller_id": seller_id,
+                "offer_id": offer_id,
+                "buyer_wallet": buyer_wallet,
+                "amount": amount,
+                "state": str(State.STARTED),
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+                **columns,
+            }
+            names = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            # Column names come from the Pending dataclass (checked above), never from input.
+            conn.execute(
+                f"INSERT INTO pending ({names}) VALUES ({marks})",  # noqa: S608
+                tuple(values.values()),
+            )
+            self._insert_event(
+                conn,
+                pending_id,
+                now,
+                "created",
+                None,
+                str(State.STARTED),
+                {"seller_id": seller_id, "offer_id": offer_id, "amount": amount},
+            )
+            created = self._fetch_pending(conn, pending_id)
+            assert created is not None
+            return created
+
+        return self._write(txn, "creating a pending grant")
+
+    def get_pending(self, pending_id: str) -> Pending | None:
+        return self._read(lambda c: self._fetch_pending(c, pending_id), "reading a pending grant")
+
+    def list_pending(
+        self,
+        *,
+        states: Iterable[State] | None = None,
+        since: float | None = None,
+        stuck_after: float | None = None,
+        now: float | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Pending]:
+        """Pending grants, oldest first unless ``newest_first``.
+
+        ``since``: created at or after. ``stuck_after``: not final and not changed (no
+        transition or update) for that many seconds before ``now``.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            wanted = sorted({str(State(s)) for s in states})
+            if not wanted:
+                return []
+            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
+            params.extend(wanted)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(since)
+        if stuck_after is not None:
+            finals = sorted(str(s) for s in FINAL_STATES)
+            clauses.append(f"state NOT IN ({', '.join('?' for _ in finals)})")
+            params.extend(finals)
+            clauses.append("updated_at < ?")
+            params.append((self._clock() if now is None else now) - stuck_after)
+        sql = "SELECT * FROM pending"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        order = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY created_at {order}, id {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+
+        def read(conn: Tx) -> list[Pending]:
+            return [_pending_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return self._read(read, "listing pending grants")
+
+    def transition(
+        self,
+        pending_id: str,
+        to: State,
+        *,
+        expect: State | Iterable[State],
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Pending:
+        """Move a pending grant from one of ``expect`` to ``to``, saving ``fields`` with it.
+
+        One transaction: the row and its event are written together or not at all.
+        Raises :class:`StaleState` (nothing changed) if the grant is in another state.
+        """
+        target = State(to)
+        expected = _expected_states(expect)
+        if target == State.COMPLETED:
+            # A paid grant's earlier trouble is history (the event trail keeps it), not its state.
+            fields.setdefault("last_error", None)
+        columns = _pending_columns(fields, "transition")
+
+        def txn(conn: Tx) -> Pending:
+            row = conn.execute_locking(
+                "SELECT state FROM pending WHERE id = ?", (pending_id,)
+            ).fetchone()
+            if row is None:
+                raise _not_found(pending_id)
+            current = State(row["state"])
+            if current not in expected:
+                raise StaleState(
+                    f"pending grant {pending_id} is {current}, not "
+                    f"{' or '.join(str(s) for s in expected)}, so it cannot become {target}",
+                    f"another process may have moved it on; see `opapprove pending show "
+                    f"{pending_id}`",
+                    pending_id=pending_id,
+                    current=current,
+                )
+            now = self._clock()
+            sets = "".join(f"{name} = ?, " for name in columns)
+            moved = self._update_pending(
+                conn,
+                f"UPDATE pending SET {sets}state = ?, version = version + 1, updated_at = ?"  # noqa: S608
+                " WHERE id = ? AND state = ?",
+                (*columns.values(), str(target), now, pending_id, str(current)),
+                pending_id,
+            )
+            assert moved is not None  # the row is locked and in state ``current``
+            self._insert_event(
+                conn,
+                pending_id,
+                now,
+                event or f"{current}->{target}",
+                str(current),
+                str(target),
+                data,
+            )
+            return moved
+
+        return self._write(txn, "saving a state change", durable=target in DURABLE_STATES)
+
+    def update(
+        self,
+        pending_id: str,
+        *,
+        event: str | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Pending:
+        """Save ``fields`` without a state change; with ``event``, also log it."""
+        columns = _pending_columns(fields, "update")
+
+        def txn(conn: Tx) -> Pending:
+            now = self._clock()
+            sets = "".join(f"{name} = ?, " for name in columns)
+            updated = self._update_pending(
+                conn,
+                f"UPDATE pending SET {sets}version = version + 1, updated_at = ?"  # noqa: S608
+                " WHERE id = ?",
+                (*columns.values(), now, pending_id),
+                pending_id,
+            )
+            if updated is None:
+                raise _not_found(pending_id)
+            if event is not None:
+                self._insert_event(conn, pending_id, now, event, None, None, data)
+            return updated
+
+        return self._write(txn, "updating a pending grant")
+
+    def record_error(self, pending_id: str, message: str) -> None:
+        """Note a failed attempt: ``last_error``, ``attempts + 1`` and an ``error`` event.
+
+        ``updated_at`` is left alone so a grant that keeps failing still shows as stuck.
+        """
+
+        def txn(conn: Tx) -> None:
+            cur = conn.execute(
+                "UPDATE pending SET last_error = ?, attempts = attempts + 1,"
+                " version = version + 1 WHERE id = ?",
+                (message, pending_id),
+            )
+            if cur.rowcount == 0:
+                raise _not_found(pending_id)
+            self._insert_event(
+                conn, pending_id, self._clock(), "error", None, None, {"message": message}
+            )
+
+        self._write(txn, "recording an error")
+
+    def add_event(self, pending_id: str, kind: str, data: dict[str, Any] | None = None) -> Event:
+        """Append to a pending grant's audit trail; credentials in ``data`` are redacted."""
+
+        def txn(conn: Tx) -> Event:
+            if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
+                raise _not_found(pending_id)
+            return self._insert_event(conn, pending_id, self._clock(), kind, None, None, data)()
+
+        return self._write(txn, "adding an event")
+
+    def events(self, pending_id: str) -> list[Event]:
+        def read(conn: Tx) -> list[Event]:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE pending_id = ? ORDER BY id", (pending_id,)
+            ).fetchall()
+            return [_event_from_row(r) for r in rows]
+
+        return self._read(read, "reading events")
+
+    def acquire_lease(
+        self,
+        pending_id: str,
+        holder: str | Holder,
+        seconds: float,
+        *,
+        now: float | None = None,
+    ) -> bool:
+        """Take (or extend) the right to work on a grant; False if another holder has it.
+
+        ``holder`` names one attempt (a plain string is an attempt of this process). A lease
+        held by another attempt is taken when it has run out, or at once when its holder's
+        process on this host is gone; taking over a lease is logged as ``lease_taken_over``.
+        """
+        who = holder if isinstance(holder, Holder) else Holder(holder)
+
+        def txn(conn: Tx) -> bool:
+            at = self._clock() if now is None else now
+            # Locked: of two processes (on any machines) asking at once, the second waits,
+            # then sees the first one's lease.
+            row = conn.execute_locking(
+                "SELECT lease_holder, lease_until, lease_host, lease_pid FROM pending WHERE id = ?",
+                (pending_id,),
+            ).fetchone()
+            if row is None:
+                raise _not_found(pending_id)
+            current = row["lease_holder"]
+            free = current is None or current == who.id or row["lease_until"] is None
+            ran_out = not free and row["lease_until"] <= at
+            gone = not free and not ran_out and process_gone(row["lease_host"], row["lease_pid"])
+            if not (free or ran_out or gone):
+                return False
+            conn.execute(
+                "UPDATE pending SET lease_holder = ?, lease_until = ?, lease_host = ?,"
+                " lease_pid = ? WHERE id = ?",
+                (who.id, at + seconds, who.host, who.pid, pending_id),
+            )
+            if current is not None and current != who.id:
+                why = "holder process gone" if gone else "lease ran out"
+                taken = {"from": current, "host": row["lease_host"], "pid": row["lease_pid"]}
+                self._insert_event(
+                    conn, pending_id, at, "lease_taken_over", None, None, {**taken, "why": why}
+                )
+            return True
+
+        return self._write(txn, "taking a lease")
+
+    def release_lease(self, pending_id: str, holder: str | Holder) -> None:
+        """Give the lease back; a no-op unless ``holder`` holds it."""
+        who = holder.id if isinstance(holder, Holder) else holder
+
+        self._write_one(
+            "UPDATE pending SET lease_holder = NULL, lease_until = NULL, lease_host = NULL,"
+            " lease_pid = NULL WHERE id = ? AND lease_holder = ?",
+            (pending_id, who),
+            "releasing a lease",
+        )
