@@ -76,8 +76,7 @@ def demo(
     from opapprove.openpayments.errors import AmountError
     from opapprove.openpayments.money import check_decimal
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     try:
         check_decimal(amount)
     except AmountError as exc:

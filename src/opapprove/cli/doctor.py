@@ -55,8 +55,7 @@ def doctor(
     from opapprove.diagnostics.doctor import Check, run_checks, worst
     from opapprove.settings import SettingsError
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     try:
         settings = runtime.settings()
     except SettingsError as exc:

@@ -89,8 +89,7 @@ def listen(
     say) is noted and listening goes on. Ctrl-C stops it (exit 130) once payments under way
     have finished.
     """
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     bind_host = (host or settings.listen_host).strip()
     bind_port = settings.listen_port if port is None else port

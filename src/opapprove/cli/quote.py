@@ -32,12 +32,6 @@ app = typer.Typer(
 SENDING_CHECK_INTERVAL = 0.5
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 @app.command("start")
 def start(
     ctx: typer.Context,
@@ -102,7 +96,7 @@ def start(
     The buyer approves at the URL; the wallet then redirects to the listener
     (`opapprove listen`), or paste that redirect to `opapprove finish URL`.
     """
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     if timeout is not None and not poll:
         raise CliError("--timeout goes with --poll", hint="add --poll, or leave --timeout out")
     settings = runtime.settings()

@@ -44,8 +44,7 @@ def report(
     from opapprove.cli.views import parse_since
     from opapprove.diagnostics.report import build_report, load_histories
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     now = time.time()
     since_ts = parse_since(since, now) if since else None
     settings = runtime.settings()

@@ -31,12 +31,6 @@ app = typer.Typer(
 )
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 def _load_keys(paths: list[Path]) -> list[Jwk]:
     from opapprove.servers.sandbox import load_public_keys
 
@@ -205,7 +199,7 @@ def sandbox(
     from opapprove.servers.sandbox import describe
     from opapprove.servers.serving import ServerStartError, run_sandbox
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     seller, seller_keys = _seller_key(runtime, seller_id)
     config = build_config(
         seller_keys=seller_keys,
@@ -293,7 +287,7 @@ def approve(
 
     Prints the client's finish URL (the redirect the browser would follow).
     """
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     parts = urlsplit(redirect_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc or "/interact/" not in parts.path:
         raise CliError(
@@ -359,7 +353,7 @@ def add_key(
     """
     from opapprove.openpayments.keys import public_jwk
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     seller = None
     if key is not None and seller_id is not None:
         raise CliError("--key and --seller are two ways to name the key", hint="give one")

@@ -80,8 +80,7 @@ def smoke(
     from opapprove.approvals.flow import Flow
     from opapprove.diagnostics.smoke import run_smoke, to_junit
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     store = runtime.store()
 

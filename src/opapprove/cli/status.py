@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opapprove.cli import exitcodes
-from opapprove.cli.errors import CliError
+from opapprove.cli.errors import CliError, unknown_pending
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -52,16 +52,13 @@ def status(
     With --watch the exit code is the final state's: 0 completed, 6 rejected, expired or
     cancelled, 5 failed, 8 if --timeout passed first.
     """
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     if not watch and timeout is not None:
         raise CliError("--timeout goes with --watch", hint="add --watch, or leave --timeout out")
     settings = runtime.settings()
     limit = float(timeout if timeout is not None else settings.poll_timeout)
     if not runtime.store_exists():  # looking must not create a store
-        raise CliError(
-            f"unknown pendingId {pending_id!r}", hint="list grants with `opapprove pending list`"
-        )
+        raise unknown_pending(pending_id)
 
     async def go() -> Pending:
         from opapprove.cli.flows import open_flow
