@@ -17,6 +17,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -65,12 +66,7 @@ def listen(
     ] = False,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            min=0.0,
-            help="Exit 8 if no finish callback arrives within S seconds.",
-        ),
+        seconds_option("--timeout", "Exit 8 if no finish callback arrives within S seconds."),
     ] = None,
     api: Annotated[
         bool,

@@ -12,6 +12,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, unknown_pending
+from opapprove.cli.options import PendingIdsArgument, SinceOption, StatesOption, StuckOption
 from opapprove.cli.pending_replay import replay
 from opapprove.cli.runtime import Runtime
 
@@ -30,18 +31,9 @@ app = typer.Typer(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    state: Annotated[
-        list[str] | None,
-        typer.Option("--state", metavar="STATE", help="Only grants in this state; repeatable."),
-    ] = None,
-    stuck: Annotated[
-        bool,
-        typer.Option("--stuck", help="Only unfinished grants with no progress for stuck_after s."),
-    ] = False,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", metavar="T", help="Created since: an ISO time, or 2h, 30m, 1d."),
-    ] = None,
+    state: StatesOption = None,
+    stuck: StuckOption = False,
+    since: SinceOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", metavar="N", min=1, help="At most N grants.")
     ] = None,
@@ -246,19 +238,11 @@ NEVER_ASKED = ("started", "incoming_created", "quote_created")
 @app.command("cancel")
 def cancel(
     ctx: typer.Context,
-    pending_ids: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="ID", help="The grants to cancel.", show_default=False),
-    ] = None,
+    pending_ids: PendingIdsArgument = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Every grant in the --state given (needs --state).")
     ] = False,
-    state: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--state", metavar="STATE", help="With --all: grants in this state; repeatable."
-        ),
-    ] = None,
+    state: StatesOption = None,
 ) -> None:
     """Cancel grants that have not paid: revoke them at the wallet, mark them cancelled.
 

@@ -12,6 +12,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, unknown_pending
+from opapprove.cli.options import PendingIdsArgument, StatesOption, StuckOption
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -48,22 +49,14 @@ def auto_workers(grants: int) -> int:
 
 def replay(
     ctx: typer.Context,
-    pending_ids: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="ID", help="The grants to replay.", show_default=False),
-    ] = None,
+    pending_ids: PendingIdsArgument = None,
     all_: Annotated[bool, typer.Option("--all", help="Every unfinished grant.")] = False,
     concurrency: Annotated[
         int,
         typer.Option("--concurrency", metavar="N", min=1, max=64, help="Grants replayed at once."),
     ] = 8,
-    state: Annotated[
-        list[str] | None,
-        typer.Option("--state", metavar="STATE", help="With --all: only this state; repeatable."),
-    ] = None,
-    stuck: Annotated[
-        bool, typer.Option("--stuck", help="With --all: only grants stuck for stuck_after s.")
-    ] = False,
+    state: StatesOption = None,
+    stuck: StuckOption = False,
     workers: Annotated[
         int | None,
         typer.Option(

@@ -14,6 +14,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import SellerOption, seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -47,10 +48,7 @@ def start(
             help="What the seller receives, in the seller's asset: 100.00",
         ),
     ],
-    seller_id: Annotated[
-        str | None,
-        typer.Option("--seller", metavar="ID", help="The seller (default: the config's)."),
-    ] = None,
+    seller_id: SellerOption = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the approval URL in this machine's browser.")
     ] = False,
@@ -66,12 +64,7 @@ def start(
     ] = False,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            min=0.0,
-            help="With --poll: seconds to wait (default: poll_timeout).",
-        ),
+        seconds_option("--timeout", "With --poll: seconds to wait (default: poll_timeout)."),
     ] = None,
     max_debit: Annotated[
         str | None,

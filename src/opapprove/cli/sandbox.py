@@ -15,6 +15,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import FeeOption, LatencyOption, RateOption
 from opapprove.cli.runtime import Runtime
 from opapprove.cli.seller import load_seller_key, seller_or_default
 
@@ -137,9 +138,7 @@ def sandbox(
             "--key", metavar="FILE.jwk", help="Also register this public JWK (or JWKS); repeatable."
         ),
     ] = None,
-    latency: Annotated[
-        float, typer.Option("--latency", min=0.0, help="Seconds added to every request.")
-    ] = 0.0,
+    latency: LatencyOption = 0.0,
     wait: Annotated[
         int, typer.Option("--wait", min=0, help="continue.wait seconds the auth server asks for.")
     ] = 5,
@@ -155,22 +154,8 @@ def sandbox(
             help="Add a wallet (or redefine buyer/seller), e.g. alice:EUR:2:500.00; repeatable.",
         ),
     ] = None,
-    rate: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rate",
-            metavar="BASE/QUOTE=N",
-            help="One BASE buys N QUOTE, e.g. EUR/USD=1.08; repeatable.",
-        ),
-    ] = None,
-    fee: Annotated[
-        str | None,
-        typer.Option(
-            "--fee",
-            metavar="P%+FIXED",
-            help="The sender's fee: a percent plus a fixed part in the debit asset (0.5%+0.10).",
-        ),
-    ] = None,
+    rate: RateOption = None,
+    fee: FeeOption = None,
     created_window: Annotated[
         int | None,
         typer.Option(

@@ -13,6 +13,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, unknown_pending
+from opapprove.cli.options import seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -39,12 +40,7 @@ def status(
     ] = 2.0,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            min=0.0,
-            help="With --watch: give up after this many seconds (exit 8).",
-        ),
+        seconds_option("--timeout", "With --watch: give up after this many seconds (exit 8)."),
     ] = None,
 ) -> None:
     """Show a grant: state, amounts, payments, last error, approval URL, age.
