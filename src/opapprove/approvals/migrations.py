@@ -110,4 +110,10 @@ _V3 = [
     "ALTER TABLE pending ADD COLUMN lease_pid INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# v4: a webhook delivery being sent is held by its sender until then, so a sweep in another
+# process (``pending replay``) does not send it a second time meanwhile.
+_V4 = [
+    "ALTER TABLE webhook_deliveries ADD COLUMN sending_until REAL",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
