@@ -11,7 +11,9 @@ import pytest
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import Seller, Store
 from opapprove.openpayments.keys import write_private_key
+from opapprove.servers.serving import RunningServer
 from opapprove.settings import Settings, load_settings
+from tests.approvals.webhook_receiver import PATH, Receiver, serve_receiver
 from tests.sandbox_fixtures import Sandbox, make_sandbox
 
 
@@ -90,3 +92,23 @@ async def started(kit: FlowKit) -> AsyncIterator[tuple[FlowKit, Any]]:
     )
     yield kit, pending
     await kit.flow.aclose()
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Receiver, RunningServer]]:
+    """The marketplace's webhook endpoint, one per test module."""
+    with serve_receiver() as served:
+        yield served
+
+
+@pytest.fixture
+def receiver(served: tuple[Receiver, RunningServer]) -> Iterator[Receiver]:
+    served[0].reset()
+    yield served[0]
+    served[0].reset()
+
+
+@pytest.fixture
+def url(served: tuple[Receiver, RunningServer]) -> str:
+    """The webhook endpoint's URL."""
+    return served[1].url + PATH

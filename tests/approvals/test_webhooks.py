@@ -5,18 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
@@ -30,72 +23,13 @@ from opapprove.approvals.webhooks import (
     sign,
     verify_signature,
 )
-from opapprove.servers.serving import RunningServer, serve_in_thread
 from opapprove.settings import Settings, load_settings
 from tests.approvals.conftest import FlowKit, make_kit
+from tests.approvals.webhook_receiver import PATH, Receiver
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "whsec-test-0123456789abcdef"
-PATH = "/api/webhooks/payments"
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """The marketplace's webhook endpoint: records every request, answers from a script."""
-
-    requests: list[Received] = field(default_factory=list)
-    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answer(self, *statuses: int, headers: dict[str, str] | None = None) -> None:
-        with self.lock:
-            self.script = [(s, headers or {}) for s in statuses]
-
-    def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.script.clear()
-
-    def of_type(self, kind: str) -> list[Received]:
-        return [r for r in self.requests if r.json["type"] == kind]
-
-    async def endpoint(self, request: Request) -> Response:
-        body = await request.body()
-        with self.lock:
-            self.requests.append(Received(dict(request.headers), body))
-            status, headers = self.script.pop(0) if self.script else (200, {})
-        return Response(status_code=status, headers=headers)
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[Receiver, RunningServer]]:
-    receiver = Receiver()
-    app = Starlette(routes=[Route(PATH, receiver.endpoint, methods=["POST"])])
-    with serve_in_thread(app) as server:
-        yield receiver, server
-
-
-@pytest.fixture
-def receiver(served: tuple[Receiver, RunningServer]) -> Iterator[Receiver]:
-    served[0].reset()
-    yield served[0]
-    served[0].reset()
-
-
-@pytest.fixture
-def url(served: tuple[Receiver, RunningServer]) -> str:
-    return served[1].url + PATH
 
 
 class Sleeps(list[float]):

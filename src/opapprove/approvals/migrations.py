@@ -110,8 +110,14 @@ _V3 = [
     "ALTER TABLE pending ADD COLUMN lease_pid INTEGER",
 ]
 
-# v4: split payments (one approval, several sellers): a grant's legs, one row per seller.
+# v4: a webhook delivery being sent is held by its sender until then, so a sweep in another
+# process (``pending replay``) does not send it a second time meanwhile.
 _V4 = [
+    "ALTER TABLE webhook_deliveries ADD COLUMN sending_until REAL",
+]
+
+# v5: split payments (one approval, several sellers): a grant's legs, one row per seller.
+_V5 = [
     "ALTER TABLE pending ADD COLUMN leg_count INTEGER NOT NULL DEFAULT 0",
     """CREATE TABLE pending_legs (
         pending_id TEXT NOT NULL REFERENCES pending (id) ON DELETE CASCADE,
@@ -138,4 +144,4 @@ _V4 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]

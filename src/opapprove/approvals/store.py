@@ -4,8 +4,8 @@
 ``store_caches``, ``store_webhooks``) over one backend (``backend.py``): a SQLite file
 (``sqlite_backend.py``), the zero-set-up default, or a PostgreSQL database
 (``postgres_backend.py``) that listeners and support staff on several machines share.
-Each write is one transaction; a state change and its audit event are written in the same
-one.
+Each write is one transaction; a state change, its audit event and the webhook delivery
+that announces it are written in the same one.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from opapprove.approvals.store_caches import CacheRepository
 from opapprove.approvals.store_legs import LegRepository
 from opapprove.approvals.store_pending import DURABLE_STATES, PendingRepository
 from opapprove.approvals.store_sellers import SellerRepository
-from opapprove.approvals.store_webhooks import WebhookRepository
+from opapprove.approvals.store_webhooks import Outbound, Outbox, WebhookRepository
 from opapprove.paths import DatabaseURL, StoreLocation, store_location
 
 __all__ = [
@@ -44,6 +44,8 @@ __all__ = [
     "Event",
     "Leg",
     "LegState",
+    "Outbound",
+    "Outbox",
     "Pending",
     "PendingNotFound",
     "Seller",

@@ -12,6 +12,7 @@ from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
 from opapprove.approvals.store_base import Repository, StaleState, _not_found
 from opapprove.approvals.store_legs import leg_row
 from opapprove.approvals.store_rows import _event_from_row, _pending_columns, _pending_from_row
+from opapprove.approvals.store_webhooks import Outbox, write_outbound
 
 # Transitions committed durably (fsync; SQLite's synchronous=FULL, PostgreSQL's
 # synchronous_commit=on), which also makes every earlier commit durable: after a power loss
@@ -142,11 +143,13 @@ class PendingRepository(Repository):
         expect: State | Iterable[State],
         event: str | None = None,
         data: dict[str, Any] | None = None,
+        outbox: Outbox | None = None,
         **fields: Any,
     ) -> Pending:
         """Move a pending grant from one of ``expect`` to ``to``, saving ``fields`` with it.
 
-        One transaction: the row and its event are written together or not at all.
+        One transaction: the row, its event and the webhook delivery ``outbox`` makes of
+        the moved grant (if any) are written together or not at all.
         Raises :class:`StaleState` (nothing changed) if the grant is in another state.
         """
         target = State(to)
@@ -191,6 +194,9 @@ class PendingRepository(Repository):
                 str(target),
                 data,
             )
+            outbound = outbox(moved) if outbox is not None else None
+            if outbound is not None:
+                write_outbound(conn, pending_id, outbound, now)
             return moved
 
         return self._write(txn, "saving a state change", durable=target in DURABLE_STATES)

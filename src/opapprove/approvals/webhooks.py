@@ -1,10 +1,13 @@
 """Marketplace webhooks: the seed's ``payment.completed`` and friends, signed, retried, once.
 
-Each event is written to the store before it is sent (one row per grant and event type),
-so a second ``handle()`` for the same event sends nothing and ``deliver_pending`` can finish
-what a crash or an unreachable receiver left undelivered. The receiver still sees the
-same ``Opapprove-Event-Id`` on every attempt, so it can drop a repeat that slips through
-(two processes delivering the same row at once).
+Each event is written to the store before it is sent (one row per grant and event type):
+in the same transaction as the transition it announces (the outbox, :func:`outbox`), so a
+crash right after that commit loses nothing. The sender then only sends rows already
+written, each attempt claimed in the store first, so a second ``handle()`` for the same
+event sends nothing and ``deliver_pending`` finishes what a crash or an unreachable
+receiver left undelivered. The receiver sees the same ``Opapprove-Event-Id`` on every
+attempt, so it can drop a repeat (a sender that died after sending, before saving that it
+had).
 
 Signature, in one header: ``Opapprove-Signature: t=<unix>,v1=<hex>`` where ``v1`` is
 HMAC-SHA256 with the shared secret over ``f"{t}.{body}"``; the timestamp lets the receiver
@@ -18,7 +21,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -27,18 +30,22 @@ import httpx
 from pydantic import SecretStr
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import State, StoreError, WebhookDelivery
+from opapprove.approvals.store import Outbound, State, StoreError, WebhookDelivery
 
 if TYPE_CHECKING:
-    from opapprove.approvals.store import Pending, Store
+    from opapprove.approvals.store import Outbox, Pending, Store
     from opapprove.settings import Settings
 
 SIGNATURE_HEADER = "Opapprove-Signature"
 EVENT_ID_HEADER = "Opapprove-Event-Id"
 EVENT_TYPES = ("approval.needed", "payment.completed", "payment.failed")
+# May recur with a new body (a new approval URL after a re-approval): one event per body.
+_RECURRING = frozenset({"approval.needed"})
 DEFAULT_TOLERANCE = 300
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
+# A sender holds a delivery for its timeout plus this; a dead sender's hold then runs out.
+HOLD_MARGIN = 5.0
 _RETRY_STATUSES = frozenset({408, 429})
 # The seed's failure statuses; anything else a flow reports is plain "failed".
 _FAILED_STATUS = {
@@ -102,6 +109,21 @@ def _event_body(kind: str, pending: Pending, data: dict[str, Any]) -> dict[str, 
 
 def encode_body(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def outbound(kind: str, pending: Pending, data: Mapping[str, Any] | None = None) -> Outbound | None:
+    """The delivery row of a flow event, or ``None`` for events the marketplace is not told."""
+    body = webhook_body(kind, pending, dict(data or {}))
+    if body is None:
+        return None
+    return Outbound(kind, encode_body(body), same_body=kind in _RECURRING)
+
+
+def outbox(kind: str, data: Mapping[str, Any] | None = None) -> Outbox:
+    """What a transition writes for ``kind`` (``Store.transition(outbox=...)``): the
+    delivery built from the grant as the transition leaves it, the body :meth:`WebhookSender.
+    notify` would build for ``(kind, moved, data)`` byte for byte."""
+    return lambda moved: outbound(kind, moved, data)
 
 
 def _secret_bytes(secret: str | bytes | SecretStr) -> bytes:
@@ -241,7 +263,7 @@ class WebhookSender:
         self.background = background
         self.receiver_down = False
         self._in_flight: set[int] = set()
-        self._tasks: set[asyncio.Task[DeliveryResult]] = set()
+        self._tasks: set[asyncio.Task[DeliveryResult | None]] = set()
 
     def __repr__(self) -> str:
         secret = "set" if self._secret is not None else "none"
@@ -287,25 +309,27 @@ class WebhookSender:
     async def notify(
         self, kind: str, pending: Pending, data: dict[str, Any] | None = None
     ) -> DeliveryResult | None:
-        """Record the event, then send it (with retries); ``None`` if nothing was sent now.
+        """Send the event's delivery (with retries); ``None`` if nothing was sent now.
 
-        Nothing is sent without a ``webhook_url``, for events the marketplace is not told,
-        or when this event was recorded before (by this or another process). In the
-        background mode the send happens in a task and this returns ``None`` at once.
+        The delivery is the row the transition wrote (the outbox); written here if it did
+        not (a caller outside the flow). Nothing is sent without a ``webhook_url``, for
+        events the marketplace is not told, or when a sender (of this or another process)
+        has tried it before. In the background mode the send happens in a task and this
+        returns ``None`` at once.
         """
         if not self.enabled:
             return None
-        body = webhook_body(kind, pending, data or {})
-        if body is None:
+        out = outbound(kind, pending, data)
+        if out is None:
             return None
         try:
             delivery, created = self.store.add_webhook_delivery(
-                pending.id, kind, encode_body(body), same_body=kind == "approval.needed"
+                pending.id, kind, out.body, same_body=out.same_body
             )
         except StoreError:
             return None  # the payment is committed already; a lost notice must not undo it
-        if not created:
-            return None
+        if not created and (delivery.delivered or delivery.attempts):
+            return None  # sent, or being sent, by someone else
         if self.background:
             task = asyncio.create_task(self._deliver(delivery))
             self._tasks.add(task)
@@ -331,6 +355,8 @@ class WebhookSender:
             if delivery.id in self._in_flight or now - delivery.created_at < min_age:
                 continue
             result = await self._deliver(delivery, store=source)
+            if result is None:
+                continue  # another sender took it since the list was read
             results.append(result)
             if result.retryable:
                 break  # the receiver is not taking deliveries now; the rest stay for later
@@ -340,7 +366,7 @@ class WebhookSender:
 
     async def _deliver(
         self, delivery: WebhookDelivery, *, store: Store | None = None
-    ) -> DeliveryResult:
+    ) -> DeliveryResult | None:
         store = store or self.store
         assert self.url
         self._in_flight.add(delivery.id)
@@ -349,7 +375,11 @@ class WebhookSender:
         finally:
             self._in_flight.discard(delivery.id)
 
-    async def _attempts(self, delivery: WebhookDelivery, store: Store, url: str) -> DeliveryResult:
+    async def _attempts(
+        self, delivery: WebhookDelivery, store: Store, url: str
+    ) -> DeliveryResult | None:
+        """Send ``delivery`` until delivered or given up; ``None`` if another sender had
+        claimed its first attempt (it sends it)."""
         ident = event_id(delivery)
         body = delivery.body.encode("utf-8")
         attempts_now = 0
@@ -359,6 +389,18 @@ class WebhookSender:
         # batch of events does not spend every event's whole backoff on a dead endpoint.
         tries = 1 if self.receiver_down else self.retries + 1
         for attempt in range(1, tries + 1):
+            try:
+                claimed = store.claim_webhook_attempt(
+                    delivery, hold_for=self.timeout + HOLD_MARGIN, continuing=attempt > 1
+                )
+            except StoreError:
+                claimed = None
+            if claimed is None:
+                if attempt == 1:
+                    return None
+                retry = False  # another sender has taken over; its attempts are its own
+                break
+            delivery = claimed
             attempts_now = attempt
             status, error, retry, wait = await self._post(url, ident, body)
             delivered = error is None
@@ -376,15 +418,21 @@ class WebhookSender:
                 "url": _where(url),
                 "eventId": ident,
             }
+            pause = wait if wait is not None else self._backoff(attempt)
+            again = outcome == "retry"
             try:
                 delivery = store.record_webhook_attempt(
-                    delivery.id, delivered=delivered, error=error, data=info
+                    delivery.id,
+                    delivered=delivered,
+                    error=error,
+                    data=info,
+                    hold_for=pause + self.timeout + HOLD_MARGIN if again else None,
                 )
             except StoreError:
                 pass  # the receiver has it or not either way; the trail is best effort
-            if delivered or outcome == "gave_up":
+            if not again:
                 break
-            await self.sleep(wait if wait is not None else self._backoff(attempt))
+            await self.sleep(pause)
         return DeliveryResult(
             delivery_id=delivery.id,
             pending_id=delivery.pending_id,
