@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from opapprove.approvals import flow as flow_module
+from opapprove.approvals import leases as leases_module
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.leases import Holder, new_holder, process_gone, this_host
 from opapprove.approvals.store import State, Store
@@ -140,12 +140,12 @@ async def test_a_401_on_continue_is_no_crash_while_another_attempt_is_in_flight(
             approved.continue_uri, approved.continue_token, query["interact_ref"]
         )
         kit.store.add_event(pending.id, "continue_sent", {"attempt": "attempt-A"})
-        flow_module._LIVE_ATTEMPTS.add("attempt-A")
+        leases_module._LIVE_ATTEMPTS.add("attempt-A")
         try:
             with pytest.raises(FlowError) as busy:
                 await kit.flow.complete(pending.id)  # attempt B: 401 from the wallet
         finally:
-            flow_module._LIVE_ATTEMPTS.discard("attempt-A")
+            leases_module._LIVE_ATTEMPTS.discard("attempt-A")
         assert busy.value.kind == "busy"
         kinds = [e.kind for e in kit.store.events(pending.id)]
         assert "approval_restarted" not in kinds and "failed" not in kinds

@@ -214,7 +214,7 @@ async def test_a_factory_flow_is_made_once_shared_and_closed(
 
     class CountingFlow(Flow):
         async def aclose(self) -> None:
-            closed.append(len(self._clients))
+            closed.append(len(self.access.clients))
             await super().aclose()
 
     def factory() -> Flow:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.flow import resolve_seller
+from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.store import Store
 from opapprove.cli import exitcodes
 from opapprove.openpayments.keys import (

@@ -215,6 +215,12 @@ def _time(quote: dict[str, Any], key: str) -> float | None:
         return None
 
 
+def is_expired(quote: dict[str, Any] | None, now: float) -> bool:
+    """Whether a stored quote's ``expiresAt`` has passed (a quote without one never expires)."""
+    expires = _time(quote or {}, "expiresAt")
+    return expires is not None and expires <= now
+
+
 def _lifetime(quote: dict[str, Any], now: float) -> float | None:
     """How long the quote is valid, on the wallet's own clock (``createdAt`` → ``expiresAt``)
     so that a skew between our clock and the wallet's cannot refuse a good quote."""

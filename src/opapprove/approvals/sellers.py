@@ -1,16 +1,21 @@
-"""Sellers as the seed's ``POST /sellers`` describes them, checked before they are stored."""
+"""Sellers: which one to act for (the store's, or the config's ``seller_*``), their keys, and
+the seed's ``POST /sellers`` body, checked before it is stored."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import keys, urls
+
+if TYPE_CHECKING:
+    from opapprove.settings import Settings
 
 
 class SellerInputError(ValueError):
@@ -25,6 +30,72 @@ def key_path(private_key_path: str | Path) -> Path:
 def load_key(seller: Seller) -> Ed25519PrivateKey:
     """The seller's private key, from its key file; ``KeyLoadError`` says what is wrong."""
     return keys.load_private_key_file(key_path(seller.private_key_path))
+
+
+def seller_from_settings(settings: Settings) -> Seller | None:
+    if not (settings.seller_wallet_address_url and settings.seller_key_id):
+        return None
+    if not settings.seller_private_key_path:
+        return None
+    return Seller(
+        id=settings.seller_id,
+        wallet_address_url=settings.seller_wallet_address_url,
+        key_id=settings.seller_key_id,
+        private_key_path=str(settings.seller_private_key_path),
+        created_at=0.0,
+    )
+
+
+def resolve_seller(settings: Settings, store: Store, seller_id: str | None = None) -> Seller:
+    """The seller to act for: ``seller_id``, else the default ``settings.seller_id``.
+
+    The store's seller of that id, else the config's ``seller_*`` seller if it has that id.
+    Nothing usable is the seed's "Configure wallet address first" (kind ``config``, exit 3),
+    with a hint naming what exists and what to set.
+    """
+    wanted = seller_id or settings.seller_id
+    seller = store.get_seller(wanted)
+    if seller is not None:
+        return seller
+    from_settings = seller_from_settings(settings)
+    if from_settings is not None and from_settings.id == wanted:
+        return from_settings
+    known = sorted(
+        {s.id for s in store.list_sellers()} | ({from_settings.id} if from_settings else set())
+    )
+    if seller_id is not None:
+        message = f"Configure wallet address first: unknown seller {seller_id!r}"
+        hint = "known sellers: " + ", ".join(known) if known else _HOW_TO_ADD
+    elif missing := _incomplete_settings_seller(settings):
+        message = "Configure wallet address first: the config's default seller is incomplete"
+        hint = "set " + ", ".join(missing) + f" (or OPAPPROVE_{missing[0].upper()})"
+    elif known:
+        message = f"Configure wallet address first: no default seller {wanted!r}"
+        hint = (
+            f"pass --seller {known[0]}, or set seller_id in the config (known: {', '.join(known)})"
+        )
+    else:
+        message = f"Configure wallet address first: no seller {wanted!r} is set up"
+        hint = _HOW_TO_ADD
+    raise FlowError(message, hint=hint, kind="config")
+
+
+_HOW_TO_ADD = (
+    "run `opapprove seller add ID --wallet URL --key-id KID --key FILE` (or `opapprove seller"
+    " keygen --seller ID --wallet URL`), or set seller_wallet_address_url, seller_key_id and"
+    " seller_private_key_path in the config"
+)
+
+
+def _incomplete_settings_seller(settings: Settings) -> list[str]:
+    names = {
+        "seller_wallet_address_url": settings.seller_wallet_address_url,
+        "seller_key_id": settings.seller_key_id,
+        "seller_private_key_path": settings.seller_private_key_path,
+    }
+    if not any(names.values()):
+        return []
+    return [name for name, value in names.items() if not value]
 
 
 def validate_seller(

@@ -63,7 +63,7 @@ def parse_wallet(url: str, settings: Settings) -> str:
 
 def settings_seller(settings: Settings) -> Seller | None:
     """The seller described by the config's ``seller_*`` keys, if they are all set."""
-    from opapprove.approvals.flow import seller_from_settings
+    from opapprove.approvals.sellers import seller_from_settings
 
     return seller_from_settings(settings)
 
@@ -81,7 +81,7 @@ def seller_or_default(runtime: Runtime, seller_id: str | None) -> tuple[Seller |
     a store that does not exist yet only means "no sellers in the store".
     """
     from opapprove.approvals.errors import FlowError
-    from opapprove.approvals.flow import resolve_seller
+    from opapprove.approvals.sellers import resolve_seller
 
     settings = runtime.settings()
     if seller_id is not None:
@@ -329,7 +329,7 @@ def show(
     seller_id: Annotated[str, typer.Argument(metavar="ID", help="The seller to show.")],
 ) -> None:
     """Show a seller and the public JWK to upload (never the key)."""
-    from opapprove.approvals.flow import resolve_seller
+    from opapprove.approvals.sellers import resolve_seller
     from opapprove.openpayments.keys import public_jwk
 
     runtime = _runtime(ctx)

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.flow import resolve_seller, seller_from_settings
 from opapprove.approvals.postgres_backend import PostgresBackend
+from opapprove.approvals.sellers import resolve_seller, seller_from_settings
 from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import httpx
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.flow import resolve_seller
+from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.store import Pending, State, StoreError
 from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.errors import EXIT_CODES

@@ -212,11 +212,11 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
         data = await body_of(request)
         if data is None:
             return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
-        from opapprove.approvals.flow import seller_from_settings
         from opapprove.approvals.sellers import (
             SellerConflict,
             SellerInputError,
             add_seller_from_seed,
+            seller_from_settings,
         )
 
         try:

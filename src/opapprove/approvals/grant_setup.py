@@ -1,0 +1,289 @@
+"""Setting a grant up, steps 1-7: the two wallets, the seller's incoming payment, the
+buyer's quote and its check, and the interactive outgoing-payment grant the buyer approves.
+
+Each step commits its result before the next request leaves (design.md, "The pending
+grant"), so ``setup`` carries on from whichever step a crash stopped at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from opapprove.approvals import quote_check
+from opapprove.approvals.access import grant_fields, incoming_grant, quote_grant, wallet_of
+from opapprove.approvals.errors import FlowError, translated
+from opapprove.approvals.store import Pending, Seller, StaleState, State
+from opapprove.openpayments import errors as op_errors
+from opapprove.openpayments import interaction, models, money
+
+if TYPE_CHECKING:
+    from opapprove.approvals.flow import Flow
+
+# ``list`` lets a replay find a payment that was made before a crash (money moves once).
+OUTGOING_ACTIONS: tuple[models.OutgoingPaymentAction, ...] = ("create", "read", "list")
+SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+
+
+def finish_uri_for(base_url: str, pending_id: str) -> str:
+    return f"{base_url.rstrip('/')}/payments/finish?{urlencode({'pendingId': pending_id})}"
+
+
+async def check_wallets(
+    flow: Flow, seller: Seller, buyer: str
+) -> tuple[models.WalletAddress, models.WalletAddress]:
+    """Both wallet documents, before anything is stored, or a FlowError naming the address."""
+
+    async def fetch(url: str, whose: str) -> models.WalletAddress:
+        try:
+            return await flow.access.wallet(seller, url)
+        except op_errors.OpenPaymentsError as exc:
+            fix = (
+                f"check the buyer's wallet address {url} (http or https, host, port, path)"
+                if whose == "buyer"
+                else f"check seller {seller.id}'s wallet address {url} "
+                f"(`opapprove seller add {seller.id} --replace ...`)"
+            )
+            raise translated(
+                exc,
+                _what_failed(exc),
+                hint=f"{exc.hint + '; ' if exc.hint else ''}{fix}; nothing was stored",
+                kind=None if isinstance(exc, op_errors.TransportError) else "input",
+            ) from exc
+
+    buyer_doc, seller_doc = await asyncio.gather(
+        fetch(buyer, "buyer"), fetch(seller.wallet_address_url, "seller")
+    )
+    return buyer_doc, seller_doc
+
+
+async def setup(flow: Flow, pending: Pending, *, fresh: bool = False) -> Pending:
+    """Steps 1-7 from wherever ``pending`` stopped; ends awaiting approval.
+
+    Under the grant's lease, so a replay cannot race the `quote start` still setting it
+    up (two incoming payments or quotes for one grant)."""
+    busy = f"another opapprove process is setting up grant {pending.id} right now"
+    async with flow._leased(pending, busy) as current:
+        try:
+            return await _setup_leased(flow, current, fresh=fresh)
+        except StaleState as exc:
+            raise FlowError(
+                f"grant {pending.id} was moved on by another process while being set up",
+                hint="see `opapprove pending show`",
+                kind="busy",
+                pending_id=pending.id,
+            ) from exc
+
+
+async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending:
+    seller = flow._seller_of(pending)
+    flow.access.client_for(seller)  # a broken key fails here, before anything is written
+    try:
+        pending = await _fetch_wallets(flow, pending, seller)
+        if pending.state == State.STARTED:
+            # Both non-interactive grants at once: they only need the wallet documents.
+            await asyncio.gather(
+                flow.access.grant_token(
+                    seller, wallet_of(pending.seller_doc).auth_server, incoming_grant(seller)
+                ),
+                flow.access.grant_token(
+                    seller, wallet_of(pending.buyer_doc).auth_server, quote_grant(seller)
+                ),
+            )
+            pending = await _create_incoming(flow, pending, seller)
+        if pending.state == State.INCOMING_CREATED or (
+            pending.state == State.QUOTE_CREATED
+            and quote_check.is_expired(pending.quote, flow.clock())
+        ):
+            pending = await _create_quote(flow, pending, seller)
+        if pending.state == State.QUOTE_CREATED:
+            await _check_quote(flow, pending)
+            pending = await _request_outgoing_grant(flow, pending, seller)
+    except op_errors.OpenPaymentsError as exc:
+        unknown_outcome = isinstance(exc, op_errors.TransportError) or (
+            isinstance(exc, op_errors.ResponseError) and exc.status >= 500
+        )
+        if unknown_outcome:
+            # The server may or may not have acted; the row stays where it is for replay.
+            flow.store.record_error(pending.id, str(exc))
+            raise translated(
+                exc,
+                "Failed to initialize payment",
+                hint=(exc.hint or "check the wallet is reachable")
+                + f"; resume with `opapprove pending replay {pending.id}`",
+                pending_id=pending.id,
+            ) from exc
+        failed = flow._fail(flow._get(pending.id), str(exc))
+        await flow._close_incoming(failed)
+        raise translated(exc, _what_failed(exc), pending_id=failed.id) from exc
+    if fresh or pending.state == State.AWAITING_APPROVAL:
+        await flow._emit("approval.needed", pending, approvalUrl=pending.interact_redirect)
+    return pending
+
+
+def _what_failed(exc: op_errors.OpenPaymentsError) -> str:
+    """The seed's words for a failed set-up: the address is wrong, or the wallet failed."""
+    wallet_problem = isinstance(exc, op_errors.WalletAddressError) or (
+        isinstance(exc, op_errors.ResponseError)
+        and exc.status in (404, 302, 301, 303, 307, 308)
+        and "/jwks" not in exc.url
+        and exc.method == "GET"
+    )
+    return "Invalid wallet address" if wallet_problem else "Failed to initialize payment"
+
+
+async def _fetch_wallets(flow: Flow, pending: Pending, seller: Seller) -> Pending:
+    if pending.buyer_doc and pending.seller_doc:
+        return pending
+    buyer_doc, seller_doc = await asyncio.gather(
+        flow.access.wallet(seller, pending.buyer_wallet),
+        flow.access.wallet(seller, pending.seller_wallet or seller.wallet_address_url),
+    )
+    return flow.store.update(
+        pending.id,
+        event="wallets_fetched",
+        buyer_doc=buyer_doc.to_wire(),
+        seller_doc=seller_doc.to_wire(),
+    )
+
+
+async def _create_incoming(flow: Flow, pending: Pending, seller: Seller) -> Pending:
+    wallet = wallet_of(pending.seller_doc)
+    try:
+        incoming_amount = wallet.amount(pending.amount)
+    except op_errors.AmountError as exc:
+        raise translated(exc, "invalid amount", kind="input", pending_id=pending.id) from exc
+    body = models.CreateIncomingPayment(
+        wallet_address=wallet.id,
+        incoming_amount=models.AmountModel.of(incoming_amount),
+        metadata={"offerId": pending.offer_id, "pendingId": pending.id},
+    )
+    client = flow.access.client_for(seller)
+    incoming = await flow.access.with_grant(
+        seller,
+        wallet.auth_server,
+        incoming_grant(seller),
+        lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
+    )
+    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
+    public = {k: v for k, v in incoming.to_wire().items() if k != "methods"}
+    return flow._move(
+        pending,
+        State.INCOMING_CREATED,
+        event="incoming_payment_created",
+        data={"incomingPayment": incoming.id},
+        incoming_payment_url=incoming.id,
+        incoming_payment=public,
+    )
+
+
+async def _create_quote(flow: Flow, pending: Pending, seller: Seller) -> Pending:
+    quote = await new_quote(flow, pending, seller)
+    debit = quote.debit_amount.to_wire()
+    return flow._move(
+        pending,
+        State.QUOTE_CREATED,
+        expect=(State.INCOMING_CREATED, State.QUOTE_CREATED),
+        event="quote_created",
+        data={"quote": quote.id, "debitAmount": debit},
+        quote_url=quote.id,
+        quote=quote.to_wire(),
+        debit_amount=debit,
+        receive_amount=quote.receive_amount.to_wire(),
+    )
+
+
+async def new_quote(flow: Flow, pending: Pending, seller: Seller) -> models.Quote:
+    """A quote from the buyer's wallet for the grant's incoming payment."""
+    buyer = wallet_of(pending.buyer_doc)
+    assert pending.incoming_payment_url
+    body = models.CreateQuote(wallet_address=buyer.id, receiver=pending.incoming_payment_url)
+    client = flow.access.client_for(seller)
+    return await flow.access.with_grant(
+        seller,
+        buyer.auth_server,
+        quote_grant(seller),
+        lambda token: client.create_quote(buyer.resource_server, token, body),
+    )
+
+
+async def _check_quote(flow: Flow, pending: Pending) -> None:
+    """Refuse a quote the offer cannot take (approvals/quote_check.py) before the buyer
+    is asked: the grant ends ``cancelled`` and its incoming payment is closed."""
+    created = next((e for e in flow.store.events(pending.id) if e.kind == "created"), None)
+    note = created.data if created is not None else {}
+    policy = quote_check.QuotePolicy.from_settings(
+        flow.settings, max_debit=note.get("maxDebit"), currency=note.get("currency")
+    )
+    wanted = (pending.incoming_payment or {}).get("incomingAmount")
+    offer = (
+        money.Amount.from_wire(wanted)
+        if wanted
+        else wallet_of(pending.seller_doc).amount(pending.amount)
+    )
+    try:
+        terms = quote_check.check_quote(
+            pending.quote or {},
+            offer=offer,
+            buyer_doc=pending.buyer_doc or {},
+            policy=policy,
+            now=flow.clock(),
+        )
+    except FlowError as exc:
+        if exc.kind != quote_check.REFUSED_KIND:
+            raise
+        cancelled = flow._move(
+            pending,
+            State.CANCELLED,
+            event="quote_refused",
+            data={"reason": exc.message},
+            last_error=exc.message,
+        )
+        # payment.failed closes the incoming payment, as on every side exit.
+        await flow._emit("payment.failed", cancelled, reason="quote_refused")
+        exc.pending_id = pending.id
+        raise
+    flow.store.add_event(pending.id, "quote_checked", terms.to_json())
+
+
+async def _request_outgoing_grant(flow: Flow, pending: Pending, seller: Seller) -> Pending:
+    buyer = wallet_of(pending.buyer_doc)
+    grant_url = buyer.auth_server
+    nonce = pending.client_nonce or interaction.new_nonce()
+    finish_uri = pending.finish_uri or finish_uri_for(flow.settings.base_url, pending.id)
+    # What the hash check needs is committed before the request leaves.
+    pending = flow.store.update(
+        pending.id, client_nonce=nonce, finish_uri=finish_uri, grant_url=grant_url
+    )
+    assert pending.debit_amount is not None
+    body = models.outgoing_payment_grant(
+        seller.wallet_address_url,
+        buyer.id,
+        models.AmountModel.model_validate(pending.debit_amount),
+        receiver=pending.incoming_payment_url,
+        finish_uri=None if pending.poll else finish_uri,
+        nonce=None if pending.poll else nonce,
+        actions=OUTGOING_ACTIONS,
+    )
+    grant = await flow.access.client_for(seller).request_grant(grant_url, body)
+    if isinstance(grant, models.PendingGrant):
+        return flow._move(
+            pending,
+            State.AWAITING_APPROVAL,
+            event="approval_requested",
+            data={"redirect": grant.redirect},
+            interact_redirect=grant.redirect,
+            server_finish_nonce=grant.finish_nonce,
+            continue_uri=grant.continue_.uri,
+            continue_token=grant.continue_.token,
+            continue_wait=grant.continue_.wait,
+            approval_expires_at=flow.clock() + float(flow.settings.approval_timeout),
+        )
+    # A wallet that grants without interaction: go straight on to paying.
+    return flow._move(
+        pending,
+        State.GRANT_ISSUED,
+        event="grant_issued_without_interaction",
+        **grant_fields(grant, flow.clock()),
+    )

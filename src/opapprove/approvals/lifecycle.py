@@ -1,0 +1,210 @@
+"""A grant over its life, besides its redirect: polling for approval, refreshing its
+payment, replaying it from its last committed state, cancelling it, expiring it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opapprove.approvals import grant_setup, payment_steps
+from opapprove.approvals.access import grant_fields
+from opapprove.approvals.errors import FlowError, answer_of, quietly, translated
+from opapprove.approvals.store import FINAL_STATES, Pending, State
+from opapprove.openpayments import errors as op_errors
+
+if TYPE_CHECKING:
+    from opapprove.approvals.flow import Flow
+
+
+async def wait_for_approval(flow: Flow, pending_id: str, *, timeout: float) -> Pending:
+    """For ``--poll`` grants (no finish redirect): poll continuation until approved."""
+    pending = flow._get(pending_id)
+    if pending.state != State.AWAITING_APPROVAL:
+        return await replay(flow, pending_id)
+    if not pending.poll:
+        raise FlowError(
+            "this grant has a finish redirect and cannot be polled",
+            hint="wait for the redirect with `opapprove listen`, or paste it to `finish`",
+            kind="input",
+            pending_id=pending.id,
+        )
+    if flow._approval_expired(pending):
+        return await expire(flow, pending, decided_here=True)
+    client = flow.access.client_for(flow._seller_of(pending))
+    assert pending.continue_uri and pending.continue_token
+    try:
+        grant = await client.poll_grant(
+            pending.continue_uri,
+            pending.continue_token,
+            wait=float(pending.continue_wait or 0),
+            timeout=timeout,
+            sleep=flow.sleep,
+            min_interval=1.0,  # a server `wait` of 0 must not make us spin
+        )
+    except op_errors.GrantError as exc:
+        ended = _poll_ended(exc)
+        if ended is None:
+            raise
+        state, message = ended
+        failed = flow._move(pending, state, event=str(state), last_error=message)
+        await flow._emit("payment.failed", failed, reason=str(state))
+        raise FlowError(
+            message, hint="start a new quote", kind="rejected", pending_id=pending.id
+        ) from exc
+    except op_errors.TransportError as exc:
+        raise translated(
+            exc, "gave up waiting for approval", kind="timeout", pending_id=pending.id
+        ) from exc
+    pending = flow._move(
+        pending, State.GRANT_ISSUED, event="grant_issued", **grant_fields(grant, flow.clock())
+    )
+    return await payment_steps.after_approval(flow, pending)
+
+
+def _poll_ended(exc: op_errors.GrantError) -> tuple[State, str] | None:
+    """What a refused poll of a grant still awaiting approval says about it, if final.
+
+    Rafiki answers a rejected grant's poll 401 request_denied ("grant cannot be
+    continued", the words it also uses once a token went out, which never happened to a
+    grant we still await), and a cancelled grant's 401 invalid_continuation "invalid
+    grant". Older sandboxes said 404 for both.
+    """
+    description = (exc.description or "").lower()
+    if exc.code == "invalid_continuation" and exc.status == 401:
+        return State.CANCELLED, "the grant was cancelled at the wallet"
+    if exc.status == 404 or (
+        exc.status == 401
+        and exc.code == "request_denied"
+        and ("cannot be continued" in description or "cannot be polled" in description)
+    ):
+        return State.REJECTED, "the buyer rejected the payment in the wallet"
+    return None
+
+
+async def refresh(flow: Flow, pending_id: str) -> Pending:
+    """Re-read where a grant's payment stands (``status``); completes it when sent."""
+    pending = flow._get(pending_id)
+    if pending.state == State.PAYMENT_CREATED:
+        return await payment_steps.after_approval(flow, pending)
+    if pending.state == State.AWAITING_APPROVAL and flow._approval_expired(pending):
+        try:
+            await expire(flow, pending, decided_here=True)
+        except FlowError:
+            return flow._get(pending.id)
+    return pending
+
+
+async def replay(flow: Flow, pending_id: str) -> Pending:
+    """Carry a grant on from its last committed state, never paying twice."""
+    pending = flow._get(pending_id)
+    flow.store.add_event(pending.id, "replay", {"state": str(pending.state)})
+    if pending.state in FINAL_STATES:
+        return pending
+    if pending.state in grant_setup.SETUP_STATES:
+        return await grant_setup.setup(flow, pending)
+    if pending.state == State.AWAITING_APPROVAL:
+        if flow._approval_expired(pending):
+            return await expire(flow, pending, decided_here=True)
+        if pending.poll:
+            return await wait_for_approval(
+                flow, pending.id, timeout=float(pending.continue_wait or 0) + 1
+            )
+        raise FlowError(
+            "still awaiting the buyer's approval; real wallets cannot be polled for grants"
+            " with a finish redirect",
+            hint=f"paste the wallet's redirect with `opapprove finish URL`, or `opapprove"
+            f" pending cancel {pending.id}` and start again",
+            kind="waiting",
+            pending_id=pending.id,
+        )
+    return await payment_steps.after_approval(flow, pending)
+
+
+async def _cancel_at_wallet(flow: Flow, pending: Pending) -> str:
+    """DELETE the grant's continuation: ``ok``, ``already cancelled``, or what failed.
+
+    A second cancel is no error: Rafiki answers it 401 invalid_continuation "invalid
+    grant" (an old sandbox 404), which means the grant is gone, as wanted.
+    """
+    if not (pending.continue_uri and pending.continue_token):
+        return "nothing to cancel"
+    client = flow.access.client_for(flow._seller_of(pending))
+    try:
+        await client.cancel_grant(pending.continue_uri, pending.continue_token)
+    except op_errors.GrantError as exc:
+        if exc.code == "invalid_continuation" or exc.status == 404:
+            return "already cancelled"
+        return answer_of(exc)
+    except op_errors.TransportError as exc:
+        return answer_of(exc)
+    return "ok"
+
+
+async def cancel(flow: Flow, pending_id: str) -> Pending:
+    pending = flow._get(pending_id)
+    if pending.state == State.CANCELLED:
+        return pending
+    if pending.state in FINAL_STATES or pending.state in (State.PAYING, State.PAYMENT_CREATED):
+        raise FlowError(
+            f"grant {pending.id} is {pending.state}; there is nothing left to cancel",
+            hint="a payment that was made cannot be cancelled here"
+            if pending.state in (State.PAYING, State.PAYMENT_CREATED, State.COMPLETED)
+            else None,
+            kind="input",
+            pending_id=pending.id,
+        )
+    busy = f"another opapprove process is working on grant {pending.id}"
+    async with flow._leased(pending, busy, hint="try again shortly") as current:
+        # Read again under the lease: an attempt that held it may have paid meanwhile.
+        if current.state != pending.state:
+            return await cancel(flow, pending.id)
+        notes: dict[str, Any] = {}
+        # A grant that never got as far as the wallet's grant has nothing to revoke there:
+        # no key, no network (it may be a typo whose seller is gone since).
+        if pending.continue_uri and pending.continue_token:
+            notes["grant"] = await _cancel_at_wallet(flow, pending)
+        if pending.access_token and pending.token_manage_url:
+            client = flow.access.client_for(flow._seller_of(pending))
+            notes["token"] = await quietly(
+                client.revoke_token(pending.token_manage_url, pending.access_token)
+            )
+        told = pending.interact_redirect is not None
+        pending = flow._move(flow._get(pending.id), State.CANCELLED, event="cancelled", data=notes)
+    if told:  # the marketplace heard of it (approval.needed): say it will not be paid
+        await flow._emit("payment.failed", pending, reason="cancelled")
+    return pending
+
+
+async def expire(
+    flow: Flow, pending: Pending, data: dict[str, Any] | None = None, *, decided_here: bool = False
+) -> Pending:
+    """Expire a grant awaiting approval.
+
+    When opapprove decides it (``decided_here``: its approval_timeout passed) the grant
+    is cancelled at the wallet first, so the buyer cannot approve it there afterwards;
+    if the wallet cannot be reached the grant stays as it is (a FlowError of kind
+    ``transport``) and the next command that finds it expired tries again. A wallet
+    that said so itself has expired it already.
+    """
+    wallet = await _cancel_at_wallet(flow, pending) if decided_here else "expired there"
+    if wallet.startswith("unreachable"):
+        raise FlowError(
+            f"grant {pending.id} expired, but the wallet could not be told: {wallet}",
+            hint="it stays awaiting approval until the wallet answers; try again",
+            kind="transport",
+            pending_id=pending.id,
+        )
+    pending = flow._move(
+        pending,
+        State.EXPIRED,
+        event="expired",
+        data={**(data or {}), "wallet": wallet},
+        last_error="Payment approval expired",
+    )
+    await flow._emit("payment.failed", pending, reason="expired")
+    raise FlowError(
+        "Payment approval expired",
+        hint=f"start over: opapprove quote start --offer {pending.offer_id} --buyer "
+        f"{pending.buyer_wallet} --amount {pending.amount}",
+        kind="expired",
+        pending_id=pending.id,
+    )
