@@ -35,7 +35,8 @@ from opapprove.openpayments.asyncio_pool import (
     AsyncioConnectionPool,
     pooled_transport,
 )
-from opapprove.openpayments.client import OpenPaymentsClient, _SchemeTransport
+from opapprove.openpayments.client import OpenPaymentsClient
+from opapprove.openpayments.transport import SchemeTransport
 
 
 @dataclass
@@ -127,7 +128,7 @@ def test_the_open_payments_client_sends_through_this_pool() -> None:
             try:
                 await client._http.get(f"{server.url}/x")
                 transport = client._http._transport
-                assert isinstance(transport, _SchemeTransport) and transport._plain is not None
+                assert isinstance(transport, SchemeTransport) and transport._plain is not None
                 pool = transport._plain._pool
                 assert isinstance(pool, AsyncioConnectionPool)
                 assert isinstance(pool._network_backend, AsyncioBackend)
