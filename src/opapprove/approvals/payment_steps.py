@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NoReturn
 
-from opapprove.approvals import grant_setup, leases, quote_check
+from opapprove.approvals import grant_setup, leases, quote_check, split_flow
 from opapprove.approvals.access import grant_fields, wallet_of
 from opapprove.approvals.errors import FlowError, quietly, translated
 from opapprove.approvals.store import Pending, Seller, State
@@ -39,7 +39,9 @@ async def after_approval(flow: Flow, pending: Pending) -> Pending:
         try:
             if pending.state == State.APPROVED:
                 pending = await _continue(flow, pending, client)
-            if pending.state in (State.GRANT_ISSUED, State.PAYING):
+            if pending.is_split and pending.state in split_flow.PAYING_STATES:
+                pending = await split_flow.pay_legs(flow, pending, client)
+            elif pending.state in (State.GRANT_ISSUED, State.PAYING):
                 pending = await _pay(flow, pending, client, seller)
             if pending.state == State.PAYMENT_CREATED:
                 pending = await check_payment(flow, pending, client)

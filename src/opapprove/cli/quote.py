@@ -41,13 +41,21 @@ def start(
         str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
     ],
     amount: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--amount",
             metavar="AMOUNT",
             help="What the seller receives, in the seller's asset: 100.00",
         ),
-    ],
+    ] = None,
+    pay: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pay",
+            metavar="SELLER=AMOUNT",
+            help="Split: pay this seller this share (repeat per seller; one approval for all).",
+        ),
+    ] = None,
     seller_id: SellerOption = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the approval URL in this machine's browser.")
@@ -92,6 +100,7 @@ def start(
     runtime = Runtime.of(ctx)
     if timeout is not None and not poll:
         raise CliError("--timeout goes with --poll", hint="add --poll, or leave --timeout out")
+    payees = _payees(pay, amount=amount, seller_id=seller_id)
     settings = runtime.settings()
     wait = float(timeout if timeout is not None else settings.poll_timeout)
 
@@ -104,11 +113,12 @@ def start(
             started = await flow.start_quote(
                 offer_id=offer,
                 buyer_wallet=buyer,
-                amount=amount,
+                amount=amount or "",
                 seller_id=seller_id,
                 poll=poll,
                 max_debit=max_debit,
                 currency=currency,
+                payees=payees,
             )
             if started.state != State.AWAITING_APPROVAL:
                 # A wallet that grants without asking the buyer: pay right away.
@@ -123,6 +133,33 @@ def start(
     code = exitcodes.for_state(str(pending.state))
     if code:
         raise typer.Exit(code)
+
+
+def _payees(
+    pay: list[str] | None, *, amount: str | None, seller_id: str | None
+) -> list[Any] | None:
+    """``--pay`` as payees (a split payment), or ``None`` for one seller (``--amount``)."""
+    if not pay:
+        if amount is None:
+            raise CliError(
+                "give what the seller receives",
+                hint="--amount AMOUNT for one seller, or --pay SELLER=AMOUNT per seller",
+            )
+        return None
+    if seller_id is not None:
+        raise CliError(
+            "--seller names one seller, but --pay names the sellers of a split payment",
+            hint="leave --seller out and give each seller as --pay SELLER=AMOUNT",
+        )
+    from opapprove.approvals.errors import FlowError
+    from opapprove.approvals.split import check_payees, parse_pay
+
+    try:
+        payees = [parse_pay(text) for text in pay]
+        check_payees(payees, amount=amount)
+    except FlowError as exc:
+        raise CliError(exc.message, hint=exc.hint) from exc
+    return payees
 
 
 def _show_started(
