@@ -176,7 +176,8 @@ async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
     # The failed leg's incoming payment stays open: the replay pays into it.
     first = kit.store.get_leg(pending.id, 1)
     assert first is not None
-    (open_one,) = [p for p in state.incoming_payments() if (first.incoming_payment_url or "").endswith(p.id)]
+    url = first.incoming_payment_url or ""
+    (open_one,) = [p for p in state.incoming_payments() if url.endswith(p.id)]
     assert not open_one.completed
 
     made = len(state.outgoing_payments())

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.quote_check import QuoteTerms
-    from opapprove.approvals.store import Pending
+    from opapprove.approvals.split import Payee
+    from opapprove.approvals.store import Leg, Pending
     from opapprove.openpayments.rates import Rates
 
 app = typer.Typer(
@@ -104,6 +105,8 @@ def start(
     settings = runtime.settings()
     wait = float(timeout if timeout is not None else settings.poll_timeout)
 
+    legs: list[Leg] = []
+
     async def go() -> tuple[Pending, Pending]:
         from opapprove.approvals.store import State
         from opapprove.cli.flows import open_flow
@@ -122,14 +125,18 @@ def start(
             )
             if started.state != State.AWAITING_APPROVAL:
                 # A wallet that grants without asking the buyer: pay right away.
-                return started, await flow.replay(started.id)
-            _show_started(runtime, started, qr=qr, open_browser=open_browser, poll=poll)
-            if not poll:
-                return started, started
-            return started, await _wait_until_paid(runtime, flow, started, wait)
+                done = await flow.replay(started.id)
+            else:
+                legs[:] = flow.store.legs(started.id)
+                _show_started(runtime, started, legs, qr=qr, open_browser=open_browser, poll=poll)
+                if not poll:
+                    return started, started
+                done = await _wait_until_paid(runtime, flow, started, wait)
+            legs[:] = flow.store.legs(started.id)
+            return started, done
 
     started, pending = runtime.run(go())
-    _finish_output(runtime, started, pending)
+    _finish_output(runtime, started, pending, legs)
     code = exitcodes.for_state(str(pending.state))
     if code:
         raise typer.Exit(code)
@@ -137,7 +144,7 @@ def start(
 
 def _payees(
     pay: list[str] | None, *, amount: str | None, seller_id: str | None
-) -> list[Any] | None:
+) -> list[Payee] | None:
     """``--pay`` as payees (a split payment), or ``None`` for one seller (``--amount``)."""
     if not pay:
         if amount is None:
@@ -163,13 +170,19 @@ def _payees(
 
 
 def _show_started(
-    runtime: Runtime, pending: Pending, *, qr: bool, open_browser: bool, poll: bool
+    runtime: Runtime,
+    pending: Pending,
+    legs: list[Leg],
+    *,
+    qr: bool,
+    open_browser: bool,
+    poll: bool,
 ) -> None:
     """What a person needs at once: the steps done and the URL (before any waiting)."""
     url = pending.interact_redirect or ""
     output = runtime.output
     if not output.json_mode:
-        _render_steps(output.out, pending, _reference_rates(runtime))
+        _render_steps(output.out, pending, _reference_rates(runtime), legs)
         output.out.print("Approval URL (open it in the buyer's browser):", markup=False)
         output.out.print(url, markup=False, soft_wrap=True)
         if qr:
@@ -262,7 +275,8 @@ def _reference_rates(runtime: Runtime) -> Rates:
         return Rates()  # refused with its own line when a flow starts
 
 
-def _render_steps(console: Console, pending: Pending, rates: Rates) -> None:
+def _render_steps(console: Console, pending: Pending, rates: Rates, legs: list[Leg]) -> None:
+    from opapprove.approvals import quote_check
     from opapprove.cli.views import amount
 
     buyer_doc = pending.buyer_doc or {}
@@ -284,19 +298,37 @@ def _render_steps(console: Console, pending: Pending, rates: Rates) -> None:
         "  3. quote              "
         + (terms.line() if terms else f"debit {amount(pending.debit_amount)}")
         + (f", expires {quote['expiresAt']}" if quote.get("expiresAt") else ""),
-        f"  4. approval           interactive outgoing-payment grant requested from"
-        f" {pending.grant_url}",
     ]
+    if legs:
+        # A split payment: an incoming payment and a quote per seller, one grant for the sum.
+        lines[1] = f"  1. wallet addresses   buyer {buyer_doc.get('id', pending.buyer_wallet)}"
+        lines[2:] = [
+            f"  {'2-3. leg ' + str(leg.leg):<21}{leg.seller_id} {leg.seller_wallet}:"
+            f" incoming payment {leg.incoming_payment_url}; quote "
+            + (
+                t.line()
+                if (t := quote_check.terms_or_none(leg.debit_amount, leg.receive_amount, rates))
+                else f"debit {amount(leg.debit_amount)}"
+            )
+            for leg in legs
+        ]
+    lines.append(
+        f"  4. approval           interactive outgoing-payment grant for"
+        f" {amount(pending.debit_amount)} requested from {pending.grant_url}"
+        if legs
+        else f"  4. approval           interactive outgoing-payment grant requested from"
+        f" {pending.grant_url}"
+    )
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
 
 
-def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None:
+def _finish_output(runtime: Runtime, started: Pending, pending: Pending, legs: list[Leg]) -> None:
     import time
 
-    from opapprove.cli.views import amount, pending_json
+    from opapprove.cli.views import amount, leg_line, pending_json
 
-    data = pending_json(pending, now=time.time())
+    data = pending_json(pending, now=time.time(), legs=legs)
     data["approvalUrl"] = started.interact_redirect
     # Debit, receive, the rate the quote implies and its fee, on every run (issue 16).
     terms = quote_terms(pending, _reference_rates(runtime))
@@ -318,5 +350,7 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None
         if pending.last_error and pending.is_final and str(pending.state) != "completed":
             line += f" — {pending.last_error}"
         console.print(line, markup=False, soft_wrap=True)
+        for leg in legs:
+            console.print(f"  leg {leg.leg}  {leg_line(leg)}", markup=False, soft_wrap=True)
 
     output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

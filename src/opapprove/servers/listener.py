@@ -320,6 +320,12 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
                 "offerId": pending.offer_id,
                 "outgoingPayment": pending.outgoing_payment_url,
                 "lastError": pending.last_error,
+                # A split payment's sellers, each with its own state and amounts.
+                **(
+                    {"legs": [leg.to_json() for leg in flow.store.legs(pending.id)]}
+                    if pending.is_split
+                    else {}
+                ),
             }
         )
 
