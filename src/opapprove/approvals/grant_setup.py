@@ -241,22 +241,27 @@ async def _check_quote(flow: Flow, pending: Pending) -> None:
             now=flow.clock(),
         )
     except FlowError as exc:
-        if exc.kind != quote_check.REFUSED_KIND:
-            raise
-        refused = Notice.failed("quote_refused")
-        cancelled = flow._move(
-            pending,
-            State.CANCELLED,
-            event="quote_refused",
-            data={"reason": exc.message},
-            notice=refused,
-            last_error=exc.message,
-        )
-        # payment.failed closes the incoming payment, as on every side exit.
-        await flow._emit(refused, cancelled)
-        exc.pending_id = pending.id
+        if exc.kind == quote_check.REFUSED_KIND:
+            await refuse_quote(flow, pending, exc)
         raise
     flow.store.add_event(pending.id, "quote_checked", terms.to_json())
+
+
+async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
+    """The quote check said no: the grant ends ``cancelled`` before the buyer is asked, and
+    the marketplace is told (which closes the incoming payments); ``exc`` names the grant."""
+    refused = Notice.failed("quote_refused")
+    cancelled = flow._move(
+        pending,
+        State.CANCELLED,
+        event="quote_refused",
+        data={"reason": exc.message},
+        notice=refused,
+        last_error=exc.message,
+    )
+    # payment.failed closes the incoming payment, as on every side exit.
+    await flow._emit(refused, cancelled)
+    exc.pending_id = pending.id
 
 
 async def _request_outgoing_grant(flow: Flow, pending: Pending, seller: Seller) -> Pending:

@@ -8,7 +8,7 @@ run may have made (``find_payment``), so a replay never pays twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from opapprove.approvals import grant_setup, leases, quote_check, split_flow
 from opapprove.approvals.access import grant_fields, wallet_of
@@ -192,7 +192,6 @@ async def _continue_patiently(
 
 
 async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller: Seller) -> Pending:
-    buyer = wallet_of(pending.buyer_doc)
     if pending.state == State.PAYING:
         existing = await find_payment(flow, pending, client)
         if existing is not None:
@@ -209,17 +208,9 @@ async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller:
     pending = flow._get(pending.id)
     if quote_check.is_expired(pending.quote, flow.clock()):
         pending = await _requote(flow, pending, seller)
-    body = models.CreateOutgoingPayment(
-        wallet_address=buyer.id,
-        quote_id=pending.quote_url,
-        metadata={"offerId": pending.offer_id, "pendingId": pending.id},
-    )
+    assert pending.quote_url
     try:
-        payment = await flow.access.with_access_token(
-            pending,
-            client,
-            lambda token: client.create_outgoing_payment(buyer.resource_server, token, body),
-        )
+        payment = await create_payment(flow, pending, client, pending.quote_url)
     except op_errors.ResourceError as exc:
         if exc.status >= 500:
             # The wallet may have made the payment before it failed: like a dropped
@@ -246,6 +237,24 @@ async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller:
         data={"outgoingPayment": payment.id},
         outgoing_payment_url=payment.id,
         outgoing_payment=payment.to_wire(),
+    )
+
+
+async def create_payment(
+    flow: Flow, pending: Pending, client: OpenPaymentsClient, quote_url: str, **metadata: Any
+) -> models.OutgoingPayment:
+    """The outgoing payment for ``quote_url`` from the buyer's wallet, with the grant's token
+    (metadata: the offer, the grant, and ``metadata``, e.g. a split payment's leg)."""
+    buyer = wallet_of(pending.buyer_doc)
+    body = models.CreateOutgoingPayment(
+        wallet_address=buyer.id,
+        quote_id=quote_url,
+        metadata={"offerId": pending.offer_id, "pendingId": pending.id, **metadata},
+    )
+    return await flow.access.with_access_token(
+        pending,
+        client,
+        lambda token: client.create_outgoing_payment(buyer.resource_server, token, body),
     )
 
 

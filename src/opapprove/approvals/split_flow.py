@@ -270,20 +270,8 @@ async def _check_quotes(flow: Flow, pending: Pending) -> None:
                 kind=quote_check.REFUSED_KIND,
             )
     except FlowError as exc:
-        if exc.kind != quote_check.REFUSED_KIND:
-            raise
-        refused = Notice.failed("quote_refused")
-        cancelled = flow._move(
-            pending,
-            State.CANCELLED,
-            event="quote_refused",
-            data={"reason": exc.message},
-            notice=refused,
-            last_error=exc.message,
-        )
-        # payment.failed closes every leg's incoming payment, as on every side exit.
-        await flow._emit(refused, cancelled)
-        exc.pending_id = pending.id
+        if exc.kind == quote_check.REFUSED_KIND:
+            await grant_setup.refuse_quote(flow, pending, exc)  # closes every leg's incoming
         raise
     for leg, terms in checked:
         flow.store.add_event(pending.id, "quote_checked", {"leg": leg.leg, **terms.to_json()})
@@ -398,17 +386,10 @@ async def _pay_leg(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsC
             quote=quote.to_wire(),
             receive_amount=quote.receive_amount.to_wire(),
         )
-    buyer = wallet_of(pending.buyer_doc)
-    body = models.CreateOutgoingPayment(
-        wallet_address=buyer.id,
-        quote_id=leg.quote_url,
-        metadata={"offerId": pending.offer_id, "pendingId": pending.id, "leg": leg.leg},
-    )
+    assert leg.quote_url
     try:
-        payment = await flow.access.with_access_token(
-            pending,
-            client,
-            lambda token: client.create_outgoing_payment(buyer.resource_server, token, body),
+        payment = await payment_steps.create_payment(
+            flow, pending, client, leg.quote_url, leg=leg.leg
         )
     except op_errors.ResourceError as exc:
         if exc.status >= 500:
