@@ -92,56 +92,42 @@ def _new_store(server: PostgresServer, backend: str) -> str | None:
     return server.url(server.create_database("bench")) if backend == "postgresql" else None
 
 
-def _in_process(
+def _replays(
     report: Report,
     server: PostgresServer,
     count: int,
     concurrency: int,
     latency: float,
     rounds: int,
+    *,
+    as_process: bool = False,
 ) -> None:
+    """In process (``replay_many`` after a warm-up), or as the command (start-up included)."""
     cpu: Times = {b: [] for b in BACKENDS}
 
     def run(backend: str) -> float | None:
-        elapsed, outcomes, used, _ = one_size(
-            count, concurrency, latency, store=_new_store(server, backend), warm=True
-        )
+        try:
+            elapsed, outcomes, used, _ = one_size(
+                count,
+                concurrency,
+                latency,
+                as_process=as_process,
+                workers=1,
+                store=_new_store(server, backend),
+                warm=not as_process,
+            )
+        except RuntimeError as exc:  # a command that reported errors: not a figure
+            say(f"{backend}: {str(exc)[:300]}")
+            return None
         if outcomes.get("advanced", 0) != count:
             say(f"{backend}: {elapsed:.2f} s, outcomes {dict(outcomes)}: not a figure")
             return None
         cpu[backend].append(used)
-        say(f"{backend}: {elapsed:.2f} s, client CPU {used / count * 1e3:.1f} ms/grant")
+        say(f"{backend}: {elapsed:.2f} s, CPU {used / count * 1e3:.1f} ms/grant")
         return elapsed
 
-    _figures(report, count, "in process, `--workers 1`", interleaved(rounds, run), cpu)
-
-
-def _as_processes(
-    report: Report,
-    server: PostgresServer,
-    count: int,
-    concurrency: int,
-    latency: float,
-    rounds: int,
-) -> None:
-    def run(backend: str) -> float | None:
-        try:
-            elapsed, outcomes, _, _ = one_size(
-                count,
-                concurrency,
-                latency,
-                as_process=True,
-                workers=1,
-                store=_new_store(server, backend),
-            )
-        except RuntimeError as exc:  # a run whose replay reported errors: not a figure
-            say(f"{backend}, as a process: {str(exc)[:300]}")
-            return None
-        say(f"{backend}, as a process: {elapsed:.2f} s, outcomes {dict(outcomes)}")
-        return elapsed
-
-    how = "`pending replay --all --workers 1` process"
-    _figures(report, count, how, interleaved(rounds, run))
+    how = "`pending replay --all --workers 1` process" if as_process else "in process"
+    _figures(report, count, how, interleaved(rounds, run), cpu)
 
 
 def _figures(report: Report, count: int, how: str, times: Times, cpu: Times | None = None) -> None:
@@ -152,7 +138,7 @@ def _figures(report: Report, count: int, how: str, times: Times, cpu: Times | No
     for backend, name in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
         note = f"N={len(times[backend])}: {spread(times[backend])}"
         if cpu and cpu[backend]:
-            note += f"; client CPU {statistics.median(cpu[backend]) / count * 1e3:.1f} ms/grant"
+            note += f"; CPU {statistics.median(cpu[backend]) / count * 1e3:.1f} ms/grant"
         value = f"{medians[backend]:.2f} s"
         report.add(Figure(SECTION, f"{count} grants ({how}), {name}", value, note=note))
     of_medians = medians["postgresql"] / medians["sqlite"]
@@ -224,9 +210,9 @@ def run(
         return
     server = PostgresServer(bindir, durable=True).start()
     try:
-        _in_process(report, server, count, concurrency, latency, rounds)
+        _replays(report, server, count, concurrency, latency, rounds)
         if processes:
-            _as_processes(report, server, count, concurrency, latency, processes)
+            _replays(report, server, count, concurrency, latency, processes, as_process=True)
         _transitions(report, server, rounds)
     finally:
         server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from opapprove.approvals.backend import Tx
@@ -33,6 +34,19 @@ def _expected_states(expect: State | Iterable[State]) -> tuple[State, ...]:
     if not states:
         raise TypeError("expect must name at least one state")
     return states
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One transition, as ``transition`` was asked for it."""
+
+    pending_id: str
+    target: State
+    expected: tuple[State, ...]
+    columns: dict[str, Any]
+    event: str | None
+    data: dict[str, Any] | None
+    now: float
 
 
 def _stale(
@@ -178,8 +192,8 @@ class PendingRepository(Repository):
 
         def txn(conn: Tx) -> Pending:
             now = self._clock()
-            move = self._move_at_once if conn.writing_ctes else self._move_in_steps
-            moved = move(conn, pending_id, target, expected, columns, event, data, now)
+            step = self._move_at_once if conn.writing_ctes else self._move_in_steps
+            moved = step(conn, _Move(pending_id, target, expected, columns, event, data, now))
             outbound = outbox(moved) if outbox is not None else None
             if outbound is not None:
                 write_outbound(conn, pending_id, outbound, now)
@@ -189,18 +203,15 @@ class PendingRepository(Repository):
             return self._write(txn, "saving a state change", durable=target in DURABLE_STATES)
         return self.backend.write_single(txn, "saving a state change")
 
-    def _move_in_steps(
-        self,
-        conn: Tx,
-        pending_id: str,
-        target: State,
-        expected: tuple[State, ...],
-        columns: dict[str, Any],
-        event: str | None,
-        data: dict[str, Any] | None,
-        now: float,
-    ) -> Pending:
+    def _move_in_steps(self, conn: Tx, move: _Move) -> Pending:
         """The transition as three statements: lock and check, update, append the event."""
+        pending_id, target, expected, columns, now = (
+            move.pending_id,
+            move.target,
+            move.expected,
+            move.columns,
+            move.now,
+        )
         row = conn.execute_locking(
             "SELECT state FROM pending WHERE id = ?", (pending_id,)
         ).fetchone()
@@ -218,30 +229,21 @@ class PendingRepository(Repository):
             pending_id,
         )
         assert moved is not None  # the row is locked and in state ``current``
-        self._insert_event(
-            conn, pending_id, now, event or f"{current}->{target}", str(current), str(target), data
-        )
+        kind = move.event or f"{current}->{target}"
+        self._insert_event(conn, pending_id, now, kind, str(current), str(target), move.data)
         return moved
 
     @staticmethod
-    def _move_at_once(
-        conn: Tx,
-        pending_id: str,
-        target: State,
-        expected: tuple[State, ...],
-        columns: dict[str, Any],
-        event: str | None,
-        data: dict[str, Any] | None,
-        now: float,
-    ) -> Pending:
+    def _move_at_once(conn: Tx, move: _Move) -> Pending:
         """The same transition as one statement (PostgreSQL): one round trip, not three.
 
         ``old`` locks the row as the SELECT of the steps does; ``moved`` is the UPDATE when
         the row is in an expected state; ``logged`` appends the event of what moved. The
         row that comes back holds the state found, and the moved row if it moved."""
-        sets = "".join(f"{name} = ?, " for name in columns)
+        pending_id, expected = move.pending_id, move.expected
+        sets = "".join(f"{name} = ?, " for name in move.columns)
         marks = ", ".join("?" for _ in expected)
-        target_text = str(target)
+        target_text = str(move.target)
         row = conn.execute(
             "WITH old AS (SELECT id, state FROM pending WHERE id = ? FOR NO KEY UPDATE),"  # noqa: S608
             f" moved AS (UPDATE pending SET {sets}state = ?, version = pending.version + 1,"
@@ -253,21 +255,21 @@ class PendingRepository(Repository):
             " SELECT old.state AS found_state, moved.* FROM old LEFT JOIN moved ON true",
             (
                 pending_id,
-                *columns.values(),
+                *move.columns.values(),
                 target_text,
-                now,
+                move.now,
                 *(str(s) for s in expected),
-                now,
-                event,
+                move.now,
+                move.event,
                 target_text,
                 target_text,
-                _dumps(redact_json(dict(data or {}))),
+                _dumps(redact_json(dict(move.data or {}))),
             ),
         ).fetchone()
         if row is None:
             raise _not_found(pending_id)
         if row["id"] is None:
-            raise _stale(pending_id, State(row["found_state"]), expected, target)
+            raise _stale(pending_id, State(row["found_state"]), expected, move.target)
         return _pending_from_row(row)
 
     def update(
