@@ -52,6 +52,7 @@ _FAILED_STATUS = {
     State.REJECTED: "rejected",
     State.EXPIRED: "expired",
     State.CANCELLED: "cancelled",
+    State.PARTIALLY_PAID: "partially_paid",
 }
 
 
@@ -81,7 +82,16 @@ class DeliveryResult:
 
 
 def webhook_body(kind: str, pending: Pending, data: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON body for a flow event, or ``None`` for events the marketplace is not told."""
+    """The JSON body for a flow event, or ``None`` for events the marketplace is not told.
+
+    A split payment's bodies also carry ``legs``: each seller's state and amounts."""
+    body = _event_body(kind, pending, data)
+    if body is not None and data.get("legs"):
+        body["legs"] = data["legs"]
+    return body
+
+
+def _event_body(kind: str, pending: Pending, data: dict[str, Any]) -> dict[str, Any] | None:
     base: dict[str, Any] = {"type": kind, "pendingId": pending.id, "offerId": pending.offer_id}
     if kind == "approval.needed":
         url = data.get("approvalUrl") or pending.interact_redirect
