@@ -192,7 +192,7 @@ def run(
         # in its own process; these runs are for growth and for profiling (--profile).
         report.add(figure)
     if cli_size in sizes:
-        from opapprove.cli.pending import auto_workers
+        from opapprove.cli.pending_replay import auto_workers
 
         # One process, then the default (a process per CPU for a bulk replay): replay is
         # CPU-bound, so the second core takes a share of the grants.

@@ -21,7 +21,7 @@ import httpx
 from bulk import one_size
 from common import DEFAULT_LATENCY, heading, say
 
-from opapprove.openpayments.client import POOL_CONNECTIONS, POOL_KEEPALIVE_EXPIRY
+from opapprove.openpayments.transport import POOL_CONNECTIONS, POOL_KEEPALIVE_EXPIRY
 
 
 def httpx_pool(keepalive: int) -> Callable[[], Any]:

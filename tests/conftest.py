@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.missing_parts import skip_or_fail
 from tests.postgres_server import MISSING, PostgresServer, find_bindir
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI must run the PostgreSQL tests)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -22,12 +16,13 @@ def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the whole run, on loopback, in a temporary data folder."""
     bindir = find_bindir()
     if bindir is None:
-        _unavailable(MISSING)
-        raise AssertionError("unreachable")
+        skip_or_fail(MISSING, tests="the PostgreSQL tests")
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        _unavailable("psycopg is not installed: pip install -e '.[test]'")
+        skip_or_fail(
+            "psycopg is not installed: pip install -e '.[test]'", tests="the PostgreSQL tests"
+        )
     server = PostgresServer(bindir)
     try:
         server.start()

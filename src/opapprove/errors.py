@@ -70,6 +70,7 @@ _BY_FINAL_STATE = {
     "expired": NOT_APPROVED,
     "cancelled": NOT_APPROVED,
     "failed": REFUSED,
+    "partially_paid": REFUSED,
 }
 
 

@@ -18,9 +18,13 @@ import pytest
 
 from opapprove.approvals import store_pending
 from opapprove.approvals.backend import Tx
+from opapprove.approvals.flow import Flow
+from opapprove.approvals.replay import replay_many
 from opapprove.approvals.store import Outbound, Pending, StaleState, State, Store
 from opapprove.approvals.webhooks import EVENT_ID_HEADER, WebhookSender, outbox
 from opapprove.settings import Settings, load_settings
+from tests.approvals.conftest import FlowKit, make_kit
+from tests.approvals.crash_support import Killed
 from tests.approvals.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.anyio
@@ -154,3 +158,85 @@ def _after_outbound(monkeypatch: pytest.MonkeyPatch, then: Callable[[Tx, int], N
 
 def _raise(exc: Exception) -> Any:
     raise exc
+
+
+# ------------------------------------------------- through the flow, for each event we send
+
+
+async def _to_approval(kit: FlowKit, flow: Flow) -> Pending:
+    return await flow.start_quote(offer_id="offer-9", buyer_wallet=kit.sandbox.buyer, amount="1")
+
+
+async def _to_completed(kit: FlowKit, flow: Flow) -> Pending:
+    pending = await _to_approval(kit, kit.flow)
+    return await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+
+
+async def _to_cancelled(kit: FlowKit, flow: Flow) -> Pending:
+    return await flow.cancel((await _to_approval(kit, kit.flow)).id)
+
+
+# event type -> (how the flow gets there, the state it commits, the body's tail)
+EVENTS = {
+    "approval.needed": (_to_approval, State.AWAITING_APPROVAL, "awaiting_approval"),
+    "payment.completed": (_to_completed, State.COMPLETED, "paid"),
+    "payment.failed": (_to_cancelled, State.CANCELLED, "cancelled"),
+}
+
+
+@pytest.mark.parametrize("kind", list(EVENTS))
+async def test_a_flow_killed_right_after_the_commit_still_tells_the_marketplace_once(
+    kind: str,
+    store_location: Path | str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    receiver: Receiver,
+) -> None:
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
+    settings = _settings(kit.store, url).model_copy(
+        update={"allow_http": True, "base_url": kit.settings.base_url}
+    )
+    drive, state, status = EVENTS[kind]
+    sender = WebhookSender(settings, kit.store)
+    dying = kit.new_flow(on_event=sender.handle)
+    dying.settings = settings
+    real = kit.store.transition
+
+    def transition(pending_id: str, to: State, **kwargs: Any) -> Pending:
+        moved = real(pending_id, to, **kwargs)
+        if to == state:
+            raise Killed(f"killed right after committing {to}")  # before any send
+        return moved
+
+    monkeypatch.setattr(kit.store, "transition", transition)
+    with pytest.raises(Killed):
+        await drive(kit, dying)
+    monkeypatch.undo()
+    (pending,) = kit.store.list_pending()
+    assert pending.state == state
+    assert receiver.of_type(kind) == []
+    (written,) = [d for d in kit.store.webhook_deliveries() if d.event_type == kind]
+    assert (written.delivered, written.attempts) == (False, 0)
+
+    # The next sender run (a new process's `pending replay`) sends it, once.
+    store = Store(kit.store.location)
+    again = WebhookSender(settings, store)
+    flow = Flow(store, settings, transport=dying.transport, clock=kit.sandbox.clock)
+    await replay_many(flow, [pending.id], webhooks=again)
+    await replay_many(flow, [pending.id], webhooks=again)
+    assert await again.deliver_pending() == []
+    (sent,) = receiver.of_type(kind)
+    tail = {
+        "approval.needed": f',"approvalUrl":"{pending.interact_redirect}"',
+        "payment.failed": ',"reason":"cancelled"',
+    }.get(kind, "")
+    assert sent.body.decode() == (  # the seed's bodies, byte for byte
+        f'{{"type":"{kind}","pendingId":"{pending.id}","offerId":"offer-9","status":"{status}"'
+        f"{tail}}}"
+    )
+    assert store.webhook_deliveries(undelivered=True) == []
+    for closing in (flow, again, dying, sender):
+        await closing.aclose()
+    store.close()
+    kit.store.close()

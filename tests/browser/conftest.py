@@ -17,6 +17,8 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
+from tests.missing_parts import skip_or_fail
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 MISSING = (
@@ -38,12 +40,6 @@ FLAGS = [
 PAGE_LOAD_SECONDS = 30
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI must run the browser tests)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -53,7 +49,7 @@ def anyio_backend() -> str:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        _unavailable(f"{MISSING} (missing: {', '.join(missing)})")
+        skip_or_fail(f"{MISSING} (missing: {', '.join(missing)})", tests="the browser tests")
     profile = tmp_path_factory.mktemp("chromium-profile")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

@@ -45,6 +45,7 @@ def test_copy_to_postgresql_and_back_keeps_every_row(
     assert data["rows"] == {
         "sellers": 1,
         "pending": 1,
+        "pendingLegs": 0,  # a split payment's legs (none here)
         "events": 3,
         "cachedGrants": 1,
         "webhookDeliveries": 1,

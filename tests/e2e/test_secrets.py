@@ -29,6 +29,7 @@ from opapprove.openpayments.keys import load_private_key_file
 from opapprove.servers.serving import serve_in_thread
 from tests.cli.flow_kit import Kit, Proc
 from tests.e2e.conftest import Lines
+from tests.servers.page_support import follow
 
 WEBHOOK_SECRET = "whsec-e2e-Zq8nV3xK0pL7"
 API_TOKEN = "api-token-e2e-Hs92LmQ4"
@@ -132,7 +133,9 @@ def test_no_secret_leaks_from_any_command(kit: Kit, tmp_path: Path) -> None:
         a = run("quote", "start", "--offer", "A", "--buyer", kit.buyer, "--amount", "1.00").json()
         listener = popen("listen", "--once", "--timeout", "30", "--api")
         listener.until(lambda line: '"listening"' in line)
-        assert httpx.get(kit.approve(a["approvalUrl"]), timeout=30).status_code == 200
+        with httpx.Client(timeout=30) as browser:  # reloads until the page shows the outcome
+            pages = follow(browser.get, kit.approve(a["approvalUrl"]))
+        assert all(page.status_code == 200 for page in pages)
         code, rest, err = listener.finish()
         runs.append(Proc(("listen",), code, "\n".join(listener.seen), err))
         assert code == 0

@@ -7,7 +7,6 @@ that nothing was checked against the official code.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.missing_parts import skip_or_fail
 
 INTEROP_DIR = Path(__file__).resolve().parent
 NODE_MODULES = INTEROP_DIR / "node_modules"
@@ -61,9 +62,7 @@ def _missing_reason() -> str | None:
 def node_env() -> NodeEnv:
     reason = _missing_reason()
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"interop tests cannot run in CI: {reason}", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, tests="the interop tests")
     node = shutil.which("node")
     assert node is not None
     return NodeEnv(node=node, directory=INTEROP_DIR)

@@ -35,7 +35,8 @@ from opapprove.openpayments.asyncio_pool import (
     AsyncioConnectionPool,
     pooled_transport,
 )
-from opapprove.openpayments.client import OpenPaymentsClient, _SchemeTransport
+from opapprove.openpayments.client import OpenPaymentsClient
+from opapprove.openpayments.transport import SchemeTransport
 
 
 @dataclass
@@ -127,7 +128,7 @@ def test_the_open_payments_client_sends_through_this_pool() -> None:
             try:
                 await client._http.get(f"{server.url}/x")
                 transport = client._http._transport
-                assert isinstance(transport, _SchemeTransport) and transport._plain is not None
+                assert isinstance(transport, SchemeTransport) and transport._plain is not None
                 pool = transport._plain._pool
                 assert isinstance(pool, AsyncioConnectionPool)
                 assert isinstance(pool._network_backend, AsyncioBackend)
@@ -846,6 +847,102 @@ def test_the_client_is_answered_after_a_hang_up_the_loop_had_not_seen() -> None:
                 assert server.accepted == 2  # the first connection, then a new one
             finally:
                 await client.aclose()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------- a keep-alive running out as a request starts
+
+
+async def _keep_alive_for(
+    seconds: float, served: list[bytes], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A server's keep-alive, as uvicorn's: an idle connection is closed after ``seconds``."""
+    while True:
+        try:
+            head = await asyncio.wait_for(_read_request(reader), seconds)
+        except TimeoutError:
+            return  # Scripted closes it (a full close: what follows gets a reset)
+        served.append(head)
+        writer.write(OK)
+        await writer.drain()
+
+
+@dataclass
+class _LateBy:
+    """A trace hook holding the request for ``seconds`` as httpcore starts ``step``, as a
+    loop busy with 64 requests does (bench, 1,000 grants)."""
+
+    seconds: float
+    step: str
+    held: int = 0
+
+    async def __call__(self, name: str, info: object) -> None:
+        if name == f"http11.{self.step}.started":
+            self.held += 1
+            await asyncio.sleep(self.seconds)
+
+
+def test_a_keep_alive_run_out_before_the_first_byte_costs_a_new_connection_not_an_error() -> None:
+    """Was ``httpx.ReadError: [Errno 32] Broken pipe`` on a POST: the server closed the idle
+    connection after the pool had checked it, the headers went out into the reset."""
+    served: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _keep_alive_for(0.15, served, reader, writer)
+
+    async def main() -> None:
+        async with serving(Scripted(script=script)) as server, _client() as client:
+            await client.post(f"{server.url}/first", content=b"{}")
+            await asyncio.sleep(0.1)
+            late = _LateBy(0.12, "send_request_headers")
+            answer = await client.post(
+                f"{server.url}/pay", content=b'{"a":1}', extensions={"trace": late}
+            )
+            assert answer.content == b"ok"
+            assert server.accepted == 2 and late.held >= 1
+            assert [h.split(b" ")[1] for h in served] == [b"/first", b"/pay"]  # each once
+
+    asyncio.run(main())
+
+
+def test_a_post_whose_bytes_went_out_is_never_sent_again() -> None:
+    """Once a byte of the request is out, the server may have acted on it: an error, not a
+    second POST (money moves once)."""
+    served: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(await _read_request(reader))
+        writer.write(OK)
+        await writer.drain()
+        served.append(await _read_request(reader))  # acted on, then the connection drops
+
+    async def main() -> None:
+        async with serving(Scripted(script=script)) as server, _client() as client:
+            await client.post(f"{server.url}/first", content=b"{}")
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post(f"{server.url}/pay", content=b"{}")
+            await asyncio.sleep(0.05)
+            assert (server.accepted, len(served)) == (1, 2)
+
+    asyncio.run(main())
+
+
+def test_the_keep_alive_counts_from_the_servers_last_byte_not_from_closing_the_response() -> None:
+    """A server's keep-alive starts when it sends its answer; a busy client closes the
+    response later. Reusing until then + expiry would send into the server's close."""
+
+    async def main() -> None:
+        async with serving(Server()) as server, _client(keepalive_expiry=0.2) as client:
+            # The answer came; the response is closed 0.3 s later (between the check of
+            # the previous and the first byte of the next request lie a few such turns).
+            late = _LateBy(0.3, "response_closed")
+            await client.get(f"{server.url}/1", extensions={"trace": late})
+            assert late.held == 1
+            await client.get(f"{server.url}/2")
+            assert server.accepted == 2  # 0.3 s after the server's last byte: not reused
+            await client.get(f"{server.url}/3")
+            assert server.accepted == 2  # just answered: reused
 
     asyncio.run(main())
 

@@ -85,3 +85,13 @@ def test_asyncio_stream_reader_still_buffers_in_buffer() -> None:
         assert getattr(reader, "_buffer", None) == bytearray(b"408"), WHAT_TO_DO
 
     asyncio.run(check())
+
+
+def test_a_request_whose_connection_is_not_available_still_goes_on_another() -> None:
+    # The stream raises ConnectionNotAvailable before a request's first byte when the
+    # server has closed the kept-alive connection meanwhile; the pool then sends it on
+    # another connection. A WriteError there would instead be swallowed (to read an early
+    # answer) and the request fail.
+    text = _source(httpcore.AsyncConnectionPool.handle_async_request)
+    assert "except ConnectionNotAvailable" in text, WHAT_TO_DO
+    assert not issubclass(httpcore.ConnectionNotAvailable, httpcore.WriteError), WHAT_TO_DO

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from opapprove.openpayments import keys
 from opapprove.openpayments import models as m
 from opapprove.openpayments.money import UINT64_MAX, Amount
 from tests.spec_check import SpecMismatch, _load, _validate, check_request_body, operations
 
-Parse = Callable[[Any], m._Model]
+Parse = Callable[[Any], BaseModel]
 
 REQUEST_MODELS: dict[str, Parse] = {
     "post-request": m.GrantRequest.model_validate,

@@ -10,7 +10,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from opapprove.openpayments import errors
-from opapprove.openpayments.client import OpenPaymentsClient, _SchemeTransport
+from opapprove.openpayments.client import OpenPaymentsClient
+from opapprove.openpayments.transport import SchemeTransport
 from opapprove.servers.serving import serve_in_thread
 
 
@@ -30,13 +31,13 @@ async def _wallet(request: Request) -> JSONResponse:
 def test_plain_http_never_builds_the_tls_transport() -> None:
     app = Starlette(routes=[Route("/alice", _wallet)])
 
-    async def fetch(url: str) -> _SchemeTransport:
+    async def fetch(url: str) -> SchemeTransport:
         client = OpenPaymentsClient()
         try:
             wallet = await client.get_wallet_address(f"{url}/alice")
             assert wallet.asset_code == "USD"
             transport = client._http._transport
-            assert isinstance(transport, _SchemeTransport)
+            assert isinstance(transport, SchemeTransport)
             return transport
         finally:
             await client.aclose()
@@ -47,14 +48,14 @@ def test_plain_http_never_builds_the_tls_transport() -> None:
 
 
 def test_https_goes_through_the_tls_transport() -> None:
-    async def fetch() -> _SchemeTransport:
+    async def fetch() -> SchemeTransport:
         client = OpenPaymentsClient(timeout=2)
         try:
             await client.get_wallet_address("https://127.0.0.1:1/alice")
         except errors.TransportError:
             pass
         transport = client._http._transport
-        assert isinstance(transport, _SchemeTransport)
+        assert isinstance(transport, SchemeTransport)
         await client.aclose()
         return transport
 

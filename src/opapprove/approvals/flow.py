@@ -37,6 +37,7 @@ from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.finish_redirect import FinishRedirect
 from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.store import FINAL_STATES, Pending, Seller, StaleState, State
+from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import money, urls
 
@@ -95,14 +96,15 @@ class Flow:
     def _seller_of(self, pending: Pending) -> Seller:
         return resolve_seller(self.settings, self.store, pending.seller_id)
 
-    async def _emit(self, kind: str, pending: Pending, **data: Any) -> None:
-        if kind == "payment.failed":
+    async def _emit(self, notice: Notice, pending: Pending) -> None:
+        """Tell ``on_event`` (the webhook sender sends the delivery the transition wrote)."""
+        if notice.kind == "payment.failed":
             # Every side exit (rejected, cancelled, expired, failed) passes here: the
             # seller's incoming payment would otherwise stay pending at the wallet for good.
             await self._close_incoming(pending)
         if self.on_event is None:
             return
-        result = self.on_event(kind, pending, data)
+        result = self.on_event(notice.kind, pending, dict(notice.data))
         if result is not None:
             await result
 
@@ -151,21 +153,29 @@ class Flow:
         expect: State | tuple[State, ...] | None = None,
         event: str | None = None,
         data: dict[str, Any] | None = None,
+        notice: Notice | None = None,
         **fields: Any,
     ) -> Pending:
+        """The transition; with a webhook URL, ``notice``'s delivery is written with it."""
         return self.store.transition(
             pending.id,
             to,
             expect=expect if expect is not None else pending.state,
             event=event,
             data=data,
+            outbox=notice.outbox() if notice is not None and self.settings.webhook_url else None,
             **fields,
         )
 
-    def _fail(self, pending: Pending, message: str) -> Pending:
+    def _fail(self, pending: Pending, message: str, notice: Notice | None = None) -> Pending:
         try:
             return self._move(
-                pending, State.FAILED, event="failed", data={"error": message}, last_error=message
+                pending,
+                State.FAILED,
+                event="failed",
+                data={"error": message},
+                notice=notice,
+                last_error=message,
             )
         except StaleState:
             return self._get(pending.id)

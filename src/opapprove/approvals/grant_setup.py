@@ -15,6 +15,7 @@ from opapprove.approvals import quote_check
 from opapprove.approvals.access import grant_fields, incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.store import Pending, Seller, StaleState, State
+from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction, models, money
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 # ``list`` lets a replay find a payment that was made before a crash (money moves once).
 OUTGOING_ACTIONS: tuple[models.OutgoingPaymentAction, ...] = ("create", "read", "list")
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+APPROVAL_NEEDED = Notice("approval.needed")
 
 
 def finish_uri_for(base_url: str, pending_id: str) -> str:
@@ -118,7 +120,8 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
         await flow._close_incoming(failed)
         raise translated(exc, _what_failed(exc), pending_id=failed.id) from exc
     if fresh or pending.state == State.AWAITING_APPROVAL:
-        await flow._emit("approval.needed", pending, approvalUrl=pending.interact_redirect)
+        needed = {"approvalUrl": pending.interact_redirect}
+        await flow._emit(Notice(APPROVAL_NEEDED.kind, needed), pending)
     return pending
 
 
@@ -233,15 +236,17 @@ async def _check_quote(flow: Flow, pending: Pending) -> None:
     except FlowError as exc:
         if exc.kind != quote_check.REFUSED_KIND:
             raise
+        refused = Notice.failed("quote_refused")
         cancelled = flow._move(
             pending,
             State.CANCELLED,
             event="quote_refused",
             data={"reason": exc.message},
+            notice=refused,
             last_error=exc.message,
         )
         # payment.failed closes the incoming payment, as on every side exit.
-        await flow._emit("payment.failed", cancelled, reason="quote_refused")
+        await flow._emit(refused, cancelled)
         exc.pending_id = pending.id
         raise
     flow.store.add_event(pending.id, "quote_checked", terms.to_json())
@@ -273,6 +278,7 @@ async def _request_outgoing_grant(flow: Flow, pending: Pending, seller: Seller) 
             State.AWAITING_APPROVAL,
             event="approval_requested",
             data={"redirect": grant.redirect},
+            notice=APPROVAL_NEEDED,
             interact_redirect=grant.redirect,
             server_finish_nonce=grant.finish_nonce,
             continue_uri=grant.continue_.uri,

@@ -9,10 +9,13 @@ from opapprove.approvals import grant_setup, payment_steps
 from opapprove.approvals.access import grant_fields
 from opapprove.approvals.errors import FlowError, answer_of, quietly, translated
 from opapprove.approvals.store import FINAL_STATES, Pending, State
+from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 
 if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
+
+EXPIRED = Notice.failed("expired")
 
 
 async def wait_for_approval(flow: Flow, pending_id: str, *, timeout: float) -> Pending:
@@ -45,8 +48,9 @@ async def wait_for_approval(flow: Flow, pending_id: str, *, timeout: float) -> P
         if ended is None:
             raise
         state, message = ended
-        failed = flow._move(pending, state, event=str(state), last_error=message)
-        await flow._emit("payment.failed", failed, reason=str(state))
+        said = Notice.failed(str(state))
+        failed = flow._move(pending, state, event=str(state), notice=said, last_error=message)
+        await flow._emit(said, failed)
         raise FlowError(
             message, hint="start a new quote", kind="rejected", pending_id=pending.id
         ) from exc
@@ -167,10 +171,13 @@ async def cancel(flow: Flow, pending_id: str) -> Pending:
             notes["token"] = await quietly(
                 client.revoke_token(pending.token_manage_url, pending.access_token)
             )
-        told = pending.interact_redirect is not None
-        pending = flow._move(flow._get(pending.id), State.CANCELLED, event="cancelled", data=notes)
-    if told:  # the marketplace heard of it (approval.needed): say it will not be paid
-        await flow._emit("payment.failed", pending, reason="cancelled")
+        # The marketplace heard of it (approval.needed): say it will not be paid.
+        told = Notice.failed("cancelled") if pending.interact_redirect is not None else None
+        pending = flow._move(
+            flow._get(pending.id), State.CANCELLED, event="cancelled", data=notes, notice=told
+        )
+    if told is not None:
+        await flow._emit(told, pending)
     return pending
 
 
@@ -198,9 +205,10 @@ async def expire(
         State.EXPIRED,
         event="expired",
         data={**(data or {}), "wallet": wallet},
+        notice=EXPIRED,
         last_error="Payment approval expired",
     )
-    await flow._emit("payment.failed", pending, reason="expired")
+    await flow._emit(EXPIRED, pending)
     raise FlowError(
         "Payment approval expired",
         hint=f"start over: opapprove quote start --offer {pending.offer_id} --buyer "

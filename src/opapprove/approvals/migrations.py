@@ -116,4 +116,32 @@ _V4 = [
     "ALTER TABLE webhook_deliveries ADD COLUMN sending_until REAL",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# v5: split payments (one approval, several sellers): a grant's legs, one row per seller.
+_V5 = [
+    "ALTER TABLE pending ADD COLUMN leg_count INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE pending_legs (
+        pending_id TEXT NOT NULL REFERENCES pending (id) ON DELETE CASCADE,
+        leg INTEGER NOT NULL,
+        seller_id TEXT NOT NULL,
+        seller_wallet TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        seller_doc TEXT,
+        incoming_payment_url TEXT,
+        incoming_payment TEXT,
+        quote_url TEXT,
+        quote TEXT,
+        debit_amount TEXT,
+        receive_amount TEXT,
+        outgoing_payment_url TEXT,
+        outgoing_payment TEXT,
+        last_error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (pending_id, leg)
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]

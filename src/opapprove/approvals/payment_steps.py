@@ -14,6 +14,7 @@ from opapprove.approvals import grant_setup, leases, quote_check
 from opapprove.approvals.access import grant_fields, wallet_of
 from opapprove.approvals.errors import FlowError, quietly, translated
 from opapprove.approvals.store import Pending, Seller, State
+from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction, models, money
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from opapprove.openpayments.client import OpenPaymentsClient
 
 TOO_FAST_RETRIES = 3
+COMPLETED = Notice("payment.completed")
 # Reading a payment the wallet has not sent yet: first wait, and the longest one.
 PAYMENT_POLL_FIRST = 0.05
 PAYMENT_POLL_MAX = 2.0
@@ -81,8 +83,9 @@ async def _continue(flow: Flow, pending: Pending, client: OpenPaymentsClient) ->
                 ) from exc
             if _continued_before(flow, pending):
                 await _reapprove(flow, pending, client, exc)
-        failed = flow._fail(pending, str(exc))
-        await flow._emit("payment.failed", failed, reason=exc.code or "continue_failed")
+        refused = Notice.failed(exc.code or "continue_failed")
+        failed = flow._fail(pending, str(exc), refused)
+        await flow._emit(refused, failed)
         raise translated(
             exc,
             "the wallet refused to continue the grant",
@@ -220,8 +223,9 @@ async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller:
                 " for a payment already made before making one",
                 pending_id=pending.id,
             ) from exc
-        failed = flow._fail(flow._get(pending.id), str(exc))
-        await flow._emit("payment.failed", failed, reason=exc.description or "refused")
+        refused = Notice.failed(exc.description or "refused")
+        failed = flow._fail(flow._get(pending.id), str(exc), refused)
+        await flow._emit(refused, failed)
         raise translated(
             exc, "the wallet refused the outgoing payment", pending_id=pending.id
         ) from exc
@@ -250,10 +254,11 @@ async def _requote(flow: Flow, pending: Pending, seller: Seller) -> Pending:
     approved = money.Amount.from_wire(pending.debit_amount)
     debit = quote.debit_amount.to_amount()
     if not debit.same_asset(approved) or debit.value > approved.value:
+        over = Notice.failed("requote_over_limit")
         failed = flow._fail(
-            pending, f"the new quote debits {debit}, more than the {approved} approved"
+            pending, f"the new quote debits {debit}, more than the {approved} approved", over
         )
-        await flow._emit("payment.failed", failed, reason="requote_over_limit")
+        await flow._emit(over, failed)
         raise FlowError(
             f"the quote expired and a new one debits {debit}, more than the {approved}"
             " the buyer approved",
@@ -317,8 +322,9 @@ async def _read_payment(flow: Flow, pending: Pending, client: OpenPaymentsClient
     )
     pending = flow.store.update(pending.id, outgoing_payment=payment.to_wire())
     if payment.failed:
-        failed = flow._fail(pending, "the wallet gave up on the payment (failed: true)")
-        await flow._emit("payment.failed", failed, reason="payment_failed")
+        gave_up = Notice.failed("payment_failed")
+        failed = flow._fail(pending, "the wallet gave up on the payment (failed: true)", gave_up)
+        await flow._emit(gave_up, failed)
         return failed
     if sent_in_full(payment):
         done = flow._move(
@@ -326,8 +332,9 @@ async def _read_payment(flow: Flow, pending: Pending, client: OpenPaymentsClient
             State.COMPLETED,
             event="completed",
             data={"sentAmount": payment.sent_amount.to_wire()},
+            notice=COMPLETED,
         )
-        await flow._emit("payment.completed", done)
+        await flow._emit(COMPLETED, done)
         return done
     return pending
 

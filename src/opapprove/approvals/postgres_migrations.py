@@ -44,5 +44,13 @@ MIGRATIONS: list[list[str]] = [
     for number, statements in enumerate(SQLITE_MIGRATIONS)
 ]
 # The tables a store copy moves, parents first; the ones with an identity ``id`` column.
-TABLES = ("sellers", "pending", "events", "cached_grants", "webhook_deliveries", "wallet_documents")
+TABLES = (
+    "sellers",
+    "pending",
+    "pending_legs",
+    "events",
+    "cached_grants",
+    "webhook_deliveries",
+    "wallet_documents",
+)
 IDENTITY_TABLES = ("events", "webhook_deliveries")

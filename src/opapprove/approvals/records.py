@@ -27,10 +27,19 @@ class State(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    # A split payment (several sellers, one approval) whose legs did not all pay.
+    PARTIALLY_PAID = "partially_paid"
 
 
 FINAL_STATES: frozenset[State] = frozenset(
-    {State.COMPLETED, State.REJECTED, State.EXPIRED, State.CANCELLED, State.FAILED}
+    {
+        State.COMPLETED,
+        State.REJECTED,
+        State.EXPIRED,
+        State.CANCELLED,
+        State.FAILED,
+        State.PARTIALLY_PAID,
+    }
 )
 # The happy path, in order (design.md); every other state is a side exit.
 HAPPY_PATH: tuple[State, ...] = (
@@ -116,10 +125,16 @@ class Pending:
     lease_until: float | None = None
     lease_host: str | None = None
     lease_pid: int | None = None
+    # A split payment's number of sellers (its legs, in store_legs); 0 for one seller.
+    leg_count: int = 0
 
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def is_split(self) -> bool:
+        return self.leg_count > 0
 
     def as_dict(self, *, redact_secrets: bool = True) -> dict[str, Any]:
         """Plain JSON-ready dict (for ``--json``); tokens are ``'***'`` unless told otherwise."""
@@ -144,6 +159,79 @@ PENDING_JSON_FIELDS = frozenset(
 )
 # Columns only the store itself writes; callers change them through transition() & co.
 PENDING_MANAGED_FIELDS = frozenset({"id", "state", "created_at", "updated_at", "version"})
+
+
+class LegState(StrEnum):
+    """One seller's part of a split payment (docs/split-payments.md)."""
+
+    STARTED = "started"
+    INCOMING_CREATED = "incoming_created"
+    QUOTE_CREATED = "quote_created"
+    PAYING = "paying"
+    PAYMENT_CREATED = "payment_created"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(repr=False)
+class Leg:
+    """One seller's part of a split payment: its incoming payment, quote and outgoing payment.
+
+    The grant (``Pending``) holds the approval and the summed debit; each leg moves through
+    :class:`LegState` on its own, with its own durable ``paying`` step."""
+
+    pending_id: str
+    leg: int  # 1, 2, ... in the order the payees were given
+    seller_id: str
+    seller_wallet: str
+    amount: str
+    state: LegState
+    created_at: float
+    updated_at: float
+    version: int = 1
+    seller_doc: dict[str, Any] | None = None
+    incoming_payment_url: str | None = None
+    incoming_payment: dict[str, Any] | None = None
+    quote_url: str | None = None
+    quote: dict[str, Any] | None = None
+    debit_amount: dict[str, Any] | None = None
+    receive_amount: dict[str, Any] | None = None
+    outgoing_payment_url: str | None = None
+    outgoing_payment: dict[str, Any] | None = None
+    last_error: str | None = None
+    attempts: int = 0
+
+    @property
+    def paid(self) -> bool:
+        return self.state == LegState.COMPLETED
+
+    def to_json(self) -> dict[str, Any]:
+        """The leg as ``status``, ``pending show``, ``--json`` and webhooks show it."""
+        paid = self.outgoing_payment or {}
+        return {
+            "leg": self.leg,
+            "sellerId": self.seller_id,
+            "sellerWallet": self.seller_wallet,
+            "amount": self.amount,
+            "state": str(self.state),
+            "incomingPayment": self.incoming_payment_url,
+            "quote": self.quote_url,
+            "debitAmount": self.debit_amount,
+            "receiveAmount": self.receive_amount,
+            "outgoingPayment": self.outgoing_payment_url,
+            "sentAmount": paid.get("sentAmount"),
+            "lastError": self.last_error,
+        }
+
+    __repr__ = _repr
+
+
+LEG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Leg))
+LEG_JSON_FIELDS = PENDING_JSON_FIELDS & frozenset(LEG_FIELDS)
+LEG_MANAGED_FIELDS = frozenset(
+    {"pending_id", "leg", "state", "created_at", "updated_at", "version"}
+)
+LEG_FINAL_STATES = frozenset({LegState.COMPLETED, LegState.FAILED})
 
 
 @dataclass(repr=False)

@@ -78,6 +78,17 @@ class Repository:
         return self._fetch_pending(conn, pending_id)
 
     @staticmethod
+    def _insert_row(conn: Tx, table: str, values: Mapping[str, Any]) -> None:
+        """INSERT one row; ``table`` and the column names are the store's own (from a
+        record's dataclass, checked by ``store_rows``), never input."""
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        conn.execute(
+            f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608
+            tuple(values.values()),
+        )
+
+    @staticmethod
     def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:
         row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()
         return None if row is None else _pending_from_row(row)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opapprove.approvals.backend import Tx
@@ -10,6 +10,7 @@ from opapprove.approvals.ids import new_id
 from opapprove.approvals.leases import Holder, process_gone
 from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
 from opapprove.approvals.store_base import Repository, StaleState, _not_found
+from opapprove.approvals.store_legs import leg_row
 from opapprove.approvals.store_rows import _event_from_row, _pending_columns, _pending_from_row
 from opapprove.approvals.store_webhooks import Outbox, write_outbound
 
@@ -40,12 +41,16 @@ class PendingRepository(Repository):
         buyer_wallet: str,
         amount: str,
         note: dict[str, Any] | None = None,
+        legs: Sequence[Mapping[str, Any]] = (),
         **fields: Any,
     ) -> Pending:
         """A new pending grant in state ``started``, with a ``created`` event.
 
         ``note`` goes into that event's data, in the same transaction (what the caller
-        asked for that has no column, e.g. the quote check's ``maxDebit``)."""
+        asked for that has no column, e.g. the quote check's ``maxDebit``). ``legs`` make
+        it a split payment: one row per seller (``Leg`` fields), written with it."""
+        if legs:
+            fields["leg_count"] = len(legs)
         columns = _pending_columns(fields, "create_pending")
 
         def txn(conn: Tx) -> Pending:
@@ -63,13 +68,7 @@ class PendingRepository(Repository):
                 "version": 1,
                 **columns,
             }
-            names = ", ".join(values)
-            marks = ", ".join("?" for _ in values)
-            # Column names come from the Pending dataclass (checked above), never from input.
-            conn.execute(
-                f"INSERT INTO pending ({names}) VALUES ({marks})",  # noqa: S608
-                tuple(values.values()),
-            )
+            self._insert_row(conn, "pending", values)
             self._insert_event(
                 conn,
                 pending_id,
@@ -79,6 +78,8 @@ class PendingRepository(Repository):
                 str(State.STARTED),
                 {**(note or {}), "seller_id": seller_id, "offer_id": offer_id, "amount": amount},
             )
+            for number, leg in enumerate(legs, start=1):
+                self._insert_row(conn, "pending_legs", leg_row(pending_id, number, leg, now))
             created = self._fetch_pending(conn, pending_id)
             assert created is not None
             return created

@@ -13,11 +13,16 @@ from typing import Any, TypeVar
 
 from opapprove.approvals.backend import Row
 from opapprove.approvals.records import (
+    LEG_FIELDS,
+    LEG_JSON_FIELDS,
+    LEG_MANAGED_FIELDS,
     PENDING_FIELDS,
     PENDING_JSON_FIELDS,
     PENDING_MANAGED_FIELDS,
     CachedGrant,
     Event,
+    Leg,
+    LegState,
     Pending,
     Seller,
     State,
@@ -35,17 +40,25 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _pending_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:
-    """Validate caller-supplied Pending fields and turn them into column values."""
-    unknown = sorted(set(fields) - set(PENDING_FIELDS))
+def _columns(
+    fields: Mapping[str, Any],
+    caller: str,
+    *,
+    record: str = "Pending",
+    known: tuple[str, ...] = PENDING_FIELDS,
+    managed: frozenset[str] = PENDING_MANAGED_FIELDS,
+    json_fields: frozenset[str] = PENDING_JSON_FIELDS,
+) -> dict[str, Any]:
+    """Validate caller-supplied record fields and turn them into column values."""
+    unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise TypeError(f"{caller}() got unknown Pending fields: {', '.join(unknown)}")
-    managed = sorted(set(fields) & PENDING_MANAGED_FIELDS)
-    if managed:
-        raise TypeError(f"{caller}() cannot set {', '.join(managed)}: the store manages them")
+        raise TypeError(f"{caller}() got unknown {record} fields: {', '.join(unknown)}")
+    taken = sorted(set(fields) & managed)
+    if taken:
+        raise TypeError(f"{caller}() cannot set {', '.join(taken)}: the store manages them")
     columns: dict[str, Any] = {}
     for name, value in fields.items():
-        if name in PENDING_JSON_FIELDS:
+        if name in json_fields:
             columns[name] = None if value is None else _dumps(value)
         elif name == "poll":
             columns[name] = int(bool(value))
@@ -54,18 +67,43 @@ def _pending_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:
     return columns
 
 
-def _pending_from_row(row: Row) -> Pending:
+def _pending_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:
+    return _columns(fields, caller)
+
+
+def _leg_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:
+    return _columns(
+        fields,
+        caller,
+        record="Leg",
+        known=LEG_FIELDS,
+        managed=LEG_MANAGED_FIELDS,
+        json_fields=LEG_JSON_FIELDS,
+    )
+
+
+def _row_values(
+    row: Row, fields: tuple[str, ...], json_fields: frozenset[str], state: type[Any]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name in PENDING_FIELDS:
+    for name in fields:
         value = row[name]
-        if name in PENDING_JSON_FIELDS:
+        if name in json_fields:
             value = _loads(value)
         elif name == "state":
-            value = State(value)
+            value = state(value)
         elif name == "poll":
             value = bool(value)
         values[name] = value
-    return Pending(**values)
+    return values
+
+
+def _pending_from_row(row: Row) -> Pending:
+    return Pending(**_row_values(row, PENDING_FIELDS, PENDING_JSON_FIELDS, State))
+
+
+def _leg_from_row(row: Row) -> Leg:
+    return Leg(**_row_values(row, LEG_FIELDS, LEG_JSON_FIELDS, LegState))
 
 
 def _record(cls: type[R], row: Row, **json_defaults: Any) -> R:

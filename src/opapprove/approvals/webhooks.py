@@ -22,7 +22,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -52,6 +52,7 @@ _FAILED_STATUS = {
     State.REJECTED: "rejected",
     State.EXPIRED: "expired",
     State.CANCELLED: "cancelled",
+    State.PARTIALLY_PAID: "partially_paid",
 }
 
 
@@ -81,7 +82,16 @@ class DeliveryResult:
 
 
 def webhook_body(kind: str, pending: Pending, data: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON body for a flow event, or ``None`` for events the marketplace is not told."""
+    """The JSON body for a flow event, or ``None`` for events the marketplace is not told.
+
+    A split payment's bodies also carry ``legs``: each seller's state and amounts."""
+    body = _event_body(kind, pending, data)
+    if body is not None and data.get("legs"):
+        body["legs"] = data["legs"]
+    return body
+
+
+def _event_body(kind: str, pending: Pending, data: dict[str, Any]) -> dict[str, Any] | None:
     base: dict[str, Any] = {"type": kind, "pendingId": pending.id, "offerId": pending.offer_id}
     if kind == "approval.needed":
         url = data.get("approvalUrl") or pending.interact_redirect
@@ -114,6 +124,25 @@ def outbox(kind: str, data: Mapping[str, Any] | None = None) -> Outbox:
     delivery built from the grant as the transition leaves it, the body :meth:`WebhookSender.
     notify` would build for ``(kind, moved, data)`` byte for byte."""
     return lambda moved: outbound(kind, moved, data)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A flow event the marketplace is told of: its type and what its body needs.
+
+    The flow gives it to the transition it announces, which writes its delivery in the
+    same transaction (:meth:`outbox`), and then emits it (``on_event``: the sender sends
+    the delivery written)."""
+
+    kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, reason: str) -> Notice:
+        return cls("payment.failed", {"reason": reason})
+
+    def outbox(self) -> Outbox:
+        return outbox(self.kind, self.data)
 
 
 def _secret_bytes(secret: str | bytes | SecretStr) -> bytes:

@@ -14,6 +14,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import FeeOption, LatencyOption, RateOption
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -37,12 +38,7 @@ def demo(
         Path | None,
         typer.Option("--keep", metavar="DIR", help="Keep the demo's key and store in DIR."),
     ] = None,
-    latency: Annotated[
-        float,
-        typer.Option(
-            "--latency", metavar="S", min=0.0, help="Seconds the sandbox adds to every request."
-        ),
-    ] = 0.0,
+    latency: LatencyOption = 0.0,
     buyer_asset: Annotated[
         str | None,
         typer.Option(
@@ -51,20 +47,8 @@ def demo(
             help="The buyer's wallet holds this (EUR, JPY, EUR:2...); the seller holds USD.",
         ),
     ] = None,
-    fee: Annotated[
-        str | None,
-        typer.Option(
-            "--fee", metavar="P%+FIXED", help="The buyer's wallet charges this fee (1%, 0.5%+0.10)."
-        ),
-    ] = None,
-    rate: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rate",
-            metavar="BASE/QUOTE=N",
-            help="An exchange rate instead of the demo's (EUR/USD=1.08...); repeatable.",
-        ),
-    ] = None,
+    fee: FeeOption = None,
+    rate: RateOption = None,
 ) -> None:
     """Run the whole approval flow on the embedded sandbox and show each step's timing.
 
@@ -76,8 +60,7 @@ def demo(
     from opapprove.openpayments.errors import AmountError
     from opapprove.openpayments.money import check_decimal
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     try:
         check_decimal(amount)
     except AmountError as exc:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from opapprove.cli import exitcodes
+from opapprove.cli.options import SellerOption
 from opapprove.cli.runtime import Runtime
 from opapprove.openpayments.redaction import redact_text
 
@@ -39,10 +40,7 @@ def exit_code_for(checks: list[Check], *, strict: bool = False) -> int:
 
 def doctor(
     ctx: typer.Context,
-    seller_id: Annotated[
-        str | None,
-        typer.Option("--seller", metavar="ID", help="Check this seller (default: the config's)."),
-    ] = None,
+    seller_id: SellerOption = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit non-zero on warnings too (for CI).")
     ] = False,
@@ -55,8 +53,7 @@ def doctor(
     from opapprove.diagnostics.doctor import Check, run_checks, worst
     from opapprove.settings import SettingsError
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     try:
         settings = runtime.settings()
     except SettingsError as exc:

@@ -46,6 +46,14 @@ def config_error(message: str, hint: str | None = None) -> CliError:
     return CliError(message, hint=hint, kind="config")
 
 
+def unknown_pending(pending_id: str) -> CliError:
+    return CliError(
+        f"unknown pendingId {pending_id!r}",
+        hint="list grants with `opapprove pending list`",
+        pending_id=pending_id,
+    )
+
+
 @dataclass
 class ErrorReport:
     """What the user sees about one failure."""

@@ -37,8 +37,7 @@ def finish(
     Exit 0 when the payment was made, 6 if the buyer rejected or the approval expired,
     7 if the URL does not verify (nothing is paid).
     """
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     if url.strip() == "-":
         if sys.stdin.isatty():
             raise CliError("'-' reads the URL from stdin, but stdin is a terminal", hint="pipe it")

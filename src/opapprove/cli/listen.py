@@ -17,6 +17,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -65,12 +66,7 @@ def listen(
     ] = False,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            min=0.0,
-            help="Exit 8 if no finish callback arrives within S seconds.",
-        ),
+        seconds_option("--timeout", "Exit 8 if no finish callback arrives within S seconds."),
     ] = None,
     api: Annotated[
         bool,
@@ -89,8 +85,7 @@ def listen(
     say) is noted and listening goes on. Ctrl-C stops it (exit 130) once payments under way
     have finished.
     """
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     bind_host = (host or settings.listen_host).strip()
     bind_port = settings.listen_port if port is None else port

@@ -14,6 +14,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import SellerOption, seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -32,12 +33,6 @@ app = typer.Typer(
 SENDING_CHECK_INTERVAL = 0.5
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 @app.command("start")
 def start(
     ctx: typer.Context,
@@ -53,10 +48,7 @@ def start(
             help="What the seller receives, in the seller's asset: 100.00",
         ),
     ],
-    seller_id: Annotated[
-        str | None,
-        typer.Option("--seller", metavar="ID", help="The seller (default: the config's)."),
-    ] = None,
+    seller_id: SellerOption = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the approval URL in this machine's browser.")
     ] = False,
@@ -72,12 +64,7 @@ def start(
     ] = False,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            min=0.0,
-            help="With --poll: seconds to wait (default: poll_timeout).",
-        ),
+        seconds_option("--timeout", "With --poll: seconds to wait (default: poll_timeout)."),
     ] = None,
     max_debit: Annotated[
         str | None,
@@ -102,7 +89,7 @@ def start(
     The buyer approves at the URL; the wallet then redirects to the listener
     (`opapprove listen`), or paste that redirect to `opapprove finish URL`.
     """
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     if timeout is not None and not poll:
         raise CliError("--timeout goes with --poll", hint="add --poll, or leave --timeout out")
     settings = runtime.settings()

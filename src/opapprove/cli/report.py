@@ -12,6 +12,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import SinceOption
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -24,10 +25,7 @@ BAR_WIDTH = 24
 
 def report(
     ctx: typer.Context,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", metavar="T", help="Grants started since: an ISO time, or 7d, 2h."),
-    ] = None,
+    since: SinceOption = None,
     seller: Annotated[
         str | None, typer.Option("--seller", metavar="ID", help="Only this seller's grants.")
     ] = None,
@@ -44,8 +42,7 @@ def report(
     from opapprove.cli.views import parse_since
     from opapprove.diagnostics.report import build_report, load_histories
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     now = time.time()
     since_ts = parse_since(since, now) if since else None
     settings = runtime.settings()

@@ -15,6 +15,8 @@ from opapprove.cli import exitcodes
 from opapprove.cli.output import Output
 
 if TYPE_CHECKING:
+    import typer
+
     from opapprove.approvals.store import Store
     from opapprove.cli.trace import TraceSink
     from opapprove.openpayments.client import Exchange, OpenPaymentsClient
@@ -76,6 +78,13 @@ class Runtime:
         head = argv[: argv.index("--")] if "--" in argv else argv
         return cls(json="--json" in head, debug="--debug" in head)
 
+    @staticmethod
+    def of(ctx: typer.Context) -> Runtime:
+        """The runtime the root command put on the context, for a command's body."""
+        runtime = ctx.obj
+        assert isinstance(runtime, Runtime)
+        return runtime
+
     @property
     def output(self) -> Output:
         if self._output is None or (self._output.json_mode, self._output.show_secrets) != (
@@ -113,6 +122,10 @@ class Runtime:
         clearly if it cannot be reached."""
         location = self.settings().store
         return not isinstance(location, Path) or location.expanduser().exists()
+
+    def existing_store(self) -> Store | None:
+        """The store if there is one, else None: looking must not create an empty store file."""
+        return self.store() if self.store_exists() else None
 
     def data_dir(self) -> Path:
         """Where key files written by the CLI go: next to a SQLite store, else the data dir."""

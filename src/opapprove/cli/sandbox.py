@@ -15,6 +15,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import FeeOption, LatencyOption, RateOption
 from opapprove.cli.runtime import Runtime
 from opapprove.cli.seller import load_seller_key, seller_or_default
 
@@ -29,12 +30,6 @@ app = typer.Typer(
     help="Run the embedded, offline Open Payments sandbox; approve on it.",
     invoke_without_command=True,
 )
-
-
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
 
 
 def _load_keys(paths: list[Path]) -> list[Jwk]:
@@ -143,9 +138,7 @@ def sandbox(
             "--key", metavar="FILE.jwk", help="Also register this public JWK (or JWKS); repeatable."
         ),
     ] = None,
-    latency: Annotated[
-        float, typer.Option("--latency", min=0.0, help="Seconds added to every request.")
-    ] = 0.0,
+    latency: LatencyOption = 0.0,
     wait: Annotated[
         int, typer.Option("--wait", min=0, help="continue.wait seconds the auth server asks for.")
     ] = 5,
@@ -161,22 +154,8 @@ def sandbox(
             help="Add a wallet (or redefine buyer/seller), e.g. alice:EUR:2:500.00; repeatable.",
         ),
     ] = None,
-    rate: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rate",
-            metavar="BASE/QUOTE=N",
-            help="One BASE buys N QUOTE, e.g. EUR/USD=1.08; repeatable.",
-        ),
-    ] = None,
-    fee: Annotated[
-        str | None,
-        typer.Option(
-            "--fee",
-            metavar="P%+FIXED",
-            help="The sender's fee: a percent plus a fixed part in the debit asset (0.5%+0.10).",
-        ),
-    ] = None,
+    rate: RateOption = None,
+    fee: FeeOption = None,
     created_window: Annotated[
         int | None,
         typer.Option(
@@ -205,7 +184,7 @@ def sandbox(
     from opapprove.servers.sandbox import describe
     from opapprove.servers.serving import ServerStartError, run_sandbox
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     seller, seller_keys = _seller_key(runtime, seller_id)
     config = build_config(
         seller_keys=seller_keys,
@@ -293,7 +272,7 @@ def approve(
 
     Prints the client's finish URL (the redirect the browser would follow).
     """
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     parts = urlsplit(redirect_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc or "/interact/" not in parts.path:
         raise CliError(
@@ -359,7 +338,7 @@ def add_key(
     """
     from opapprove.openpayments.keys import public_jwk
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     seller = None
     if key is not None and seller_id is not None:
         raise CliError("--key and --seller are two ways to name the key", hint="give one")

@@ -201,12 +201,6 @@ def _check_published(runtime: Runtime, wallet_url: str, jwk: dict[str, str]) -> 
     return "published"
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -246,7 +240,7 @@ def add(
     from opapprove.openpayments.errors import KeyLoadError
     from opapprove.openpayments.keys import load_private_key, private_key_pem, public_jwk
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     check_seller_id(seller_id)
     settings = runtime.settings()
     wallet_url = parse_wallet(wallet, settings)
@@ -299,7 +293,7 @@ def add(
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List the sellers (the store's, and the config's default seller)."""
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     rows = [seller_json(s, STORE_SOURCE) for s in runtime.store().list_sellers()]
     from_config = settings_seller(settings)
@@ -332,7 +326,7 @@ def show(
     from opapprove.approvals.sellers import resolve_seller
     from opapprove.openpayments.keys import public_jwk
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     seller = resolve_seller(settings, runtime.store(), seller_id)
     source = STORE_SOURCE if runtime.store().get_seller(seller.id) else CONFIG_SOURCE
@@ -378,7 +372,7 @@ def remove(
     seller_id: Annotated[str, typer.Argument(metavar="ID", help="The seller to remove.")],
 ) -> None:
     """Remove a seller from the store (its key file is left in place)."""
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     store = runtime.store()
     seller = store.get_seller(seller_id)
     if seller is None or not store.remove_seller(seller_id):
@@ -424,7 +418,7 @@ def keygen(
         public_jwk,
     )
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     if (seller_id is None) != (wallet is None):
         raise CliError("--seller and --wallet go together", hint="give both, or neither")
     key_id = (kid or new_key_id()).strip()

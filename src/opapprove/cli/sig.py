@@ -28,12 +28,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Check Open Payments request signatures.", no_args_is_help=True)
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 def _read_text(path: Path) -> str:
     if str(path) == "-":
         return sys.stdin.read()
@@ -190,7 +184,7 @@ def verify(
     """
     from opapprove.diagnostics.sigcheck import check_signature, client_wallets
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     if jwks is not None and wallet is not None:
         raise CliError("give --jwks or --wallet, not both")
     captures = _captures(trace, line, raw, body, url)

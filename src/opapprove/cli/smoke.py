@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opapprove.cli.errors import CliError
+from opapprove.cli.options import SellerOption
 from opapprove.cli.runtime import Runtime
 from opapprove.openpayments.redaction import redact_text
 
@@ -62,10 +63,7 @@ def smoke(
     amount: Annotated[
         str, typer.Option("--amount", help="What the seller would receive, e.g. 0.01.")
     ],
-    seller_id: Annotated[
-        str | None,
-        typer.Option("--seller", metavar="ID", help="The seller (default: the config's)."),
-    ] = None,
+    seller_id: SellerOption = None,
     offer: Annotated[
         str | None, typer.Option("--offer", metavar="ID", help="Offer id (default: smoke-<time>).")
     ] = None,
@@ -80,8 +78,7 @@ def smoke(
     from opapprove.approvals.flow import Flow
     from opapprove.diagnostics.smoke import run_smoke, to_junit
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     store = runtime.store()
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opapprove.cli import exitcodes
-from opapprove.cli.errors import CliError
+from opapprove.cli.errors import CliError, unknown_pending
+from opapprove.cli.options import seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -39,12 +40,7 @@ def status(
     ] = 2.0,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            min=0.0,
-            help="With --watch: give up after this many seconds (exit 8).",
-        ),
+        seconds_option("--timeout", "With --watch: give up after this many seconds (exit 8)."),
     ] = None,
 ) -> None:
     """Show a grant: state, amounts, payments, last error, approval URL, age.
@@ -52,16 +48,13 @@ def status(
     With --watch the exit code is the final state's: 0 completed, 6 rejected, expired or
     cancelled, 5 failed, 8 if --timeout passed first.
     """
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     if not watch and timeout is not None:
         raise CliError("--timeout goes with --watch", hint="add --watch, or leave --timeout out")
     settings = runtime.settings()
     limit = float(timeout if timeout is not None else settings.poll_timeout)
     if not runtime.store_exists():  # looking must not create a store
-        raise CliError(
-            f"unknown pendingId {pending_id!r}", hint="list grants with `opapprove pending list`"
-        )
+        raise unknown_pending(pending_id)
 
     async def go() -> Pending:
         from opapprove.cli.flows import open_flow

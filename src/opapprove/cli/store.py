@@ -25,12 +25,6 @@ app = typer.Typer(
 )
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 def _location(value: str, what: str) -> StoreLocation:
     from opapprove.paths import store_location
 
@@ -49,7 +43,7 @@ def migrate(ctx: typer.Context) -> None:
     """Bring the store (--store) to this opapprove's schema version; say from which."""
     from opapprove.approvals.store import Store
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     location = runtime.settings().store
     with Store(location) as store:
         before = store.backend.migrated_from or 0
@@ -85,7 +79,7 @@ def copy(
     """
     from opapprove.approvals.store_copy import copy_store
 
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     src = _location(source, "SRC")
     dst = _location(destination, "DST")
     if src == dst:

@@ -77,12 +77,6 @@ class Report:
         return "OK: " + what
 
 
-def _runtime(ctx: typer.Context) -> Runtime:
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
-    return runtime
-
-
 def _invalid(url: str, exc: BaseException) -> CliError:
     report = classify(exc)
     hint = report.hint or FORMAT_HINT
@@ -192,7 +186,7 @@ def check(
 
     Exit 0 only when every check passes; the last line is the verdict (OK: / PROBLEM:).
     """
-    runtime = _runtime(ctx)
+    runtime = Runtime.of(ctx)
     settings = runtime.settings()
     wallet_url = parse_wallet(url, settings)
     seller, seller_note = seller_or_default(runtime, seller_id)

@@ -89,8 +89,7 @@ def verify(
     """
     from opapprove.approvals.webhooks import WebhookSignatureError, verify_signature
 
-    runtime = ctx.obj
-    assert isinstance(runtime, Runtime)
+    runtime = Runtime.of(ctx)
     raw = _body(body, body_file)
     key: Any = secret
     if not key:

@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, SupportsIndex
 
 import httpcore
 import httpx
@@ -46,12 +46,39 @@ SocketOption = (
 )
 
 
+class _Reader(asyncio.StreamReader):
+    """asyncio's stream reader, noting when the server last sent something."""
+
+    last_data_at = 0.0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        # Called as the bytes come off the socket, not when some task gets round to
+        # reading them: on a busy loop that is up to a whole pass earlier.
+        self.last_data_at = time.monotonic()
+        super().feed_data(data)
+
+
 class AsyncioStream(AsyncNetworkStream):
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One connection. ``reuse_within``: seconds after the server last sent something
+    during which the connection may carry another request (see ``_quiet_too_long``)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        reuse_within: float | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._reuse_within = reuse_within
+        self._opened_at = time.monotonic()
+        self._answered = False  # it has carried an answer: a next request reuses it
+        self._sending = False  # a request's bytes are going out (no read since)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._sending = False
+        self._answered = True
         try:
             async with asyncio.timeout(timeout):
                 return await self._reader.read(max_bytes)
@@ -63,6 +90,15 @@ class AsyncioStream(AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        if not self._sending:
+            self._sending = True
+            if self._answered and self._peer_gone():
+                # The server closed this kept-alive connection after the pool checked it
+                # and before this request's first byte (its keep-alive ran out while the
+                # loop was busy). Nothing of the request went out, so the pool may send it
+                # on another connection; written, it would be a reset ("Broken pipe"),
+                # and a POST that may have arrived is never sent twice.
+                raise httpcore.ConnectionNotAvailable()
         try:
             async with asyncio.timeout(timeout):
                 self._writer.write(buffer)
@@ -100,21 +136,38 @@ class AsyncioStream(AsyncNetworkStream):
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
         return self
 
+    def _peer_gone(self) -> bool:
+        """Whether the server hung up (or sent something unasked) on this connection.
+
+        The transport has already moved any such bytes off the socket into the reader, so
+        they count too: a "408 Request Timeout" sent before an idle close is not at_eof()
+        (bytes unread), and reused, it would be read as the answer to the next request."""
+        reader = self._reader
+        unread = getattr(reader, "_buffer", None)  # asyncio's, not in its API
+        if reader.at_eof() or reader.exception() is not None or unread:
+            return True
+        # What the loop has not read yet: a hang-up that arrived while it was busy. One
+        # poll, as httpcore's own backend does; asked of the connection about to be
+        # reused, not of every idle one on every request.
+        return is_socket_readable(self._writer.get_extra_info("socket"))
+
+    def _quiet_too_long(self) -> bool:
+        """The server has sent nothing for ``reuse_within`` seconds.
+
+        A server's keep-alive (uvicorn's and Node's: 5 s) runs from when it sent its last
+        answer, and httpcore's expiry from when the response was closed here, which on a
+        loop busy with 64 requests comes later. Counted from the last byte received, the
+        margin below the server's keep-alive is not used up before the request is sent."""
+        if self._reuse_within is None:
+            return False
+        last = getattr(self._reader, "last_data_at", 0.0) or self._opened_at
+        return time.monotonic() - last > self._reuse_within
+
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
-            # Idle and readable means the server hung up (or sent something unasked):
-            # either way the connection must not be reused. The transport has already
-            # moved any such bytes off the socket into the reader, so they count too: a
-            # "408 Request Timeout" sent before an idle close is not at_eof() (bytes
-            # unread), and reused, it would be read as the answer to the next request.
-            reader = self._reader
-            unread = getattr(reader, "_buffer", None)  # asyncio's, not in its API
-            if reader.at_eof() or reader.exception() is not None or unread:
-                return True
-            # What the loop has not read yet: a hang-up that arrived while it was busy.
-            # One poll, as httpcore's own backend does; the pool asks it of the connection
-            # it is about to reuse, not of every idle one on every request.
-            return is_socket_readable(self._writer.get_extra_info("socket"))
+            # httpcore asks this of an idle connection, before reusing it and in the pool's
+            # sweeps: True means the server hung up (or may be about to), so do not reuse.
+            return self._peer_gone() or self._quiet_too_long()
         if info == "ssl_object":
             return self._writer.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -149,7 +202,7 @@ class AsyncioConnectionPool(httpcore.AsyncConnectionPool):
             keepalive_expiry=keepalive_expiry,
             http1=True,
             http2=False,
-            network_backend=AsyncioBackend(),
+            network_backend=AsyncioBackend(reuse_within=keepalive_expiry),
         )
         self._next_sweep = 0.0
 
@@ -247,6 +300,11 @@ def pooled_transport(
 
 
 class AsyncioBackend(AsyncNetworkBackend):
+    """``reuse_within``: see :class:`AsyncioStream` (``None``: httpcore's expiry only)."""
+
+    def __init__(self, reuse_within: float | None = None) -> None:
+        self.reuse_within = reuse_within
+
     async def connect_tcp(
         self,
         host: str,
@@ -255,9 +313,14 @@ class AsyncioBackend(AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        # asyncio.open_connection, with a reader that notes when data arrives.
+        reader = _Reader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
+                transport, _ = await loop.create_connection(
+                    lambda: protocol,
                     host,
                     port,
                     local_addr=None if local_address is None else (local_address, 0),
@@ -271,11 +334,12 @@ class AsyncioBackend(AsyncNetworkBackend):
             ) from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         sock: socket.socket | None = writer.get_extra_info("socket")
         if sock is not None:
             for option in socket_options or ():
                 sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
+        return AsyncioStream(reader, writer, reuse_within=self.reuse_within)
 
     async def connect_unix_socket(
         self,

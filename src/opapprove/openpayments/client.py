@@ -10,26 +10,17 @@ verbatim, responses checked against the spec's shapes. Every failure comes out a
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeGuard, TypeVar
+from typing import TypeGuard, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from opapprove import __version__
 from opapprove.openpayments import errors
-from opapprove.openpayments.error_hints import (
-    INCONSISTENT_HINT,
-    INVALID_RESPONSE_HINT,
-    REDIRECT_HINT,
-    Call,
-    hint_for,
-    one_line,
-    parse_error_body,
-)
+from opapprove.openpayments.error_hints import Call, one_line
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.models import (
     JWKS,
@@ -56,23 +47,24 @@ from opapprove.openpayments.models import (
     parse_continue_response,
     parse_grant_response,
 )
+from opapprove.openpayments.responses import (
+    check_incoming,
+    check_outgoing,
+    check_status,
+    next_cursor,
+    parse_body,
+)
 from opapprove.openpayments.signatures import (
     OpenPaymentsAuth,
     SignedParts,
     compact_json,
     should_sign,
 )
+from opapprove.openpayments.transport import SchemeTransport, transport_hint
 from opapprove.openpayments.urls import apply_use_http, check_url
 
 M = TypeVar("M")
 P = TypeVar("P", IncomingPayment, OutgoingPayment)
-
-# Every connection is kept for reuse (httpx keeps 20): our pool checks an idle one only
-# when it is about to reuse it, so a bulk replay (64 in flight) no longer reconnects.
-POOL_CONNECTIONS = 100
-# Under Node's 5 s server keep-alive (Rafiki runs on Node): a connection the server is
-# about to drop is not reused at the very moment it drops it.
-POOL_KEEPALIVE_EXPIRY = 4.0
 
 __all__ = ["Exchange", "GrantTimeout", "OpenPaymentsClient", "is_pending"]
 
@@ -145,7 +137,7 @@ class OpenPaymentsClient:
         self._sleep = sleep
         self._auth = OpenPaymentsAuth(key, key_id, clock=clock) if key and key_id else None
         self._http = httpx.AsyncClient(
-            transport=transport or _SchemeTransport(),
+            transport=transport or SchemeTransport(),
             timeout=timeout,
             follow_redirects=False,
             headers={"Accept": "application/json", "User-Agent": f"opapprove/{__version__}"},
@@ -171,20 +163,20 @@ class OpenPaymentsClient:
     async def get_wallet_address(self, url: str) -> WalletAddress:
         call = Call("get-wallet-address", "wallet", 200)
         response = await self._send(call, "GET", url)
-        return self._parse(call, response, WalletAddress.model_validate, "wallet address")
+        return parse_body(call, response, WalletAddress.model_validate, "wallet address")
 
     async def get_keys(self, url: str) -> JWKS:
         """``GET {url}/jwks.json`` (one slash, whatever ``url`` ends with)."""
         call = Call("get-wallet-address-keys", "wallet", 200)
         response = await self._send(call, "GET", _join(url, "jwks.json"))
-        return self._parse(call, response, JWKS.model_validate, "key set")
+        return parse_body(call, response, JWKS.model_validate, "key set")
 
     # ----------------------------------------------------------------- grants
 
     async def request_grant(self, auth_server: str, body: GrantRequest) -> PendingGrant | Grant:
         call = Call("post-request", "auth", 200, client=self._client_for(body.client))
         response = await self._send(call, "POST", auth_server, body=body)
-        return self._parse(call, response, parse_grant_response, "grant")
+        return parse_body(call, response, parse_grant_response, "grant")
 
     async def continue_grant(
         self, uri: str, token: str, interact_ref: str | None = None
@@ -197,7 +189,7 @@ class OpenPaymentsClient:
         call = Call("post-continue", "auth", 200, client=self.wallet_address_url)
         body = ContinueRequest(interact_ref=interact_ref) if interact_ref is not None else None
         response = await self._send(call, "POST", uri, token=token, body=body)
-        return self._parse(call, response, parse_continue_response, "continuation")
+        return parse_body(call, response, parse_continue_response, "continuation")
 
     async def poll_grant(
         self,
@@ -251,7 +243,7 @@ class OpenPaymentsClient:
         """``POST manage``: a new token value and a new manage URL; the old token dies."""
         call = Call("post-token", "auth", 200, client=self.wallet_address_url)
         response = await self._send(call, "POST", manage, token=token)
-        rotated = self._parse(call, response, RotatedToken.model_validate, "rotated token")
+        rotated = parse_body(call, response, RotatedToken.model_validate, "rotated token")
         return rotated.access_token
 
     async def revoke_token(self, manage: str, token: str) -> None:
@@ -266,37 +258,37 @@ class OpenPaymentsClient:
         call = self._rs_call("create-incoming-payment", 201)
         url = _join(resource_server, "incoming-payments")
         response = await self._send(call, "POST", url, token=token, body=body)
-        payment = self._parse(
+        payment = parse_body(
             call, response, IncomingPaymentWithMethods.model_validate, "incoming payment"
         )
         if self.validate:
-            self._check_incoming(response, payment, created=True)
+            check_incoming(response, payment, created=True)
         return payment
 
     async def get_incoming_payment(self, url: str, token: str) -> IncomingPaymentWithMethods:
         call = self._rs_call("get-incoming-payment", 200)
         response = await self._send(call, "GET", url, token=token)
-        payment = self._parse(
+        payment = parse_body(
             call, response, IncomingPaymentWithMethods.model_validate, "incoming payment"
         )
         if self.validate:
-            self._check_incoming(response, payment)
+            check_incoming(response, payment)
         return payment
 
     async def get_public_incoming_payment(self, url: str) -> PublicIncomingPayment:
         """The unauthenticated, unsigned view: ``authServer`` and maybe ``receivedAmount``."""
         call = Call("get-incoming-payment", "resource", 200)
         response = await self._send(call, "GET", url)
-        return self._parse(
+        return parse_body(
             call, response, PublicIncomingPayment.model_validate, "public incoming payment"
         )
 
     async def complete_incoming_payment(self, url: str, token: str) -> IncomingPayment:
         call = self._rs_call("complete-incoming-payment", 200)
         response = await self._send(call, "POST", _join(url, "complete"), token=token)
-        payment = self._parse(call, response, IncomingPayment.model_validate, "incoming payment")
+        payment = parse_body(call, response, IncomingPayment.model_validate, "incoming payment")
         if self.validate:
-            self._check_incoming(response, payment, completed=True)
+            check_incoming(response, payment, completed=True)
         return payment
 
     async def list_incoming_payments(
@@ -314,7 +306,7 @@ class OpenPaymentsClient:
             _join(resource_server, "incoming-payments"),
             Page[IncomingPayment],
             "incoming payment page",
-            lambda response, payment: self._check_incoming(response, payment),
+            check_incoming,
             token,
             _page_params(wallet_address, first, last, cursor),
         )
@@ -343,12 +335,12 @@ class OpenPaymentsClient:
         call = self._rs_call("create-quote", 201)
         url = _join(resource_server, "quotes")
         response = await self._send(call, "POST", url, token=token, body=body)
-        return self._parse(call, response, Quote.model_validate, "quote")
+        return parse_body(call, response, Quote.model_validate, "quote")
 
     async def get_quote(self, url: str, token: str) -> Quote:
         call = self._rs_call("get-quote", 200)
         response = await self._send(call, "GET", url, token=token)
-        return self._parse(call, response, Quote.model_validate, "quote")
+        return parse_body(call, response, Quote.model_validate, "quote")
 
     # ----------------------------------------------------------------- outgoing payments
 
@@ -358,19 +350,19 @@ class OpenPaymentsClient:
         call = self._rs_call("create-outgoing-payment", 201)
         url = _join(resource_server, "outgoing-payments")
         response = await self._send(call, "POST", url, token=token, body=body)
-        payment = self._parse(
+        payment = parse_body(
             call, response, OutgoingPaymentWithSpentAmounts.model_validate, "outgoing payment"
         )
         if self.validate:
-            self._check_outgoing(response, payment)
+            check_outgoing(response, payment)
         return payment
 
     async def get_outgoing_payment(self, url: str, token: str) -> OutgoingPayment:
         call = self._rs_call("get-outgoing-payment", 200)
         response = await self._send(call, "GET", url, token=token)
-        payment = self._parse(call, response, OutgoingPayment.model_validate, "outgoing payment")
+        payment = parse_body(call, response, OutgoingPayment.model_validate, "outgoing payment")
         if self.validate:
-            self._check_outgoing(response, payment)
+            check_outgoing(response, payment)
         return payment
 
     async def list_outgoing_payments(
@@ -388,7 +380,7 @@ class OpenPaymentsClient:
             _join(resource_server, "outgoing-payments"),
             Page[OutgoingPayment],
             "outgoing payment page",
-            self._check_outgoing,
+            check_outgoing,
             token,
             _page_params(wallet_address, first, last, cursor),
         )
@@ -423,7 +415,7 @@ class OpenPaymentsClient:
     ) -> Page[P]:
         call = self._rs_call(operation, 200)
         response = await self._send(call, "GET", url, token=token, params=params)
-        page = self._parse(call, response, page_model.model_validate, what)
+        page = parse_body(call, response, page_model.model_validate, what)
         if self.validate:
             for item in page.result:
                 check(response, item)
@@ -446,7 +438,7 @@ class OpenPaymentsClient:
             )
             for item in page.result:
                 yield item
-            cursor = self._next_cursor(page, seen, operation, resource_server)
+            cursor = next_cursor(page, seen, operation, resource_server)
             if cursor is None:
                 return
 
@@ -455,7 +447,7 @@ class OpenPaymentsClient:
         call = self._rs_call("get-outgoing-payment-grant", 200)
         url = _join(resource_server, "outgoing-payment-grant")
         response = await self._send(call, "GET", url, token=token)
-        return self._parse(call, response, GrantSpentAmounts.model_validate, "grant spent amounts")
+        return parse_body(call, response, GrantSpentAmounts.model_validate, "grant spent amounts")
 
     # ----------------------------------------------------------------- plumbing
 
@@ -509,7 +501,7 @@ class OpenPaymentsClient:
             if failure is not None:
                 raise failure
             assert response is not None
-            self._check_status(call, method, response)
+            check_status(call, method, response, validate=self.validate, key_id=self.key_id)
             return response
         raise AssertionError("unreachable")
 
@@ -552,7 +544,7 @@ class OpenPaymentsClient:
                 f"{method} {request.url} failed: {one_line(str(exc) or type(exc).__name__)}",
                 method=method,
                 url=str(request.url),
-                hint=_transport_hint(exc, str(request.url)),
+                hint=transport_hint(exc, str(request.url)),
             )
         elapsed = time.perf_counter() - started
         if self.on_exchange is not None:
@@ -575,207 +567,6 @@ class OpenPaymentsClient:
             )
         return response, failure
 
-    def _check_status(self, call: Call, method: str, response: httpx.Response) -> None:
-        status = response.status_code
-        url = str(response.request.url)
-        error_cls = errors.GrantError if call.kind == "auth" else errors.ResourceError
-        text = response.content.decode("utf-8", "replace")
-        if 300 <= status < 400:
-            location = response.headers.get("location", "nowhere")
-            raise error_cls(
-                f"{method} {url} answered {status}, a redirect to {location}",
-                method=method,
-                url=url,
-                status=status,
-                body=text,
-                hint=REDIRECT_HINT,
-            )
-        if not 200 <= status < 300:
-            code, description, details = parse_error_body(response.content)
-            # Rafiki's resource server puts the status itself in `code` ("400"): say it once.
-            shown_code = None if code == str(status) else code
-            summary = " ".join(part for part in (shown_code, description) if part) or (
-                response.reason_phrase or "error"
-            )
-            raise error_cls(
-                f"{method} {url} failed: {status} {one_line(summary)}",
-                method=method,
-                url=url,
-                status=status,
-                code=code,
-                description=description,
-                details=details,
-                body=text,
-                hint=hint_for(call, status, code, description, self.key_id),
-            )
-        if self.validate and status != call.expected:
-            raise errors.InvalidResponse(
-                f"{method} {url} answered {status}; {call.operation} answers {call.expected}",
-                method=method,
-                url=url,
-                status=status,
-                body=text,
-                hint=INVALID_RESPONSE_HINT,
-            )
-
-    def _parse(
-        self,
-        call: Call,
-        response: httpx.Response,
-        parse: Callable[[Any], M],
-        what: str,
-    ) -> M:
-        method, url, status = (
-            response.request.method,
-            str(response.request.url),
-            response.status_code,
-        )
-        text = response.content.decode("utf-8", "replace")
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            kind = response.headers.get("content-type", "no content type")
-            raise errors.InvalidResponse(
-                f"{method} {url} answered {status} with a body that is not JSON ({kind})",
-                method=method,
-                url=url,
-                status=status,
-                body=text,
-                hint=REDIRECT_HINT if "html" in kind else INVALID_RESPONSE_HINT,
-            ) from None
-        try:
-            return parse(data)
-        except ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                for e in exc.errors()
-            ]
-            raise errors.InvalidResponse(
-                f"{method} {url}: the {what} does not match the Open Payments spec "
-                f"({len(problems)} problem{'s' if len(problems) != 1 else ''}; {problems[0]})",
-                method=method,
-                url=url,
-                status=status,
-                details={"errors": problems},
-                body=text,
-                hint=INVALID_RESPONSE_HINT,
-            ) from None
-        except ValueError as exc:
-            raise errors.InvalidResponse(
-                f"{method} {url}: the {what} does not match the Open Payments spec ({exc})",
-                method=method,
-                url=url,
-                status=status,
-                details={"errors": [str(exc)]},
-                body=text,
-                hint=INVALID_RESPONSE_HINT,
-            ) from None
-
-    def _inconsistent(self, response: httpx.Response, problem: str) -> errors.InvalidResponse:
-        method, url = response.request.method, str(response.request.url)
-        return errors.InvalidResponse(
-            f"{method} {url}: {problem}",
-            method=method,
-            url=url,
-            status=response.status_code,
-            details={"errors": [problem]},
-            body=response.content.decode("utf-8", "replace"),
-            hint=INCONSISTENT_HINT,
-        )
-
-    def _check_incoming(
-        self,
-        response: httpx.Response,
-        payment: IncomingPayment,
-        *,
-        created: bool = False,
-        completed: bool = False,
-    ) -> None:
-        received = payment.received_amount
-        if payment.incoming_amount is not None and not payment.incoming_amount.same_asset(received):
-            raise self._inconsistent(
-                response, "the incoming payment's incomingAmount and receivedAmount differ in asset"
-            )
-        if created and (int(received.value) != 0 or payment.completed):
-            raise self._inconsistent(
-                response, "a new incoming payment must have received 0 and not be completed"
-            )
-        if completed and not payment.completed:
-            raise self._inconsistent(response, "the completed incoming payment is not completed")
-
-    def _check_outgoing(self, response: httpx.Response, payment: OutgoingPayment) -> None:
-        debit, sent = payment.debit_amount, payment.sent_amount
-        if not debit.same_asset(sent):
-            raise self._inconsistent(
-                response, "the outgoing payment's debitAmount and sentAmount differ in asset"
-            )
-        if int(sent.value) > int(debit.value):
-            raise self._inconsistent(
-                response, "the outgoing payment sent more than its debitAmount"
-            )
-        if int(sent.value) == int(debit.value) and payment.failed:
-            raise self._inconsistent(
-                response, "the outgoing payment sent its whole debitAmount but is marked failed"
-            )
-
-    def _next_cursor(
-        self, page: Page[Any], seen: set[str], operation: str, resource_server: str
-    ) -> str | None:
-        info = page.pagination
-        if not info.has_next_page:
-            return None
-        cursor = info.end_cursor
-        if cursor is None or cursor in seen:
-            raise errors.InvalidResponse(
-                f"{operation} at {resource_server} says there is a next page but gives "
-                + ("no endCursor" if cursor is None else f"the same endCursor {cursor!r} again"),
-                method="GET",
-                url=resource_server,
-                status=200,
-                hint=INCONSISTENT_HINT,
-            )
-        seen.add(cursor)
-        return cursor
-
-
-class _SchemeTransport(httpx.AsyncBaseTransport):
-    """httpx's own transport on our asyncio network backend, the TLS one made only when
-    an https URL comes along.
-
-    Loading the CA bundle is a start-up cost (bench/RESULTS.md, "Start-up"); a sandbox or
-    local Rafiki on plain http (every CI smoke run, every `opapprove demo`) never needs it.
-    """
-
-    def __init__(self) -> None:
-        self._plain: httpx.AsyncHTTPTransport | None = None
-        self._tls: httpx.AsyncHTTPTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme == "http":
-            if self._plain is None:
-                # No TLS on this connection, so no certificates to load for it.
-                self._plain = _pooled_transport(verify=False)
-            return await self._plain.handle_async_request(request)
-        if self._tls is None:
-            self._tls = _pooled_transport(verify=True)
-        return await self._tls.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for transport in (self._plain, self._tls):
-            if transport is not None:
-                await transport.aclose()
-
-
-def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
-    from opapprove.openpayments.asyncio_pool import pooled_transport
-
-    return pooled_transport(
-        verify,
-        max_connections=POOL_CONNECTIONS,
-        max_keepalive_connections=POOL_CONNECTIONS,
-        keepalive_expiry=POOL_KEEPALIVE_EXPIRY,
-    )
-
 
 def _page_params(
     wallet_address: str, first: int | None, last: int | None, cursor: str | None
@@ -793,19 +584,3 @@ def _page_params(
             raise ValueError("cursor must not be empty")
         params["cursor"] = cursor
     return params
-
-
-def _transport_hint(exc: Exception, url: str) -> str:
-    text = str(exc).lower()
-    if "ssl" in text or "certificate" in text or "tls" in text:
-        if url.startswith("https://"):
-            return (
-                "TLS failed: if this is a local wallet without TLS, set use_http = true in the "
-                "config (or OPAPPROVE_USE_HTTP=1)"
-            )
-        return "TLS failed: check the server's certificate"
-    if isinstance(exc, httpx.ConnectError):
-        return "cannot connect: check the URL and that the server is running"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the server closed the connection or spoke something other than HTTP: try again"
-    return "check the URL and your network, then try again"

@@ -1,0 +1,63 @@
+"""Options that several commands take, declared once: same name, metavar, checks and help.
+
+Each is an ``Annotated`` type a command's parameter uses as is (``since: SinceOption = None``),
+so a command that reads grants from the store filters them the way every other one does.
+``seconds_option`` is for the ``--timeout`` that each command words for itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+
+def seconds_option(name: str, text: str) -> Any:
+    """A number of seconds, 0 or more (``--timeout S``), with the command's own help text."""
+    return typer.Option(name, metavar="S", min=0.0, help=text)
+
+
+# -- the grants in the store (pending list/replay/cancel, report) ---------------------------
+PendingIdsArgument = Annotated[
+    list[str] | None, typer.Argument(metavar="ID", help="The grants' ids.", show_default=False)
+]
+StatesOption = Annotated[
+    list[str] | None,
+    typer.Option("--state", metavar="STATE", help="Only grants in this state; repeatable."),
+]
+StuckOption = Annotated[
+    bool,
+    typer.Option("--stuck", help="Only unfinished grants with no progress for stuck_after s."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", metavar="T", help="Grants created since: an ISO time, or 2h, 30m, 7d."),
+]
+SellerOption = Annotated[
+    str | None, typer.Option("--seller", metavar="ID", help="The seller (default: the config's).")
+]
+
+# -- the embedded sandbox's money (sandbox, demo) ------------------------------------------
+LatencyOption = Annotated[
+    float,
+    typer.Option(
+        "--latency", metavar="S", min=0.0, help="Seconds the sandbox adds to every request."
+    ),
+]
+RateOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rate",
+        metavar="BASE/QUOTE=N",
+        help="One BASE buys N QUOTE, e.g. EUR/USD=1.08; repeatable.",
+    ),
+]
+FeeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fee",
+        metavar="P%+FIXED",
+        help="The sending wallet's fee: a percent plus a fixed part in the debit asset"
+        " (1%, 0.5%+0.10).",
+    ),
+]

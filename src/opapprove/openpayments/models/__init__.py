@@ -1,0 +1,137 @@
+"""Pydantic models of every Open Payments document and request body (spec 1.3).
+
+Field names are snake_case with the wire's camelCase as aliases; both are accepted.
+Put a model on the wire with ``to_wire()`` (aliases, no ``None`` fields, JSON types).
+
+Strictness follows who wrote the document. Bodies we send forbid unknown fields, so a
+typo fails here instead of as a 400 at the server. Documents we receive tolerate fields
+the spec does not list, except where tolerance would hide a real problem: a JWKS (Rafiki
+rejects extra top-level members, so our signatures would fail there) and access rights
+(a right we do not understand is a restriction we cannot honour).
+
+One namespace, three modules: ``base`` (the base classes, amounts, error answers),
+``grants`` (access rights, grant requests and answers, builders) and ``resources``
+(wallet addresses and keys, incoming payments, quotes, outgoing payments, pages).
+"""
+
+from __future__ import annotations
+
+from opapprove.openpayments.models.base import (
+    B64URL_PATTERN,
+    ILP_ADDRESS_PATTERN,
+    RECEIVER_PATTERN,
+    AmountModel,
+    ErrorDetail,
+    GnapError,
+    Receiver,
+    ResourceServerError,
+)
+from opapprove.openpayments.models.grants import (
+    AccessItem,
+    AccessToken,
+    AccessTokenRequest,
+    ClientRef,
+    Continue,
+    ContinueRequest,
+    ContinueToken,
+    Grant,
+    GrantRequest,
+    IncomingPaymentAccess,
+    IncomingPaymentAction,
+    InteractFinish,
+    InteractRequest,
+    InteractResponse,
+    JwkClient,
+    OutgoingPaymentAccess,
+    OutgoingPaymentAction,
+    OutgoingPaymentLimits,
+    PendingGrant,
+    QuoteAccess,
+    QuoteAction,
+    RotatedToken,
+    Subject,
+    SubjectId,
+    WalletAddressClient,
+    client_url,
+    incoming_payment_grant,
+    outgoing_payment_grant,
+    parse_continue_response,
+    parse_grant_response,
+    quote_grant,
+)
+from opapprove.openpayments.models.resources import (
+    JWK,
+    JWKS,
+    CreateIncomingPayment,
+    CreateOutgoingPayment,
+    CreateQuote,
+    GrantSpentAmounts,
+    IlpPaymentMethod,
+    IncomingPayment,
+    IncomingPaymentWithMethods,
+    OutgoingPayment,
+    OutgoingPaymentWithSpentAmounts,
+    Page,
+    PageInfo,
+    PublicIncomingPayment,
+    Quote,
+    WalletAddress,
+)
+
+__all__ = [
+    "B64URL_PATTERN",
+    "ILP_ADDRESS_PATTERN",
+    "JWK",
+    "JWKS",
+    "RECEIVER_PATTERN",
+    "AccessItem",
+    "AccessToken",
+    "AccessTokenRequest",
+    "AmountModel",
+    "ClientRef",
+    "Continue",
+    "ContinueRequest",
+    "ContinueToken",
+    "CreateIncomingPayment",
+    "CreateOutgoingPayment",
+    "CreateQuote",
+    "ErrorDetail",
+    "GnapError",
+    "Grant",
+    "GrantRequest",
+    "GrantSpentAmounts",
+    "IlpPaymentMethod",
+    "IncomingPayment",
+    "IncomingPaymentAccess",
+    "IncomingPaymentAction",
+    "IncomingPaymentWithMethods",
+    "InteractFinish",
+    "InteractRequest",
+    "InteractResponse",
+    "JwkClient",
+    "OutgoingPayment",
+    "OutgoingPaymentAccess",
+    "OutgoingPaymentAction",
+    "OutgoingPaymentLimits",
+    "OutgoingPaymentWithSpentAmounts",
+    "Page",
+    "PageInfo",
+    "PendingGrant",
+    "PublicIncomingPayment",
+    "Quote",
+    "QuoteAccess",
+    "QuoteAction",
+    "Receiver",
+    "ResourceServerError",
+    "RotatedToken",
+    "Subject",
+    "SubjectId",
+    "WalletAddress",
+    "WalletAddressClient",
+    "client_url",
+    "incoming_payment_grant",
+    "outgoing_payment_grant",
+    "parse_continue_response",
+    "parse_grant_response",
+    "quote_grant",
+]
