@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from opapprove.approvals import sqlite_backend as store_module
-from opapprove.approvals.ids import is_id, new_id
+from opapprove.approvals.ids import new_id
 from opapprove.approvals.migrations import MIGRATIONS
 from opapprove.approvals.records import PENDING_FIELDS
 from opapprove.approvals.store import (
@@ -25,6 +25,12 @@ from opapprove.approvals.store import (
     StoreError,
 )
 from opapprove.openpayments.redaction import redact_json as redact
+
+
+def is_id(text: str) -> bool:
+    """26 Crockford base32 characters whose first (the top of 48 bits of ms) is 0-7."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return len(text) == 26 and all(c in alphabet for c in text) and text[0] in "01234567"
 
 
 class Clock:

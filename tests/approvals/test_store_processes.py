@@ -36,7 +36,7 @@ from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending
 from tests.sandbox_fixtures import make_sandbox
 
-RUN_SECONDS = 8.0  # how long the shop keeps starting quotes (the others run 1 s longer)
+RUN_SECONDS = 5.0  # how long the shop keeps starting quotes (the others run 1 s longer)
 WAIT = 90.0  # only guards against a hang, never asserted on
 LISTENERS, REPLAYERS, READERS = 2, 2, 3
 AMOUNT_MINOR = 1  # "0.01": the buyer's balance lasts for many thousand grants

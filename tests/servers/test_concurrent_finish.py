@@ -125,7 +125,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 @pytest.mark.parametrize("listeners", [1, 2])
-@pytest.mark.parametrize("deliveries", [2, 5, 20])
+# 2 (a browser's retry) and 20 (a storm); 5 took the same path as both, one more second.
+@pytest.mark.parametrize("deliveries", [2, 20])
 async def test_simultaneous_deliveries_continue_once_and_pay_once(
     rig: Rig, deliveries: int, listeners: int
 ) -> None:

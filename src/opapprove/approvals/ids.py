@@ -44,7 +44,3 @@ def new_id(now: float | None = None) -> str:
             rand = int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big")
         _last_ms, _last_random = ms, rand
     return _encode((ms << _RANDOM_BITS) | rand)
-
-
-def is_id(text: str) -> bool:
-    return len(text) == 26 and all(c in _ALPHABET for c in text) and text[0] in "01234567"

@@ -66,14 +66,7 @@ def check_status(
             hint=hint_for(call, status, code, description, key_id),
         )
     if validate and status != call.expected:
-        raise errors.InvalidResponse(
-            f"{method} {url} answered {status}; {call.operation} answers {call.expected}",
-            method=method,
-            url=url,
-            status=status,
-            body=text,
-            hint=INVALID_RESPONSE_HINT,
-        )
+        raise invalid(response, f" answered {status}; {call.operation} answers {call.expected}")
 
 
 def parse_body(
@@ -83,22 +76,13 @@ def parse_body(
     what: str,
 ) -> M:
     """The answer's JSON body through ``parse``; ``what`` names it in the error."""
-    method, url, status = (
-        response.request.method,
-        str(response.request.url),
-        response.status_code,
-    )
-    text = response.content.decode("utf-8", "replace")
     try:
         data = json.loads(response.content)
     except ValueError:
         kind = response.headers.get("content-type", "no content type")
-        raise errors.InvalidResponse(
-            f"{method} {url} answered {status} with a body that is not JSON ({kind})",
-            method=method,
-            url=url,
-            status=status,
-            body=text,
+        raise invalid(
+            response,
+            f" answered {response.status_code} with a body that is not JSON ({kind})",
             hint=REDIRECT_HINT if "html" in kind else INVALID_RESPONSE_HINT,
         ) from None
     try:
@@ -107,38 +91,42 @@ def parse_body(
         problems = [
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
         ]
-        raise errors.InvalidResponse(
-            f"{method} {url}: the {what} does not match the Open Payments spec "
-            f"({len(problems)} problem{'s' if len(problems) != 1 else ''}; {problems[0]})",
-            method=method,
-            url=url,
-            status=status,
-            details={"errors": problems},
-            body=text,
-            hint=INVALID_RESPONSE_HINT,
+        raise invalid(
+            response,
+            f": the {what} does not match the Open Payments spec ({len(problems)}"
+            f" problem{'s' if len(problems) != 1 else ''}; {problems[0]})",
+            problems=problems,
         ) from None
     except ValueError as exc:
-        raise errors.InvalidResponse(
-            f"{method} {url}: the {what} does not match the Open Payments spec ({exc})",
-            method=method,
-            url=url,
-            status=status,
-            details={"errors": [str(exc)]},
-            body=text,
-            hint=INVALID_RESPONSE_HINT,
+        raise invalid(
+            response,
+            f": the {what} does not match the Open Payments spec ({exc})",
+            problems=[str(exc)],
         ) from None
 
 
 def inconsistent(response: httpx.Response, problem: str) -> errors.InvalidResponse:
+    """An answer that contradicts itself (``problem`` says how)."""
+    return invalid(response, f": {problem}", problems=[problem], hint=INCONSISTENT_HINT)
+
+
+def invalid(
+    response: httpx.Response,
+    says: str,
+    *,
+    problems: list[str] | None = None,
+    hint: str = INVALID_RESPONSE_HINT,
+) -> errors.InvalidResponse:
+    """The error for an answer that is not what the spec says: "METHOD URL" + ``says``."""
     method, url = response.request.method, str(response.request.url)
     return errors.InvalidResponse(
-        f"{method} {url}: {problem}",
+        f"{method} {url}{says}",
         method=method,
         url=url,
         status=response.status_code,
-        details={"errors": [problem]},
+        details={"errors": problems} if problems is not None else None,
         body=response.content.decode("utf-8", "replace"),
-        hint=INCONSISTENT_HINT,
+        hint=hint,
     )
 
 
