@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opapprove.approvals import (
@@ -34,6 +35,7 @@ from opapprove.approvals import (
 )
 from opapprove.approvals.access import Access, incoming_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
+from opapprove.approvals.finish_redirect import FinishRedirect
 from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.split import Payee
 from opapprove.approvals.store import FINAL_STATES, Pending, Seller, StaleState, State
@@ -51,32 +53,31 @@ if TYPE_CHECKING:
 EventHook = Callable[[str, Pending, dict[str, Any]], Awaitable[None] | None]
 
 
+@dataclass(eq=False)
 class Flow:
-    """Drives pending grants through the state machine; one instance per command or server."""
+    """Drives pending grants through the state machine; one instance per command or server.
 
-    def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        *,
-        on_exchange: Callable[[Exchange], None] | None = None,
-        on_event: EventHook | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        lease_seconds: float | None = None,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.on_exchange = on_exchange
-        self.on_event = on_event
-        self.transport = transport
-        self.clock = clock
-        self.sleep = sleep
-        self.lease_seconds = lease_seconds or max(60.0, float(settings.timeout) * 6)
+    ``lease_seconds``: how long a grant's lease lasts unless renewed (0: six request
+    timeouts, at least a minute).
+    """
+
+    store: Store = field(repr=False)
+    settings: Settings = field(repr=False)
+    _: KW_ONLY
+    on_exchange: Callable[[Exchange], None] | None = None
+    on_event: EventHook | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    lease_seconds: float = 0.0
+    holder: str = field(init=False)
+    access: Access = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lease_seconds = self.lease_seconds or max(60.0, float(self.settings.timeout) * 6)
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.access = Access(
-            store, settings, transport=transport, on_exchange=on_exchange, clock=clock, sleep=sleep
+            self.store, self.settings, self.transport, self.on_exchange, self.clock, self.sleep
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -319,39 +320,26 @@ class Flow:
 
     async def finish_url(self, url: str) -> Pending:
         """Finish from a pasted redirect URL (see :meth:`finish`)."""
-        redirect = finish_redirect.parse_finish_url(url)
-        return await self.finish(
-            redirect.pending_id,
-            interact_ref=redirect.interact_ref,
-            hash=redirect.hash,
-            result=redirect.result,
-            message=redirect.message,
-        )
+        return await self.finish(finish_redirect.parse_finish_url(url))
 
-    async def finish(
-        self,
-        pending_id: str,
-        *,
-        interact_ref: str | None = None,
-        hash: str | None = None,
-        result: str | None = None,
-        message: str | None = None,
-    ) -> Pending:
+    async def finish(self, redirect: FinishRedirect) -> Pending:
         """Finish from a redirect: verify it, then continue the grant and pay.
 
         A ``result`` (unverified) is recorded and answered with FlowError; the grant stays
         open. The listener uses :meth:`accept_approval` and :meth:`complete` separately, so
         the buyer's page does not wait for the payment.
         """
-        pending = self._get(pending_id)
+        pending = self._get(redirect.pending_id)
         if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
             # One expiry rule (see lifecycle.expire): too late is too late, even with a
             # valid hash.
             return await lifecycle.expire(self, pending, decided_here=True)
-        if result:
-            pending = await self.note_result(pending_id, result, message)
-            raise finish_redirect.result_error(pending, result, message)
-        pending = self.accept_approval(pending_id, interact_ref=interact_ref, hash=hash)
+        if redirect.result:
+            pending = await self.note_result(pending.id, redirect.result, redirect.message)
+            raise finish_redirect.result_error(pending, redirect.result, redirect.message)
+        pending = self.accept_approval(
+            pending.id, interact_ref=redirect.interact_ref, hash=redirect.hash
+        )
         if pending.state in FINAL_STATES:
             return pending
         return await payment_steps.after_approval(self, pending)

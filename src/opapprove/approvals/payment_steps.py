@@ -195,14 +195,7 @@ async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller:
     if pending.state == State.PAYING:
         existing = await find_payment(flow, pending, client)
         if existing is not None:
-            return flow._move(
-                pending,
-                State.PAYMENT_CREATED,
-                event="payment_found",
-                data={"outgoingPayment": existing.id},
-                outgoing_payment_url=existing.id,
-                outgoing_payment=existing.to_wire(),
-            )
+            return _payment_made(flow, pending, existing, event="payment_found")
     else:
         pending = flow._move(pending, State.PAYING, expect=State.GRANT_ISSUED, event="paying")
     pending = flow._get(pending.id)
@@ -229,11 +222,18 @@ async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller:
         raise translated(
             exc, "the wallet refused the outgoing payment", pending_id=pending.id
         ) from exc
+    return _payment_made(flow, flow._get(pending.id), payment, event="payment_created")
+
+
+def _payment_made(
+    flow: Flow, pending: Pending, payment: models.OutgoingPayment, *, event: str
+) -> Pending:
+    """``paying`` → ``payment_created``: the payment made now, or found made before."""
     return flow._move(
-        flow._get(pending.id),
+        pending,
         State.PAYMENT_CREATED,
         expect=State.PAYING,
-        event="payment_created",
+        event=event,
         data={"outgoingPayment": payment.id},
         outgoing_payment_url=payment.id,
         outgoing_payment=payment.to_wire(),
