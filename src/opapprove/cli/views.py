@@ -193,9 +193,10 @@ def leg_line(leg: Leg) -> str:
     sent = amount((leg.outgoing_payment or {}).get("sentAmount"))
     if sent:
         parts.append(f"sent {sent}")
+    line = ", ".join(parts)
     if leg.last_error and leg.state != "completed":
-        parts.append(f"({leg.last_error})")
-    return ", ".join(parts)
+        line += f" — {leg.last_error}"
+    return line
 
 
 def detail_rows(pending: Pending, *, now: float, legs: Sequence[Leg] = ()) -> list[tuple[str, str]]:
