@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.finish_redirect import FinishRedirect
 from opapprove.approvals.store import State
 from tests.approvals.conftest import FlowKit, make_kit
 
@@ -126,7 +127,7 @@ async def test_hash_in_urlsafe_unpadded_form_is_accepted(started: tuple[FlowKit,
     kit, pending = started
     q = _query(kit.finish_url(pending.interact_redirect))
     h = q["hash"].replace("+", "-").replace("/", "_").rstrip("=")
-    done = await kit.flow.finish(pending.id, interact_ref=q["interact_ref"], hash=h)
+    done = await kit.flow.finish(FinishRedirect(pending.id, interact_ref=q["interact_ref"], hash=h))
     assert done.state == State.COMPLETED
 
 
@@ -135,14 +136,16 @@ async def test_hash_of_another_grant_is_refused(kit: FlowKit) -> None:
     b = await kit.flow.start_quote(offer_id="b", buyer_wallet=kit.sandbox.buyer, amount="2")
     qa = _query(kit.finish_url(a.interact_redirect))
     with pytest.raises(FlowError):
-        await kit.flow.finish(b.id, interact_ref=qa["interact_ref"], hash=qa["hash"])
+        await kit.flow.finish(
+            FinishRedirect(b.id, interact_ref=qa["interact_ref"], hash=qa["hash"])
+        )
     assert kit.store.get_pending(b.id).state == State.AWAITING_APPROVAL
     await kit.flow.aclose()
 
 
 async def test_unknown_pending_id(kit: FlowKit) -> None:
     with pytest.raises(FlowError) as err:
-        await kit.flow.finish("nope", interact_ref="x", hash="y")
+        await kit.flow.finish(FinishRedirect("nope", interact_ref="x", hash="y"))
     assert err.value.kind == "input"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +163,38 @@ async def test_a_flow_carries_on_across_a_server_restart(
         await kit.flow.aclose()
         kit.store.close()
         kit.sandbox.state.close()
+
+
+def test_a_transition_dropped_with_no_word_from_the_server_is_not_run_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transition is one statement on PostgreSQL, sent without BEGIN: a connection lost
+    while it was on its way leaves it unknown whether it committed. That is said in one
+    line; it is not sent again (it did commit here)."""
+    import psycopg
+
+    from opapprove.approvals.postgres_backend import PostgresTx
+
+    with Store(postgres_url) as store:
+        pid = store.create_pending(
+            seller_id="s", offer_id="o", buyer_wallet="https://b", amount="1"
+        ).id
+        real = PostgresTx.execute
+        sent: list[str] = []
+
+        def execute(tx: PostgresTx, sql: str, params: Any = ()) -> Any:
+            cursor = real(tx, sql, params)
+            if sql.startswith("WITH old AS"):
+                sent.append(sql)
+                tx.conn.pgconn.finish()  # the answer is lost with the connection
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return cursor
+
+        monkeypatch.setattr(PostgresTx, "execute", execute)
+        with pytest.raises(StoreError) as err:
+            store.transition(pid, State.INCOMING_CREATED, expect=State.STARTED)
+        monkeypatch.undo()
+        assert "may or may not be saved" in str(err.value) and len(sent) == 1
+        moved = store.get_pending(pid)
+        assert moved is not None and moved.state == State.INCOMING_CREATED
+        assert [e.kind for e in store.events(pid)] == ["created", "started->incoming_created"]

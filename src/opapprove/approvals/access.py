@@ -9,7 +9,10 @@ a rotation of a grant's access token.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.approvals.errors import FlowError, translated
@@ -45,27 +48,20 @@ def wallet_of(doc: dict[str, Any] | None) -> models.WalletAddress:
     return models.WalletAddress.model_validate(doc or {})
 
 
+@dataclass(eq=False)
 class Access:
     """The seller's clients and the tokens they need; shared by every grant of one Flow."""
 
-    def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        *,
-        transport: httpx.AsyncBaseTransport | None,
-        on_exchange: Callable[[Exchange], None] | None,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.transport = transport
-        self.on_exchange = on_exchange
-        self.clock = clock
-        self.sleep = sleep
-        self.clients: dict[str, OpenPaymentsClient] = {}
-        self._wallets: dict[str, tuple[float, models.WalletAddress]] = {}
+    store: Store = field(repr=False)
+    settings: Settings = field(repr=False)
+    transport: httpx.AsyncBaseTransport | None = None
+    on_exchange: Callable[[Exchange], None] | None = None
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clients: dict[str, OpenPaymentsClient] = field(default_factory=dict, init=False, repr=False)
+    _wallets: dict[str, tuple[float, models.WalletAddress]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     async def aclose(self) -> None:
         clients, self.clients = self.clients, {}

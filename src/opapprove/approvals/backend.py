@@ -43,6 +43,9 @@ class Tx(Protocol):
 
     # Whether ``INSERT``/``UPDATE ... RETURNING`` works (PostgreSQL; SQLite from 3.35).
     returning: bool
+    # Whether a WITH clause may hold UPDATE and INSERT (PostgreSQL): several writes that
+    # depend on each other go to the server as one statement, one round trip.
+    writing_ctes: bool
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
@@ -73,6 +76,13 @@ class Backend(Protocol):
 
     def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:
         """Run ``fn`` in one transaction and commit; ``durable`` waits for the disk."""
+        ...
+
+    def write_single(self, fn: Callable[[Tx], T], what: str) -> T:
+        """:meth:`write` of an ``fn`` that writes with one statement where the backend has
+        writing CTEs (``Tx.writing_ctes``, PostgreSQL): that statement runs without BEGIN
+        and COMMIT, a transaction by itself, one round trip in all. A drop while it is on
+        its way that leaves it unknown whether it ran is a StoreError, never a rerun."""
         ...
 
     def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:

@@ -32,7 +32,7 @@ class FlowError(OpapproveError):
 
 def translated(
     exc: OpapproveError,
-    what: str | None = None,
+    what: str | None,
     *,
     kind: str | None = None,
     hint: str | None = None,
@@ -40,9 +40,10 @@ def translated(
 ) -> FlowError:
     """``exc`` (an openpayments error) as the flow reports it, the one way it does.
 
-    The message is ``what: <exc's message>``, the hint ``exc``'s unless one is given, the
-    wallet's status and error code are kept; the kind is the caller's, else ``transport``
-    for a wallet that did not answer, ``wallet`` for its refusal, ``protocol`` for the rest.
+    The message is ``what: <exc's message>`` (the message alone without ``what``), the hint
+    ``exc``'s unless one is given, the wallet's status and error code are kept; the kind is
+    the caller's, else ``transport`` for a wallet that did not answer, ``wallet`` for its
+    refusal, ``protocol`` for the rest.
     """
     if kind is None:
         kind = (

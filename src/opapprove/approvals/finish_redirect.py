@@ -142,7 +142,9 @@ def judge(
     try:
         check_hash(pending, interact_ref, hash)
     except op_errors.InteractionHashError as exc:
-        return _refuse("hash mismatch", translated(exc, kind="verification", pending_id=pending.id))
+        return _refuse(
+            "hash mismatch", translated(exc, None, kind="verification", pending_id=pending.id)
+        )
     return APPROVE
 
 

@@ -49,6 +49,7 @@ class PostgresTx:
     """
 
     returning = True
+    writing_ctes = True
     _sql: dict[str, str] = {}  # noqa: RUF012 - a cache shared by every connection
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
@@ -331,6 +332,26 @@ class PostgresBackend:
 
         return self._run(attempt, what)
 
+    def write_single(self, fn: Callable[[Tx], T], what: str) -> T:
+        import psycopg
+
+        def attempt(conn: psycopg.Connection[Any]) -> T:
+            if _spoke_while_idle(conn):
+                # An idle connection the server wrote on has been ended by it (a restart,
+                # pg_terminate_backend: the "terminating connection" notice, then EOF).
+                # Nothing was sent yet, so a new connection may carry the statement.
+                self._reconnect()
+                conn = self.connection()
+            try:
+                return fn(PostgresTx(conn))
+            except psycopg.OperationalError as exc:
+                if (conn.broken or conn.closed) and exc.sqlstate is None:
+                    # Dropped with no word from the server: it may have committed.
+                    raise _CommitUnknown() from exc
+                raise  # the server ended the statement (so it did not commit): run again
+
+        return self._run(attempt, what)
+
     def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
         # Autocommit: the statement is its own transaction. The store's single statements
         # are idempotent (upserts, deletes, giving a lease back), so after a drop that
@@ -372,6 +393,19 @@ class PostgresBackend:
             return missing
 
         return self._run(read, "checking privileges")
+
+
+def _spoke_while_idle(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server sent something on the idle connection (nothing is expected)."""
+    import select
+
+    try:
+        fd = conn.fileno()
+    except Exception:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _first_line(exc: Exception) -> str:

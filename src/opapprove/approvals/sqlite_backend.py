@@ -32,6 +32,7 @@ class _Connection(sqlite3.Connection):
     """A sqlite3 connection that is also a :class:`Tx`: no wrapper on the hot path."""
 
     returning = sqlite3.sqlite_version_info >= (3, 35, 0)
+    writing_ctes = False
 
     def execute_locking(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.execute(sql, params)  # BEGIN IMMEDIATE already holds the write lock
@@ -275,6 +276,9 @@ class SQLiteBackend:
             return result
 
         return self._retrying(attempt, what)
+
+    def write_single(self, fn: Callable[[Tx], T], what: str) -> T:
+        return self.write(fn, what)
 
     def write_one(self, sql: str, params: Sequence[Any], what: str) -> int:
         return self.write(lambda conn: conn.execute(sql, params).rowcount, what)

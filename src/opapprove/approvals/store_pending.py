@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from opapprove.approvals.backend import Tx
@@ -11,8 +12,14 @@ from opapprove.approvals.leases import Holder, process_gone
 from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
 from opapprove.approvals.store_base import Repository, StaleState, _not_found
 from opapprove.approvals.store_legs import leg_row
-from opapprove.approvals.store_rows import _event_from_row, _pending_columns, _pending_from_row
+from opapprove.approvals.store_rows import (
+    _dumps,
+    _event_from_row,
+    _pending_columns,
+    _pending_from_row,
+)
 from opapprove.approvals.store_webhooks import Outbox, write_outbound
+from opapprove.openpayments.redaction import redact_json
 
 # Transitions committed durably (fsync; SQLite's synchronous=FULL, PostgreSQL's
 # synchronous_commit=on), which also makes every earlier commit durable: after a power loss
@@ -28,6 +35,31 @@ def _expected_states(expect: State | Iterable[State]) -> tuple[State, ...]:
     if not states:
         raise TypeError("expect must name at least one state")
     return states
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One transition, as ``transition`` was asked for it."""
+
+    pending_id: str
+    target: State
+    expected: tuple[State, ...]
+    columns: dict[str, Any]
+    event: str | None
+    data: dict[str, Any] | None
+    now: float
+
+
+def _stale(
+    pending_id: str, current: State, expected: tuple[State, ...], target: State
+) -> StaleState:
+    return StaleState(
+        f"pending grant {pending_id} is {current}, not "
+        f"{' or '.join(str(s) for s in expected)}, so it cannot become {target}",
+        f"another process may have moved it on; see `opapprove pending show {pending_id}`",
+        pending_id=pending_id,
+        current=current,
+    )
 
 
 class PendingRepository(Repository):
@@ -160,46 +192,86 @@ class PendingRepository(Repository):
         columns = _pending_columns(fields, "transition")
 
         def txn(conn: Tx) -> Pending:
-            row = conn.execute_locking(
-                "SELECT state FROM pending WHERE id = ?", (pending_id,)
-            ).fetchone()
-            if row is None:
-                raise _not_found(pending_id)
-            current = State(row["state"])
-            if current not in expected:
-                raise StaleState(
-                    f"pending grant {pending_id} is {current}, not "
-                    f"{' or '.join(str(s) for s in expected)}, so it cannot become {target}",
-                    f"another process may have moved it on; see `opapprove pending show "
-                    f"{pending_id}`",
-                    pending_id=pending_id,
-                    current=current,
-                )
             now = self._clock()
-            sets = "".join(f"{name} = ?, " for name in columns)
-            moved = self._update_pending(
-                conn,
-                f"UPDATE pending SET {sets}state = ?, version = version + 1, updated_at = ?"  # noqa: S608
-                " WHERE id = ? AND state = ?",
-                (*columns.values(), str(target), now, pending_id, str(current)),
-                pending_id,
-            )
-            assert moved is not None  # the row is locked and in state ``current``
-            self._insert_event(
-                conn,
-                pending_id,
-                now,
-                event or f"{current}->{target}",
-                str(current),
-                str(target),
-                data,
-            )
+            step = self._move_at_once if conn.writing_ctes else self._move_in_steps
+            moved = step(conn, _Move(pending_id, target, expected, columns, event, data, now))
             outbound = outbox(moved) if outbox is not None else None
             if outbound is not None:
                 write_outbound(conn, pending_id, outbound, now)
             return moved
 
-        return self._write(txn, "saving a state change", durable=target in DURABLE_STATES)
+        if target in DURABLE_STATES or outbox is not None:
+            return self._write(txn, "saving a state change", durable=target in DURABLE_STATES)
+        return self.backend.write_single(txn, "saving a state change")
+
+    def _move_in_steps(self, conn: Tx, move: _Move) -> Pending:
+        """The transition as three statements: lock and check, update, append the event."""
+        pending_id, target, expected, columns, now = (
+            move.pending_id,
+            move.target,
+            move.expected,
+            move.columns,
+            move.now,
+        )
+        row = conn.execute_locking(
+            "SELECT state FROM pending WHERE id = ?", (pending_id,)
+        ).fetchone()
+        if row is None:
+            raise _not_found(pending_id)
+        current = State(row["state"])
+        if current not in expected:
+            raise _stale(pending_id, current, expected, target)
+        sets = "".join(f"{name} = ?, " for name in columns)
+        moved = self._update_pending(
+            conn,
+            f"UPDATE pending SET {sets}state = ?, version = version + 1, updated_at = ?"  # noqa: S608
+            " WHERE id = ? AND state = ?",
+            (*columns.values(), str(target), now, pending_id, str(current)),
+            pending_id,
+        )
+        assert moved is not None  # the row is locked and in state ``current``
+        kind = move.event or f"{current}->{target}"
+        self._insert_event(conn, pending_id, now, kind, str(current), str(target), move.data)
+        return moved
+
+    @staticmethod
+    def _move_at_once(conn: Tx, move: _Move) -> Pending:
+        """The same transition as one statement (PostgreSQL): one round trip, not three.
+
+        ``old`` locks the row as the SELECT of the steps does; ``moved`` is the UPDATE when
+        the row is in an expected state; ``logged`` appends the event of what moved. The
+        row that comes back holds the state found, and the moved row if it moved."""
+        pending_id, expected = move.pending_id, move.expected
+        sets = "".join(f"{name} = ?, " for name in move.columns)
+        marks = ", ".join("?" for _ in expected)
+        target_text = str(move.target)
+        row = conn.execute(
+            "WITH old AS (SELECT id, state FROM pending WHERE id = ? FOR NO KEY UPDATE),"  # noqa: S608
+            f" moved AS (UPDATE pending SET {sets}state = ?, version = pending.version + 1,"
+            " updated_at = ? FROM old"
+            f" WHERE pending.id = old.id AND old.state IN ({marks})"
+            " RETURNING pending.*, old.state AS from_state),"
+            " logged AS (INSERT INTO events (pending_id, at, kind, from_state, to_state, data)"
+            " SELECT id, ?, coalesce(?, from_state || '->' || ?), from_state, ?, ? FROM moved)"
+            " SELECT old.state AS found_state, moved.* FROM old LEFT JOIN moved ON true",
+            (
+                pending_id,
+                *move.columns.values(),
+                target_text,
+                move.now,
+                *(str(s) for s in expected),
+                move.now,
+                move.event,
+                target_text,
+                target_text,
+                _dumps(redact_json(dict(move.data or {}))),
+            ),
+        ).fetchone()
+        if row is None:
+            raise _not_found(pending_id)
+        if row["id"] is None:
+            raise _stale(pending_id, State(row["found_state"]), expected, move.target)
+        return _pending_from_row(row)
 
     def update(
         self,
@@ -215,20 +287,28 @@ class PendingRepository(Repository):
         def txn(conn: Tx) -> Pending:
             now = self._clock()
             sets = "".join(f"{name} = ?, " for name in columns)
-            updated = self._update_pending(
-                conn,
-                f"UPDATE pending SET {sets}version = version + 1, updated_at = ?"  # noqa: S608
-                " WHERE id = ?",
-                (*columns.values(), now, pending_id),
-                pending_id,
-            )
+            sql = f"UPDATE pending SET {sets}version = version + 1, updated_at = ? WHERE id = ?"  # noqa: S608
+            params = (*columns.values(), now, pending_id)
+            if event is not None and conn.writing_ctes:
+                # The row and its event in one statement (PostgreSQL).
+                clean = _dumps(redact_json(dict(data or {})))
+                row = conn.execute(
+                    f"WITH updated AS ({sql} RETURNING *),"  # noqa: S608
+                    " logged AS (INSERT INTO events (pending_id, at, kind, data)"
+                    " SELECT id, ?, ?, ? FROM updated) SELECT * FROM updated",
+                    (*params, now, event, clean),
+                ).fetchone()
+                if row is None:
+                    raise _not_found(pending_id)
+                return _pending_from_row(row)
+            updated = self._update_pending(conn, sql, params, pending_id)
             if updated is None:
                 raise _not_found(pending_id)
             if event is not None:
                 self._insert_event(conn, pending_id, now, event, None, None, data)
             return updated
 
-        return self._write(txn, "updating a pending grant")
+        return self.backend.write_single(txn, "updating a pending grant")
 
     def record_error(self, pending_id: str, message: str) -> None:
         """Note a failed attempt: ``last_error``, ``attempts + 1`` and an ``error`` event.
@@ -254,11 +334,23 @@ class PendingRepository(Repository):
         """Append to a pending grant's audit trail; credentials in ``data`` are redacted."""
 
         def txn(conn: Tx) -> Event:
+            at = self._clock()
+            if conn.returning:
+                # One statement: the grant's existence checked in it.
+                clean = redact_json(dict(data or {}))
+                row = conn.execute(
+                    "INSERT INTO events (pending_id, at, kind, data) SELECT ?, ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM pending WHERE id = ?) RETURNING id",
+                    (pending_id, at, kind, _dumps(clean), pending_id),
+                ).fetchone()
+                if row is None:
+                    raise _not_found(pending_id)
+                return Event(int(row["id"]), pending_id, at, kind, None, None, clean)
             if conn.execute("SELECT 1 FROM pending WHERE id = ?", (pending_id,)).fetchone() is None:
                 raise _not_found(pending_id)
-            return self._insert_event(conn, pending_id, self._clock(), kind, None, None, data)()
+            return self._insert_event(conn, pending_id, at, kind, None, None, data)()
 
-        return self._write(txn, "adding an event")
+        return self.backend.write_single(txn, "adding an event")
 
     def events(self, pending_id: str) -> list[Event]:
         def read(conn: Tx) -> list[Event]:
@@ -284,9 +376,20 @@ class PendingRepository(Repository):
         process on this host is gone; taking over a lease is logged as ``lease_taken_over``.
         """
         who = holder if isinstance(holder, Holder) else Holder(holder)
+        at = self._clock() if now is None else now
+        # The usual case, a free lease (or this attempt's own): one statement, which taking
+        # it again after a dropped connection leaves as it was.
+        taken = self._write_one(
+            "UPDATE pending SET lease_holder = ?, lease_until = ?, lease_host = ?,"
+            " lease_pid = ? WHERE id = ?"
+            " AND (lease_holder IS NULL OR lease_holder = ? OR lease_until IS NULL)",
+            (who.id, at + seconds, who.host, who.pid, pending_id, who.id),
+            "taking a lease",
+        )
+        if taken:
+            return True
 
         def txn(conn: Tx) -> bool:
-            at = self._clock() if now is None else now
             # Locked: of two processes (on any machines) asking at once, the second waits,
             # then sees the first one's lease.
             row = conn.execute_locking(
