@@ -90,10 +90,6 @@ def run(report: Report, *, latency: float = DEFAULT_LATENCY, runs: int = 5) -> N
             for i in range(runs):
                 store_path = work / f"store-{i}.db"
                 add_seller(store_path, "s", f"{sandbox.url}/seller", seller.key_id, seller.key_path)
-                # Each cold run sends the same signed grant requests; signed in the same
-                # second as the last run's they would be byte for byte the same, and the
-                # sandbox refuses a replayed signature. So each cold run starts a new second.
-                time.sleep(1.0 - time.time() % 1.0)
                 cold.append(asyncio.run(one_start(store_path, config, sandbox.url, "s")))
                 warm.append(asyncio.run(one_start(store_path, config, sandbox.url, "s")))
                 server_chain = longest_chain(sandbox.spans())
