@@ -24,10 +24,12 @@ import httpx
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.quote_check import terms_or_none
-from opapprove.approvals.store import Pending, Seller, State, Store
+from opapprove.approvals.split import Payee
+from opapprove.approvals.store import Leg, Pending, Seller, State, Store
 from opapprove.openpayments.client import Exchange
 from opapprove.openpayments.errors import AmountError
-from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
+from opapprove.openpayments.keys import Jwk, generate_private_key, public_jwk, write_private_key
+from opapprove.openpayments.money import from_minor_units, to_minor_units
 from opapprove.openpayments.rates import Rates, parse_rate
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.sandbox import AccountConfig, FeePolicy, SandboxConfig, create_app
@@ -83,8 +85,11 @@ class DemoMoney:
     def buyer_balance(self) -> int:
         return debit_for(BUYER_WORTH, self.buyer, SELLER_ASSET, self.rates, FeePolicy())
 
-    def sandbox_settings(self) -> dict[str, Any]:
-        """``SandboxConfig`` keywords: the two accounts, the rates and the fee."""
+    def sandbox_settings(self, split_keys: Sequence[Jwk] = ()) -> dict[str, Any]:
+        """``SandboxConfig`` keywords: the accounts, the rates and the fee.
+
+        ``split_keys``: one more seller wallet per key (``seller-1``, ``seller-2``, ...,
+        USD), each publishing its key, for a split payment (``demo --split N``)."""
         buyer = AccountConfig(
             name="buyer",
             public_name="Buyer",
@@ -93,21 +98,50 @@ class DemoMoney:
             balance=self.buyer_balance(),
         )
         seller = AccountConfig(name="seller", public_name="Seller")
-        return {"accounts": [buyer, seller], "rates": self.rates, "fee": self.fee}
+        sellers = [
+            AccountConfig(name=f"seller-{n}", public_name=f"Seller {n}", keys=[key])
+            for n, key in enumerate(split_keys, start=1)
+        ]
+        return {"accounts": [buyer, seller, *sellers], "rates": self.rates, "fee": self.fee}
 
 
-def legs(pending: Pending, rates: Rates, seller: str = "seller") -> list[dict[str, Any]]:
-    """Each leg's debit and receive (one leg per seller; one seller today)."""
-    terms = terms_or_none(pending.debit_amount, pending.receive_amount, rates)
-    sent = (pending.outgoing_payment or {}).get("sentAmount")
-    leg: dict[str, Any] = {
-        "seller": seller,
-        "sellerWallet": pending.seller_wallet,
-        "state": str(pending.state),
-        "sentAmount": sent,
-    }
-    leg |= terms.to_json() if terms else {"debitAmount": None, "receiveAmount": None}
-    return [leg]
+def shares(amount: str, count: int) -> list[str]:
+    """``amount`` (USD) split into ``count`` shares in whole cents, the last taking the rest."""
+    cents = to_minor_units(amount, SELLER_ASSET.scale)
+    if count < 1 or cents < count:
+        raise AmountError(
+            f"{amount} USD cannot be split {count} ways in whole cents",
+            hint="give --split 2 or more and an --amount of at least a cent per seller",
+        )
+    each = cents // count
+    parts = [each] * (count - 1) + [cents - each * (count - 1)]
+    return [from_minor_units(part, SELLER_ASSET.scale) for part in parts]
+
+
+def legs(pending: Pending, rates: Rates, split: Sequence[Leg] = ()) -> list[dict[str, Any]]:
+    """Each leg's debit and receive, rate and fee: one per seller (the grant's own for one)."""
+    if not split:
+        one: dict[str, Any] = {
+            "seller": pending.seller_id,
+            "sellerWallet": pending.seller_wallet,
+            "state": str(pending.state),
+            "sentAmount": (pending.outgoing_payment or {}).get("sentAmount"),
+        }
+        terms = terms_or_none(pending.debit_amount, pending.receive_amount, rates)
+        return [one | (terms.to_json() if terms else {"debitAmount": None, "receiveAmount": None})]
+    out = []
+    for leg in split:
+        terms = terms_or_none(leg.debit_amount, leg.receive_amount, rates)
+        row: dict[str, Any] = {
+            "seller": leg.seller_id,
+            "sellerWallet": leg.seller_wallet,
+            "state": str(leg.state),
+            "sentAmount": (leg.outgoing_payment or {}).get("sentAmount"),
+        }
+        out.append(
+            row | (terms.to_json() if terms else {"debitAmount": None, "receiveAmount": None})
+        )
+    return out
 
 
 STEPS = {
@@ -145,6 +179,8 @@ class DemoResult:
     exchanges: int = 0
     listener_events: list[dict[str, Any]] = field(default_factory=list)
     money: DemoMoney = field(default_factory=DemoMoney)
+    # Each leg's debit, receive, rate and fee (one per seller: demo.legs()).
+    legs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def classify(exchange: Exchange) -> int | None:
@@ -219,10 +255,15 @@ async def run_demo(
     latency: float = 0.0,
     wait_seconds: int = 1,
     money: DemoMoney | None = None,
+    split: int = 0,
 ) -> DemoResult:
-    """Run the flow; ``wait_for_person`` (``--browser``) gets the URL and a person approves."""
+    """Run the flow; ``wait_for_person`` (``--browser``) gets the URL and a person approves.
+
+    ``split``: pay that many sellers (``seller-1``...) their share of ``amount`` with one
+    approval, instead of the one seller."""
     started = time.perf_counter()
     money = money or DemoMoney()
+    split_shares = shares(amount, split) if split else []
     work = work_dir or Path(tempfile.mkdtemp(prefix="opapprove-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     key = generate_private_key()
@@ -232,12 +273,13 @@ async def run_demo(
         key_path.unlink()
     write_private_key(key_path, key)
 
+    jwk = public_jwk(key, key_id)
     sandbox_app = create_app(
         SandboxConfig(
-            seller_keys=[public_jwk(key, key_id)],
+            seller_keys=[jwk],
             latency=latency,
             wait_seconds=wait_seconds,
-            **money.sandbox_settings(),
+            **money.sandbox_settings([jwk] * split),
         )
     )
     store_path = work / "opapprove.db"
@@ -280,6 +322,19 @@ async def run_demo(
             created_at=time.time(),
         )
         store.add_seller(seller, replace=True)
+        payees = []
+        for n, share in enumerate(split_shares, start=1):
+            store.add_seller(
+                Seller(
+                    id=f"demo-seller-{n}",
+                    wallet_address_url=f"{sandbox_server.url}/seller-{n}",
+                    key_id=key_id,
+                    private_key_path=str(key_path),
+                    created_at=time.time(),
+                ),
+                replace=True,
+            )
+            payees.append(Payee(f"demo-seller-{n}", share))
         # The listener's own flow, store connection and event loop, as `opapprove listen` has.
         listener_store = Store(store_path)
         late = LateApp()
@@ -298,6 +353,7 @@ async def run_demo(
                     offer_id=offer_id,
                     buyer_wallet=f"{sandbox_server.url}/buyer",
                     amount=amount,
+                    payees=payees or None,
                 )
                 approval_url = pending.interact_redirect or ""
                 for n in range(1, 7):
@@ -338,6 +394,7 @@ async def run_demo(
                 # Its HTTP client belongs to the listener thread's event loop.
                 late.run(listener_flow.aclose())
         after = _balances(sandbox)
+        leg_rows = legs(pending, money.rates, store.legs(pending.id))
         listener_store.close()
         store.close()
     return DemoResult(
@@ -353,6 +410,7 @@ async def run_demo(
         exchanges=exchanges,
         listener_events=listener_events,
         money=money,
+        legs=leg_rows,
     )
 
 

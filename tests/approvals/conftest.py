@@ -10,7 +10,9 @@ import pytest
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import Seller, Store
-from opapprove.openpayments.keys import write_private_key
+from opapprove.openpayments.keys import public_jwk, write_private_key
+from opapprove.servers.sandbox.accounts import with_wallets
+from opapprove.servers.sandbox.config import default_accounts
 from opapprove.servers.serving import RunningServer
 from opapprove.settings import Settings, load_settings
 from tests.approvals.webhook_receiver import PATH, Receiver, serve_receiver
@@ -112,3 +114,33 @@ def receiver(served: tuple[Receiver, RunningServer]) -> Iterator[Receiver]:
 def url(served: tuple[Receiver, RunningServer]) -> str:
     """The webhook endpoint's URL."""
     return served[1].url + PATH
+
+
+def make_split_kit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    seller_wallets: list[str],
+    *,
+    wallets: list[str] | tuple[str, ...] = (),
+    store_at: Path | str | None = None,
+    **sandbox_overrides: Any,
+) -> FlowKit:
+    """:func:`make_kit` with more sellers for split payments: each ``--wallet`` spec of
+    ``seller_wallets`` (``seller-a:USD:2:0``) is a sandbox wallet publishing the kit's key and
+    a seller of the same id in the store; ``wallets`` redefine the sandbox's others."""
+    accounts = with_wallets(default_accounts(), [*wallets, *seller_wallets])
+    kit = make_kit(tmp_path, monkeypatch, store_at=store_at, accounts=accounts, **sandbox_overrides)
+    jwk = public_jwk(kit.sandbox.key, kit.sandbox.key_id)
+    for spec in seller_wallets:
+        name = spec.split(":", 1)[0]
+        kit.sandbox.state.add_key(name, jwk)
+        kit.store.add_seller(
+            Seller(
+                id=name,
+                wallet_address_url=kit.sandbox.url(f"/{name}"),
+                key_id=kit.sandbox.key_id,
+                private_key_path=str(tmp_path / "seller.pem"),
+                created_at=0.0,
+            )
+        )
+    return kit

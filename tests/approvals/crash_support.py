@@ -6,11 +6,15 @@ Two ways to die right after a request left:
 - ``kill``: our side dies after the answer arrived but before anything was committed,
   by raising :class:`Killed` (a BaseException, like SIGKILL nothing in the flow catches);
 - ``kill_before``: our side dies just before the request leaves (for seeding states).
+
+``STEPS`` are a single payment's requests; ``SPLIT_STEPS`` a three-seller split payment's,
+where a step of one leg is the ``nth`` request of its kind.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +22,7 @@ import httpx
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Store
+from opapprove.approvals.store import Pending, Store
 from tests.approvals.conftest import FlowKit
 
 
@@ -32,6 +36,7 @@ class Step:
     method: str
     path: str  # a regex over the URL path
     body: str | None = None  # a fragment the body must contain
+    nth: int = 1  # dies at the nth request that matches (a split payment's leg n)
 
     def matches(self, request: httpx.Request) -> bool:
         if request.method != self.method or not re.fullmatch(self.path, request.url.path):
@@ -54,6 +59,35 @@ STEPS: list[Step] = [
     Step("get outgoing payment", "GET", r"/op/outgoing-payments/[^/]+"),
 ]
 STEP_BY_NAME = {s.name: s for s in STEPS}
+
+# A split payment to three sellers: each leg has its own incoming-payment grant (its seller's
+# key), incoming payment, quote, outgoing payment and read of it; the rest is the grant's.
+SPLIT_SELLERS = ("seller-a", "seller-b", "seller-c")
+LEGS = range(1, len(SPLIT_SELLERS) + 1)
+SPLIT_STEPS: list[Step] = [
+    Step("wallet GET (buyer)", "GET", r"/buyer"),
+    *(Step(f"wallet GET ({s})", "GET", f"/{s}") for s in SPLIT_SELLERS),
+    *(
+        step
+        for n in LEGS
+        for step in (
+            Step(f"grant incoming-payment (leg {n})", "POST", r"/auth", '"incoming-payment"', n),
+            Step(f"create incoming payment (leg {n})", "POST", r"/op/incoming-payments", nth=n),
+        )
+    ),
+    Step("grant quote", "POST", r"/auth", '"type":"quote"'),
+    *(Step(f"create quote (leg {n})", "POST", r"/op/quotes", nth=n) for n in LEGS),
+    Step("grant outgoing-payment (interactive)", "POST", r"/auth", '"type":"outgoing-payment"'),
+    Step("continue grant", "POST", r"/auth/continue/[^/]+"),
+    *(
+        Step(f"create outgoing payment (leg {n})", "POST", r"/op/outgoing-payments", nth=n)
+        for n in LEGS
+    ),
+    *(
+        Step(f"get outgoing payment (leg {n})", "GET", r"/op/outgoing-payments/[^/]+", nth=n)
+        for n in LEGS
+    ),
+]
 GET_ATTEMPTS = 3  # the client retries a GET twice: a drop must outlast all three tries
 
 
@@ -66,14 +100,18 @@ class CrashingTransport(httpx.AsyncBaseTransport):
         self.step: Step | None = None
         self.mode = ""
         self.fired = False
+        self.seen = 0
 
     def arm(self, step: Step, mode: str) -> None:
         assert mode in ("drop", "kill", "kill_before")
-        self.step, self.mode, self.fired = step, mode, False
+        self.step, self.mode, self.fired, self.seen = step, mode, False, 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         step = self.step
         if step is None or not step.matches(request):
+            return await self.inner.handle_async_request(request)
+        self.seen += 1
+        if self.seen < step.nth:
             return await self.inner.handle_async_request(request)
         if self.mode == "kill_before":
             self.step, self.fired = None, True
@@ -126,17 +164,27 @@ def payments_by_pending(sandbox_state: Any) -> dict[str, int]:
     return counts
 
 
-async def die_at(kit: FlowKit, step: Step, mode: str, *, amount: str = "12.34") -> tuple[str, bool]:
-    """Run the flow until it dies at ``step``; return the grant's id and whether it died."""
+Start = Callable[[Flow], Awaitable[Pending]]
+
+
+async def die_at(
+    kit: FlowKit, step: Step, mode: str, *, amount: str = "12.34", start: Start | None = None
+) -> tuple[str, bool]:
+    """Run the flow until it dies at ``step``; return the grant's id and whether it died.
+
+    ``start`` starts the grant on the dying flow (default: one seller, ``amount``)."""
     crashing = CrashingTransport(httpx.ASGITransport(app=kit.sandbox.asgi), kit.sandbox.state)
     dying = Flow(
         kit.store, kit.settings, transport=crashing, clock=kit.sandbox.clock, sleep=no_sleep
     )
     crashing.arm(step, mode)
     try:
-        pending = await dying.start_quote(
-            offer_id="offer-crash", buyer_wallet=kit.sandbox.buyer, amount=amount
-        )
+        if start is not None:
+            pending = await start(dying)
+        else:
+            pending = await dying.start_quote(
+                offer_id="offer-crash", buyer_wallet=kit.sandbox.buyer, amount=amount
+            )
         await dying.finish_url(kit.finish_url(pending.interact_redirect))
     except (Killed, FlowError):
         pass

@@ -6,21 +6,31 @@ process is killed after the answer arrived but before it was committed. A fresh 
 Flow on the same file (a new process) then replays, and the buyer approves again when a
 new approval is needed, until the grant is final. ``test_the_whole_matrix`` asserts (and
 writes out) the steps x crash modes table.
+
+The same machinery runs a split payment to three sellers (``SPLIT``): every step of every
+leg, and a death right after each leg's ``paying`` was committed (``kill_before`` its
+payment); each seller must be paid once and the buyer debited once per leg.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import State
-from tests.approvals.conftest import FlowKit, make_kit
+from opapprove.approvals.flow import Flow
+from opapprove.approvals.split import Payee
+from opapprove.approvals.store import Pending, State
+from tests.approvals.conftest import FlowKit, make_kit, make_split_kit
 from tests.approvals.crash_support import (
+    SPLIT_SELLERS,
+    SPLIT_STEPS,
     STEPS,
+    Start,
     Step,
     die_at,
     fresh_flow,
@@ -52,6 +62,57 @@ MATRIX: dict[tuple[str, str, str], str] = {}
 NewStore = Callable[[Path], "Path | str"]
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """What is paid: the sellers' accounts and what each receives, how the grant starts."""
+
+    name: str
+    credits: dict[str, int]
+    recovered_by: dict[str, str] = field(default_factory=lambda: RECOVERED_BY)
+
+    @property
+    def expected(self) -> str:
+        n = len(self.credits)
+        return f"completed, {n} payment{'s' if n != 1 else ''}"
+
+    def kit(self, tmp: Path, mp: pytest.MonkeyPatch, store_at: Path | str) -> FlowKit:
+        if self.name == "single":
+            return make_kit(tmp, mp, store_at=store_at)
+        sellers = [f"{s}:USD:2:0" for s in self.credits]
+        return make_split_kit(tmp, mp, sellers, store_at=store_at)
+
+    def start(self, kit: FlowKit) -> Start | None:
+        if self.name == "single":
+            return None
+        payees = [Payee(s, f"{n / 100:.2f}") for s, n in self.credits.items()]
+
+        async def start(flow: Flow) -> Pending:
+            return await flow.start_quote(
+                offer_id="offer-crash", buyer_wallet=kit.sandbox.buyer, amount="", payees=payees
+            )
+
+        return start
+
+
+SINGLE = Scenario("single", {"seller": MINOR})
+SPLIT = Scenario(
+    "split",
+    dict(zip(SPLIT_SELLERS, (123, 456, 789), strict=True)),
+    {
+        "continue grant": "approval_restarted",
+        **{f"create outgoing payment (leg {n})": "leg_payment_found" for n in (1, 2, 3)},
+    },
+)
+# Every split step in both modes, and a death right after each leg's `paying` was committed
+# (before its payment is created) and after its `payment_created` (before it is read).
+SPLIT_CASES = [(step, mode) for step in SPLIT_STEPS for mode in MODES] + [
+    (step, "kill_before")
+    for step in SPLIT_STEPS
+    if step.name.startswith(("create outgoing", "get outgoing"))
+]
+SPLIT_BEFORE_STORE = frozenset(s.name for s in SPLIT_STEPS if s.name.startswith("wallet GET"))
+
+
 async def _finish_as_a_new_process(kit: FlowKit, pending_id: str) -> State:
     store, flow = fresh_flow(kit)
     try:
@@ -76,13 +137,16 @@ async def _finish_as_a_new_process(kit: FlowKit, pending_id: str) -> State:
         store.close()
 
 
-async def _run_case(tmp: Path, store_at: Path | str, step: Step, mode: str) -> str:
+async def _run_case(
+    tmp: Path, store_at: Path | str, step: Step, mode: str, scenario: Scenario = SINGLE
+) -> str:
     with pytest.MonkeyPatch.context() as mp:
-        kit = make_kit(tmp, mp, store_at=store_at)
+        kit = scenario.kit(tmp, mp, store_at)
         try:
-            buyer_before = kit.sandbox.state.balance("buyer")
-            seller_before = kit.sandbox.state.balance("seller")
-            pending_id, died = await die_at(kit, step, mode)
+            balance = kit.sandbox.state.balance
+            buyer_before = balance("buyer")
+            sellers_before = {s: balance(s) for s in scenario.credits}
+            pending_id, died = await die_at(kit, step, mode, start=scenario.start(kit))
             if not died:
                 return "the crash did not happen"
             if not pending_id:
@@ -93,14 +157,14 @@ async def _run_case(tmp: Path, store_at: Path | str, step: Step, mode: str) -> s
             payments = payments_by_pending(kit.sandbox.state)
             count = payments.get(pending_id, 0)
             cell = f"{state}, {count} payment{'s' if count != 1 else ''}"
-            debited = buyer_before - kit.sandbox.state.balance("buyer")
-            credited = kit.sandbox.state.balance("seller") - seller_before
+            debited = buyer_before - balance("buyer")
+            credited = {s: balance(s) - n for s, n in sellers_before.items()}
             if sum(payments.values()) != count:
                 cell += f", {sum(payments.values()) - count} stray"
-            if debited != MINOR or credited != MINOR:
+            if debited != sum(scenario.credits.values()) or credited != scenario.credits:
                 cell += f", debited {debited} credited {credited}"
             kinds = {e.kind for e in kit.store.events(pending_id)}
-            proof = RECOVERED_BY.get(step.name)
+            proof = scenario.recovered_by.get(step.name) if mode != "kill_before" else None
             if proof is not None and proof not in kinds:
                 cell += f", without {proof}"
             kit.sandbox.recorder.assert_clean()
@@ -110,10 +174,17 @@ async def _run_case(tmp: Path, store_at: Path | str, step: Step, mode: str) -> s
             kit.sandbox.state.close()
 
 
-async def _cell(backend: str, tmp: Path, new_store: NewStore, step: Step, mode: str) -> str:
-    key = (backend, step.name, mode)
+async def _cell(
+    backend: str,
+    tmp: Path,
+    new_store: NewStore,
+    step: Step,
+    mode: str,
+    scenario: Scenario = SINGLE,
+) -> str:
+    key = (backend if scenario is SINGLE else f"{backend} {scenario.name}", step.name, mode)
     if key not in MATRIX:
-        MATRIX[key] = await _run_case(tmp, new_store(tmp), step, mode)
+        MATRIX[key] = await _run_case(tmp, new_store(tmp), step, mode, scenario)
     return MATRIX[key]
 
 
@@ -123,6 +194,18 @@ async def test_crash_then_replay_completes_and_pays_once(
     tmp_path: Path, store_backend: str, new_store: NewStore, step: Step, mode: str
 ) -> None:
     assert await _cell(store_backend, tmp_path, new_store, step, mode) == expected(step)
+
+
+@pytest.mark.parametrize(
+    ("step", "mode"), SPLIT_CASES, ids=[f"{s.name}-{m}" for s, m in SPLIT_CASES]
+)
+async def test_split_crash_then_replay_pays_every_seller_once(
+    tmp_path: Path, store_backend: str, new_store: NewStore, step: Step, mode: str
+) -> None:
+    """A split payment to three sellers dies at any step of any leg; replayed, each seller
+    is paid once and the buyer debited once per leg."""
+    cell = await _cell(store_backend, tmp_path, new_store, step, mode, SPLIT)
+    assert cell == (NOTHING_STORED if step.name in SPLIT_BEFORE_STORE else SPLIT.expected)
 
 
 async def test_replay_waits_for_a_live_lease_then_pays_once(

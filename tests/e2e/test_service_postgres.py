@@ -1,6 +1,6 @@
 """Running as a service: three listeners and two `pending replay --all` on one PostgreSQL store.
 
-Like several instances behind a load balancer: the wallet's redirects for 100 grants come
+Like several instances behind a load balancer: the wallet's redirects for 200 grants come
 in round-robin (every fourth twice, to two different listeners, as a browser's retry or a
 proxy's does), while two support staff run `pending replay --all` from their terminals.
 Every grant completes with exactly one payment, and no process ever reports a deadlock.
@@ -31,7 +31,7 @@ from tests.approvals.crash_support import payments_by_pending
 from tests.postgres_server import PostgresServer
 from tests.sandbox_fixtures import make_sandbox
 
-GRANTS = 100  # 125 deliveries: the replays start a third of the way in, still mid-storm
+GRANTS = 200
 LISTENERS = 3
 WAIT = 120.0  # only guards against a hang, never asserted on
 PUBLIC_URL = "http://127.0.0.1:9"  # the proxy's address wallets send browsers to (unused here)

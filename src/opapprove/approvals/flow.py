@@ -31,11 +31,13 @@ from opapprove.approvals import (
     lifecycle,
     payment_steps,
     quote_check,
+    split_flow,
 )
 from opapprove.approvals.access import Access, incoming_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.finish_redirect import FinishRedirect
 from opapprove.approvals.sellers import resolve_seller
+from opapprove.approvals.split import Payee
 from opapprove.approvals.store import FINAL_STATES, Pending, Seller, StaleState, State
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
@@ -104,31 +106,47 @@ class Flow:
             await self._close_incoming(pending)
         if self.on_event is None:
             return
-        result = self.on_event(notice.kind, pending, dict(notice.data))
+        result = self.on_event(notice.kind, pending, dict(self._told(notice, pending).data))
         if result is not None:
             await result
 
+    def _told(self, notice: Notice, pending: Pending) -> Notice:
+        """What the marketplace is told; of a split payment, with each seller's leg."""
+        if not pending.is_split or "legs" in notice.data:
+            return notice
+        legs = [leg.to_json() for leg in self.store.legs(pending.id)]
+        return Notice(notice.kind, {**notice.data, "legs": legs})
+
     async def _close_incoming(self, pending: Pending) -> None:
         """Complete the incoming payment of a grant that ended unpaid (best effort, logged)."""
+        if pending.is_split:
+            await split_flow.close_incoming(self, pending)
+            return
         url = pending.incoming_payment_url
         if not url or not pending.seller_doc:
             return
+        outcome = await self.close_incoming_payment(pending.seller_id, url, pending.seller_doc)
+        self.store.add_event(pending.id, "incoming_payment_closed", {"outcome": outcome})
+
+    async def close_incoming_payment(
+        self, seller_id: str, url: str, seller_doc: dict[str, Any]
+    ) -> str:
+        """Complete one incoming payment at the seller's wallet: what came of it, in words."""
         try:
-            seller = self._seller_of(pending)
+            seller = resolve_seller(self.settings, self.store, seller_id)
             client = self.access.client_for(seller)
             await self.access.with_grant(
                 seller,
-                wallet_of(pending.seller_doc).auth_server,
+                wallet_of(seller_doc).auth_server,
                 incoming_grant(seller),
                 lambda token: client.complete_incoming_payment(url, token),
             )
-            outcome = "completed"
         except op_errors.ResponseError as exc:
             # 409 wrong state: it was completed (or expired) already, which is the aim.
-            outcome = "already closed" if exc.status == 409 else f"refused: {exc.message}"
+            return "already closed" if exc.status == 409 else f"refused: {exc.message}"
         except (op_errors.OpenPaymentsError, FlowError) as exc:
-            outcome = f"not closed: {exc}"
-        self.store.add_event(pending.id, "incoming_payment_closed", {"outcome": outcome})
+            return f"not closed: {exc}"
+        return "completed"
 
     def _get(self, pending_id: str) -> Pending:
         # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
@@ -163,7 +181,9 @@ class Flow:
             expect=expect if expect is not None else pending.state,
             event=event,
             data=data,
-            outbox=notice.outbox() if notice is not None and self.settings.webhook_url else None,
+            outbox=self._told(notice, pending).outbox()
+            if notice is not None and self.settings.webhook_url
+            else None,
             **fields,
         )
 
@@ -217,8 +237,12 @@ class Flow:
         poll: bool = False,
         max_debit: str | None = None,
         currency: str | None = None,
+        payees: list[Payee] | None = None,
     ) -> Pending:
-        """Check the inputs and both wallets, store the grant, and set it up (steps 1-7)."""
+        """Check the inputs and both wallets, store the grant, and set it up (steps 1-7).
+
+        With ``payees`` it is a split payment (split_flow): one leg per seller, one approval;
+        ``amount``, when given, must be the sum of their shares."""
         if not buyer_wallet or not buyer_wallet.strip():
             raise FlowError(
                 "Configure wallet address first: no buyer wallet address was given",
@@ -228,7 +252,7 @@ class Flow:
         try:
             allow_http = bool(self.settings.allow_http)
             buyer = urls.parse_wallet_address(buyer_wallet, allow_http=allow_http)
-            text = money.check_decimal(amount)
+            text = money.check_decimal(amount) if payees is None else ""
         except (op_errors.WalletAddressError, op_errors.AmountError) as exc:
             what = (
                 "Invalid wallet address"
@@ -236,7 +260,7 @@ class Flow:
                 else "invalid amount"
             )
             raise translated(exc, what, kind="input") from exc
-        if not any(ch in "123456789" for ch in text):
+        if payees is None and not any(ch in "123456789" for ch in text):
             raise FlowError(
                 f"invalid amount: {amount.strip()!r} is zero",
                 hint="pay more than nothing, e.g. --amount 0.01",
@@ -245,11 +269,22 @@ class Flow:
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
         max_debit, currency = quote_check.check_inputs(max_debit, currency)
-        seller = resolve_seller(self.settings, self.store, seller_id)
-        self.access.client_for(seller)  # a broken key fails here, before anything is stored
         policy = quote_check.QuotePolicy.from_settings(
             self.settings, max_debit=max_debit, currency=currency
         )
+        if payees is not None:
+            return await split_flow.start_split(
+                self,
+                offer_id=offer_id,
+                buyer=buyer,
+                payees=payees,
+                amount=amount if amount.strip() else None,
+                seller_id=seller_id,
+                poll=poll,
+                policy=policy,
+            )
+        seller = resolve_seller(self.settings, self.store, seller_id)
+        self.access.client_for(seller)  # a broken key fails here, before anything is stored
         # Both wallet documents (cached, and needed next anyway) before a row exists: a typo in
         # an address or an amount finer than the wallet's scale leaves nothing to clean up.
         buyer_doc, seller_doc = await grant_setup.check_wallets(self, seller, buyer)

@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from opapprove.approvals import quote_check
+from opapprove.approvals import quote_check, split_flow
 from opapprove.approvals.access import grant_fields, incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.store import Pending, Seller, StaleState, State
@@ -83,7 +83,10 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
     flow.access.client_for(seller)  # a broken key fails here, before anything is written
     try:
         pending = await _fetch_wallets(flow, pending, seller)
-        if pending.state == State.STARTED:
+        if pending.is_split:
+            # Several sellers: a leg each (split_flow), then one grant for the sum below.
+            pending = await split_flow.set_up_legs(flow, pending)
+        elif pending.state == State.STARTED:
             # Both non-interactive grants at once: they only need the wallet documents.
             await asyncio.gather(
                 flow.access.grant_token(
@@ -94,13 +97,17 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
                 ),
             )
             pending = await _create_incoming(flow, pending, seller)
-        if pending.state == State.INCOMING_CREATED or (
-            pending.state == State.QUOTE_CREATED
-            and quote_check.is_expired(pending.quote, flow.clock())
+        if not pending.is_split and (
+            pending.state == State.INCOMING_CREATED
+            or (
+                pending.state == State.QUOTE_CREATED
+                and quote_check.is_expired(pending.quote, flow.clock())
+            )
         ):
             pending = await _create_quote(flow, pending, seller)
         if pending.state == State.QUOTE_CREATED:
-            await _check_quote(flow, pending)
+            if not pending.is_split:  # a split's legs were checked one by one
+                await _check_quote(flow, pending)
             pending = await _request_outgoing_grant(flow, pending, seller)
     except op_errors.OpenPaymentsError as exc:
         unknown_outcome = isinstance(exc, op_errors.TransportError) or (
@@ -234,22 +241,27 @@ async def _check_quote(flow: Flow, pending: Pending) -> None:
             now=flow.clock(),
         )
     except FlowError as exc:
-        if exc.kind != quote_check.REFUSED_KIND:
-            raise
-        refused = Notice.failed("quote_refused")
-        cancelled = flow._move(
-            pending,
-            State.CANCELLED,
-            event="quote_refused",
-            data={"reason": exc.message},
-            notice=refused,
-            last_error=exc.message,
-        )
-        # payment.failed closes the incoming payment, as on every side exit.
-        await flow._emit(refused, cancelled)
-        exc.pending_id = pending.id
+        if exc.kind == quote_check.REFUSED_KIND:
+            await refuse_quote(flow, pending, exc)
         raise
     flow.store.add_event(pending.id, "quote_checked", terms.to_json())
+
+
+async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
+    """The quote check said no: the grant ends ``cancelled`` before the buyer is asked, and
+    the marketplace is told (which closes the incoming payments); ``exc`` names the grant."""
+    refused = Notice.failed("quote_refused")
+    cancelled = flow._move(
+        pending,
+        State.CANCELLED,
+        event="quote_refused",
+        data={"reason": exc.message},
+        notice=refused,
+        last_error=exc.message,
+    )
+    # payment.failed closes the incoming payment, as on every side exit.
+    await flow._emit(refused, cancelled)
+    exc.pending_id = pending.id
 
 
 async def _request_outgoing_grant(flow: Flow, pending: Pending, seller: Seller) -> Pending:
@@ -266,7 +278,8 @@ async def _request_outgoing_grant(flow: Flow, pending: Pending, seller: Seller) 
         seller.wallet_address_url,
         buyer.id,
         models.AmountModel.model_validate(pending.debit_amount),
-        receiver=pending.incoming_payment_url,
+        # A split pays several receivers: the wallet sums the debit over the payments.
+        receiver=None if pending.is_split else pending.incoming_payment_url,
         finish_uri=None if pending.poll else finish_uri,
         nonce=None if pending.poll else nonce,
         actions=OUTGOING_ACTIONS,

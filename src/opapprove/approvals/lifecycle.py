@@ -101,6 +101,8 @@ async def replay(flow: Flow, pending_id: str) -> Pending:
     """Carry a grant on from its last committed state, never paying twice."""
     pending = flow._get(pending_id)
     flow.store.add_event(pending.id, "replay", {"state": str(pending.state)})
+    if pending.state == State.PARTIALLY_PAID:
+        return await payment_steps.after_approval(flow, pending)  # pays its failed legs
     if pending.state in FINAL_STATES:
         return pending
     if pending.state in grant_setup.SETUP_STATES:

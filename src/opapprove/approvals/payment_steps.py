@@ -8,9 +8,9 @@ run may have made (``find_payment``), so a replay never pays twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from opapprove.approvals import grant_setup, leases, quote_check
+from opapprove.approvals import grant_setup, leases, quote_check, split_flow
 from opapprove.approvals.access import grant_fields, wallet_of
 from opapprove.approvals.errors import FlowError, quietly, translated
 from opapprove.approvals.store import Pending, Seller, State
@@ -39,7 +39,9 @@ async def after_approval(flow: Flow, pending: Pending) -> Pending:
         try:
             if pending.state == State.APPROVED:
                 pending = await _continue(flow, pending, client)
-            if pending.state in (State.GRANT_ISSUED, State.PAYING):
+            if pending.is_split and pending.state in split_flow.PAYING_STATES:
+                pending = await split_flow.pay_legs(flow, pending, client)
+            elif pending.state in (State.GRANT_ISSUED, State.PAYING):
                 pending = await _pay(flow, pending, client, seller)
             if pending.state == State.PAYMENT_CREATED:
                 pending = await check_payment(flow, pending, client)
@@ -190,7 +192,6 @@ async def _continue_patiently(
 
 
 async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller: Seller) -> Pending:
-    buyer = wallet_of(pending.buyer_doc)
     if pending.state == State.PAYING:
         existing = await find_payment(flow, pending, client)
         if existing is not None:
@@ -200,17 +201,9 @@ async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller:
     pending = flow._get(pending.id)
     if quote_check.is_expired(pending.quote, flow.clock()):
         pending = await _requote(flow, pending, seller)
-    body = models.CreateOutgoingPayment(
-        wallet_address=buyer.id,
-        quote_id=pending.quote_url,
-        metadata={"offerId": pending.offer_id, "pendingId": pending.id},
-    )
+    assert pending.quote_url
     try:
-        payment = await flow.access.with_access_token(
-            pending,
-            client,
-            lambda token: client.create_outgoing_payment(buyer.resource_server, token, body),
-        )
+        payment = await create_payment(flow, pending, client, pending.quote_url)
     except op_errors.ResourceError as exc:
         if exc.status >= 500:
             # The wallet may have made the payment before it failed: like a dropped
@@ -244,6 +237,24 @@ def _payment_made(
         data={"outgoingPayment": payment.id},
         outgoing_payment_url=payment.id,
         outgoing_payment=payment.to_wire(),
+    )
+
+
+async def create_payment(
+    flow: Flow, pending: Pending, client: OpenPaymentsClient, quote_url: str, **metadata: Any
+) -> models.OutgoingPayment:
+    """The outgoing payment for ``quote_url`` from the buyer's wallet, with the grant's token
+    (metadata: the offer, the grant, and ``metadata``, e.g. a split payment's leg)."""
+    buyer = wallet_of(pending.buyer_doc)
+    body = models.CreateOutgoingPayment(
+        wallet_address=buyer.id,
+        quote_id=quote_url,
+        metadata={"offerId": pending.offer_id, "pendingId": pending.id, **metadata},
+    )
+    return await flow.access.with_access_token(
+        pending,
+        client,
+        lambda token: client.create_outgoing_payment(buyer.resource_server, token, body),
     )
 
 

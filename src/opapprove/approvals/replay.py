@@ -174,7 +174,8 @@ async def replay_one(flow: Flow, pending_id: str) -> ReplayOutcome:
             "list grants with `opapprove pending list`",
             "input",
         )
-    if before.state in FINAL_STATES:
+    # A partially paid split is final but for its failed legs, which a replay pays.
+    if before.state in FINAL_STATES and before.state != State.PARTIALLY_PAID:
         return ReplayOutcome(
             pending_id,
             before.state,
@@ -283,6 +284,8 @@ def diagnose(pending: Pending, *, now: float) -> Diagnosis:
         next_step = "nothing: the grant is finished"
         if state in (State.EXPIRED, State.REJECTED, State.CANCELLED, State.FAILED):
             next_step = _restart_hint(pending)
+        if state == State.PARTIALLY_PAID:
+            next_step = f"{replay} quotes the legs that did not pay again and pays only those"
         return Diagnosis(str(state), why, next_step)
     if state in (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED):
         missing = {

@@ -49,6 +49,16 @@ def demo(
     ] = None,
     fee: FeeOption = None,
     rate: RateOption = None,
+    split: Annotated[
+        int,
+        typer.Option(
+            "--split",
+            metavar="N",
+            min=0,
+            max=20,
+            help="Pay N sellers their share of --amount with one approval (a split payment).",
+        ),
+    ] = 0,
 ) -> None:
     """Run the whole approval flow on the embedded sandbox and show each step's timing.
 
@@ -65,10 +75,12 @@ def demo(
         check_decimal(amount)
     except AmountError as exc:
         raise CliError(f"invalid --amount: {exc.message}", hint=exc.hint or "e.g. 12.34") from exc
-    from opapprove.demo import DemoMoney
+    from opapprove.demo import DemoMoney, shares
 
     try:
         money = DemoMoney.parse(buyer_asset, fee, rate or [])
+        if split:
+            shares(amount.strip(), split)
     except AmountError as exc:
         raise CliError(exc.message, hint=exc.hint) from exc
     output = runtime.output
@@ -101,6 +113,7 @@ def demo(
                     person_timeout=PERSON_TIMEOUT,
                     latency=latency,
                     money=money,
+                    split=split,
                 )
             )
         except TimeoutError as exc:
@@ -127,7 +140,6 @@ def demo(
 
 def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
     from opapprove.cli.views import pending_json
-    from opapprove.demo import legs
 
     pending = result.pending
     data: dict[str, Any] = {
@@ -145,8 +157,8 @@ def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
             }
             for s in result.steps
         ],
-        # Every leg's debit and receive, its rate and fee (one leg: one seller).
-        "legs": legs(pending, result.money.rates),
+        # Every leg's debit and receive, its rate and fee (one leg per seller).
+        "legs": result.legs,
         "balancesBefore": result.balances_before,
         "balancesAfter": result.balances_after,
         "sandboxUrl": result.sandbox_url,
@@ -169,7 +181,6 @@ def _render(console: Console, result: DemoResult, *, kept: bool) -> None:
     from rich.table import Table
 
     from opapprove.cli.views import amount
-    from opapprove.demo import legs
 
     pending = result.pending
     table = Table(title="opapprove demo: the seed's eight steps", header_style="bold")
@@ -192,7 +203,7 @@ def _render(console: Console, result: DemoResult, *, kept: bool) -> None:
         *(
             f"  {leg['seller']}: rate {leg['rateText']}, fee "
             + (f"{leg['fee']} {leg['feeAssetCode']} ({leg['feePercent']}%)" if leg["fee"] else "?")
-            for leg in legs(pending, result.money.rates)
+            for leg in result.legs
             if leg.get("rateText")
         ),
         "balances:      "

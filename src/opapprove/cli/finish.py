@@ -16,9 +16,11 @@ from opapprove.cli.errors import CliError
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import Console
 
-    from opapprove.approvals.store import Pending
+    from opapprove.approvals.store import Leg, Pending
 
 
 def finish(
@@ -45,27 +47,28 @@ def finish(
     if not url.strip():
         raise CliError("the URL is empty", hint="paste the whole redirect URL, in quotes")
 
-    async def go() -> Pending:
+    async def go() -> tuple[Pending, list[Leg]]:
         from opapprove.cli.flows import open_flow
 
         async with open_flow(runtime) as session:
             # Continuing the grant can wait as long as the wallet's continue.wait says.
             with runtime.output.waiting("continuing the grant and paying"):
-                return await session.flow.finish_url(url)
+                pending = await session.flow.finish_url(url)
+            return pending, session.flow.store.legs(pending.id) if pending.is_split else []
 
-    pending = runtime.run(go())
-    show_outcome(runtime, pending)
+    pending, legs = runtime.run(go())
+    show_outcome(runtime, pending, legs)
     code = exitcodes.for_state(str(pending.state))
     if code:
         raise typer.Exit(code)
 
 
-def show_outcome(runtime: Runtime, pending: Pending) -> None:
+def show_outcome(runtime: Runtime, pending: Pending, legs: Sequence[Leg] = ()) -> None:
     import time
 
-    from opapprove.cli.views import amount, pending_json
+    from opapprove.cli.views import amount, leg_line, pending_json
 
-    data = pending_json(pending, now=time.time())
+    data = pending_json(pending, now=time.time(), legs=legs)
 
     def render(console: Console) -> None:
         paid = pending.outgoing_payment or {}
@@ -86,6 +89,8 @@ def show_outcome(runtime: Runtime, pending: Pending) -> None:
         console.print(line, markup=False, soft_wrap=True)
         if pending.outgoing_payment_url:
             console.print(f"  outgoing payment: {pending.outgoing_payment_url}", markup=False)
+        for leg in legs:
+            console.print(f"  leg {leg.leg}:  {leg_line(leg)}", markup=False, soft_wrap=True)
         console.print(f"  pending id:       {pending.id}", markup=False)
 
     runtime.output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

@@ -19,7 +19,7 @@ from opapprove.cli.runtime import Runtime
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from opapprove.approvals.store import Pending
+    from opapprove.approvals.store import Leg, Pending
 
 app = typer.Typer(
     help="List, show, replay, cancel and prune pending grants (the store's).", no_args_is_help=True
@@ -181,14 +181,16 @@ def show(
         for e in store.events(pending.id)
     ]
     found = diagnose(pending, now=now)
+    legs = store.legs(pending.id) if pending.is_split else []
     data: dict[str, Any] = {
         "pending": pending.as_dict(redact_secrets=True),
+        "legs": [leg.to_json() for leg in legs] if pending.is_split else None,
         "diagnosis": {"where": found.where, "why": found.why, "next": found.next_step},
         "events": events,
     }
 
     def render(console: Console) -> None:
-        _render_show(console, pending, events, found.why, found.next_step, now)
+        _render_show(console, pending, legs, events, found.why, found.next_step, now)
 
     runtime.output.result(data, render)
 
@@ -196,6 +198,7 @@ def show(
 def _render_show(
     console: Console,
     pending: Pending,
+    legs: list[Leg],
     events: list[dict[str, Any]],
     why: str,
     next_step: str,
@@ -206,7 +209,7 @@ def _render_show(
     from opapprove.cli.views import detail_rows
     from opapprove.openpayments.redaction import redact_json
 
-    for label, value in detail_rows(pending, now=now):
+    for label, value in detail_rows(pending, now=now, legs=legs):
         console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
     console.print(f"  {'why':<17} {why}", markup=False, soft_wrap=True)
     console.print(f"  {'next step':<17} {next_step}", markup=False, soft_wrap=True)

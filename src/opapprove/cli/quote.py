@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.quote_check import QuoteTerms
-    from opapprove.approvals.store import Pending
+    from opapprove.approvals.split import Payee
+    from opapprove.approvals.store import Leg, Pending
     from opapprove.openpayments.rates import Rates
 
 app = typer.Typer(
@@ -41,13 +42,21 @@ def start(
         str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
     ],
     amount: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--amount",
             metavar="AMOUNT",
             help="What the seller receives, in the seller's asset: 100.00",
         ),
-    ],
+    ] = None,
+    pay: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pay",
+            metavar="SELLER=AMOUNT",
+            help="Split: pay this seller this share (repeat per seller; one approval for all).",
+        ),
+    ] = None,
     seller_id: SellerOption = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the approval URL in this machine's browser.")
@@ -92,8 +101,11 @@ def start(
     runtime = Runtime.of(ctx)
     if timeout is not None and not poll:
         raise CliError("--timeout goes with --poll", hint="add --poll, or leave --timeout out")
+    payees = _payees(pay, amount=amount, seller_id=seller_id)
     settings = runtime.settings()
     wait = float(timeout if timeout is not None else settings.poll_timeout)
+
+    legs: list[Leg] = []
 
     async def go() -> tuple[Pending, Pending]:
         from opapprove.approvals.store import State
@@ -104,35 +116,73 @@ def start(
             started = await flow.start_quote(
                 offer_id=offer,
                 buyer_wallet=buyer,
-                amount=amount,
+                amount=amount or "",
                 seller_id=seller_id,
                 poll=poll,
                 max_debit=max_debit,
                 currency=currency,
+                payees=payees,
             )
             if started.state != State.AWAITING_APPROVAL:
                 # A wallet that grants without asking the buyer: pay right away.
-                return started, await flow.replay(started.id)
-            _show_started(runtime, started, qr=qr, open_browser=open_browser, poll=poll)
-            if not poll:
-                return started, started
-            return started, await _wait_until_paid(runtime, flow, started, wait)
+                done = await flow.replay(started.id)
+            else:
+                legs[:] = flow.store.legs(started.id)
+                _show_started(runtime, started, legs, qr=qr, open_browser=open_browser, poll=poll)
+                if not poll:
+                    return started, started
+                done = await _wait_until_paid(runtime, flow, started, wait)
+            legs[:] = flow.store.legs(started.id)
+            return started, done
 
     started, pending = runtime.run(go())
-    _finish_output(runtime, started, pending)
+    _finish_output(runtime, started, pending, legs)
     code = exitcodes.for_state(str(pending.state))
     if code:
         raise typer.Exit(code)
 
 
+def _payees(
+    pay: list[str] | None, *, amount: str | None, seller_id: str | None
+) -> list[Payee] | None:
+    """``--pay`` as payees (a split payment), or ``None`` for one seller (``--amount``)."""
+    if not pay:
+        if amount is None:
+            raise CliError(
+                "give what the seller receives",
+                hint="--amount AMOUNT for one seller, or --pay SELLER=AMOUNT per seller",
+            )
+        return None
+    if seller_id is not None:
+        raise CliError(
+            "--seller names one seller, but --pay names the sellers of a split payment",
+            hint="leave --seller out and give each seller as --pay SELLER=AMOUNT",
+        )
+    from opapprove.approvals.errors import FlowError
+    from opapprove.approvals.split import check_payees, parse_pay
+
+    try:
+        payees = [parse_pay(text) for text in pay]
+        check_payees(payees, amount=amount)
+    except FlowError as exc:
+        raise CliError(exc.message, hint=exc.hint) from exc
+    return payees
+
+
 def _show_started(
-    runtime: Runtime, pending: Pending, *, qr: bool, open_browser: bool, poll: bool
+    runtime: Runtime,
+    pending: Pending,
+    legs: list[Leg],
+    *,
+    qr: bool,
+    open_browser: bool,
+    poll: bool,
 ) -> None:
     """What a person needs at once: the steps done and the URL (before any waiting)."""
     url = pending.interact_redirect or ""
     output = runtime.output
     if not output.json_mode:
-        _render_steps(output.out, pending, _reference_rates(runtime))
+        _render_steps(output.out, pending, _reference_rates(runtime), legs)
         output.out.print("Approval URL (open it in the buyer's browser):", markup=False)
         output.out.print(url, markup=False, soft_wrap=True)
         if qr:
@@ -225,7 +275,8 @@ def _reference_rates(runtime: Runtime) -> Rates:
         return Rates()  # refused with its own line when a flow starts
 
 
-def _render_steps(console: Console, pending: Pending, rates: Rates) -> None:
+def _render_steps(console: Console, pending: Pending, rates: Rates, legs: list[Leg]) -> None:
+    from opapprove.approvals import quote_check
     from opapprove.cli.views import amount
 
     buyer_doc = pending.buyer_doc or {}
@@ -247,19 +298,37 @@ def _render_steps(console: Console, pending: Pending, rates: Rates) -> None:
         "  3. quote              "
         + (terms.line() if terms else f"debit {amount(pending.debit_amount)}")
         + (f", expires {quote['expiresAt']}" if quote.get("expiresAt") else ""),
-        f"  4. approval           interactive outgoing-payment grant requested from"
-        f" {pending.grant_url}",
     ]
+    if legs:
+        # A split payment: an incoming payment and a quote per seller, one grant for the sum.
+        lines[1] = f"  1. wallet addresses   buyer {buyer_doc.get('id', pending.buyer_wallet)}"
+        lines[2:] = [
+            f"  {'2-3. leg ' + str(leg.leg):<21}{leg.seller_id} {leg.seller_wallet}:"
+            f" incoming payment {leg.incoming_payment_url}; quote "
+            + (
+                t.line()
+                if (t := quote_check.terms_or_none(leg.debit_amount, leg.receive_amount, rates))
+                else f"debit {amount(leg.debit_amount)}"
+            )
+            for leg in legs
+        ]
+    lines.append(
+        f"  4. approval           interactive outgoing-payment grant for"
+        f" {amount(pending.debit_amount)} requested from {pending.grant_url}"
+        if legs
+        else f"  4. approval           interactive outgoing-payment grant requested from"
+        f" {pending.grant_url}"
+    )
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
 
 
-def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None:
+def _finish_output(runtime: Runtime, started: Pending, pending: Pending, legs: list[Leg]) -> None:
     import time
 
-    from opapprove.cli.views import amount, pending_json
+    from opapprove.cli.views import amount, leg_line, pending_json
 
-    data = pending_json(pending, now=time.time())
+    data = pending_json(pending, now=time.time(), legs=legs)
     data["approvalUrl"] = started.interact_redirect
     # Debit, receive, the rate the quote implies and its fee, on every run (issue 16).
     terms = quote_terms(pending, _reference_rates(runtime))
@@ -281,5 +350,7 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending) -> None
         if pending.last_error and pending.is_final and str(pending.state) != "completed":
             line += f" — {pending.last_error}"
         console.print(line, markup=False, soft_wrap=True)
+        for leg in legs:
+            console.print(f"  leg {leg.leg}  {leg_line(leg)}", markup=False, soft_wrap=True)
 
     output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from opapprove.approvals.flow import Flow
-    from opapprove.approvals.store import Pending
+    from opapprove.approvals.store import Leg, Pending
     from opapprove.cli.output import Output
 
 
@@ -56,7 +56,7 @@ def status(
     if not runtime.store_exists():  # looking must not create a store
         raise unknown_pending(pending_id)
 
-    async def go() -> Pending:
+    async def go() -> tuple[Pending, list[Leg]]:
         from opapprove.cli.flows import open_flow
 
         async with open_flow(runtime) as session:
@@ -66,11 +66,11 @@ def status(
             pending = await (flow.refresh(pending_id) if stored is None else _refresh(flow, stored))
             if watch:
                 pending = await _watch(runtime, session.flow, pending, interval, limit)
-            return pending
+            return pending, flow.store.legs(pending.id) if pending.is_split else []
 
-    pending = runtime.run(go())
+    pending, legs = runtime.run(go())
     code = (exitcodes.for_state(str(pending.state)) or 0) if watch else 0
-    _show(runtime, pending, code)
+    _show(runtime, pending, code, legs)
     if code:
         raise typer.Exit(code)
 
@@ -135,16 +135,16 @@ async def _refresh(flow: Flow, pending: Pending) -> Pending:
         return flow.store.get_pending(pending.id) or pending
 
 
-def _show(runtime: Runtime, pending: Pending, code: int) -> None:
+def _show(runtime: Runtime, pending: Pending, code: int, legs: list[Leg]) -> None:
     import time
 
     from opapprove.cli.views import detail_rows, pending_json
 
     now = time.time()
-    data = pending_json(pending, now=now)
+    data = pending_json(pending, now=now, legs=legs)
 
     def render(console: Console) -> None:
-        for label, value in detail_rows(pending, now=now):
+        for label, value in detail_rows(pending, now=now, legs=legs):
             console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
     runtime.output.result(data, render, exit_code=code)

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from opapprove.cli.errors import CliError
 
 if TYPE_CHECKING:
-    from opapprove.approvals.store import Pending
+    from collections.abc import Sequence
+
+    from opapprove.approvals.store import Leg, Pending
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -134,8 +136,10 @@ def _outgoing(pending: Pending) -> dict[str, Any] | None:
     }
 
 
-def pending_json(pending: Pending, *, now: float) -> dict[str, Any]:
-    """One grant for ``--json``: what a script needs, never a token."""
+def pending_json(pending: Pending, *, now: float, legs: Sequence[Leg] = ()) -> dict[str, Any]:
+    """One grant for ``--json``: what a script needs, never a token.
+
+    ``legs``: a split payment's (``null`` for one seller), one object per seller."""
     outgoing = _outgoing(pending)
     awaiting = str(pending.state) == "awaiting_approval"
     return {
@@ -155,6 +159,7 @@ def pending_json(pending: Pending, *, now: float) -> dict[str, Any]:
         "incomingPayment": _incoming(pending),
         "quote": _quote(pending),
         "outgoingPayment": outgoing,
+        "legs": [leg.to_json() for leg in legs] if pending.is_split else None,
         "lastError": pending.last_error,
         "attempts": pending.attempts,
         "createdAt": iso(pending.created_at),
@@ -178,8 +183,24 @@ def incoming_line(pending: Pending) -> str | None:
     return f"{info['id']}  ({status})"
 
 
-def detail_rows(pending: Pending, *, now: float) -> list[tuple[str, str]]:
-    """``status``'s lines: label and value, only those that are known."""
+def leg_line(leg: Leg) -> str:
+    """One seller's part of a split payment, on one line."""
+    parts = [f"{leg.seller_id} {leg.amount}: {leg.state}"]
+    if leg.debit_amount:
+        parts.append(f"debit {amount(leg.debit_amount)}")
+    if leg.receive_amount:
+        parts.append(f"receive {amount(leg.receive_amount)}")
+    sent = amount((leg.outgoing_payment or {}).get("sentAmount"))
+    if sent:
+        parts.append(f"sent {sent}")
+    line = ", ".join(parts)
+    if leg.last_error and leg.state != "completed":
+        line += f" — {leg.last_error}"
+    return line
+
+
+def detail_rows(pending: Pending, *, now: float, legs: Sequence[Leg] = ()) -> list[tuple[str, str]]:
+    """``status``'s lines: label and value, only those that are known (and a row per leg)."""
     rows: list[tuple[str, str | None]] = [
         ("pending id", pending.id),
         ("state", str(pending.state)),
@@ -190,6 +211,7 @@ def detail_rows(pending: Pending, *, now: float) -> list[tuple[str, str]]:
         ("debit amount", amount(pending.debit_amount)),
         ("receive amount", amount(pending.receive_amount)),
         ("incoming payment", incoming_line(pending)),
+        *((f"leg {leg.leg}", leg_line(leg)) for leg in legs),
         ("quote", pending.quote_url),
         ("outgoing payment", pending.outgoing_payment_url),
         ("sent amount", amount((pending.outgoing_payment or {}).get("sentAmount"))),

@@ -23,6 +23,7 @@ from opapprove.approvals.errors import FlowError
 from opapprove.approvals.postgres_backend import PostgresBackend
 from opapprove.approvals.sellers import resolve_seller, seller_from_settings
 from opapprove.approvals.store import Seller, Store, StoreError
+from opapprove.diagnostics.finding import Finding
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
 from opapprove.paths import DatabaseURL, StoreLocation, store_location
@@ -44,23 +45,11 @@ OTHERS_MAY_READ = 0o077
 
 
 @dataclass(frozen=True)
-class Check:
-    """One line of ``doctor``. ``kind`` says what a warning or failure is about (exit codes)."""
-
-    name: str
-    status: Status
-    message: str
-    hint: str | None = None
-    kind: str | None = None
+class Check(Finding[Status]):
+    """One line of ``doctor``."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.name,
-            "status": self.status,
-            "message": self.message,
-            "hint": self.hint,
-            "kind": self.kind,
-        }
+        return {**self.json_head("check"), "kind": self.kind}
 
 
 def worst(checks: Iterable[Check]) -> Status:

@@ -19,6 +19,7 @@ import httpx
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.store import Pending, State, StoreError
+from opapprove.diagnostics.finding import Finding
 from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.errors import EXIT_CODES
 from opapprove.openpayments import errors as op_errors
@@ -56,26 +57,14 @@ STEP_NAMES = (
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """One step: ``kind`` and ``exit_code`` say what a failure was (FlowError kinds)."""
+class StepResult(Finding[StepStatus]):
+    """One step; a failure's ``kind`` is a FlowError kind, and ``exit_code`` its code."""
 
-    name: str
-    status: StepStatus
-    message: str
-    hint: str | None = None
     seconds: float = 0.0
-    kind: str | None = None
     exit_code: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.name,
-            "status": self.status,
-            "message": self.message,
-            "hint": self.hint,
-            "seconds": round(self.seconds, 3),
-            "kind": self.kind,
-        }
+        return {**self.json_head("step"), "seconds": round(self.seconds, 3), "kind": self.kind}
 
 
 @dataclass

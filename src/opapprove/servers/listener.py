@@ -20,6 +20,7 @@ from starlette.routing import Route
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.results import classify
+from opapprove.approvals.split import Payee
 from opapprove.approvals.store import Pending, State, StoreError
 from opapprove.servers.api_guard import ApiGuard
 from opapprove.servers.finishing import Finisher
@@ -198,6 +199,24 @@ def _no_traceback(route: Route) -> Route:
     return Route(route.path, guarded, methods=route.methods, name=route.name)
 
 
+def _payees(data: dict[str, Any]) -> list[Payee] | None:
+    """A split payment's ``"payees"`` (checked), or ``None`` for one seller."""
+    if "payees" not in data:
+        return None
+    from opapprove.approvals.split import check_payees, payees_from_json
+
+    if data.get("sellerId"):
+        raise FlowError(
+            '"sellerId" names one seller, but "payees" names the sellers of a split payment',
+            hint='leave "sellerId" out and list every seller in "payees"',
+            kind="input",
+        )
+    payees = payees_from_json(data["payees"])
+    amount = data.get("amount")
+    check_payees(payees, amount=None if amount is None else str(amount))
+    return payees
+
+
 def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]:
     async def body_of(request: Request) -> dict[str, Any] | None:
         try:
@@ -255,6 +274,7 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
             return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
         offer_id = request.path_params["offerId"]
         try:
+            payees = _payees(data)
             pending = await flow.start_quote(
                 offer_id=offer_id,
                 buyer_wallet=str(data.get("buyerWalletAddressUrl") or ""),
@@ -262,6 +282,7 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
                 seller_id=str(data["sellerId"]) if data.get("sellerId") else None,
                 max_debit=str(data["maxDebit"]) if data.get("maxDebit") is not None else None,
                 currency=str(data["currency"]) if data.get("currency") is not None else None,
+                payees=payees,
             )
         except FlowError as err:
             # A quote the offer cannot take is not the wallet failing: 422, not 502.
@@ -299,6 +320,12 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
                 "offerId": pending.offer_id,
                 "outgoingPayment": pending.outgoing_payment_url,
                 "lastError": pending.last_error,
+                # A split payment's sellers, each with its own state and amounts.
+                **(
+                    {"legs": [leg.to_json() for leg in flow.store.legs(pending.id)]}
+                    if pending.is_split
+                    else {}
+                ),
             }
         )
 

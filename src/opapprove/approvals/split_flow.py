@@ -1,0 +1,543 @@
+"""A split payment's steps: one approval, one outgoing payment per seller (docs/split-payments.md).
+
+The grant (``Pending``) goes through the same states as a single payment; its legs
+(``store_legs``) carry each seller's incoming payment, quote and outgoing payment. Set-up
+makes every leg's incoming payment and quote and checks each quote before the buyer is
+asked; one interactive grant is requested for the sum of the debits. After approval each
+leg is paid with the grant's token, guarded like a single payment: the leg's ``paying`` is
+committed first, and a replay from it looks for that leg's payment (by its quote) before
+it makes one. A leg the wallet refuses for good ends ``failed``; the grant then ends
+``partially_paid`` (some legs paid) or ``failed`` (none), and a replay of a partially paid
+grant quotes its failed legs again and pays only them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from opapprove.approvals import grant_setup, payment_steps, quote_check
+from opapprove.approvals.access import incoming_grant, quote_grant, wallet_of
+from opapprove.approvals.errors import FlowError, translated
+from opapprove.approvals.records import LEG_FINAL_STATES, Leg, LegState, Pending, State
+from opapprove.approvals.sellers import resolve_seller
+from opapprove.approvals.split import Payee, check_payees
+from opapprove.approvals.webhooks import Notice
+from opapprove.openpayments import errors as op_errors
+from opapprove.openpayments import models, money
+
+if TYPE_CHECKING:
+    from opapprove.approvals.flow import Flow
+    from opapprove.approvals.records import Seller
+    from opapprove.openpayments.client import OpenPaymentsClient
+
+
+def legs_json(flow: Flow, pending: Pending) -> list[dict[str, Any]]:
+    return [leg.to_json() for leg in flow.store.legs(pending.id)]
+
+
+def _sum(amounts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The sum of wire amounts in one asset; ``None`` when they are in several (or none)."""
+    parsed = [money.Amount.from_wire(a) for a in amounts if a]
+    if not parsed or len(parsed) != len(amounts):
+        return None
+    first = parsed[0]
+    if not all(a.same_asset(first) for a in parsed):
+        return None
+    total = sum(a.value for a in parsed)
+    return {"value": str(total), "assetCode": first.asset_code, "assetScale": first.asset_scale}
+
+
+def _payee_seller(flow: Flow, payee: Payee) -> Seller:
+    try:
+        return resolve_seller(flow.settings, flow.store, payee.seller_id)
+    except FlowError as exc:
+        raise FlowError(
+            f"payee {payee.seller_id!r} has no seller entry",
+            hint=f"add it first (`opapprove seller add {payee.seller_id} --wallet URL --key-id"
+            " KID --key FILE`, or POST /sellers); nothing was stored",
+            kind="input",
+        ) from exc
+
+
+# ---------------------------------------------------------------------- start
+
+
+async def start_split(
+    flow: Flow,
+    *,
+    offer_id: str,
+    buyer: str,
+    payees: list[Payee],
+    amount: str | None,
+    seller_id: str | None,
+    poll: bool,
+    policy: quote_check.QuotePolicy,
+) -> Pending:
+    """Check every payee and wallet, then store the grant with its legs and set it up.
+
+    ``buyer`` is the checked wallet address; nothing is stored before every check passed."""
+    if seller_id is not None:
+        raise FlowError(
+            f"seller {seller_id!r} was named beside the payees of a split payment",
+            hint="name every seller among the payees, and no seller besides",
+            kind="input",
+        )
+    total = check_payees(payees, amount=amount)
+    sellers = [_payee_seller(flow, p) for p in payees]
+    for seller in sellers:
+        flow.access.client_for(seller)  # a broken key fails before a row exists
+    pairs = await asyncio.gather(*(grant_setup.check_wallets(flow, s, buyer) for s in sellers))
+    buyer_doc = pairs[0][0].to_wire()
+    legs: list[dict[str, Any]] = []
+    for payee, seller, (_, wallet) in zip(payees, sellers, pairs, strict=True):
+        seller_doc = wallet.to_wire()
+        quote_check.check_wallets(policy, seller_doc, buyer_doc)
+        code, scale = wallet.asset_code, wallet.asset_scale
+        try:
+            wallet.amount(payee.amount)
+        except op_errors.AmountError as exc:
+            raise FlowError(
+                f"the share of {payee.seller_id!r} is not a positive amount in its wallet's"
+                f" {code}: {exc.message}",
+                hint=f"{seller.wallet_address_url} counts {code} to {scale} decimal places;"
+                " round the share to that; nothing was stored",
+                kind="input",
+            ) from exc
+        legs.append(
+            {
+                "seller_id": seller.id,
+                "seller_wallet": seller.wallet_address_url,
+                "amount": payee.amount,
+                "seller_doc": seller_doc,
+            }
+        )
+    pending = flow.store.create_pending(
+        seller_id=sellers[0].id,
+        offer_id=offer_id,
+        buyer_wallet=buyer,
+        amount=total,
+        note={**policy.note(), "payees": [p.seller_id for p in payees]},
+        seller_wallet=sellers[0].wallet_address_url,
+        poll=poll,
+        legs=legs,
+    )
+    pending = flow.store.update(
+        pending.id, event="wallets_fetched", buyer_doc=buyer_doc, seller_doc=legs[0]["seller_doc"]
+    )
+    return await grant_setup.setup(flow, pending, fresh=True)
+
+
+# ---------------------------------------------------------------------- set-up (steps 2-5)
+
+
+async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
+    """Incoming payments, quotes and the quote check of every leg; ends ``quote_created``
+    (checked) or ``cancelled`` (a quote refused: FlowError ``quote_refused``)."""
+    if pending.state == State.STARTED:
+        for leg in flow.store.legs(pending.id):
+            if leg.state == LegState.STARTED:
+                await _create_incoming(flow, pending, leg)
+        pending = flow._move(
+            pending,
+            State.INCOMING_CREATED,
+            event="incoming_payments_created",
+            data={"legs": pending.leg_count},
+        )
+    now = flow.clock()
+    stale = [
+        leg
+        for leg in flow.store.legs(pending.id)
+        if leg.state == LegState.INCOMING_CREATED
+        or (leg.state == LegState.QUOTE_CREATED and quote_check.is_expired(leg.quote, now))
+    ]
+    if pending.state == State.INCOMING_CREATED or (pending.state == State.QUOTE_CREATED and stale):
+        for leg in stale:
+            await _create_quote(flow, pending, leg)
+        legs = flow.store.legs(pending.id)
+        debit = _sum([leg.debit_amount for leg in legs])
+        pending = flow._move(
+            pending,
+            State.QUOTE_CREATED,
+            expect=(State.INCOMING_CREATED, State.QUOTE_CREATED),
+            event="quotes_created",
+            data={"debitAmount": debit},
+            debit_amount=debit,
+            receive_amount=_sum([leg.receive_amount for leg in legs]),
+        )
+    if pending.state == State.QUOTE_CREATED:
+        await _check_quotes(flow, pending)
+    return pending
+
+
+async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> Leg:
+    seller = resolve_seller(flow.settings, flow.store, leg.seller_id)
+    client = flow.access.client_for(seller)
+    wallet = wallet_of(leg.seller_doc) if leg.seller_doc else None
+    if wallet is None:
+        wallet = await flow.access.wallet(seller, leg.seller_wallet)
+    body = models.CreateIncomingPayment(
+        wallet_address=wallet.id,
+        incoming_amount=models.AmountModel.of(wallet.amount(leg.amount)),
+        metadata={"offerId": pending.offer_id, "pendingId": pending.id, "leg": leg.leg},
+    )
+    incoming = await flow.access.with_grant(
+        seller,
+        wallet.auth_server,
+        incoming_grant(seller),
+        lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
+    )
+    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
+    public = {k: v for k, v in incoming.to_wire().items() if k != "methods"}
+    return flow.store.transition_leg(
+        pending.id,
+        leg.leg,
+        LegState.INCOMING_CREATED,
+        expect=LegState.STARTED,
+        event="leg_incoming_payment_created",
+        data={"incomingPayment": incoming.id},
+        seller_doc=wallet.to_wire(),
+        incoming_payment_url=incoming.id,
+        incoming_payment=public,
+    )
+
+
+async def _new_quote(flow: Flow, pending: Pending, leg: Leg) -> models.Quote:
+    """A quote from the buyer's wallet for the leg's incoming payment (the lead's grant)."""
+    seller = flow._seller_of(pending)
+    client = flow.access.client_for(seller)
+    buyer = wallet_of(pending.buyer_doc)
+    assert leg.incoming_payment_url
+    body = models.CreateQuote(wallet_address=buyer.id, receiver=leg.incoming_payment_url)
+    return await flow.access.with_grant(
+        seller,
+        buyer.auth_server,
+        quote_grant(seller),
+        lambda token: client.create_quote(buyer.resource_server, token, body),
+    )
+
+
+async def _create_quote(flow: Flow, pending: Pending, leg: Leg) -> Leg:
+    quote = await _new_quote(flow, pending, leg)
+    debit = quote.debit_amount.to_wire()
+    return flow.store.transition_leg(
+        pending.id,
+        leg.leg,
+        LegState.QUOTE_CREATED,
+        expect=(LegState.INCOMING_CREATED, LegState.QUOTE_CREATED),
+        event="leg_quote_created",
+        data={"quote": quote.id, "debitAmount": debit},
+        quote_url=quote.id,
+        quote=quote.to_wire(),
+        debit_amount=debit,
+        receive_amount=quote.receive_amount.to_wire(),
+    )
+
+
+async def _check_quotes(flow: Flow, pending: Pending) -> None:
+    """Each leg's quote by the quote check's rules, and the summed debit by --max-debit;
+    a refusal cancels the grant before the buyer is asked (as for a single payment)."""
+    created = next((e for e in flow.store.events(pending.id) if e.kind == "created"), None)
+    note = created.data if created is not None else {}
+    policy = quote_check.QuotePolicy.from_settings(
+        flow.settings, max_debit=note.get("maxDebit"), currency=note.get("currency")
+    )
+    buyer_doc = pending.buyer_doc or {}
+    checked: list[tuple[Leg, quote_check.QuoteTerms]] = []
+    try:
+        for leg in flow.store.legs(pending.id):
+            offer = money.Amount.from_wire((leg.incoming_payment or {})["incomingAmount"])
+            try:
+                terms = quote_check.check_quote(
+                    leg.quote or {},
+                    offer=offer,
+                    buyer_doc=buyer_doc,
+                    policy=policy,
+                    now=flow.clock(),
+                )
+            except FlowError as exc:
+                exc.message = f"leg {leg.leg} ({leg.seller_id}): {exc.message}"
+                raise
+            checked.append((leg, terms))
+        cap = quote_check.buyer_max_debit(policy, buyer_doc)
+        total = money.Amount.from_wire(pending.debit_amount)
+        if cap is not None and total.value > cap.value:
+            raise FlowError(
+                f"quote refused: the {len(checked)} legs debit {total} together, over"
+                f" --max-debit {cap}",
+                hint=f"pass --max-debit {total.decimal} or more to accept it, or use a cheaper"
+                " wallet",
+                kind=quote_check.REFUSED_KIND,
+            )
+    except FlowError as exc:
+        if exc.kind == quote_check.REFUSED_KIND:
+            await grant_setup.refuse_quote(flow, pending, exc)  # closes every leg's incoming
+        raise
+    for leg, terms in checked:
+        flow.store.add_event(pending.id, "quote_checked", {"leg": leg.leg, **terms.to_json()})
+
+
+# ---------------------------------------------------------------------- paying (step 8)
+
+# The grant's states from which its legs are paid (a partially paid one: its failed legs).
+PAYING_STATES = (State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED, State.PARTIALLY_PAID)
+
+
+async def pay_legs(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
+    """Pay every leg that has not paid, check the payments, and settle the grant."""
+    if pending.state == State.PARTIALLY_PAID:
+        pending = await _retry_failed(flow, pending)
+    elif pending.state == State.GRANT_ISSUED:
+        pending = flow._move(
+            pending, State.PAYING, event="paying", data={"legs": pending.leg_count}
+        )
+    if pending.state == State.PAYING:
+        for leg in flow.store.legs(pending.id):
+            if leg.state in (LegState.QUOTE_CREATED, LegState.PAYING):
+                await _pay_leg(flow, pending, leg, client)
+        pending = flow._move(
+            pending,
+            State.PAYMENT_CREATED,
+            expect=State.PAYING,
+            event="payments_created",
+            data={"legs": [str(leg.state) for leg in flow.store.legs(pending.id)]},
+        )
+    if pending.state == State.PAYMENT_CREATED:
+        pending = await _check_payments(flow, pending, client)
+    return pending
+
+
+async def _retry_failed(flow: Flow, pending: Pending) -> Pending:
+    """A replay of a partially paid grant: quote each failed leg again (its old quote may be
+    spent or expired), within what the buyer approved for it, then pay only those."""
+    failed = [leg for leg in flow.store.legs(pending.id) if leg.state == LegState.FAILED]
+    pending = flow._move(
+        pending,
+        State.PAYING,
+        expect=State.PARTIALLY_PAID,
+        event="retrying_legs",
+        data={"legs": [leg.leg for leg in failed]},
+    )
+    # Every new quote first: one over its leg's approval leaves every leg as it was.
+    quotes = [await _requote_within(flow, pending, leg) for leg in failed]
+    for leg, quote in zip(failed, quotes, strict=True):
+        flow.store.transition_leg(
+            pending.id,
+            leg.leg,
+            LegState.QUOTE_CREATED,
+            expect=LegState.FAILED,
+            event="leg_requoted",
+            data={"old": leg.quote_url, "quote": quote.id},
+            quote_url=quote.id,
+            quote=quote.to_wire(),
+            receive_amount=quote.receive_amount.to_wire(),
+            outgoing_payment_url=None,
+            outgoing_payment=None,
+        )
+    return pending
+
+
+async def _requote_within(flow: Flow, pending: Pending, leg: Leg) -> models.Quote:
+    """A new quote for the leg; refused (the grant ends as its legs stand) if it debits
+    more than the buyer approved for this leg."""
+    quote = await _new_quote(flow, pending, leg)
+    approved = money.Amount.from_wire(leg.debit_amount)
+    debit = quote.debit_amount.to_amount()
+    if not debit.same_asset(approved) or debit.value > approved.value:
+        message = f"the new quote debits {debit}, more than the {approved} approved"
+        flow.store.record_leg_error(pending.id, leg.leg, message)
+        settled = await _settle(flow, flow._get(pending.id))
+        raise FlowError(
+            f"leg {leg.leg} ({leg.seller_id}): {message}",
+            hint="start a new quote for this seller so the buyer can approve the new amount",
+            kind="wallet",
+            pending_id=settled.id,
+        )
+    return quote
+
+
+async def _pay_leg(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsClient) -> Leg:
+    if leg.state == LegState.PAYING:
+        found = await _find_payment(flow, pending, leg, client)
+        if found is not None:
+            return flow.store.transition_leg(
+                pending.id,
+                leg.leg,
+                LegState.PAYMENT_CREATED,
+                expect=LegState.PAYING,
+                event="leg_payment_found",
+                data={"outgoingPayment": found.id},
+                outgoing_payment_url=found.id,
+                outgoing_payment=found.to_wire(),
+            )
+    else:
+        leg = flow.store.transition_leg(
+            pending.id, leg.leg, LegState.PAYING, expect=LegState.QUOTE_CREATED, event="leg_paying"
+        )
+    if quote_check.is_expired(leg.quote, flow.clock()):
+        quote = await _requote_within(flow, pending, leg)
+        # Committed before the payment is made, so a replay searches for the right quote.
+        leg = flow.store.update_leg(
+            pending.id,
+            leg.leg,
+            event="leg_requoted",
+            data={"old": leg.quote_url, "quote": quote.id},
+            quote_url=quote.id,
+            quote=quote.to_wire(),
+            receive_amount=quote.receive_amount.to_wire(),
+        )
+    assert leg.quote_url
+    try:
+        payment = await payment_steps.create_payment(
+            flow, pending, client, leg.quote_url, leg=leg.leg
+        )
+    except op_errors.ResourceError as exc:
+        if exc.status >= 500:
+            # It may have been made before the wallet failed: stay `paying`, replay looks.
+            flow.store.record_leg_error(pending.id, leg.leg, str(exc))
+            raise translated(
+                exc,
+                f"leg {leg.leg} ({leg.seller_id}): the wallet failed while creating the payment",
+                hint=f"replay it with `opapprove pending replay {pending.id}`: it checks for"
+                " a payment already made before making one",
+                pending_id=pending.id,
+            ) from exc
+        return flow.store.transition_leg(
+            pending.id,
+            leg.leg,
+            LegState.FAILED,
+            expect=LegState.PAYING,
+            event="leg_failed",
+            data={"error": str(exc)},
+            last_error=str(exc),
+        )
+    return flow.store.transition_leg(
+        pending.id,
+        leg.leg,
+        LegState.PAYMENT_CREATED,
+        expect=LegState.PAYING,
+        event="leg_payment_created",
+        data={"outgoingPayment": payment.id},
+        outgoing_payment_url=payment.id,
+        outgoing_payment=payment.to_wire(),
+    )
+
+
+async def _find_payment(
+    flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsClient
+) -> models.OutgoingPayment | None:
+    """The payment a crashed run may already have made for this leg's quote, if any."""
+    buyer = wallet_of(pending.buyer_doc)
+
+    async def search(token: str) -> models.OutgoingPayment | None:
+        async for payment in client.iter_outgoing_payments(buyer.resource_server, token, buyer.id):
+            if payment.quote_id == leg.quote_url:
+                return payment
+        return None
+
+    found = await flow.access.with_access_token(pending, client, search)
+    flow.store.add_event(
+        pending.id, "payment_search", {"leg": leg.leg, "found": found.id if found else None}
+    )
+    return found
+
+
+async def _check_payments(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
+    """Read each created payment until the wallet reports it sent in full or failed (backing
+    off as for a single payment); then settle the grant from its legs."""
+    delay, waited = payment_steps.PAYMENT_POLL_FIRST, 0.0
+    budget = float(flow.settings.timeout)
+    while True:
+        open_legs = [
+            leg for leg in flow.store.legs(pending.id) if leg.state == LegState.PAYMENT_CREATED
+        ]
+        for leg in open_legs:
+            await _read_payment(flow, pending, leg, client)
+        if not open_legs or waited >= budget:
+            break
+        if all(leg.state in LEG_FINAL_STATES for leg in flow.store.legs(pending.id)):
+            break
+        await flow.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, payment_steps.PAYMENT_POLL_MAX)
+    return await _settle(flow, flow._get(pending.id))
+
+
+async def _read_payment(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsClient) -> Leg:
+    url = leg.outgoing_payment_url
+    assert url
+    payment = await flow.access.with_access_token(
+        pending, client, lambda token: client.get_outgoing_payment(url, token)
+    )
+    if payment.failed:
+        message = "the wallet gave up on the payment (failed: true)"
+        return flow.store.transition_leg(
+            pending.id,
+            leg.leg,
+            LegState.FAILED,
+            expect=LegState.PAYMENT_CREATED,
+            event="leg_failed",
+            data={"error": message},
+            outgoing_payment=payment.to_wire(),
+            last_error=message,
+        )
+    if payment_steps.sent_in_full(payment):
+        return flow.store.transition_leg(
+            pending.id,
+            leg.leg,
+            LegState.COMPLETED,
+            expect=LegState.PAYMENT_CREATED,
+            event="leg_completed",
+            data={"sentAmount": payment.sent_amount.to_wire()},
+            outgoing_payment=payment.to_wire(),
+        )
+    return flow.store.update_leg(pending.id, leg.leg, outgoing_payment=payment.to_wire())
+
+
+async def _settle(flow: Flow, pending: Pending) -> Pending:
+    """The grant's end once every leg has one: completed, partially paid, or failed."""
+    legs = flow.store.legs(pending.id)
+    if pending.is_final or not all(leg.state in LEG_FINAL_STATES for leg in legs):
+        return pending
+    paid = [leg for leg in legs if leg.paid]
+    if len(paid) == len(legs):
+        done = flow._move(
+            pending,
+            State.COMPLETED,
+            event="completed",
+            data={"legs": len(legs)},
+            notice=payment_steps.COMPLETED,
+        )
+        await flow._emit(payment_steps.COMPLETED, done)
+        return done
+    failed = [leg for leg in legs if not leg.paid]
+    message = "; ".join(f"leg {leg.leg} ({leg.seller_id}): {leg.last_error}" for leg in failed)
+    end = State.PARTIALLY_PAID if paid else State.FAILED
+    told = Notice.failed(str(end))
+    ended = flow._move(
+        pending,
+        end,
+        event=str(end),
+        data={"paid": [leg.leg for leg in paid], "failed": [leg.leg for leg in failed]},
+        notice=told,
+        last_error=message,
+    )
+    await flow._emit(told, ended)
+    return ended
+
+
+async def close_incoming(flow: Flow, pending: Pending) -> None:
+    """Complete the incoming payments of the legs that will not be paid (best effort).
+
+    A partially paid grant keeps its failed legs' incoming payments open: its replay
+    pays into them."""
+    if pending.state == State.PARTIALLY_PAID:
+        return
+    for leg in flow.store.legs(pending.id):
+        url, seller_doc = leg.incoming_payment_url, leg.seller_doc or {}
+        if leg.paid or not url or "authServer" not in seller_doc:
+            continue
+        outcome = await flow.close_incoming_payment(leg.seller_id, url, seller_doc)
+        flow.store.add_event(
+            pending.id, "incoming_payment_closed", {"leg": leg.leg, "outcome": outcome}
+        )

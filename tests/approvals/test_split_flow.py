@@ -1,0 +1,193 @@
+"""Split payments end to end on the in-process sandbox: one approval, one payment per seller,
+exact balances on every account; a leg that fails for good, then a replay of only that leg;
+single/split x same/other currency x with/without a fee."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opapprove.approvals.records import LegState
+from opapprove.approvals.split import Payee
+from opapprove.approvals.store import State
+from opapprove.errors import REFUSED, for_state
+from opapprove.openpayments.rates import Rates
+from opapprove.servers.sandbox import FeePolicy
+from tests.approvals.conftest import FlowKit, make_split_kit
+
+pytestmark = pytest.mark.anyio
+
+RATE_TEXTS = ["EUR/USD=1.08"]
+
+
+def minor(text: str) -> int:
+    return int(Decimal(text) * 100)
+
+
+async def start_split(kit: FlowKit, shares: dict[str, str], **flow_args: Any) -> Any:
+    flow = kit.new_flow(**flow_args)
+    pending = await flow.start_quote(
+        offer_id="42",
+        buyer_wallet=kit.sandbox.buyer,
+        amount="",
+        payees=[Payee(seller, share) for seller, share in shares.items()],
+    )
+    return flow, pending
+
+
+@pytest.mark.parametrize(
+    "shares",
+    [
+        {"seller-a": "60.00", "seller-b": "40.00"},
+        {"s1": "1.01", "s2": "2.02", "s3": "3.03", "s4": "4.04", "s5": "0.01"},
+    ],
+    ids=["2-sellers", "5-sellers"],
+)
+async def test_one_approval_pays_every_seller_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shares: dict[str, str]
+) -> None:
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    state = kit.sandbox.state
+    buyer_before = state.balance("buyer")
+    told: list[tuple[str, dict[str, Any]]] = []
+    grants: list[dict[str, Any]] = []
+
+    def saw(exchange: Any) -> None:
+        if exchange.url.endswith("/auth") and b'"outgoing-payment"' in exchange.request_body:
+            grants.append(json.loads(exchange.request_body))
+
+    flow, pending = await start_split(
+        kit, shares, on_event=lambda kind, p, data: told.append((kind, data)), on_exchange=saw
+    )
+    total = sum(minor(v) for v in shares.values())
+    debit = {"value": str(total), "assetCode": "USD", "assetScale": 2}
+    assert pending.state == State.AWAITING_APPROVAL and pending.leg_count == len(shares)
+    assert pending.debit_amount == debit and pending.amount == f"{Decimal(total) / 100:.2f}"
+    # One interactive grant for the sum, with no single receiver.
+    ((access,),) = [g["access_token"]["access"] for g in grants]
+    assert access["limits"] == {"debitAmount": debit}
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert state.balance("buyer") == buyer_before - total
+    for seller, share in shares.items():
+        assert state.balance(seller) == minor(share)
+    payments = state.outgoing_payments()
+    assert sorted(p.metadata["leg"] for p in payments) == list(range(1, len(shares) + 1))
+    legs = kit.store.legs(pending.id)
+    assert [(leg.seller_id, leg.state) for leg in legs] == [(s, LegState.COMPLETED) for s in shares]
+    kinds = [e.kind for e in kit.store.events(pending.id)]
+    assert kinds.count("leg_paying") == len(shares) and kinds.count("completed") == 1
+    # A webhook per offer, the legs in its body.
+    assert [kind for kind, _ in told] == ["approval.needed", "payment.completed"]
+    assert [leg["state"] for leg in told[-1][1]["legs"]] == ["completed"] * len(shares)
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
+    kit.store.close()
+
+
+# (wallets, fee, debit of each leg in the buyer's asset): 12.34 USD to one seller, or
+# 7.34 + 5.00 USD to two; each leg's debit rounds up on its own and pays its own fixed fee.
+CASES = {
+    "single-usd": ([], None, ["1234"]),
+    "single-usd-fee": ([], "1%+0.10", ["1257"]),
+    "single-eur": (["buyer:EUR:2:1000.00"], None, ["1143"]),
+    "single-eur-fee": (["buyer:EUR:2:1000.00"], "1%+0.10", ["1165"]),
+    "split-usd": ([], None, ["734", "500"]),
+    "split-usd-fee": ([], "1%+0.10", ["752", "515"]),
+    "split-eur": (["buyer:EUR:2:1000.00"], None, ["680", "463"]),
+    "split-eur-fee": (["buyer:EUR:2:1000.00"], "1%+0.10", ["697", "478"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_every_combination_pays_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    wallets, fee, debits = CASES[case]
+    monkeypatch.setenv("OPAPPROVE_REFERENCE_RATES", json.dumps(RATE_TEXTS))
+    shares = {"seller": "12.34"} if len(debits) == 1 else {"seller-a": "7.34", "seller-b": "5.00"}
+    kit = make_split_kit(
+        tmp_path,
+        monkeypatch,
+        [f"{s}:USD:2:0" for s in shares if s != "seller"],
+        wallets=wallets,
+        rates=Rates.parse(RATE_TEXTS),
+        fee=FeePolicy.parse(fee) if fee else FeePolicy(),
+    )
+    state = kit.sandbox.state
+    asset = "EUR" if wallets else "USD"
+    buyer_before = state.balance("buyer")
+    if len(debits) == 1:
+        flow = kit.flow
+        pending = await flow.start_quote(
+            offer_id="42", buyer_wallet=kit.sandbox.buyer, amount="12.34"
+        )
+    else:
+        flow, pending = await start_split(kit, shares)
+    total = sum(int(d) for d in debits)
+    assert pending.debit_amount == {"value": str(total), "assetCode": asset, "assetScale": 2}
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert state.balance("buyer") == buyer_before - total
+    for seller, share in shares.items():
+        assert state.balance(seller) == minor(share)
+    sent = sorted(p.debit for p in state.outgoing_payments())
+    assert sent == sorted(int(d) for d in debits)
+    legs = kit.store.legs(pending.id)
+    assert [leg.debit_amount["value"] for leg in legs] == (debits if len(debits) > 1 else [])
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
+    kit.store.close()
+
+
+@pytest.mark.parametrize("how", ["refused", "failed"])
+async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    shares = {"seller-a": "3.00", "seller-b": "2.00", "seller-c": "1.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    state = kit.sandbox.state
+    buyer_before = state.balance("buyer")
+    told: list[tuple[str, dict[str, Any]]] = []
+    flow, pending = await start_split(
+        kit, shares, on_event=lambda kind, p, data: told.append((kind, data))
+    )
+    if how == "refused":  # the wallet refuses the first leg's payment (a 4xx)
+        state.set_fault("POST /op/outgoing-payments", status=400, times=1)
+    else:  # the wallet makes it, then gives up on it (failed: true)
+        state.fail_next_payments(1)
+    ended = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert ended.state == State.PARTIALLY_PAID and for_state(str(ended.state)) == REFUSED
+    assert ended.last_error and ended.last_error.startswith("leg 1 (seller-a): ")
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.FAILED,
+        LegState.COMPLETED,
+        LegState.COMPLETED,
+    ]
+    assert [state.balance(s) for s in shares] == [0, 200, 100]
+    assert state.balance("buyer") == buyer_before - 300
+    failed = told[-1]
+    assert failed[0] == "payment.failed" and failed[1]["reason"] == "partially_paid"
+    assert [leg["state"] for leg in failed[1]["legs"]] == ["failed", "completed", "completed"]
+    # The failed leg's incoming payment stays open: the replay pays into it.
+    first = kit.store.get_leg(pending.id, 1)
+    assert first is not None
+    url = first.incoming_payment_url or ""
+    (open_one,) = [p for p in state.incoming_payments() if url.endswith(p.id)]
+    assert not open_one.completed
+
+    made = len(state.outgoing_payments())
+    done = await kit.new_flow().replay(pending.id)
+    assert done.state == State.COMPLETED and done.last_error is None
+    assert [state.balance(s) for s in shares] == [300, 200, 100]
+    assert state.balance("buyer") == buyer_before - 600
+    assert len(state.outgoing_payments()) == made + 1  # only the failed leg was paid again
+    retried = [e for e in kit.store.events(pending.id) if e.kind == "retrying_legs"]
+    assert [e.data["legs"] for e in retried] == [[1]]
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
+    kit.store.close()
