@@ -13,10 +13,15 @@ Rules (the README's contributors' note says the same):
   runs in its own session and the whole session is signalled once the block exits.
 - A block that cannot run here (a real wallet, minutes of work) has the line
   ``<!-- not run: <reason> -->`` directly above its opening fence.
+- A transcript is checked too: when the prose between a run block and the ```text block
+  after it says what the block "printed", every line of that text must appear in the
+  block's output, in order (lines the prose says were left out may be missing). Pending
+  ids and loopback ports differ from run to run and are compared as placeholders.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -70,6 +75,52 @@ def blocks(text: str) -> list[Block]:
         )
         i = j + 1
     return out
+
+
+def transcripts(text: str) -> dict[int, Block]:
+    """Run block's line → the ```text block after it that the prose calls what it printed."""
+    lines = text.splitlines()
+    found = blocks(text)
+    out: dict[int, Block] = {}
+    for block, after in itertools.pairwise(found):
+        if block.lang not in RUN_LANGUAGES or after.lang != "text":
+            continue
+        end = block.line + len(block.code.splitlines())  # the closing fence's index
+        between = " ".join(lines[end + 1 : after.line - 1])
+        if "printed" in between:
+            out[block.line] = after
+    return out
+
+
+# What differs between runs: a pending id (a ULID) and a loopback port.
+_VOLATILE = (
+    (re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b"), "<ID>"),
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<PORT>"),
+)
+
+
+def normalised(line: str) -> str:
+    for pattern, placeholder in _VOLATILE:
+        line = pattern.sub(placeholder, line)
+    return line.rstrip()
+
+
+def missing_lines(expected: str, *streams: str) -> list[str]:
+    """The expected lines not found, in order, in any of ``streams`` ([] when it holds).
+
+    Each stream is read in order on its own: a terminal shows stdout and stderr interleaved,
+    which two captured files cannot."""
+    seen = [[normalised(line) for line in stream.splitlines()] for stream in streams]
+    at = [0] * len(seen)
+    missing = []
+    for line in (normalised(x) for x in expected.splitlines() if x.strip()):
+        for n, lines in enumerate(seen):
+            if line in lines[at[n] :]:
+                at[n] = lines.index(line, at[n]) + 1
+                break
+        else:
+            missing.append(line)
+    return missing
 
 
 def runnable() -> list[Block]:
@@ -158,6 +209,7 @@ def results(
     def one(block: Block) -> tuple[int, subprocess.CompletedProcess[str]]:
         return block.line, run_block(block, tmp_path_factory.mktemp(f"readme-{block.line}"))
 
+    tmp_path_factory.getbasetemp()  # made once here: making it is not thread-safe
     with ThreadPoolExecutor(PARALLEL) as pool:
         return dict(pool.map(one, BLOCKS))
 
@@ -171,6 +223,43 @@ def test_readme_block_runs(
         f"README.md line {block.line} ({block.lang}) exited {result.returncode}\n"
         f"--- block ---\n{block.code}--- stdout ---\n{result.stdout}--- stderr ---\n{result.stderr}"
     )
+
+
+TRANSCRIPTS = transcripts(README.read_text("utf-8"))
+
+
+CHECKED = [b for b in BLOCKS if b.line in TRANSCRIPTS]
+
+
+@pytest.mark.parametrize("block", CHECKED, ids=[f"README.md:{b.line}-printed" for b in CHECKED])
+def test_readme_transcript_is_what_the_block_prints(
+    block: Block, results: dict[int, subprocess.CompletedProcess[str]]
+) -> None:
+    result = results[block.line]
+    shown = TRANSCRIPTS[block.line]
+    missing = missing_lines(shown.code, result.stdout, result.stderr)
+    assert not missing, (
+        f"README.md line {shown.line}: the transcript of the block at line {block.line} "
+        f"no longer matches what it prints; missing (in order):\n"
+        + "\n".join(missing)
+        + f"\n--- stdout ---\n{result.stdout}--- stderr ---\n{result.stderr}"
+    )
+
+
+def test_transcript_matching() -> None:
+    text = (
+        "```bash\necho hi\n```\n\nWhat it printed:\n\n```text\nhi\n```\n"
+        "```bash\nx\n```\n```text\ny\n```\n"
+    )
+    assert {line: b.code for line, b in transcripts(text).items()} == {1: "hi\n"}
+    printed = "noise\npending 01M8F39R5TPZZW4T3491XR1GY6 at http://127.0.0.1:4312/x\nend\n"
+    assert (
+        missing_lines("pending 01KAAAAAAAAAAAAAAAAAAAAAAA at http://127.0.0.1:4000/x\nend", printed)
+        == []
+    )
+    assert missing_lines(
+        "end\npending 01KAAAAAAAAAAAAAAAAAAAAAAA at http://127.0.0.1:4000/x", printed
+    ) == ["pending <ID> at http://127.0.0.1:<PORT>/x"]
 
 
 def test_the_readme_has_runnable_blocks_and_marks_say_why() -> None:
