@@ -150,6 +150,8 @@ async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
 ) -> None:
     shares = {"seller-a": "3.00", "seller-b": "2.00", "seller-c": "1.00"}
     kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    # With a webhook URL each announced transition writes its delivery (the outbox).
+    kit.settings = kit.settings.model_copy(update={"webhook_url": "http://127.0.0.1:9/hook"})
     state = kit.sandbox.state
     buyer_before = state.balance("buyer")
     told: list[tuple[str, dict[str, Any]]] = []
@@ -188,6 +190,19 @@ async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
     assert len(state.outgoing_payments()) == made + 1  # only the failed leg was paid again
     retried = [e for e in kit.store.events(pending.id) if e.kind == "retrying_legs"]
     assert [e.data["legs"] for e in retried] == [[1]]
+    # One webhook per offer and event, each seller's leg in its body.
+    bodies = [json.loads(d.body) for d in kit.store.webhook_deliveries(pending_id=pending.id)]
+    assert [(b["type"], b["status"]) for b in bodies] == [
+        ("approval.needed", "awaiting_approval"),
+        ("payment.failed", "partially_paid"),
+        ("payment.completed", "paid"),
+    ]
+    states = [[leg["state"] for leg in b["legs"]] for b in bodies]
+    assert states == [
+        ["quote_created"] * 3,
+        ["failed", "completed", "completed"],
+        ["completed"] * 3,
+    ]
     await flow.aclose()
     kit.sandbox.recorder.assert_clean()
     kit.store.close()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from opapprove.approvals import grant_setup, payment_steps
 from opapprove.approvals.access import grant_fields
 from opapprove.approvals.errors import FlowError, answer_of, quietly, translated
+from opapprove.approvals.split import restart_hint
 from opapprove.approvals.store import FINAL_STATES, Pending, State
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
@@ -213,8 +214,7 @@ async def expire(
     await flow._emit(EXPIRED, pending)
     raise FlowError(
         "Payment approval expired",
-        hint=f"start over: opapprove quote start --offer {pending.offer_id} --buyer "
-        f"{pending.buyer_wallet} --amount {pending.amount}",
+        hint=restart_hint(pending),
         kind="expired",
         pending_id=pending.id,
     )
