@@ -54,6 +54,17 @@ def seed(store_path: Path | str, buyer: str, count: int) -> None:
             store.record_error(pending.id, "GET buyer wallet timed out (seeded)")
 
 
+async def warm_up(store: Any, settings: Any, transport: Any = None) -> set[str]:
+    """Replay one stuck grant, so the non-interactive grants are in the store's cache; its id."""
+    from opapprove.approvals.flow import Flow
+    from opapprove.approvals.replay import replay_many, select_for_replay
+
+    first = select_for_replay(store, all=True)[:1]
+    async with Flow(store, settings, transport=transport) as flow:
+        await replay_many(flow, first)
+    return {p.id for p in first}
+
+
 async def replay_all(
     store_path: Path | str,
     config: Path,
@@ -73,17 +84,15 @@ async def replay_all(
 
     settings = load_settings(config, store=store_path, seller_id="s")
     with Store(store_path) as store:
-        warmed: set[str] = set()
-        if warm:
-            first = select_for_replay(store, all=True)[:1]
-            async with Flow(store, settings, transport=transport) as flow:
-                await replay_many(flow, first)
-            warmed = {p.id for p in first}
+        warmed = await warm_up(store, settings, transport) if warm else set()
         t0 = time.perf_counter()
         chosen = [p for p in select_for_replay(store, all=True) if p.id not in warmed]
         async with Flow(store, settings, transport=transport) as flow:
             outcomes = await replay_many(flow, chosen, concurrency=concurrency)
         elapsed = time.perf_counter() - t0
+    trouble = Counter(o.message[:160] for o in outcomes if o.outcome in ("error", "failed"))
+    for message, times in trouble.most_common(3):
+        print(f"   {times} x {message}", flush=True)
     return elapsed, Counter(o.outcome for o in outcomes)
 
 
@@ -114,6 +123,8 @@ def one_size(
             add_seller(store_path, "s", f"{sandbox.url}/seller", seller.key_id, seller.key_path)
             seed(store_path, f"{sandbox.url}/buyer", count + int(warm))
             if as_process:
+                if warm:
+                    asyncio.run(_warm_store(store_path, config))
                 return replay_process(sandbox, work, store_path, concurrency, workers)
             profiler = cProfile.Profile() if profile else None
             if profiler is not None:
@@ -129,6 +140,14 @@ def one_size(
                 profiler.disable()
                 profiler.dump_stats(profile)
     return elapsed, outcomes, cpu, sandbox_cpu
+
+
+async def _warm_store(store_path: Path | str, config: Path) -> None:
+    from opapprove.approvals.store import Store
+    from opapprove.settings import load_settings
+
+    with Store(store_path) as store:
+        await warm_up(store, load_settings(config, store=store_path, seller_id="s"))
 
 
 def replay_process(

@@ -62,3 +62,18 @@ def test_api_payees_of_the_wrong_shape(value: object, needle: str) -> None:
     with pytest.raises(FlowError) as err:
         payees_from_json(value)
     assert needle in err.value.message
+
+
+def test_starting_over_names_the_sellers_again_for_a_split() -> None:
+    from opapprove.approvals.records import Pending, State
+    from opapprove.approvals.split import restart_hint
+
+    fields = {"seller_id": "a", "offer_id": "42", "buyer_wallet": "https://ilp.test/b"}
+    one = Pending("p1", amount="10.00", state=State.EXPIRED, created_at=0, updated_at=0,
+                  version=1, **fields)  # fmt: skip
+    split = Pending("p2", amount="10.00", state=State.EXPIRED, created_at=0, updated_at=0,
+                    version=1, leg_count=2, **fields)  # fmt: skip
+    assert restart_hint(one).endswith("--buyer https://ilp.test/b --amount 10.00")
+    assert "--pay SELLER=AMOUNT for each seller of `opapprove pending show p2`" in (
+        restart_hint(split)
+    )

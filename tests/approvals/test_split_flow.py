@@ -144,12 +144,16 @@ async def test_every_combination_pays_exactly(
     kit.store.close()
 
 
-@pytest.mark.parametrize("how", ["refused", "failed"])
-async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+@pytest.mark.parametrize(
+    ("how", "then"), [("refused", "replay"), ("failed", "replay"), ("failed", "cancel")]
+)
+async def test_a_leg_that_fails_for_good_then_replay_pays_it_or_cancel_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, then: str
 ) -> None:
     shares = {"seller-a": "3.00", "seller-b": "2.00", "seller-c": "1.00"}
     kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    # With a webhook URL each announced transition writes its delivery (the outbox).
+    kit.settings = kit.settings.model_copy(update={"webhook_url": "http://127.0.0.1:9/hook"})
     state = kit.sandbox.state
     buyer_before = state.balance("buyer")
     told: list[tuple[str, dict[str, Any]]] = []
@@ -181,6 +185,9 @@ async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
     assert not open_one.completed
 
     made = len(state.outgoing_payments())
+    if then == "cancel":
+        await _cancel_gives_up_on_the_failed_leg(kit, pending.id, open_one.id, made)
+        return
     done = await kit.new_flow().replay(pending.id)
     assert done.state == State.COMPLETED and done.last_error is None
     assert [state.balance(s) for s in shares] == [300, 200, 100]
@@ -188,6 +195,51 @@ async def test_a_leg_that_fails_for_good_then_replay_pays_only_it(
     assert len(state.outgoing_payments()) == made + 1  # only the failed leg was paid again
     retried = [e for e in kit.store.events(pending.id) if e.kind == "retrying_legs"]
     assert [e.data["legs"] for e in retried] == [[1]]
+    # One webhook per offer and event, each seller's leg in its body.
+    bodies = [json.loads(d.body) for d in kit.store.webhook_deliveries(pending_id=pending.id)]
+    assert [(b["type"], b["status"]) for b in bodies] == [
+        ("approval.needed", "awaiting_approval"),
+        ("payment.failed", "partially_paid"),
+        ("payment.completed", "paid"),
+    ]
+    states = [[leg["state"] for leg in b["legs"]] for b in bodies]
+    assert states == [
+        ["quote_created"] * 3,
+        ["failed", "completed", "completed"],
+        ["completed"] * 3,
+    ]
     await flow.aclose()
     kit.sandbox.recorder.assert_clean()
+    kit.store.close()
+
+
+async def _cancel_gives_up_on_the_failed_leg(
+    kit: FlowKit, pending_id: str, incoming_id: str, made: int
+) -> None:
+    """`pending cancel` of a partially paid grant: the failed leg ends cancelled and its
+    incoming payment is closed; the paid legs, every balance and a later replay pay nothing."""
+    state = kit.sandbox.state
+    balances = {name: state.balance(name) for name in ("buyer", "seller-a", "seller-b", "seller-c")}
+    others = [(p.id, p.received, p.completed) for p in state.incoming_payments()]
+    paid_before = [o for o in others if o[0] != incoming_id]
+    cancelled = await kit.new_flow().cancel(pending_id)
+    assert cancelled.state == State.CANCELLED
+    legs = kit.store.legs(pending_id)
+    assert [leg.state for leg in legs] == [
+        LegState.CANCELLED,
+        LegState.COMPLETED,
+        LegState.COMPLETED,
+    ]
+    (closed,) = [p for p in state.incoming_payments() if p.id == incoming_id]
+    assert closed.completed
+    now = [(p.id, p.received, p.completed) for p in state.incoming_payments()]
+    assert [o for o in now if o[0] != incoming_id] == paid_before
+    kinds = [e.kind for e in kit.store.events(pending_id)]
+    assert kinds.count("leg_cancelled") == 1 and kinds.count("incoming_payment_closed") == 1
+    again = await kit.new_flow().cancel(pending_id)  # the CLI says "already cancelled"
+    assert again.state == State.CANCELLED
+    replayed = await kit.new_flow().replay(pending_id)
+    assert replayed.state == State.CANCELLED
+    assert len(state.outgoing_payments()) == made
+    assert {name: state.balance(name) for name in balances} == balances
     kit.store.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opapprove.approvals import grant_setup, payment_steps
+from opapprove.approvals import grant_setup, payment_steps, split_flow
 from opapprove.approvals.access import grant_fields
 from opapprove.approvals.errors import FlowError, answer_of, quietly, translated
+from opapprove.approvals.split import restart_hint
 from opapprove.approvals.store import FINAL_STATES, Pending, State
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
@@ -149,7 +150,9 @@ async def cancel(flow: Flow, pending_id: str) -> Pending:
     pending = flow._get(pending_id)
     if pending.state == State.CANCELLED:
         return pending
-    if pending.state in FINAL_STATES or pending.state in (State.PAYING, State.PAYMENT_CREATED):
+    # A partially paid split can still be cancelled: its unpaid legs are given up on.
+    settled = pending.state in FINAL_STATES and pending.state != State.PARTIALLY_PAID
+    if settled or pending.state in (State.PAYING, State.PAYMENT_CREATED):
         raise FlowError(
             f"grant {pending.id} is {pending.state}; there is nothing left to cancel",
             hint="a payment that was made cannot be cancelled here"
@@ -173,13 +176,17 @@ async def cancel(flow: Flow, pending_id: str) -> Pending:
             notes["token"] = await quietly(
                 client.revoke_token(pending.token_manage_url, pending.access_token)
             )
+        if pending.state == State.PARTIALLY_PAID:
+            notes["legs"] = split_flow.cancel_unpaid_legs(flow, pending)
         # The marketplace heard of it (approval.needed): say it will not be paid.
         told = Notice.failed("cancelled") if pending.interact_redirect is not None else None
         pending = flow._move(
             flow._get(pending.id), State.CANCELLED, event="cancelled", data=notes, notice=told
         )
     if told is not None:
-        await flow._emit(told, pending)
+        await flow._emit(told, pending)  # closes the incoming payments left open
+    else:
+        await flow._close_incoming(pending)
     return pending
 
 
@@ -213,8 +220,7 @@ async def expire(
     await flow._emit(EXPIRED, pending)
     raise FlowError(
         "Payment approval expired",
-        hint=f"start over: opapprove quote start --offer {pending.offer_id} --buyer "
-        f"{pending.buyer_wallet} --amount {pending.amount}",
+        hint=restart_hint(pending),
         kind="expired",
         pending_id=pending.id,
     )

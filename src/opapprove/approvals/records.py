@@ -171,6 +171,7 @@ class LegState(StrEnum):
     PAYMENT_CREATED = "payment_created"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # a failed leg given up on by `pending cancel`
 
 
 @dataclass(repr=False)
@@ -231,7 +232,7 @@ LEG_JSON_FIELDS = PENDING_JSON_FIELDS & frozenset(LEG_FIELDS)
 LEG_MANAGED_FIELDS = frozenset(
     {"pending_id", "leg", "state", "created_at", "updated_at", "version"}
 )
-LEG_FINAL_STATES = frozenset({LegState.COMPLETED, LegState.FAILED})
+LEG_FINAL_STATES = frozenset({LegState.COMPLETED, LegState.FAILED, LegState.CANCELLED})
 
 
 @dataclass(repr=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.split import restart_hint
 from opapprove.approvals.store import FINAL_STATES, Pending, State, StoreError
 from opapprove.openpayments import money
 from opapprove.openpayments.client import GrantTimeout
@@ -243,7 +244,7 @@ def _finished(before: Pending, after: Pending) -> ReplayOutcome:
         outcome, message = "completed", "paid" + _sent(after)
     elif state == State.EXPIRED:
         outcome, message = "expired", after.last_error or "Payment approval expired"
-        hint = _restart_hint(after)
+        hint = restart_hint(after)
     elif state in _SIDE_EXITS:
         outcome, message = "failed", after.last_error or f"the grant is {state}"
     elif state == before.state:
@@ -264,13 +265,6 @@ def _sent(pending: Pending) -> str:
     return f": {money.format_wire(sent)}" if isinstance(sent, dict) else ""
 
 
-def _restart_hint(pending: Pending) -> str:
-    return (
-        f"start over: opapprove quote start --offer {pending.offer_id} --buyer "
-        f"{pending.buyer_wallet} --amount {pending.amount}"
-    )
-
-
 # ---------------------------------------------------------------------- diagnosing
 
 
@@ -283,7 +277,7 @@ def diagnose(pending: Pending, *, now: float) -> Diagnosis:
         why = pending.last_error or ("paid" if state == State.COMPLETED else str(state))
         next_step = "nothing: the grant is finished"
         if state in (State.EXPIRED, State.REJECTED, State.CANCELLED, State.FAILED):
-            next_step = _restart_hint(pending)
+            next_step = restart_hint(pending)
         if state == State.PARTIALLY_PAID:
             next_step = f"{replay} quotes the legs that did not pay again and pays only those"
         return Diagnosis(str(state), why, next_step)
@@ -303,7 +297,7 @@ def diagnose(pending: Pending, *, now: float) -> Diagnosis:
             return Diagnosis(
                 "awaiting approval",
                 "the approval window has passed",
-                f"{replay} marks it expired; then {_restart_hint(pending)}",
+                f"{replay} marks it expired; then {restart_hint(pending)}",
             )
         if pending.poll:
             return Diagnosis(

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.records import Pending
 from opapprove.openpayments.errors import AmountError
 from opapprove.openpayments.money import check_decimal
 
@@ -56,6 +57,16 @@ def payees_from_json(value: Any) -> list[Payee]:
             raise _bad(f"payee {n} ({seller}) has no amount (a decimal string)", hint)
         out.append(Payee(seller.strip(), str(amount).strip()))
     return out
+
+
+def restart_hint(pending: Pending) -> str:
+    """How to ask for a grant like ``pending`` again (a split names each seller again)."""
+    command = f"opapprove quote start --offer {pending.offer_id} --buyer {pending.buyer_wallet}"
+    if pending.is_split:
+        return f"start over: {command} --pay SELLER=AMOUNT for each seller of" + (
+            f" `opapprove pending show {pending.id}`"
+        )
+    return f"start over: {command} --amount {pending.amount}"
 
 
 def check_payees(payees: list[Payee], *, amount: str | None = None) -> str:

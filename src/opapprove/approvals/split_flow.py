@@ -526,6 +526,25 @@ async def _settle(flow: Flow, pending: Pending) -> Pending:
     return ended
 
 
+def cancel_unpaid_legs(flow: Flow, pending: Pending) -> list[int]:
+    """Give up on a partially paid grant's failed legs (``pending cancel``): each ends
+    ``cancelled`` with its event; the paid legs stay as they are. Their incoming payments
+    are closed once the grant is cancelled (:func:`close_incoming`)."""
+    cancelled = []
+    for leg in flow.store.legs(pending.id):
+        if leg.state == LegState.FAILED:
+            flow.store.transition_leg(
+                pending.id,
+                leg.leg,
+                LegState.CANCELLED,
+                expect=LegState.FAILED,
+                event="leg_cancelled",
+                data={"error": leg.last_error},
+            )
+            cancelled.append(leg.leg)
+    return cancelled
+
+
 async def close_incoming(flow: Flow, pending: Pending) -> None:
     """Complete the incoming payments of the legs that will not be paid (best effort).
 

@@ -339,6 +339,12 @@ def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
         def render_one(console: Console) -> None:
             if already:
                 console.print(f"Grant {done.id} was already cancelled.", markup=False)
+            elif str(before.state) == "partially_paid":
+                console.print(
+                    f"Grant {done.id} cancelled (was partially_paid): the legs that did not"
+                    " pay are cancelled; the paid legs stay paid.",
+                    markup=False,
+                )
             else:
                 console.print(
                     f"Grant {done.id} cancelled (was {before.state}); nothing was paid.",
