@@ -62,6 +62,9 @@ class Access:
     _wallets: dict[str, tuple[float, models.WalletAddress]] = field(
         default_factory=dict, init=False, repr=False
     )
+    _grants_in_flight: dict[str, asyncio.Future[str]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     async def aclose(self) -> None:
         clients, self.clients = self.clients, {}
@@ -134,6 +137,28 @@ class Access:
             cached = self.store.get_cached_grant(key, now=self.clock())
             if cached is not None:
                 return cached.access_token
+        # Grants replayed side by side all miss the cache at once. Their grant requests, signed
+        # in the same second with a deterministic Ed25519 key, are byte-identical: a wallet that
+        # refuses replays (our sandbox) rejects all but one, and each costs a round trip. One
+        # request in flight per key serves every caller; any new token is as fresh as another.
+        running = self._grants_in_flight.get(key)
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = asyncio.ensure_future(self._request_grant(seller, auth_server, body, key))
+            self._grants_in_flight[key] = running
+            running.add_done_callback(lambda done: self._forget_grant_request(key, done))
+        return await asyncio.shield(running)
+
+    def _forget_grant_request(self, key: str, done: asyncio.Future[str]) -> None:
+        if self._grants_in_flight.get(key) is done:
+            del self._grants_in_flight[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here: every waiter may have gone
+
+    async def _request_grant(
+        self, seller: Seller, auth_server: str, body: models.GrantRequest, key: str
+    ) -> str:
+        assert body.access_token is not None
+        access = body.access_token.access[0]
         grant = await self.client_for(seller).request_grant(auth_server, body)
         if not isinstance(grant, models.Grant) or grant.access_token is None:
             raise FlowError(
