@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from opapprove.approvals import split_flow
 from opapprove.approvals.records import LegState
 from opapprove.approvals.split import Payee
 from opapprove.approvals.store import State
@@ -242,4 +243,41 @@ async def _cancel_gives_up_on_the_failed_leg(
     assert replayed.state == State.CANCELLED
     assert len(state.outgoing_payments()) == made
     assert {name: state.balance(name) for name in balances} == balances
+    kit.store.close()
+
+
+async def test_sellers_in_different_assets_each_get_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """seller-a holds USD (scale 2), seller-b JPY (scale 0), the buyer EUR: each leg is
+    quoted and paid in its seller's asset; the grant's summed receive amount is none."""
+    rates = ["EUR/USD=1.08", "EUR/JPY=160"]
+    monkeypatch.setenv("OPAPPROVE_REFERENCE_RATES", json.dumps(rates))
+    kit = make_split_kit(
+        tmp_path,
+        monkeypatch,
+        ["seller-a:USD:2:0", "seller-b:JPY:0:0"],
+        wallets=["buyer:EUR:2:1000.00"],
+        rates=Rates.parse(rates),
+    )
+    state = kit.sandbox.state
+    buyer_before = state.balance("buyer")
+    flow, pending = await start_split(kit, {"seller-a": "7.34", "seller-b": "500"})
+    # 7.34 USD / 1.08 = 6.7963 EUR and 500 JPY / 160 = 3.125 EUR, each rounded up.
+    assert pending.debit_amount == {"value": "993", "assetCode": "EUR", "assetScale": 2}
+    assert pending.receive_amount is None
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert state.balance("buyer") == buyer_before - 993
+    assert (state.balance("seller-a"), state.balance("seller-b")) == (734, 500)
+    assert sorted(p.debit for p in state.outgoing_payments()) == [313, 680]
+    assert done.amount == "7.34 USD + 500 JPY"  # a sum across assets would mean nothing
+    legs = split_flow.legs_json(flow, done)  # the `legs` of `status --json`
+    assert [leg["receiveAmount"] for leg in legs] == [
+        {"value": "734", "assetCode": "USD", "assetScale": 2},
+        {"value": "500", "assetCode": "JPY", "assetScale": 0},
+    ]
+    assert [leg["sentAmount"]["assetCode"] for leg in legs] == ["EUR", "EUR"]
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
     kit.store.close()

@@ -112,6 +112,9 @@ async def start_split(
                 "seller_doc": seller_doc,
             }
         )
+    assets = [wallet.asset_code for _, wallet in pairs]
+    if len(set(assets)) > 1:  # a sum across assets means nothing: say each share in its own
+        total = " + ".join(f"{p.amount} {a}" for p, a in zip(payees, assets, strict=True))
     pending = flow.store.create_pending(
         seller_id=sellers[0].id,
         offer_id=offer_id,
