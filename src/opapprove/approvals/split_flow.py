@@ -17,7 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from opapprove.approvals import grant_setup, payment_steps, quote_check
-from opapprove.approvals.access import incoming_grant, quote_grant, wallet_of
+from opapprove.approvals.access import quote_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.records import LEG_FINAL_STATES, Leg, LegState, Pending, State
 from opapprove.approvals.sellers import resolve_seller
@@ -175,23 +175,16 @@ async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
 
 async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> Leg:
     seller = resolve_seller(flow.settings, flow.store, leg.seller_id)
-    client = flow.access.client_for(seller)
     wallet = wallet_of(leg.seller_doc) if leg.seller_doc else None
     if wallet is None:
         wallet = await flow.access.wallet(seller, leg.seller_wallet)
-    body = models.CreateIncomingPayment(
-        wallet_address=wallet.id,
-        incoming_amount=models.AmountModel.of(wallet.amount(leg.amount)),
-        metadata={"offerId": pending.offer_id, "pendingId": pending.id, "leg": leg.leg},
-    )
-    incoming = await flow.access.with_grant(
+    incoming, public = await grant_setup.create_incoming_payment(
+        flow,
         seller,
-        wallet.auth_server,
-        incoming_grant(seller),
-        lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
+        wallet,
+        wallet.amount(leg.amount),
+        {"offerId": pending.offer_id, "pendingId": pending.id, "leg": leg.leg},
     )
-    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
-    public = {k: v for k, v in incoming.to_wire().items() if k != "methods"}
     return flow.store.transition_leg(
         pending.id,
         leg.leg,
@@ -363,16 +356,7 @@ async def _pay_leg(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsC
     if leg.state == LegState.PAYING:
         found = await _find_payment(flow, pending, leg, client)
         if found is not None:
-            return flow.store.transition_leg(
-                pending.id,
-                leg.leg,
-                LegState.PAYMENT_CREATED,
-                expect=LegState.PAYING,
-                event="leg_payment_found",
-                data={"outgoingPayment": found.id},
-                outgoing_payment_url=found.id,
-                outgoing_payment=found.to_wire(),
-            )
+            return _payment_created(flow, pending, leg, found, event="leg_payment_found")
     else:
         leg = flow.store.transition_leg(
             pending.id, leg.leg, LegState.PAYING, expect=LegState.QUOTE_CREATED, event="leg_paying"
@@ -414,12 +398,18 @@ async def _pay_leg(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsC
             data={"error": str(exc)},
             last_error=str(exc),
         )
+    return _payment_created(flow, pending, leg, payment, event="leg_payment_created")
+
+
+def _payment_created(
+    flow: Flow, pending: Pending, leg: Leg, payment: models.OutgoingPayment, *, event: str
+) -> Leg:
     return flow.store.transition_leg(
         pending.id,
         leg.leg,
         LegState.PAYMENT_CREATED,
         expect=LegState.PAYING,
-        event="leg_payment_created",
+        event=event,
         data={"outgoingPayment": payment.id},
         outgoing_payment_url=payment.id,
         outgoing_payment=payment.to_wire(),
