@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,17 @@ class FlowKit:
     def finish_url(self, redirect: str, *, reject: bool = False) -> str:
         url: str = self.sandbox.state.approve(redirect, reject=reject)
         return url
+
+    def clock_sleep(self) -> tuple[Callable[[float], Awaitable[None]], list[float]]:
+        """A flow's ``sleep`` that moves the sandbox's clock instead of waiting, and the list
+        of the waits it was asked for (so a test proves the flow waited, without waiting)."""
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            self.sandbox.clock.advance(seconds)
+
+        return sleep, slept
 
 
 def make_kit(
