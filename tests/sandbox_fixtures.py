@@ -33,7 +33,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from opapprove.openpayments.keys import generate_private_key, public_jwk
+from opapprove.approvals.store import Seller, Store
+from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
 from opapprove.openpayments.signatures import OpenPaymentsAuth, compact_json
 from opapprove.servers.sandbox import SandboxApp, SandboxConfig, create_app
 from opapprove.servers.serving import RunningServer, serve_in_thread
@@ -296,6 +297,28 @@ class Sandbox:
     def seller(self) -> str:
         return self.url("/seller")
 
+    def add_default_seller(
+        self,
+        store: Store,
+        key_path: Path,
+        *,
+        base: str | None = None,
+        created_at: float = 0.0,
+        replace: bool = False,
+    ) -> None:
+        """Write this sandbox's seller key to ``key_path`` (a new file) and make its
+        ``/seller`` wallet the store's default seller; ``base`` is where the sandbox is
+        served, else its in-process origin."""
+        write_private_key(key_path, self.key)
+        seller = Seller(
+            id="default-seller",
+            wallet_address_url=f"{base or self.base}/seller",
+            key_id=self.key_id,
+            private_key_path=str(key_path),
+            created_at=created_at,
+        )
+        store.add_seller(seller, replace=replace)
+
     @asynccontextmanager
     async def client(
         self,
@@ -396,6 +419,12 @@ class Api:
         assert resp.status_code == 200, resp.text
         token: dict[str, Any] = resp.json()["access_token"]
         return token
+
+    async def post_incoming_payment(self, token: str | None, **fields: Any) -> httpx.Response:
+        """POST an incoming payment to the seller's wallet (no amount unless in ``fields``)
+        and return the answer as it is: for tests of what the sandbox accepts or refuses."""
+        body = {"walletAddress": self.wallet_url("seller"), **fields}
+        return await self.post(f"{self.base}/op/incoming-payments", body, token=token)
 
     async def incoming_payment(
         self,

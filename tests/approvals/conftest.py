@@ -10,7 +10,7 @@ import pytest
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import Seller, Store
-from opapprove.openpayments.keys import public_jwk, write_private_key
+from opapprove.openpayments.keys import public_jwk
 from opapprove.servers.sandbox.accounts import with_wallets
 from opapprove.servers.sandbox.config import default_accounts
 from opapprove.servers.serving import RunningServer
@@ -69,19 +69,9 @@ def make_kit(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     box = make_sandbox(**sandbox_overrides)
-    key_path = tmp_path / "seller.pem"
-    write_private_key(key_path, box.key)
     location = tmp_path / "store.db" if store_at is None else store_at
     store = Store(location)
-    store.add_seller(
-        Seller(
-            id="default-seller",
-            wallet_address_url=box.seller,
-            key_id=box.key_id,
-            private_key_path=str(key_path),
-            created_at=0.0,
-        )
-    )
+    box.add_default_seller(store, tmp_path / "seller.pem")
     settings = load_settings(
         store=store.location, allow_http=True, base_url="http://127.0.0.1:3999"
     )

@@ -30,8 +30,7 @@ import pytest
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.records import HAPPY_PATH
-from opapprove.approvals.store import FINAL_STATES, Seller, State, Store
-from opapprove.openpayments.keys import write_private_key
+from opapprove.approvals.store import FINAL_STATES, State, Store
 from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending
 from tests.sandbox_fixtures import make_sandbox
@@ -209,20 +208,10 @@ def test_eight_processes_share_one_store_for_a_sustained_run(
     for name in [n for n in os.environ if n.startswith("OPAPPROVE_")]:
         monkeypatch.delenv(name)
     box = make_sandbox(clock=time.time, sleep=asyncio.sleep)
-    key_path = tmp_path / "seller.pem"
-    write_private_key(key_path, box.key)
     store_path = tmp_path / "shared" / "opapprove.db"
     with box.served() as server:
         with Store(store_path) as store:
-            store.add_seller(
-                Seller(
-                    id="default-seller",
-                    wallet_address_url=f"{server.url}/seller",
-                    key_id=box.key_id,
-                    private_key_path=str(key_path),
-                    created_at=0.0,
-                )
-            )
+            box.add_default_seller(store, tmp_path / "seller.pem", base=server.url)
         cfg = {
             "store": str(store_path),
             "base": server.url,

@@ -192,9 +192,7 @@ async def test_quote_request_problems(sandbox: Sandbox) -> None:
             assert resp.status_code == 400, extra
             assert error_of(resp)["description"] == description
         ip_token = (await api.token([{"type": "incoming-payment", "actions": ["create"]}]))["value"]
-        no_amount = await api.post(
-            sandbox.url("/op/incoming-payments"), {"walletAddress": sandbox.seller}, token=ip_token
-        )
+        no_amount = await api.post_incoming_payment(ip_token)
         body = {"walletAddress": sandbox.buyer, "receiver": no_amount.json()["id"], "method": "ilp"}
         resp = await api.post(sandbox.url("/op/quotes"), body, token=token)
         assert resp.status_code == 400
@@ -220,11 +218,7 @@ async def test_incoming_payment_lifecycle(sandbox: Sandbox) -> None:
             ({"incomingAmount": usd(0)}, "greater than 0"),
             ({"colour": "red"}, "colour"),
         ]:
-            resp = await api.post(
-                sandbox.url("/op/incoming-payments"),
-                {"walletAddress": sandbox.seller, **body},
-                token=token,
-            )
+            resp = await api.post_incoming_payment(token, **body)
             assert resp.status_code == 400, body
             assert needle in reason_of(resp)
         unknown = await api.post(
