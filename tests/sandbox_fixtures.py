@@ -340,6 +340,20 @@ class Sandbox:
             yield server
 
 
+class ServedWallets:
+    """The sandbox's wallet addresses where it is served: at ``self.url`` on loopback."""
+
+    url: str
+
+    @property
+    def buyer(self) -> str:
+        return f"{self.url}/buyer"
+
+    @property
+    def seller(self) -> str:
+        return f"{self.url}/seller"
+
+
 def make_sandbox(tmp_path: Path | None = None, **overrides: Any) -> Sandbox:
     key = generate_private_key()
     key_id = f"seller-{secrets.token_hex(4)}"
