@@ -35,6 +35,17 @@ def pytest_configure(config: pytest.Config) -> None:
         tempfile.tempdir = str(RAM_DISK)
 
 
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No OPAPPROVE_* variable or config file of the machine reaches the test: the platform's
+    config and data dirs are inside ``tmp_path`` (returned)."""
+    for name in [n for n in os.environ if n.upper().startswith("OPAPPROVE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the whole run, on loopback, in a temporary data folder."""

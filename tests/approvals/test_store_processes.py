@@ -201,12 +201,9 @@ async def _drain(store: Store, flow: Flow, sandbox_state: Any) -> None:
 
 @pytest.mark.slow
 def test_eight_processes_share_one_store_for_a_sustained_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    isolated_env: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    for name in [n for n in os.environ if n.startswith("OPAPPROVE_")]:
-        monkeypatch.delenv(name)
+    tmp_path = isolated_env
     box = make_sandbox(clock=time.time, sleep=asyncio.sleep)
     store_path = tmp_path / "shared" / "opapprove.db"
     with box.served() as server:

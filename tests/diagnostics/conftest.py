@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +55,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No config file or OPAPPROVE_* variable of the machine leaks into a test."""
-    for name in [n for n in os.environ if n.startswith("OPAPPROVE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+def isolated(isolated_env: Path) -> None:
+    """Every diagnostics test runs isolated from the machine's config (tests/conftest)."""
 
 
 def closed_port_url(path: str = "/alice") -> str:
