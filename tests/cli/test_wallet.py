@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,13 +90,7 @@ def test_unreachable_wallet_is_exit_4_one_line(cli: Cli) -> None:
 
 
 def test_unreachable_wallet_subprocess_no_traceback(cli: Cli) -> None:
-    proc = subprocess.run(
-        cli.argv("wallet", "check", closed_port_url()),
-        capture_output=True,
-        text=True,
-        env=cli.subprocess_env(),
-        check=False,
-    )
+    proc = cli.run_process("wallet", "check", closed_port_url())
     assert proc.returncode == exitcodes.TRANSPORT
     assert proc.stderr.startswith("error: Invalid wallet address")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
