@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import os
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from opapprove.approvals.records import HAPPY_PATH
 from opapprove.approvals.store import FINAL_STATES, State, Store
 from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending
+from tests.processes import worker_context
 from tests.sandbox_fixtures import make_sandbox
 
 RUN_SECONDS = 5.0  # how long the shop keeps starting quotes (the others run 1 s longer)
@@ -47,7 +47,7 @@ PATH = HAPPY_PATH
 
 
 # -------------------------------------------------------------------------- in the children
-# Module-level so the "spawn" start method can import them.
+# Module-level so the fork server (tests/processes.py) can import them.
 
 
 def _open(cfg: dict[str, Any]) -> tuple[Store, Flow]:
@@ -218,7 +218,7 @@ def test_eight_processes_share_one_store_for_a_sustained_run(
         roles = ["shop"] + ["listener"] * LISTENERS + ["replayer"] * REPLAYERS
         roles += ["reader"] * READERS
         assert len(roles) == 8
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         barrier, urls, out = ctx.Barrier(len(roles)), ctx.Queue(), ctx.Queue()
         procs = [ctx.Process(target=_worker, args=(r, cfg, barrier, urls, out)) for r in roles]
         buyer_before = box.state.balance("buyer")
