@@ -7,7 +7,9 @@ and only then the operation.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +43,8 @@ from opapprove.servers.sandbox.validation import (
     parse_json_object,
 )
 from opapprove.servers.sandbox.verify import grant_client_keys, verify_rs
+
+R = TypeVar("R", IncomingPayment, OutgoingPayment)
 
 # ----------------------------------------------------------------------------- JSON
 
@@ -207,7 +211,13 @@ async def create_incoming_payment(request: Request) -> Response:
     return JSONResponse(incoming_json(state, base, ip, methods=True), status_code=201)
 
 
-async def _list(request: Request, kind: str) -> tuple[Introspection, AccountConfig, dict[str, str]]:
+async def _list(
+    request: Request,
+    kind: str,
+    stored: Callable[[SandboxState], Iterable[R]],
+    shown: Callable[[SandboxState, str, R], dict[str, Any]],
+) -> Response:
+    """One page of the wallet's ``kind`` resources the caller may see, newest first."""
     state, base = _state(request), _base(request)
     query = _query(request)
     wallet = query.get("wallet-address")
@@ -219,22 +229,26 @@ async def _list(request: Request, kind: str) -> tuple[Introspection, AccountConf
             )
         )
     auth = await _authorize(request, b"", kind, "list", wallet)
-    return auth, _wallet_account(state, base, wallet), query
-
-
-async def list_incoming_payments(request: Request) -> Response:
-    state, base = _state(request), _base(request)
-    auth, acct, query = await _list(request, "incoming-payment")
+    acct = _wallet_account(state, base, wallet)
     with state.lock:
         items = [
             p
-            for p in state.incoming.values()
+            for p in stored(state)
             if p.account == acct.name
             and (auth.action == "list-all" or p.client == auth.grant.client_id)
         ]
         chosen, info = payments.page(items, query)
-        result = [incoming_json(state, base, p, methods=False) for p in chosen]
+        result = [shown(state, base, p) for p in chosen]
     return JSONResponse({"pagination": info, "result": result})
+
+
+async def list_incoming_payments(request: Request) -> Response:
+    return await _list(
+        request,
+        "incoming-payment",
+        lambda state: state.incoming.values(),
+        partial(incoming_json, methods=False),
+    )
 
 
 def _incoming(state: SandboxState, request: Request) -> IncomingPayment:
@@ -348,18 +362,9 @@ async def create_outgoing_payment(request: Request) -> Response:
 
 
 async def list_outgoing_payments(request: Request) -> Response:
-    state, base = _state(request), _base(request)
-    auth, acct, query = await _list(request, "outgoing-payment")
-    with state.lock:
-        items = [
-            p
-            for p in state.outgoing.values()
-            if p.account == acct.name
-            and (auth.action == "list-all" or p.client == auth.grant.client_id)
-        ]
-        chosen, info = payments.page(items, query)
-        result = [outgoing_json(state, base, p) for p in chosen]
-    return JSONResponse({"pagination": info, "result": result})
+    return await _list(
+        request, "outgoing-payment", lambda state: state.outgoing.values(), outgoing_json
+    )
 
 
 async def get_outgoing_payment(request: Request) -> Response:
