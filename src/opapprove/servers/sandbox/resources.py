@@ -163,7 +163,11 @@ async def _authorize(
     return auth
 
 
-def _body(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
+async def _body(
+    request: Request, allowed: set[str], required: set[str]
+) -> tuple[bytes, dict[str, Any]]:
+    """The request's body as sent (it is signed) and as a checked JSON object."""
+    raw = await request.body()
     try:
         data = parse_json_object(raw)
         only_keys(data, allowed, "the request body")
@@ -176,7 +180,7 @@ def _body(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
         raise payments.invalid_body("walletAddress must be a URL")
     if "metadata" in data and not isinstance(data["metadata"], dict):
         raise payments.invalid_body("metadata must be an object")
-    return data
+    return raw, data
 
 
 def _wallet_account(state: SandboxState, base: str, wallet: str) -> AccountConfig:
@@ -202,8 +206,9 @@ def _query(request: Request) -> dict[str, str]:
 
 async def create_incoming_payment(request: Request) -> Response:
     state, base = _state(request), _base(request)
-    raw = await request.body()
-    body = _body(raw, {"walletAddress", "incomingAmount", "expiresAt", "metadata"}, set())
+    raw, body = await _body(
+        request, {"walletAddress", "incomingAmount", "expiresAt", "metadata"}, set()
+    )
     wallet = body["walletAddress"]
     auth = await _authorize(request, raw, "incoming-payment", "create", wallet)
     acct = _wallet_account(state, base, wallet)
@@ -288,9 +293,8 @@ async def complete_incoming_payment(request: Request) -> Response:
 
 async def create_quote(request: Request) -> Response:
     state, base = _state(request), _base(request)
-    raw = await request.body()
-    body = _body(
-        raw,
+    raw, body = await _body(
+        request,
         {"walletAddress", "receiver", "method", "debitAmount", "receiveAmount"},
         {"walletAddress", "receiver", "method"},
     )
@@ -329,9 +333,8 @@ async def get_quote(request: Request) -> Response:
 
 async def create_outgoing_payment(request: Request) -> Response:
     state, base = _state(request), _base(request)
-    raw = await request.body()
-    body = _body(
-        raw,
+    raw, body = await _body(
+        request,
         {"walletAddress", "quoteId", "incomingPayment", "debitAmount", "metadata"},
         {"walletAddress"},
     )
