@@ -231,7 +231,8 @@ async def _serve(
     import uvicorn
 
     from opapprove.cli.flows import open_flow
-    from opapprove.cli.views import clock_time, iso
+    from opapprove.cli.output import iso
+    from opapprove.cli.views import clock_time
     from opapprove.servers.listener import create_listener_app
 
     class Server(uvicorn.Server):

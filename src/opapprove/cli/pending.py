@@ -161,7 +161,7 @@ def show(
     import time
 
     from opapprove.approvals.replay import diagnose
-    from opapprove.cli.views import iso
+    from opapprove.cli.output import iso
 
     runtime = Runtime.of(ctx)
     _plain(runtime, format_)  # the event trail is one line per event either way
