@@ -14,7 +14,9 @@ from opapprove.cli.errors import CliError
 from opapprove.cli.output import iso
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
+
+    from rich.console import Console
 
     from opapprove.approvals.store import Leg, Pending
 
@@ -191,6 +193,12 @@ def leg_line(leg: Leg) -> str:
     if leg.last_error and leg.state != "completed":
         line += f" — {leg.last_error}"
     return line
+
+
+def print_rows(console: Console, rows: Iterable[tuple[str, str]]) -> None:
+    """Label and value lines, the labels in one column (``status``, ``pending show``)."""
+    for label, value in rows:
+        console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
 
 def detail_rows(pending: Pending, *, now: float, legs: Sequence[Leg] = ()) -> list[tuple[str, str]]:
