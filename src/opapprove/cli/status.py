@@ -78,8 +78,6 @@ def status(
         pending, legs = runtime.run(go())
     code = (exitcodes.for_state(str(pending.state)) or 0) if watch else 0
     _show(runtime, pending, code, legs)
-    if code:
-        raise typer.Exit(code)
 
 
 async def _watch(
@@ -118,7 +116,6 @@ async def _watch_loop(
                 f"grant {pending.id} is still {pending.state} after {limit:g} s",
                 hint=f"watch longer with --timeout, or see `opapprove pending show {pending.id}`",
                 kind="timeout",
-                exit_code=exitcodes.TIMEOUT,
                 pending_id=pending.id,
             )
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
@@ -154,4 +151,4 @@ def _show(runtime: Runtime, pending: Pending, code: int, legs: list[Leg]) -> Non
         for label, value in detail_rows(pending, now=now, legs=legs):
             console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
-    runtime.output.result(data, render, exit_code=code)
+    runtime.conclude(data, render, exit_code=code)
