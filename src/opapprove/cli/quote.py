@@ -14,7 +14,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
-from opapprove.cli.options import SellerOption, seconds_option
+from opapprove.cli.options import BuyerOption, SellerOption, seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ SENDING_CHECK_INTERVAL = 0.5
 def start(
     ctx: typer.Context,
     offer: Annotated[str, typer.Option("--offer", metavar="ID", help="The offer (job) id.")],
-    buyer: Annotated[
-        str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
-    ],
+    buyer: BuyerOption,
     amount: Annotated[
         str | None,
         typer.Option(
@@ -137,9 +135,6 @@ def start(
 
     started, pending = runtime.run(go())
     _finish_output(runtime, started, pending, legs)
-    code = exitcodes.for_state(str(pending.state))
-    if code:
-        raise typer.Exit(code)
 
 
 def _payees(
@@ -239,7 +234,6 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             hint=f"the grant is still open: `opapprove pending replay {pending.id}` polls again,"
             f" `opapprove pending cancel {pending.id}` gives up",
             kind="timeout",
-            exit_code=exitcodes.TIMEOUT,
             pending_id=pending.id,
         ) from exc
     runtime.output.info(f"Approved; state {pending.state}.")
@@ -253,7 +247,6 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             f"the payment was created but not seen fully sent within {wait:g} s",
             hint=f"follow it with `opapprove status {pending.id} --watch`",
             kind="timeout",
-            exit_code=exitcodes.TIMEOUT,
             pending_id=pending.id,
         )
     return pending
@@ -333,12 +326,6 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending, legs: l
     # Debit, receive, the rate the quote implies and its fee, on every run (issue 16).
     terms = quote_terms(pending, _reference_rates(runtime))
     data["quoteTerms"] = terms.to_json() if terms else None
-    output = runtime.output
-    if output.json_mode:
-        output.result(data, exit_code=exitcodes.for_state(str(pending.state)) or 0)
-        return
-    if started is pending:
-        return  # everything was shown before waiting
 
     def render(console: Console) -> None:
         line = f"Payment {pending.state}"
@@ -353,4 +340,8 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending, legs: l
         for leg in legs:
             console.print(f"  leg {leg.leg}  {leg_line(leg)}", markup=False, soft_wrap=True)
 
-    output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)
+    code = exitcodes.for_state(str(pending.state)) or exitcodes.OK
+    if runtime.output.json_mode:
+        runtime.conclude(data, exit_code=code)
+    elif started is not pending:  # else everything was shown before waiting
+        runtime.conclude(data, render, exit_code=code)

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 import typer
 
-from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
 from opapprove.cli.options import FeeOption, LatencyOption, RateOption
 from opapprove.cli.runtime import Runtime
@@ -102,21 +101,17 @@ def build_config(
 
 def _check_port(port: int) -> None:
     """A port in use is said the way `listen` says it (exit 4), before uvicorn logs it."""
-    import socket
-
     if port == 0:
         return
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise CliError(
-                f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
-                hint="another process may be using the port: pick another --port (or --port 0),"
-                " or stop that process",
-                kind="transport",
-            ) from exc
+    from opapprove.cli.ports import listening_socket
+
+    probe = listening_socket(
+        "127.0.0.1",
+        port,
+        hint="another process may be using the port: pick another --port (or --port 0),"
+        " or stop that process",
+    )
+    probe.close()
 
 
 @app.callback()
@@ -422,7 +417,6 @@ async def _post_admin(
             f"cannot reach the sandbox at {origin}: {exc or type(exc).__name__}",
             hint="is `opapprove sandbox` running there?",
             kind="transport",
-            exit_code=exitcodes.TRANSPORT,
         ) from exc
     try:
         body = response.json()
@@ -435,6 +429,5 @@ async def _post_admin(
             f"the sandbox refused: {why or f'HTTP {response.status_code}'}",
             hint=hint,
             kind="refused",
-            exit_code=exitcodes.REFUSED,
         )
     return body, response.status_code
