@@ -55,20 +55,14 @@ class Kit(ServedWallets):
             if (p.metadata or {}).get("pendingId") in mine
         ]
 
+    def quote_start(self, offer: str, amount: str, *extra: str) -> tuple[str, ...]:
+        """The arguments of `quote start` for the sandbox's buyer (``extra`` after them)."""
+        buyer = self.buyer
+        return ("quote", "start", "--offer", offer, "--buyer", buyer, "--amount", amount, *extra)
+
     # -- the CLI in this process (CliRunner) ----------------------------------------------
     def start(self, offer: str = "o1", amount: str = "12.34", *extra: str) -> dict[str, Any]:
-        result = self.cli(
-            "--json",
-            "quote",
-            "start",
-            "--offer",
-            offer,
-            "--buyer",
-            self.buyer,
-            "--amount",
-            amount,
-            *extra,
-        )
+        result = self.cli("--json", *self.quote_start(offer, amount, *extra))
         assert result.exit_code == 0, result.output
         doc: dict[str, Any] = json.loads(result.stdout)
         return doc
@@ -98,9 +92,7 @@ class Kit(ServedWallets):
         )
 
     def start_sub(self, offer: str = "o1", amount: str = "12.34") -> dict[str, Any]:
-        proc = self.run(
-            "--json", "quote", "start", "--offer", offer, "--buyer", self.buyer, "--amount", amount
-        )
+        proc = self.run("--json", *self.quote_start(offer, amount))
         assert proc.code == 0, proc.stderr
         return proc.json()
 

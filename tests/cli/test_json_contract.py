@@ -127,20 +127,7 @@ def test_every_command_speaks_the_contract(kit: Kit, grants: dict[str, str]) -> 
 
 
 def test_the_approval_url_comes_before_a_poll_wait(kit: Kit) -> None:
-    result = kit.run(
-        "--json",
-        "quote",
-        "start",
-        "--offer",
-        "p",
-        "--buyer",
-        kit.buyer,
-        "--amount",
-        "1.00",
-        "--poll",
-        "--timeout",
-        "0.5",
-    )
+    result = kit.run("--json", *kit.quote_start("p", "1.00", "--poll", "--timeout", "0.5"))
     first = json.loads(result.stderr.splitlines()[0])
     assert first["event"] == "approvalNeeded" and first["approvalUrl"].startswith(kit.url)
     doc = one_document(result.stdout)

@@ -134,20 +134,7 @@ def test_timeout_needs_poll(kit: Kit) -> None:
 
 
 def test_poll_timeout_is_exit_8_and_the_grant_stays_open(kit: Kit) -> None:
-    result = kit.cli(
-        "--json",
-        "quote",
-        "start",
-        "--offer",
-        "o",
-        "--buyer",
-        kit.buyer,
-        "--amount",
-        "1",
-        "--poll",
-        "--timeout",
-        "0.2",
-    )
+    result = kit.cli("--json", *kit.quote_start("o", "1", "--poll", "--timeout", "0.2"))
     assert result.exit_code == exitcodes.TIMEOUT
     doc = json.loads(result.stdout)
     assert doc["error"]["kind"] == "timeout" and "pending replay" in doc["error"]["hint"]

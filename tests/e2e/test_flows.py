@@ -110,21 +110,7 @@ def test_pasted_finish_url_from_stdin(kit: Kit) -> None:
 
 
 def test_poll_waits_for_approval_and_pays(kit: Kit) -> None:
-    lines = Lines(
-        kit.popen(
-            "quote",
-            "start",
-            "--offer",
-            "o-poll",
-            "--buyer",
-            kit.buyer,
-            "--amount",
-            "3.00",
-            "--poll",
-            "--timeout",
-            "30",
-        )
-    )
+    lines = Lines(kit.popen(*kit.quote_start("o-poll", "3.00", "--poll", "--timeout", "30")))
     url = lines.until(lambda line: "/interact/" in line)
     assert kit.approve(url) == ""  # no finish redirect: the CLI polls instead
     code, rest, _ = lines.finish()
