@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from opapprove.approvals import quote_check, split_flow
+from opapprove.approvals import payment_steps, quote_check, seller_payment, split_flow
 from opapprove.approvals.access import grant_fields, incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.store import Pending, Seller, StaleState, State
@@ -104,7 +104,9 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
                 and quote_check.is_expired(pending.quote, flow.clock())
             )
         ):
-            pending = await _create_quote(flow, pending, seller)
+            step = payment_steps.GrantPayment(flow, pending)
+            await seller_payment.create_quote(step)
+            pending = step.pending
         if pending.state == State.QUOTE_CREATED:
             if not pending.is_split:  # a split's legs were checked one by one
                 await _check_quote(flow, pending)
@@ -205,36 +207,6 @@ async def create_incoming_payment(
     return incoming, {k: v for k, v in incoming.to_wire().items() if k != "methods"}
 
 
-async def _create_quote(flow: Flow, pending: Pending, seller: Seller) -> Pending:
-    quote = await new_quote(flow, pending, seller)
-    debit = quote.debit_amount.to_wire()
-    return flow._move(
-        pending,
-        State.QUOTE_CREATED,
-        expect=(State.INCOMING_CREATED, State.QUOTE_CREATED),
-        event="quote_created",
-        data={"quote": quote.id, "debitAmount": debit},
-        quote_url=quote.id,
-        quote=quote.to_wire(),
-        debit_amount=debit,
-        receive_amount=quote.receive_amount.to_wire(),
-    )
-
-
-async def new_quote(flow: Flow, pending: Pending, seller: Seller) -> models.Quote:
-    """A quote from the buyer's wallet for the grant's incoming payment."""
-    buyer = wallet_of(pending.buyer_doc)
-    assert pending.incoming_payment_url
-    body = models.CreateQuote(wallet_address=buyer.id, receiver=pending.incoming_payment_url)
-    client = flow.access.client_for(seller)
-    return await flow.access.with_grant(
-        seller,
-        buyer.auth_server,
-        quote_grant(seller),
-        lambda token: client.create_quote(buyer.resource_server, token, body),
-    )
-
-
 async def _check_quote(flow: Flow, pending: Pending) -> None:
     """Refuse a quote the offer cannot take (approvals/quote_check.py) before the buyer
     is asked: the grant ends ``cancelled`` and its incoming payment is closed."""
@@ -267,17 +239,15 @@ async def _check_quote(flow: Flow, pending: Pending) -> None:
 async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
     """The quote check said no: the grant ends ``cancelled`` before the buyer is asked, and
     the marketplace is told (which closes the incoming payments); ``exc`` names the grant."""
-    refused = Notice.failed("quote_refused")
-    cancelled = flow._move(
+    # payment.failed closes the incoming payment, as on every side exit.
+    await flow._end(
         pending,
         State.CANCELLED,
-        event="quote_refused",
+        Notice.failed("quote_refused"),
+        "quote_refused",
         data={"reason": exc.message},
-        notice=refused,
         last_error=exc.message,
     )
-    # payment.failed closes the incoming payment, as on every side exit.
-    await flow._emit(refused, cancelled)
     exc.pending_id = pending.id
 
 
