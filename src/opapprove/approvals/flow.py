@@ -229,7 +229,7 @@ class Flow:
             yield self._get(pending.id)
 
     def _approval_expired(self, pending: Pending) -> bool:
-        return bool(pending.approval_expires_at and self.clock() > pending.approval_expires_at)
+        return pending.approval_expired(self.clock())
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
         self.store.add_event(pending.id, kind, {"reason": why})

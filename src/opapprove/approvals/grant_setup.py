@@ -108,9 +108,9 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
             await seller_payment.create_quote(step)
             pending = step.pending
         if pending.state == State.QUOTE_CREATED:
-            if not pending.is_split:  # a split's legs were checked one by one
-                await _check_quote(flow, pending)
-            pending = await _request_outgoing_grant(flow, pending, seller)
+            # A split's legs were checked one by one.
+            checked = None if pending.is_split else await _check_quote(flow, pending)
+            pending = await _request_outgoing_grant(flow, pending, seller, checked)
     except op_errors.OpenPaymentsError as exc:
         unknown_outcome = isinstance(exc, op_errors.TransportError) or (
             isinstance(exc, op_errors.ResponseError) and exc.status >= 500
@@ -207,14 +207,20 @@ async def create_incoming_payment(
     return incoming, {k: v for k, v in incoming.to_wire().items() if k != "methods"}
 
 
-async def _check_quote(flow: Flow, pending: Pending) -> None:
-    """Refuse a quote the offer cannot take (approvals/quote_check.py) before the buyer
-    is asked: the grant ends ``cancelled`` and its incoming payment is closed."""
-    created = next((e for e in flow.store.events(pending.id) if e.kind == "created"), None)
-    note = created.data if created is not None else {}
-    policy = quote_check.QuotePolicy.from_settings(
+def quote_policy(flow: Flow, pending: Pending) -> quote_check.QuotePolicy:
+    """The quote check's limits: the settings', with what ``quote start`` asked for (its
+    ``--max-debit`` and ``--currency``, kept in the grant's ``created`` event)."""
+    note = flow.store.creation_note(pending.id)
+    return quote_check.QuotePolicy.from_settings(
         flow.settings, max_debit=note.get("maxDebit"), currency=note.get("currency")
     )
+
+
+async def _check_quote(flow: Flow, pending: Pending) -> dict[str, Any]:
+    """Refuse a quote the offer cannot take (approvals/quote_check.py) before the buyer
+    is asked: the grant ends ``cancelled`` and its incoming payment is closed. What was
+    checked, for the ``quote_checked`` event."""
+    policy = quote_policy(flow, pending)
     wanted = (pending.incoming_payment or {}).get("incomingAmount")
     offer = (
         money.Amount.from_wire(wanted)
@@ -233,7 +239,7 @@ async def _check_quote(flow: Flow, pending: Pending) -> None:
         if exc.kind == quote_check.REFUSED_KIND:
             await refuse_quote(flow, pending, exc)
         raise
-    flow.store.add_event(pending.id, "quote_checked", terms.to_json())
+    return terms.to_json()
 
 
 async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
@@ -251,14 +257,22 @@ async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
     exc.pending_id = pending.id
 
 
-async def _request_outgoing_grant(flow: Flow, pending: Pending, seller: Seller) -> Pending:
+async def _request_outgoing_grant(
+    flow: Flow, pending: Pending, seller: Seller, checked: dict[str, Any] | None
+) -> Pending:
     buyer = wallet_of(pending.buyer_doc)
     grant_url = buyer.auth_server
     nonce = pending.client_nonce or interaction.new_nonce()
     finish_uri = pending.finish_uri or finish_uri_for(flow.settings.base_url, pending.id)
-    # What the hash check needs is committed before the request leaves.
+    # What the hash check needs is committed before the request leaves; the quote check's
+    # verdict (``checked``) is logged in the same transaction.
     pending = flow.store.update(
-        pending.id, client_nonce=nonce, finish_uri=finish_uri, grant_url=grant_url
+        pending.id,
+        event=None if checked is None else "quote_checked",
+        data=checked,
+        client_nonce=nonce,
+        finish_uri=finish_uri,
+        grant_url=grant_url,
     )
     assert pending.debit_amount is not None
     body = models.outgoing_payment_grant(

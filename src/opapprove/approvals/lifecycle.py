@@ -86,13 +86,14 @@ def _poll_ended(exc: op_errors.GrantError) -> tuple[State, str] | None:
 async def refresh(flow: Flow, pending_id: str) -> Pending:
     """Re-read where a grant's payment stands (``status``); completes it when sent."""
     pending = flow._get(pending_id)
+    if not pending.needs_refresh(flow.clock()):
+        return pending
     if pending.state == State.PAYMENT_CREATED:
         return await payment_steps.after_approval(flow, pending)
-    if pending.state == State.AWAITING_APPROVAL and flow._approval_expired(pending):
-        try:
-            await expire(flow, pending, decided_here=True)
-        except FlowError:
-            return flow._get(pending.id)
+    try:
+        await expire(flow, pending, decided_here=True)
+    except FlowError:
+        return flow._get(pending.id)
     return pending
 
 

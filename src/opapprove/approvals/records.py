@@ -136,6 +136,16 @@ class Pending:
     def is_split(self) -> bool:
         return self.leg_count > 0
 
+    def approval_expired(self, now: float) -> bool:
+        return bool(self.approval_expires_at and now > self.approval_expires_at)
+
+    def needs_refresh(self, now: float) -> bool:
+        """Whether re-reading it (``status``) has work to do: a created payment to check at
+        the wallet, or an approval whose window has passed."""
+        return self.state == State.PAYMENT_CREATED or (
+            self.state == State.AWAITING_APPROVAL and self.approval_expired(now)
+        )
+
     def as_dict(self, *, redact_secrets: bool = True) -> dict[str, Any]:
         """Plain JSON-ready dict (for ``--json``); tokens are ``'***'`` unless told otherwise."""
         out = dataclasses.asdict(self)

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
-from opapprove.openpayments import keys, urls
+from opapprove.openpayments import urls
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from opapprove.settings import Settings
 
 
@@ -29,6 +29,8 @@ def key_path(private_key_path: str | Path) -> Path:
 
 def load_key(seller: Seller) -> Ed25519PrivateKey:
     """The seller's private key, from its key file; ``KeyLoadError`` says what is wrong."""
+    from opapprove.openpayments import keys  # cryptography: only where a key is read
+
     return keys.load_private_key_file(key_path(seller.private_key_path))
 
 
@@ -114,6 +116,8 @@ def validate_seller(
         wallet = urls.parse_wallet_address(wallet_address_url, allow_http=allow_http)
     except op_errors.WalletAddressError as exc:
         raise SellerInputError(f"Invalid wallet address: {exc}") from exc
+    from opapprove.openpayments import keys
+
     path = key_path(private_key_path)
     try:
         keys.load_private_key_file(path)

@@ -202,11 +202,7 @@ async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> Leg:
 async def _check_quotes(flow: Flow, pending: Pending) -> None:
     """Each leg's quote by the quote check's rules, and the summed debit by --max-debit;
     a refusal cancels the grant before the buyer is asked (as for a single payment)."""
-    created = next((e for e in flow.store.events(pending.id) if e.kind == "created"), None)
-    note = created.data if created is not None else {}
-    policy = quote_check.QuotePolicy.from_settings(
-        flow.settings, max_debit=note.get("maxDebit"), currency=note.get("currency")
-    )
+    policy = grant_setup.quote_policy(flow, pending)
     buyer_doc = pending.buyer_doc or {}
     checked: list[tuple[Leg, quote_check.QuoteTerms]] = []
     try:

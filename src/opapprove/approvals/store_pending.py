@@ -20,6 +20,7 @@ from opapprove.approvals.store_legs import leg_row
 from opapprove.approvals.store_rows import (
     _dumps,
     _event_from_row,
+    _loads,
     _pending_columns,
     _pending_from_row,
 )
@@ -327,6 +328,23 @@ class PendingRepository(Repository):
             return self._insert_event(conn, pending_id, at, kind, None, None, data)()
 
         return self.backend.write_single(txn, "adding an event")
+
+    def creation_note(self, pending_id: str) -> dict[str, Any]:
+        """The data of the grant's ``created`` event: create_pending's ``note`` and its ids.
+
+        One row, where ``events`` would read the whole trail (the quote check asks for it
+        on every grant of a bulk replay)."""
+
+        def read(conn: Tx) -> dict[str, Any]:
+            row = conn.execute(
+                "SELECT data FROM events WHERE pending_id = ? AND kind = 'created'"
+                " ORDER BY id LIMIT 1",
+                (pending_id,),
+            ).fetchone()
+            note: dict[str, Any] = (_loads(row["data"]) if row is not None else None) or {}
+            return note
+
+        return self._read(read, "reading a pending grant's events")
 
     def events(self, pending_id: str) -> list[Event]:
         return self._read_all(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, TypeVar
 
 from opapprove.approvals.backend import Row
@@ -106,10 +107,17 @@ def _leg_from_row(row: Row) -> Leg:
     return Leg(**_row_values(row, LEG_FIELDS, LEG_JSON_FIELDS, LegState))
 
 
+@cache
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    # Asked for every row read (a bulk replay reads thousands): dataclasses.fields each time
+    # rebuilt the list.
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _record(cls: type[R], row: Row, **json_defaults: Any) -> R:
     """A record whose fields are the row's columns of the same names; the columns named in
     ``json_defaults`` hold JSON text (decoded, or that default when empty)."""
-    values = {f.name: row[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: row[name] for name in _field_names(cls)}  # type: ignore[arg-type]
     for name, default in json_defaults.items():
         values[name] = _loads(values[name]) or default
     return cls(**values)

@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import SecretStr
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import Outbound, State, StoreError, WebhookDelivery
 
 if TYPE_CHECKING:
+    import httpx
+
     from opapprove.approvals.store import Outbox, Pending, Store
     from opapprove.settings import Settings
 
@@ -310,6 +311,8 @@ class WebhookSender:
         await self.aclose()
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx  # only a process that sends webhooks pays for it (`status` does not)
+
         if self._http is None:
             self._http = httpx.AsyncClient(
                 transport=self._transport, timeout=self.timeout, follow_redirects=False
@@ -470,6 +473,8 @@ class WebhookSender:
         self, url: str, ident: str, body: bytes
     ) -> tuple[int | None, str | None, bool, float | None]:
         """One attempt: ``(status, error or None, worth retrying, server's Retry-After)``."""
+        import httpx
+
         timestamp = int(self.clock())
         headers = {
             "Content-Type": "application/json",

@@ -121,7 +121,6 @@ def demo(
                 "nobody approved the payment in time",
                 hint="run the demo again and click Approve on the consent page",
                 kind="timeout",
-                exit_code=exitcodes.TIMEOUT,
             ) from exc
 
     if keep is not None:
@@ -134,8 +133,6 @@ def demo(
         with tempfile.TemporaryDirectory(prefix="opapprove-demo-") as tmp:
             result = run_in(Path(tmp))
     _show(runtime, result, kept=keep is not None)
-    if str(result.pending.state) != "completed":
-        raise typer.Exit(exitcodes.for_state(str(result.pending.state)) or exitcodes.UNEXPECTED)
 
 
 def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
@@ -174,7 +171,7 @@ def _show(runtime: Runtime, result: DemoResult, *, kept: bool) -> None:
 
     done = str(pending.state) == "completed"
     code = 0 if done else exitcodes.for_state(str(pending.state)) or exitcodes.UNEXPECTED
-    runtime.output.result(data, render, ok=done, exit_code=code)
+    runtime.conclude(data, render, ok=done, exit_code=code)
 
 
 def _render(console: Console, result: DemoResult, *, kept: bool) -> None:

@@ -91,6 +91,4 @@ def doctor(
             markup=False,
         )
 
-    runtime.output.result(data, render, ok=code == exitcodes.OK, exit_code=code)
-    if code != exitcodes.OK:
-        raise typer.Exit(code)
+    runtime.conclude(data, render, ok=code == exitcodes.OK, exit_code=code)

@@ -58,9 +58,6 @@ def finish(
 
     pending, legs = runtime.run(go())
     show_outcome(runtime, pending, legs)
-    code = exitcodes.for_state(str(pending.state))
-    if code:
-        raise typer.Exit(code)
 
 
 def show_outcome(runtime: Runtime, pending: Pending, legs: Sequence[Leg] = ()) -> None:
@@ -93,4 +90,4 @@ def show_outcome(runtime: Runtime, pending: Pending, legs: Sequence[Leg] = ()) -
             console.print(f"  leg {leg.leg}:  {leg_line(leg)}", markup=False, soft_wrap=True)
         console.print(f"  pending id:       {pending.id}", markup=False)
 
-    runtime.output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)
+    runtime.conclude(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)

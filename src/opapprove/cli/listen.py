@@ -110,7 +110,6 @@ def listen(
             hint="did the buyer approve? Is the wallet redirecting to this listener's"
             " base_url? (`opapprove pending list` shows what is waiting)",
             kind="timeout",
-            exit_code=exitcodes.TIMEOUT,
         )
     if outcome.code:
         raise typer.Exit(outcome.code)
@@ -149,7 +148,6 @@ def _bind(host: str, port: int) -> socket.socket:
             hint="another process may be using the port: pick another with --port (and"
             " set base_url to match), or stop that process",
             kind="transport",
-            exit_code=exitcodes.TRANSPORT,
         ) from exc
     sock.setblocking(False)
     return sock

@@ -377,6 +377,4 @@ def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
             markup=False,
         )
 
-    output.result(data, render_many, ok=not failed, exit_code=code)
-    if failed:
-        raise typer.Exit(code)
+    runtime.conclude(data, render_many, ok=not failed, exit_code=code)

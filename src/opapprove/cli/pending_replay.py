@@ -162,9 +162,7 @@ def replay(
         noun = "grant" if len(outcomes) == 1 else "grants"
         console.print(f"Replayed {len(outcomes)} {noun}: {parts}", markup=False)
 
-    output.result(data, render, ok=code == exitcodes.OK, exit_code=code)
-    if code:
-        raise typer.Exit(code)
+    runtime.conclude(data, render, ok=code == exitcodes.OK, exit_code=code)
 
 
 async def _replay_in_worker(

@@ -137,9 +137,6 @@ def start(
 
     started, pending = runtime.run(go())
     _finish_output(runtime, started, pending, legs)
-    code = exitcodes.for_state(str(pending.state))
-    if code:
-        raise typer.Exit(code)
 
 
 def _payees(
@@ -239,7 +236,6 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             hint=f"the grant is still open: `opapprove pending replay {pending.id}` polls again,"
             f" `opapprove pending cancel {pending.id}` gives up",
             kind="timeout",
-            exit_code=exitcodes.TIMEOUT,
             pending_id=pending.id,
         ) from exc
     runtime.output.info(f"Approved; state {pending.state}.")
@@ -253,7 +249,6 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             f"the payment was created but not seen fully sent within {wait:g} s",
             hint=f"follow it with `opapprove status {pending.id} --watch`",
             kind="timeout",
-            exit_code=exitcodes.TIMEOUT,
             pending_id=pending.id,
         )
     return pending
@@ -333,12 +328,6 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending, legs: l
     # Debit, receive, the rate the quote implies and its fee, on every run (issue 16).
     terms = quote_terms(pending, _reference_rates(runtime))
     data["quoteTerms"] = terms.to_json() if terms else None
-    output = runtime.output
-    if output.json_mode:
-        output.result(data, exit_code=exitcodes.for_state(str(pending.state)) or 0)
-        return
-    if started is pending:
-        return  # everything was shown before waiting
 
     def render(console: Console) -> None:
         line = f"Payment {pending.state}"
@@ -353,4 +342,8 @@ def _finish_output(runtime: Runtime, started: Pending, pending: Pending, legs: l
         for leg in legs:
             console.print(f"  leg {leg.leg}  {leg_line(leg)}", markup=False, soft_wrap=True)
 
-    output.result(data, render, exit_code=exitcodes.for_state(str(pending.state)) or 0)
+    code = exitcodes.for_state(str(pending.state)) or exitcodes.OK
+    if runtime.output.json_mode:
+        runtime.conclude(data, exit_code=code)
+    elif started is not pending:  # else everything was shown before waiting
+        runtime.conclude(data, render, exit_code=code)

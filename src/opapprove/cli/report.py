@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
 from opapprove.cli.options import SinceOption
 from opapprove.cli.runtime import Runtime
@@ -100,24 +98,16 @@ def _check_writable(path: Path) -> None:
 
 
 def _write_html(result: Report, path: Path, store_name: str) -> None:
+    from opapprove.cli.files import write_report
     from opapprove.diagnostics.report_html import ReportExtraMissing, render_html
 
     try:
         page = render_html(result, store_name=store_name)
     except ReportExtraMissing as exc:
-        raise CliError(str(exc), kind="configuration", exit_code=exitcodes.CONFIG) from None
-    target = path.expanduser()
-    # Whole or not at all: a half-written page would render as a broken report.
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(page)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise CliError(
-            f"cannot write the report page {path}: {exc.strerror or exc}",
-            hint="give --html a file in a folder you can write",
-        ) from None
+        raise CliError(str(exc), kind="config") from None
+    write_report(
+        path, page, what="the report page", hint="give --html a file in a folder you can write"
+    )
 
 
 # ------------------------------------------------------------------------- terminal

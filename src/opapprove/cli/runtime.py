@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.cli import exitcodes
-from opapprove.cli.output import Output
+from opapprove.cli.output import Output, Render
 
 if TYPE_CHECKING:
     import typer
@@ -173,6 +173,23 @@ class Runtime:
 
             self.output.error(interrupted(self.resume))
             raise typer.Exit(exitcodes.INTERRUPTED) from None
+
+    def conclude(
+        self,
+        data: dict[str, Any],
+        render: Render | None = None,
+        *,
+        ok: bool = True,
+        exit_code: int = exitcodes.OK,
+    ) -> None:
+        """Show the command's answer (``Output.result``), then end with ``exit_code``.
+
+        One call, so the code in ``--json``'s ``exitCode`` is always the process's."""
+        self.output.result(data, render, ok=ok, exit_code=exit_code)
+        if exit_code != exitcodes.OK:
+            import typer
+
+            raise typer.Exit(exit_code)
 
     def close(self) -> None:
         if self._store is not None:

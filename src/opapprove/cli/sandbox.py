@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 import typer
 
-from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
 from opapprove.cli.options import FeeOption, LatencyOption, RateOption
 from opapprove.cli.runtime import Runtime
@@ -422,7 +421,6 @@ async def _post_admin(
             f"cannot reach the sandbox at {origin}: {exc or type(exc).__name__}",
             hint="is `opapprove sandbox` running there?",
             kind="transport",
-            exit_code=exitcodes.TRANSPORT,
         ) from exc
     try:
         body = response.json()
@@ -435,6 +433,5 @@ async def _post_admin(
             f"the sandbox refused: {why or f'HTTP {response.status_code}'}",
             hint=hint,
             kind="refused",
-            exit_code=exitcodes.REFUSED,
         )
     return body, response.status_code

@@ -138,11 +138,9 @@ def _write_key_file(path: Path, pem: bytes, *, replace: bool) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    os.replace(tmp, path)
+    from opapprove.cli.files import write_whole
+
+    write_whole(path, pem)
 
 
 def _key_argument_is_file(value: str) -> Path | None:

@@ -218,9 +218,7 @@ def verify(
             _render(console, captured, source, result)
 
     code = exitcodes.OK if ok else exitcodes.UNCHECKED if unchecked else exitcodes.VERIFICATION
-    runtime.output.result(data, render, ok=ok, exit_code=code)
-    if code:
-        raise typer.Exit(code)
+    runtime.conclude(data, render, ok=ok, exit_code=code)
 
 
 def _render(console: Console, captured: CapturedRequest, source: str, result: SigCheck) -> None:

@@ -9,13 +9,11 @@ first failure's. No webhooks are sent for smoke grants.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opapprove.cli.errors import CliError
 from opapprove.cli.options import SellerOption
 from opapprove.cli.runtime import Runtime
 from opapprove.openpayments.redaction import redact_text
@@ -39,20 +37,6 @@ def _redacted(report: SmokeReport) -> SmokeReport:
         for step in report.steps
     ]
     return dataclasses.replace(report, steps=steps)
-
-
-def _write_junit(path: Path, xml: str) -> None:
-    path = path.expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(xml, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CliError(
-            f"cannot write the JUnit report {path}: {exc.strerror or exc}",
-            hint="choose another --junit path",
-        ) from exc
 
 
 def smoke(
@@ -90,7 +74,11 @@ def smoke(
 
     report = _redacted(runtime.run(go()))
     if junit is not None:
-        _write_junit(junit, to_junit(report))
+        from opapprove.cli.files import write_report
+
+        write_report(
+            junit, to_junit(report), what="the JUnit report", hint="choose another --junit path"
+        )
 
     def render(console: Console) -> None:
         width = max(len(step.name) for step in report.steps)
@@ -105,7 +93,4 @@ def smoke(
         verdict = "smoke: ok" if failed is None else f"smoke: FAILED at {failed.name}"
         console.print(verdict, markup=False)
 
-    code = 0 if report.ok else report.exit_code
-    runtime.output.result(report.to_json(), render, ok=report.ok, exit_code=code)
-    if not report.ok:
-        raise typer.Exit(report.exit_code)
+    runtime.conclude(report.to_json(), render, ok=report.ok, exit_code=report.exit_code)

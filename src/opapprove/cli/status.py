@@ -55,24 +55,29 @@ def status(
     limit = float(timeout if timeout is not None else settings.poll_timeout)
     if not runtime.store_exists():  # looking must not create a store
         raise unknown_pending(pending_id)
+    import time
+
+    store = runtime.store()
+    stored = store.get_pending(pending_id)
 
     async def go() -> tuple[Pending, list[Leg]]:
         from opapprove.cli.flows import open_flow
 
         async with open_flow(runtime) as session:
             flow = session.flow
-            stored = flow.store.get_pending(pending_id)
             # Unknown ids get the flow's own error; a grant someone else is moving is shown.
             pending = await (flow.refresh(pending_id) if stored is None else _refresh(flow, stored))
             if watch:
                 pending = await _watch(runtime, session.flow, pending, interval, limit)
-            return pending, flow.store.legs(pending.id) if pending.is_split else []
+            return pending, store.legs(pending.id) if pending.is_split else []
 
-    pending, legs = runtime.run(go())
+    if stored is not None and not watch and not stored.needs_refresh(time.time()):
+        # Nothing to check at the wallet: shown as stored, without the flow and its imports.
+        pending, legs = stored, store.legs(stored.id) if stored.is_split else []
+    else:
+        pending, legs = runtime.run(go())
     code = (exitcodes.for_state(str(pending.state)) or 0) if watch else 0
     _show(runtime, pending, code, legs)
-    if code:
-        raise typer.Exit(code)
 
 
 async def _watch(
@@ -111,7 +116,6 @@ async def _watch_loop(
                 f"grant {pending.id} is still {pending.state} after {limit:g} s",
                 hint=f"watch longer with --timeout, or see `opapprove pending show {pending.id}`",
                 kind="timeout",
-                exit_code=exitcodes.TIMEOUT,
                 pending_id=pending.id,
             )
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
@@ -147,4 +151,4 @@ def _show(runtime: Runtime, pending: Pending, code: int, legs: list[Leg]) -> Non
         for label, value in detail_rows(pending, now=now, legs=legs):
             console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
-    runtime.output.result(data, render, exit_code=code)
+    runtime.conclude(data, render, exit_code=code)

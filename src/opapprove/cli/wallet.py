@@ -216,11 +216,7 @@ def check(
     def render(console: Console) -> None:
         _render(console, report, verdict)
 
-    runtime.output.result(
-        data, render, ok=report.ok, exit_code=0 if report.ok else report.exit_code
-    )
-    if not report.ok:
-        raise typer.Exit(report.exit_code)
+    runtime.conclude(data, render, ok=report.ok, exit_code=report.exit_code)
 
 
 def _render(console: Console, report: Report, verdict: str) -> None:

@@ -111,13 +111,12 @@ def verify(
             "message": exc.message,
             "hint": exc.hint,
         }
-        runtime.output.result(
+        runtime.conclude(
             data,
             lambda console: console.print(why, markup=False, soft_wrap=True),
             ok=False,
             exit_code=exitcodes.VERIFICATION,
         )
-        raise typer.Exit(exitcodes.VERIFICATION) from None
     signed_at = _timestamp(value)
     data = {"valid": True, "signedAt": signed_at, "ageSeconds": round(now - signed_at, 1)}
 

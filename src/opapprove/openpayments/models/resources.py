@@ -4,7 +4,7 @@ payments, and pages of them."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -18,7 +18,6 @@ from pydantic import (
     model_validator,
 )
 
-from opapprove.openpayments import keys
 from opapprove.openpayments.models.base import (
     B64URL_PATTERN,
     ILP_ADDRESS_PATTERN,
@@ -31,6 +30,10 @@ from opapprove.openpayments.models.base import (
     _Sent,
 )
 from opapprove.openpayments.money import Amount
+
+if TYPE_CHECKING:
+    # keys loads cryptography: a process that only reads documents (`status`) never needs it.
+    from opapprove.openpayments import keys
 
 # --------------------------------------------------------------------------- wallet address
 
@@ -61,6 +64,8 @@ class JWK(_Model):
     use: Literal["sig"] | None = None
 
     def to_jwk(self) -> keys.Jwk:
+        from opapprove.openpayments import keys
+
         return keys.Jwk(kid=self.kid, x=self.x, use=self.use)
 
     @classmethod
