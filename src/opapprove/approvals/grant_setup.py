@@ -166,45 +166,9 @@ async def _create_incoming(flow: Flow, pending: Pending, seller: Seller) -> Pend
         incoming_amount = wallet.amount(pending.amount)
     except op_errors.AmountError as exc:
         raise translated(exc, "invalid amount", kind="input", pending_id=pending.id) from exc
-    incoming, public = await create_incoming_payment(
-        flow,
-        seller,
-        wallet,
-        incoming_amount,
-        {"offerId": pending.offer_id, "pendingId": pending.id},
-    )
-    return flow._move(
-        pending,
-        State.INCOMING_CREATED,
-        event="incoming_payment_created",
-        data={"incomingPayment": incoming.id},
-        incoming_payment_url=incoming.id,
-        incoming_payment=public,
-    )
-
-
-async def create_incoming_payment(
-    flow: Flow,
-    seller: Seller,
-    wallet: models.WalletAddress,
-    amount: money.Amount,
-    metadata: dict[str, Any],
-) -> tuple[models.IncomingPayment, dict[str, Any]]:
-    """The seller's incoming payment, and what of it the store may keep."""
-    body = models.CreateIncomingPayment(
-        wallet_address=wallet.id,
-        incoming_amount=models.AmountModel.of(amount),
-        metadata=metadata,
-    )
-    client = flow.access.client_for(seller)
-    incoming = await flow.access.with_grant(
-        seller,
-        wallet.auth_server,
-        incoming_grant(seller),
-        lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
-    )
-    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
-    return incoming, {k: v for k, v in incoming.to_wire().items() if k != "methods"}
+    step = payment_steps.GrantPayment(flow, pending)
+    await seller_payment.create_incoming(step, seller, wallet, incoming_amount)
+    return step.pending
 
 
 def quote_policy(flow: Flow, pending: Pending) -> quote_check.QuotePolicy:

@@ -1,5 +1,5 @@
-"""One seller's payment, from its quote to its outgoing payment: a single grant's payment and
-each leg of a split payment go through these same steps.
+"""One seller's payment, from its incoming payment to its outgoing payment: a single grant's
+payment and each leg of a split payment go through these same steps.
 
 The step that moves money is guarded: ``paying`` is committed (durably) before the
 outgoing payment is created, and from ``paying`` the buyer's wallet is first searched for
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from opapprove.approvals import quote_check
-from opapprove.approvals.access import quote_grant, wallet_of
+from opapprove.approvals.access import incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import translated
-from opapprove.approvals.records import Leg, Pending
+from opapprove.approvals.records import Leg, Pending, Seller
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import models, money
 
@@ -128,6 +128,39 @@ class SellerPayment(ABC):
             quote_grant(seller),
             lambda token: client.create_quote(buyer.resource_server, token, body),
         )
+
+
+async def create_incoming(
+    step: SellerPayment,
+    seller: Seller,
+    wallet: models.WalletAddress,
+    amount: money.Amount,
+    **fields: Any,
+) -> None:
+    """Step 2: the seller's incoming payment for ``amount``, kept with ``fields``."""
+    body = models.CreateIncomingPayment(
+        wallet_address=wallet.id,
+        incoming_amount=models.AmountModel.of(amount),
+        metadata={"offerId": step.pending.offer_id, "pendingId": step.pending.id, **step.about},
+    )
+    client = step.flow.access.client_for(seller)
+    incoming = await step.flow.access.with_grant(
+        seller,
+        wallet.auth_server,
+        incoming_grant(seller),
+        lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
+    )
+    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
+    public = {k: v for k, v in incoming.to_wire().items() if k != "methods"}
+    step.move(
+        "incoming_created",
+        expect=("started",),
+        event="incoming_payment_created",
+        data={"incomingPayment": incoming.id},
+        incoming_payment_url=incoming.id,
+        incoming_payment=public,
+        **fields,
+    )
 
 
 async def create_quote(step: SellerPayment) -> None:

@@ -174,28 +174,15 @@ async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
     return pending
 
 
-async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> Leg:
+async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> None:
     seller = resolve_seller(flow.settings, flow.store, leg.seller_id)
     wallet = wallet_of(leg.seller_doc) if leg.seller_doc else None
     if wallet is None:
         wallet = await flow.access.wallet(seller, leg.seller_wallet)
-    incoming, public = await grant_setup.create_incoming_payment(
-        flow,
-        seller,
-        wallet,
-        wallet.amount(leg.amount),
-        {"offerId": pending.offer_id, "pendingId": pending.id, "leg": leg.leg},
-    )
-    return flow.store.transition_leg(
-        pending.id,
-        leg.leg,
-        LegState.INCOMING_CREATED,
-        expect=LegState.STARTED,
-        event="leg_incoming_payment_created",
-        data={"incomingPayment": incoming.id},
-        seller_doc=wallet.to_wire(),
-        incoming_payment_url=incoming.id,
-        incoming_payment=public,
+    step = LegPayment(flow, pending, leg)
+    # Kept with the leg: a wallet document fetched here is not fetched again on replay.
+    await seller_payment.create_incoming(
+        step, seller, wallet, wallet.amount(leg.amount), seller_doc=wallet.to_wire()
     )
 
 
