@@ -284,12 +284,13 @@ def token_dead(exc: op_errors.ResourceError) -> bool:
 
 
 def regrant_needed(pending: Pending, exc: op_errors.ResourceError, why: str) -> FlowError:
-    return FlowError(
+    err = FlowError(
         f"the wallet no longer accepts this grant's access token ({exc.description or exc.status})"
         f" and {why}",
         hint="the grant was revoked at the wallet: the buyer has to approve a new one "
         f"(opapprove quote start --offer {pending.offer_id} ...); nothing was paid twice",
         kind="wallet",
-        status=exc.status,
         pending_id=pending.id,
     )
+    err.status = exc.status
+    return err

@@ -18,6 +18,7 @@ import typer
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
 from opapprove.cli.options import seconds_option
+from opapprove.cli.ports import listening_socket
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -133,22 +134,14 @@ def _bind(host: str, port: int) -> socket.socket:
             hint="use --host 127.0.0.1 and put a reverse proxy in front for outside access",
         )
     address = host.strip("[]")
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     if address == "localhost":
         address = "127.0.0.1"
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((address, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise CliError(
-            f"cannot listen on {address}:{port}: {exc.strerror or exc}",
-            hint="another process may be using the port: pick another with --port (and"
-            " set base_url to match), or stop that process",
-            kind="transport",
-        ) from exc
+    sock = listening_socket(
+        address,
+        port,
+        hint="another process may be using the port: pick another with --port (and"
+        " set base_url to match), or stop that process",
+    )
     sock.setblocking(False)
     return sock
 
@@ -231,7 +224,8 @@ async def _serve(
     import uvicorn
 
     from opapprove.cli.flows import open_flow
-    from opapprove.cli.views import clock_time, iso
+    from opapprove.cli.output import iso
+    from opapprove.cli.views import clock_time
     from opapprove.servers.listener import create_listener_app
 
     class Server(uvicorn.Server):

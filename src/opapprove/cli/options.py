@@ -37,12 +37,14 @@ SellerOption = Annotated[
     str | None, typer.Option("--seller", metavar="ID", help="The seller (default: the config's).")
 ]
 
+# -- a payment's parties (quote start, smoke) -----------------------------------------------
+BuyerOption = Annotated[
+    str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
+]
+
 # -- the embedded sandbox's money (sandbox, demo) ------------------------------------------
 LatencyOption = Annotated[
-    float,
-    typer.Option(
-        "--latency", metavar="S", min=0.0, help="Seconds the sandbox adds to every request."
-    ),
+    float, seconds_option("--latency", "Seconds the sandbox adds to every request.")
 ]
 RateOption = Annotated[
     list[str] | None,

@@ -54,12 +54,15 @@ def contract(data: Any, *, _keep: frozenset[str] | None = None) -> Any:
             out[key] = contract(value, _keep=_keep)
             continue
         if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
-            value = _iso(value)
+            value = iso(value)
         out[_camel(key)] = contract(value, _keep=_keep)
     return out
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float | None) -> str | None:
+    """An epoch time as the contract spells it: ``2026-01-31T12:00:00Z``."""
+    if ts is None:
+        return None
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

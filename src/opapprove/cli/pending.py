@@ -19,6 +19,7 @@ from opapprove.cli.runtime import Runtime
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from opapprove.approvals.replay import Diagnosis
     from opapprove.approvals.store import Leg, Pending
 
 app = typer.Typer(
@@ -66,7 +67,7 @@ def list_(
     for p in rows:
         item = pending_json(p, now=now)
         found = diagnose(p, now=now)
-        item["diagnosis"] = {"where": found.where, "why": found.why, "next": found.next_step}
+        item["diagnosis"] = _diagnosis_json(found)
         items.append(item)
 
     def render(console: Console) -> None:
@@ -126,6 +127,10 @@ def _render_list(
             console.print(f"    error  {clean(p.last_error)}", markup=False, soft_wrap=True)
 
 
+def _diagnosis_json(found: Diagnosis) -> dict[str, str]:
+    return {"where": found.where, "why": found.why, "next": found.next_step}
+
+
 PLAIN_LIST_COLUMNS = ("id", "offer", "buyer", "amount", "state", "age", "lastError")
 FORMAT_OPTION = typer.Option(
     "--format",
@@ -161,7 +166,7 @@ def show(
     import time
 
     from opapprove.approvals.replay import diagnose
-    from opapprove.cli.views import iso
+    from opapprove.cli.output import iso
 
     runtime = Runtime.of(ctx)
     _plain(runtime, format_)  # the event trail is one line per event either way
@@ -185,7 +190,7 @@ def show(
     data: dict[str, Any] = {
         "pending": pending.as_dict(redact_secrets=True),
         "legs": [leg.to_json() for leg in legs] if pending.is_split else None,
-        "diagnosis": {"where": found.where, "why": found.why, "next": found.next_step},
+        "diagnosis": _diagnosis_json(found),
         "events": events,
     }
 
@@ -206,13 +211,12 @@ def _render_show(
 ) -> None:
     import json
 
-    from opapprove.cli.views import detail_rows
+    from opapprove.cli.views import detail_rows, print_rows
     from opapprove.openpayments.redaction import redact_json
 
-    for label, value in detail_rows(pending, now=now, legs=legs):
-        console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
-    console.print(f"  {'why':<17} {why}", markup=False, soft_wrap=True)
-    console.print(f"  {'next step':<17} {next_step}", markup=False, soft_wrap=True)
+    print_rows(
+        console, [*detail_rows(pending, now=now, legs=legs), ("why", why), ("next step", next_step)]
+    )
     console.print("Events: (times in UTC)", markup=False)
     for e in events:
         when = (e["at"] or "").replace("T", " ").removesuffix("Z")

@@ -14,7 +14,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
-from opapprove.cli.options import SellerOption, seconds_option
+from opapprove.cli.options import BuyerOption, SellerOption, seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ SENDING_CHECK_INTERVAL = 0.5
 def start(
     ctx: typer.Context,
     offer: Annotated[str, typer.Option("--offer", metavar="ID", help="The offer (job) id.")],
-    buyer: Annotated[
-        str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
-    ],
+    buyer: BuyerOption,
     amount: Annotated[
         str | None,
         typer.Option(

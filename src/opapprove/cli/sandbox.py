@@ -101,21 +101,17 @@ def build_config(
 
 def _check_port(port: int) -> None:
     """A port in use is said the way `listen` says it (exit 4), before uvicorn logs it."""
-    import socket
-
     if port == 0:
         return
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise CliError(
-                f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
-                hint="another process may be using the port: pick another --port (or --port 0),"
-                " or stop that process",
-                kind="transport",
-            ) from exc
+    from opapprove.cli.ports import listening_socket
+
+    probe = listening_socket(
+        "127.0.0.1",
+        port,
+        hint="another process may be using the port: pick another --port (or --port 0),"
+        " or stop that process",
+    )
+    probe.close()
 
 
 @app.callback()

@@ -143,6 +143,28 @@ def _write_key_file(path: Path, pem: bytes, *, replace: bool) -> None:
     write_whole(path, pem)
 
 
+def _store_seller(
+    store: Store,
+    seller_id: str,
+    wallet_url: str,
+    key_id: str,
+    key_file: Path,
+    *,
+    replace: bool = False,
+) -> Seller:
+    """Add (or with ``replace`` overwrite) a seller made now, with its key file's path."""
+    from opapprove.approvals.store import Seller
+
+    seller = Seller(
+        id=seller_id,
+        wallet_address_url=wallet_url,
+        key_id=key_id,
+        private_key_path=str(key_file),
+        created_at=time.time(),
+    )
+    return store.add_seller(seller, replace=replace)
+
+
 def _key_argument_is_file(value: str) -> Path | None:
     text = value.strip()
     if "\n" in text or text.startswith("-----") or len(text) > 4096:
@@ -234,7 +256,6 @@ def add(
     The key is compared with the wallet's published jwks.json when it can be reached (a
     mismatch is a warning: the key may be uploaded later).
     """
-    from opapprove.approvals.store import Seller
     from opapprove.openpayments.errors import KeyLoadError
     from opapprove.openpayments.keys import load_private_key, private_key_pem, public_jwk
 
@@ -266,16 +287,7 @@ def add(
                 f"{key_file} is readable by others (mode {file_mode(key_file)}); "
                 f"run: chmod 600 {key_file}"
             )
-    seller = store.add_seller(
-        Seller(
-            id=seller_id,
-            wallet_address_url=wallet_url,
-            key_id=key_id.strip(),
-            private_key_path=str(key_file),
-            created_at=time.time(),
-        ),
-        replace=replace,
-    )
+    seller = _store_seller(store, seller_id, wallet_url, key_id.strip(), key_file, replace=replace)
     jwk = public_jwk(private_key, seller.key_id).to_dict()
     check = "skipped" if no_check else _check_published(runtime, wallet_url, jwk)
     data = {"seller": seller_json(seller, STORE_SOURCE), "public_jwk": jwk, "key_check": check}
@@ -408,7 +420,6 @@ def keygen(
 
     Upload the JWK to the wallet (developer keys). Never overwrites a file.
     """
-    from opapprove.approvals.store import Seller
     from opapprove.openpayments.keys import (
         generate_private_key,
         new_key_id,
@@ -442,15 +453,7 @@ def keygen(
     jwk = public_jwk(key, key_id).to_dict()
     data: dict[str, Any] = {"key_file": str(out.resolve()), "kid": key_id, "public_jwk": jwk}
     if store is not None and seller_id is not None and wallet_url is not None:
-        seller = store.add_seller(
-            Seller(
-                id=seller_id,
-                wallet_address_url=wallet_url,
-                key_id=key_id,
-                private_key_path=str(out.resolve()),
-                created_at=time.time(),
-            )
-        )
+        seller = _store_seller(store, seller_id, wallet_url, key_id, out.resolve())
         data["seller"] = seller_json(seller, STORE_SOURCE)
 
     def render(console: Console) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opapprove.cli.options import SellerOption
+from opapprove.cli.options import BuyerOption, SellerOption
 from opapprove.cli.runtime import Runtime
 from opapprove.openpayments.redaction import redact_text
 
@@ -41,9 +41,7 @@ def _redacted(report: SmokeReport) -> SmokeReport:
 
 def smoke(
     ctx: typer.Context,
-    buyer: Annotated[
-        str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
-    ],
+    buyer: BuyerOption,
     amount: Annotated[
         str, typer.Option("--amount", help="What the seller would receive, e.g. 0.01.")
     ],

@@ -142,13 +142,12 @@ async def _refresh(flow: Flow, pending: Pending) -> Pending:
 def _show(runtime: Runtime, pending: Pending, code: int, legs: list[Leg]) -> None:
     import time
 
-    from opapprove.cli.views import detail_rows, pending_json
+    from opapprove.cli.views import detail_rows, pending_json, print_rows
 
     now = time.time()
     data = pending_json(pending, now=now, legs=legs)
 
     def render(console: Console) -> None:
-        for label, value in detail_rows(pending, now=now, legs=legs):
-            console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
+        print_rows(console, detail_rows(pending, now=now, legs=legs))
 
     runtime.conclude(data, render, exit_code=code)

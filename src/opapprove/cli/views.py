@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opapprove.cli.errors import CliError
+from opapprove.cli.output import iso
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
+
+    from rich.console import Console
 
     from opapprove.approvals.store import Leg, Pending
 
@@ -28,12 +31,6 @@ def amount(data: Any) -> str | None:
     from opapprove.openpayments.money import format_wire
 
     return format_wire(data)
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def clock_time(ts: float) -> str:
@@ -91,9 +88,13 @@ def parse_states(values: list[str] | None) -> list[Any] | None:
     return [State(n) for n in names]
 
 
+def _resource(url: str | None, **fields: Any) -> dict[str, Any] | None:
+    """An Open Payments resource a grant made, as ``--json`` shows it: ``null`` until it
+    exists, then its URL as ``id`` and what the grant knows of it."""
+    return {"id": url, **fields} if url else None
+
+
 def _incoming(pending: Pending) -> dict[str, Any] | None:
-    if not pending.incoming_payment_url:
-        return None
     stored = pending.incoming_payment or {}
     received = stored.get("receivedAmount")
     completed = bool(stored.get("completed"))
@@ -102,38 +103,33 @@ def _incoming(pending: Pending) -> dict[str, Any] | None:
     if str(pending.state) == "completed" and paid.get("receiveAmount"):
         received = paid["receiveAmount"]
         completed = True
-    return {
-        "id": pending.incoming_payment_url,
-        "incomingAmount": stored.get("incomingAmount"),
-        "receivedAmount": received,
-        "completed": completed,
-        "expiresAt": stored.get("expiresAt"),
-    }
+    return _resource(
+        pending.incoming_payment_url,
+        incomingAmount=stored.get("incomingAmount"),
+        receivedAmount=received,
+        completed=completed,
+        expiresAt=stored.get("expiresAt"),
+    )
 
 
 def _quote(pending: Pending) -> dict[str, Any] | None:
-    if not pending.quote_url:
-        return None
-    quote = pending.quote or {}
-    return {
-        "id": pending.quote_url,
-        "debitAmount": pending.debit_amount,
-        "receiveAmount": pending.receive_amount,
-        "expiresAt": quote.get("expiresAt"),
-    }
+    return _resource(
+        pending.quote_url,
+        debitAmount=pending.debit_amount,
+        receiveAmount=pending.receive_amount,
+        expiresAt=(pending.quote or {}).get("expiresAt"),
+    )
 
 
 def _outgoing(pending: Pending) -> dict[str, Any] | None:
-    if not pending.outgoing_payment_url:
-        return None
     paid = pending.outgoing_payment or {}
-    return {
-        "id": pending.outgoing_payment_url,
-        "debitAmount": paid.get("debitAmount"),
-        "receiveAmount": paid.get("receiveAmount"),
-        "sentAmount": paid.get("sentAmount"),
-        "failed": bool(paid.get("failed")),
-    }
+    return _resource(
+        pending.outgoing_payment_url,
+        debitAmount=paid.get("debitAmount"),
+        receiveAmount=paid.get("receiveAmount"),
+        sentAmount=paid.get("sentAmount"),
+        failed=bool(paid.get("failed")),
+    )
 
 
 def pending_json(pending: Pending, *, now: float, legs: Sequence[Leg] = ()) -> dict[str, Any]:
@@ -197,6 +193,12 @@ def leg_line(leg: Leg) -> str:
     if leg.last_error and leg.state != "completed":
         line += f" — {leg.last_error}"
     return line
+
+
+def print_rows(console: Console, rows: Iterable[tuple[str, str]]) -> None:
+    """Label and value lines, the labels in one column (``status``, ``pending show``)."""
+    for label, value in rows:
+        console.print(f"  {label:<17} {value}", markup=False, soft_wrap=True)
 
 
 def detail_rows(pending: Pending, *, now: float, legs: Sequence[Leg] = ()) -> list[tuple[str, str]]:

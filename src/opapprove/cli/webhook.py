@@ -15,6 +15,7 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError, config_error
+from opapprove.cli.options import seconds_option
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -77,10 +78,7 @@ def verify(
         Path | None, typer.Option("--body-file", metavar="FILE", help="The raw body, from a file.")
     ] = None,
     tolerance: Annotated[
-        float,
-        typer.Option(
-            "--tolerance", metavar="S", min=0.0, help="Seconds a signature may be old (or early)."
-        ),
+        float, seconds_option("--tolerance", "Seconds a signature may be old (or early).")
     ] = 300.0,
 ) -> None:
     """Say whether a webhook delivery's signature is valid, and why not.
