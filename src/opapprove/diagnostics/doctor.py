@@ -74,29 +74,12 @@ def run_checks(
 
     ``on_exchange`` sees the Open Payments requests (``--trace``).
     """
-    return asyncio.run(
-        run_checks_async(
-            settings, store_path, seller, transport=transport, clock=clock, on_exchange=on_exchange
-        )
-    )
-
-
-async def run_checks_async(
-    settings: Settings,
-    store_path: StoreLocation | str,
-    seller: str | None,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    clock: Callable[[], float] = time.time,
-    on_exchange: Callable[[Exchange], None] | None = None,
-) -> list[Check]:
-    """``run_checks`` for callers that already run an event loop."""
     location = store_location(store_path)
     if isinstance(location, Path):
         location = location.expanduser()
     doctor = _Doctor(settings, location, seller, transport, clock)
     doctor.on_exchange = on_exchange
-    await doctor.run()
+    asyncio.run(doctor.run())
     return doctor.checks
 
 

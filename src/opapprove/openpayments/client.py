@@ -20,12 +20,12 @@ from pydantic import BaseModel
 
 from opapprove import __version__
 from opapprove.openpayments import errors
+from opapprove.openpayments import operations as ops
 from opapprove.openpayments.error_hints import Call, one_line
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.models import (
     JWKS,
     AccessToken,
-    ClientRef,
     ContinueRequest,
     CreateIncomingPayment,
     CreateOutgoingPayment,
@@ -41,19 +41,10 @@ from opapprove.openpayments.models import (
     PendingGrant,
     PublicIncomingPayment,
     Quote,
-    RotatedToken,
     WalletAddress,
     client_url,
-    parse_continue_response,
-    parse_grant_response,
 )
-from opapprove.openpayments.responses import (
-    check_incoming,
-    check_outgoing,
-    check_status,
-    next_cursor,
-    parse_body,
-)
+from opapprove.openpayments.responses import check_status, next_cursor, parse_body
 from opapprove.openpayments.signatures import (
     OpenPaymentsAuth,
     SignedParts,
@@ -161,22 +152,17 @@ class OpenPaymentsClient:
     # ----------------------------------------------------------------- wallet addresses
 
     async def get_wallet_address(self, url: str) -> WalletAddress:
-        call = Call("get-wallet-address", "wallet", 200)
-        response = await self._send(call, "GET", url)
-        return parse_body(call, response, WalletAddress.model_validate, "wallet address")
+        return await self._call(ops.GET_WALLET_ADDRESS, url)
 
     async def get_keys(self, url: str) -> JWKS:
         """``GET {url}/jwks.json`` (one slash, whatever ``url`` ends with)."""
-        call = Call("get-wallet-address-keys", "wallet", 200)
-        response = await self._send(call, "GET", _join(url, "jwks.json"))
-        return parse_body(call, response, JWKS.model_validate, "key set")
+        return await self._call(ops.GET_KEYS, _join(url, "jwks.json"))
 
     # ----------------------------------------------------------------- grants
 
     async def request_grant(self, auth_server: str, body: GrantRequest) -> PendingGrant | Grant:
-        call = Call("post-request", "auth", 200, client=self._client_for(body.client))
-        response = await self._send(call, "POST", auth_server, body=body)
-        return parse_body(call, response, parse_grant_response, "grant")
+        client = client_url(body.client) or self.wallet_address_url
+        return await self._call(ops.REQUEST_GRANT, auth_server, body=body, client=client)
 
     async def continue_grant(
         self, uri: str, token: str, interact_ref: str | None = None
@@ -186,10 +172,8 @@ class OpenPaymentsClient:
         While the user has not approved, the answer is a ``PendingGrant`` without
         ``interact``: only ``continue`` (possibly with a new token, uri and wait).
         """
-        call = Call("post-continue", "auth", 200, client=self.wallet_address_url)
         body = ContinueRequest(interact_ref=interact_ref) if interact_ref is not None else None
-        response = await self._send(call, "POST", uri, token=token, body=body)
-        return parse_body(call, response, parse_continue_response, "continuation")
+        return await self._call(ops.CONTINUE_GRANT, uri, token=token, body=body)
 
     async def poll_grant(
         self,
@@ -236,60 +220,33 @@ class OpenPaymentsClient:
             delay = max(delay, min_interval)
 
     async def cancel_grant(self, uri: str, token: str) -> None:
-        call = Call("delete-continue", "auth", 204, client=self.wallet_address_url)
-        await self._send(call, "DELETE", uri, token=token)
+        await self._send(ops.CANCEL_GRANT, uri, token=token)
 
     async def rotate_token(self, manage: str, token: str) -> AccessToken:
         """``POST manage``: a new token value and a new manage URL; the old token dies."""
-        call = Call("post-token", "auth", 200, client=self.wallet_address_url)
-        response = await self._send(call, "POST", manage, token=token)
-        rotated = parse_body(call, response, RotatedToken.model_validate, "rotated token")
+        rotated = await self._call(ops.ROTATE_TOKEN, manage, token=token)
         return rotated.access_token
 
     async def revoke_token(self, manage: str, token: str) -> None:
-        call = Call("delete-token", "auth", 204, client=self.wallet_address_url)
-        await self._send(call, "DELETE", manage, token=token)
+        await self._send(ops.REVOKE_TOKEN, manage, token=token)
 
     # ----------------------------------------------------------------- incoming payments
 
     async def create_incoming_payment(
         self, resource_server: str, token: str, body: CreateIncomingPayment
     ) -> IncomingPaymentWithMethods:
-        call = self._rs_call("create-incoming-payment", 201)
         url = _join(resource_server, "incoming-payments")
-        response = await self._send(call, "POST", url, token=token, body=body)
-        payment = parse_body(
-            call, response, IncomingPaymentWithMethods.model_validate, "incoming payment"
-        )
-        if self.validate:
-            check_incoming(response, payment, created=True)
-        return payment
+        return await self._call(ops.CREATE_INCOMING_PAYMENT, url, token=token, body=body)
 
     async def get_incoming_payment(self, url: str, token: str) -> IncomingPaymentWithMethods:
-        call = self._rs_call("get-incoming-payment", 200)
-        response = await self._send(call, "GET", url, token=token)
-        payment = parse_body(
-            call, response, IncomingPaymentWithMethods.model_validate, "incoming payment"
-        )
-        if self.validate:
-            check_incoming(response, payment)
-        return payment
+        return await self._call(ops.GET_INCOMING_PAYMENT, url, token=token)
 
     async def get_public_incoming_payment(self, url: str) -> PublicIncomingPayment:
         """The unauthenticated, unsigned view: ``authServer`` and maybe ``receivedAmount``."""
-        call = Call("get-incoming-payment", "resource", 200)
-        response = await self._send(call, "GET", url)
-        return parse_body(
-            call, response, PublicIncomingPayment.model_validate, "public incoming payment"
-        )
+        return await self._call(ops.GET_PUBLIC_INCOMING_PAYMENT, url)
 
     async def complete_incoming_payment(self, url: str, token: str) -> IncomingPayment:
-        call = self._rs_call("complete-incoming-payment", 200)
-        response = await self._send(call, "POST", _join(url, "complete"), token=token)
-        payment = parse_body(call, response, IncomingPayment.model_validate, "incoming payment")
-        if self.validate:
-            check_incoming(response, payment, completed=True)
-        return payment
+        return await self._call(ops.COMPLETE_INCOMING_PAYMENT, _join(url, "complete"), token=token)
 
     async def list_incoming_payments(
         self,
@@ -301,15 +258,9 @@ class OpenPaymentsClient:
         last: int | None = None,
         cursor: str | None = None,
     ) -> Page[IncomingPayment]:
-        return await self._list(
-            "list-incoming-payments",
-            _join(resource_server, "incoming-payments"),
-            Page[IncomingPayment],
-            "incoming payment page",
-            check_incoming,
-            token,
-            _page_params(wallet_address, first, last, cursor),
-        )
+        url = _join(resource_server, "incoming-payments")
+        params = _page_params(wallet_address, first, last, cursor)
+        return await self._call(ops.LIST_INCOMING_PAYMENTS, url, token=token, params=params)
 
     def iter_incoming_payments(
         self,
@@ -322,7 +273,7 @@ class OpenPaymentsClient:
         """Every incoming payment of ``wallet_address``, following ``endCursor`` forward."""
         return self._iter_all(
             self.list_incoming_payments,
-            "list-incoming-payments",
+            ops.LIST_INCOMING_PAYMENTS,
             resource_server,
             token,
             wallet_address,
@@ -332,38 +283,22 @@ class OpenPaymentsClient:
     # ----------------------------------------------------------------- quotes
 
     async def create_quote(self, resource_server: str, token: str, body: CreateQuote) -> Quote:
-        call = self._rs_call("create-quote", 201)
         url = _join(resource_server, "quotes")
-        response = await self._send(call, "POST", url, token=token, body=body)
-        return parse_body(call, response, Quote.model_validate, "quote")
+        return await self._call(ops.CREATE_QUOTE, url, token=token, body=body)
 
     async def get_quote(self, url: str, token: str) -> Quote:
-        call = self._rs_call("get-quote", 200)
-        response = await self._send(call, "GET", url, token=token)
-        return parse_body(call, response, Quote.model_validate, "quote")
+        return await self._call(ops.GET_QUOTE, url, token=token)
 
     # ----------------------------------------------------------------- outgoing payments
 
     async def create_outgoing_payment(
         self, resource_server: str, token: str, body: CreateOutgoingPayment
     ) -> OutgoingPaymentWithSpentAmounts:
-        call = self._rs_call("create-outgoing-payment", 201)
         url = _join(resource_server, "outgoing-payments")
-        response = await self._send(call, "POST", url, token=token, body=body)
-        payment = parse_body(
-            call, response, OutgoingPaymentWithSpentAmounts.model_validate, "outgoing payment"
-        )
-        if self.validate:
-            check_outgoing(response, payment)
-        return payment
+        return await self._call(ops.CREATE_OUTGOING_PAYMENT, url, token=token, body=body)
 
     async def get_outgoing_payment(self, url: str, token: str) -> OutgoingPayment:
-        call = self._rs_call("get-outgoing-payment", 200)
-        response = await self._send(call, "GET", url, token=token)
-        payment = parse_body(call, response, OutgoingPayment.model_validate, "outgoing payment")
-        if self.validate:
-            check_outgoing(response, payment)
-        return payment
+        return await self._call(ops.GET_OUTGOING_PAYMENT, url, token=token)
 
     async def list_outgoing_payments(
         self,
@@ -375,15 +310,9 @@ class OpenPaymentsClient:
         last: int | None = None,
         cursor: str | None = None,
     ) -> Page[OutgoingPayment]:
-        return await self._list(
-            "list-outgoing-payments",
-            _join(resource_server, "outgoing-payments"),
-            Page[OutgoingPayment],
-            "outgoing payment page",
-            check_outgoing,
-            token,
-            _page_params(wallet_address, first, last, cursor),
-        )
+        url = _join(resource_server, "outgoing-payments")
+        params = _page_params(wallet_address, first, last, cursor)
+        return await self._call(ops.LIST_OUTGOING_PAYMENTS, url, token=token, params=params)
 
     def iter_outgoing_payments(
         self,
@@ -396,35 +325,17 @@ class OpenPaymentsClient:
         """Every outgoing payment of ``wallet_address``, following ``endCursor`` forward."""
         return self._iter_all(
             self.list_outgoing_payments,
-            "list-outgoing-payments",
+            ops.LIST_OUTGOING_PAYMENTS,
             resource_server,
             token,
             wallet_address,
             page_size,
         )
 
-    async def _list(
-        self,
-        operation: str,
-        url: str,
-        page_model: type[Page[P]],
-        what: str,
-        check: Callable[[httpx.Response, P], None],
-        token: str,
-        params: dict[str, str],
-    ) -> Page[P]:
-        call = self._rs_call(operation, 200)
-        response = await self._send(call, "GET", url, token=token, params=params)
-        page = parse_body(call, response, page_model.model_validate, what)
-        if self.validate:
-            for item in page.result:
-                check(response, item)
-        return page
-
     async def _iter_all(
         self,
         lister: Callable[..., Awaitable[Page[P]]],
-        operation: str,
+        operation: ops.Operation,
         resource_server: str,
         token: str,
         wallet_address: str,
@@ -438,40 +349,50 @@ class OpenPaymentsClient:
             )
             for item in page.result:
                 yield item
-            cursor = next_cursor(page, seen, operation, resource_server)
+            cursor = next_cursor(page, seen, operation.name, resource_server)
             if cursor is None:
                 return
 
     async def get_grant_spent_amounts(self, resource_server: str, token: str) -> GrantSpentAmounts:
         """What the grant behind ``token`` (outgoing-payment create) has spent this interval."""
-        call = self._rs_call("get-outgoing-payment-grant", 200)
         url = _join(resource_server, "outgoing-payment-grant")
-        response = await self._send(call, "GET", url, token=token)
-        return parse_body(call, response, GrantSpentAmounts.model_validate, "grant spent amounts")
+        return await self._call(ops.GET_GRANT_SPENT_AMOUNTS, url, token=token)
 
     # ----------------------------------------------------------------- plumbing
-
-    def _client_for(self, client: ClientRef) -> str | None:
-        return client_url(client) or self.wallet_address_url
-
-    def _rs_call(self, operation: str, expected: int) -> Call:
-        return Call(operation, "resource", expected, client=self.wallet_address_url)
 
     def _target(self, url: str) -> str:
         target = apply_use_http(url) if self.use_http else url
         return check_url(target, allow_http=self.allow_http)
 
-    async def _send(
+    async def _call(
         self,
-        call: Call,
-        method: str,
+        op: ops.Returning[M],
         url: str,
         *,
         token: str | None = None,
         body: BaseModel | None = None,
         params: dict[str, str] | None = None,
+        client: str | None = None,
+    ) -> M:
+        """``_send``, then the answer read into its model and (with ``validate``) checked."""
+        response = await self._send(op, url, token=token, body=body, params=params, client=client)
+        result = parse_body(response, op.parse, op.what)
+        if self.validate and op.check is not None:
+            op.check(response, result)
+        return result
+
+    async def _send(
+        self,
+        op: ops.Operation,
+        url: str,
+        *,
+        token: str | None = None,
+        body: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        client: str | None = None,
     ) -> httpx.Response:
         target = self._target(url)
+        method = op.method
         headers: dict[str, str] = {}
         if token is not None:
             headers["Authorization"] = f"GNAP {token}"
@@ -485,6 +406,9 @@ class OpenPaymentsClient:
                 f"{method} {target} must be signed, but this client has no private key",
                 hint="give the client wallet's private key and its key id",
             )
+        # Hints name the client only where it signs as one.
+        asker = (client or self.wallet_address_url) if signed else None
+        call = Call(op.name, op.server, op.expected, client=asker)
         # Only reads are retried: a POST or DELETE that timed out may have happened,
         # and money must move once.
         attempts = 1 + self.retries if method == "GET" else 1

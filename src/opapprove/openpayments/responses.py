@@ -69,12 +69,7 @@ def check_status(
         raise invalid(response, f" answered {status}; {call.operation} answers {call.expected}")
 
 
-def parse_body(
-    call: Call,
-    response: httpx.Response,
-    parse: Callable[[Any], M],
-    what: str,
-) -> M:
+def parse_body(response: httpx.Response, parse: Callable[[Any], M], what: str) -> M:
     """The answer's JSON body through ``parse``; ``what`` names it in the error."""
     try:
         data = json.loads(response.content)

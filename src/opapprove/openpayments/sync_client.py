@@ -11,9 +11,10 @@ use ``OpenPaymentsClient`` with ``await``. One client serves one thread at a tim
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,34 +22,34 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opapprove.openpayments.client import OpenPaymentsClient
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.models import (
-    JWKS,
-    AccessToken,
-    CreateIncomingPayment,
-    CreateOutgoingPayment,
-    CreateQuote,
     Grant,
-    GrantRequest,
-    GrantSpentAmounts,
     IncomingPayment,
-    IncomingPaymentWithMethods,
     OutgoingPayment,
-    OutgoingPaymentWithSpentAmounts,
-    Page,
-    PendingGrant,
-    PublicIncomingPayment,
-    Quote,
-    WalletAddress,
 )
 
 __all__ = ["SyncOpenPaymentsClient"]
 
 T = TypeVar("T")
+A = ParamSpec("A")
 
 IN_RUNNING_LOOP = (
     "SyncOpenPaymentsClient cannot be used while an event loop is running in this thread "
     "(async code, a notebook): use OpenPaymentsClient there, with await"
 )
 CLOSED = "this SyncOpenPaymentsClient is closed"
+
+
+def _blocking(
+    method: Callable[Concatenate[OpenPaymentsClient, A], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncOpenPaymentsClient, A], T]:
+    """``method`` of the async client as a blocking one, with its parameters and its words."""
+
+    @functools.wraps(method)
+    def blocking(self: SyncOpenPaymentsClient, /, *args: A.args, **kwargs: A.kwargs) -> T:
+        return self._run(method(self._client, *args, **kwargs))
+
+    blocking.__qualname__ = f"SyncOpenPaymentsClient.{method.__name__}"
+    return blocking
 
 
 class SyncOpenPaymentsClient:
@@ -117,25 +118,14 @@ class SyncOpenPaymentsClient:
             self._closed = True
             self._runner.close()
 
-    # ----------------------------------------------------------------- wallet addresses
+    # The operations are the async client's own, each run to its end on this client's loop;
+    # only those whose arguments or answers would be async are written out here.
 
-    def get_wallet_address(self, url: str) -> WalletAddress:
-        return self._run(self._client.get_wallet_address(url))
+    get_wallet_address = _blocking(OpenPaymentsClient.get_wallet_address)
+    get_keys = _blocking(OpenPaymentsClient.get_keys)
 
-    def get_keys(self, url: str) -> JWKS:
-        """``GET {url}/jwks.json`` (one slash, whatever ``url`` ends with)."""
-        return self._run(self._client.get_keys(url))
-
-    # ----------------------------------------------------------------- grants
-
-    def request_grant(self, auth_server: str, body: GrantRequest) -> PendingGrant | Grant:
-        return self._run(self._client.request_grant(auth_server, body))
-
-    def continue_grant(
-        self, uri: str, token: str, interact_ref: str | None = None
-    ) -> PendingGrant | Grant:
-        """Continue after the redirect (``interact_ref``) or poll (``None``: no body)."""
-        return self._run(self._client.continue_grant(uri, token, interact_ref))
+    request_grant = _blocking(OpenPaymentsClient.request_grant)
+    continue_grant = _blocking(OpenPaymentsClient.continue_grant)
 
     def poll_grant(
         self,
@@ -156,48 +146,15 @@ class SyncOpenPaymentsClient:
             )
         )
 
-    def cancel_grant(self, uri: str, token: str) -> None:
-        self._run(self._client.cancel_grant(uri, token))
+    cancel_grant = _blocking(OpenPaymentsClient.cancel_grant)
+    rotate_token = _blocking(OpenPaymentsClient.rotate_token)
+    revoke_token = _blocking(OpenPaymentsClient.revoke_token)
 
-    def rotate_token(self, manage: str, token: str) -> AccessToken:
-        """``POST manage``: a new token value and a new manage URL; the old token dies."""
-        return self._run(self._client.rotate_token(manage, token))
-
-    def revoke_token(self, manage: str, token: str) -> None:
-        self._run(self._client.revoke_token(manage, token))
-
-    # ----------------------------------------------------------------- incoming payments
-
-    def create_incoming_payment(
-        self, resource_server: str, token: str, body: CreateIncomingPayment
-    ) -> IncomingPaymentWithMethods:
-        return self._run(self._client.create_incoming_payment(resource_server, token, body))
-
-    def get_incoming_payment(self, url: str, token: str) -> IncomingPaymentWithMethods:
-        return self._run(self._client.get_incoming_payment(url, token))
-
-    def get_public_incoming_payment(self, url: str) -> PublicIncomingPayment:
-        """The unauthenticated, unsigned view: ``authServer`` and maybe ``receivedAmount``."""
-        return self._run(self._client.get_public_incoming_payment(url))
-
-    def complete_incoming_payment(self, url: str, token: str) -> IncomingPayment:
-        return self._run(self._client.complete_incoming_payment(url, token))
-
-    def list_incoming_payments(
-        self,
-        resource_server: str,
-        token: str,
-        wallet_address: str,
-        *,
-        first: int | None = None,
-        last: int | None = None,
-        cursor: str | None = None,
-    ) -> Page[IncomingPayment]:
-        return self._run(
-            self._client.list_incoming_payments(
-                resource_server, token, wallet_address, first=first, last=last, cursor=cursor
-            )
-        )
+    create_incoming_payment = _blocking(OpenPaymentsClient.create_incoming_payment)
+    get_incoming_payment = _blocking(OpenPaymentsClient.get_incoming_payment)
+    get_public_incoming_payment = _blocking(OpenPaymentsClient.get_public_incoming_payment)
+    complete_incoming_payment = _blocking(OpenPaymentsClient.complete_incoming_payment)
+    list_incoming_payments = _blocking(OpenPaymentsClient.list_incoming_payments)
 
     def iter_incoming_payments(
         self,
@@ -215,39 +172,12 @@ class SyncOpenPaymentsClient:
             )
         )
 
-    # ----------------------------------------------------------------- quotes
+    create_quote = _blocking(OpenPaymentsClient.create_quote)
+    get_quote = _blocking(OpenPaymentsClient.get_quote)
 
-    def create_quote(self, resource_server: str, token: str, body: CreateQuote) -> Quote:
-        return self._run(self._client.create_quote(resource_server, token, body))
-
-    def get_quote(self, url: str, token: str) -> Quote:
-        return self._run(self._client.get_quote(url, token))
-
-    # ----------------------------------------------------------------- outgoing payments
-
-    def create_outgoing_payment(
-        self, resource_server: str, token: str, body: CreateOutgoingPayment
-    ) -> OutgoingPaymentWithSpentAmounts:
-        return self._run(self._client.create_outgoing_payment(resource_server, token, body))
-
-    def get_outgoing_payment(self, url: str, token: str) -> OutgoingPayment:
-        return self._run(self._client.get_outgoing_payment(url, token))
-
-    def list_outgoing_payments(
-        self,
-        resource_server: str,
-        token: str,
-        wallet_address: str,
-        *,
-        first: int | None = None,
-        last: int | None = None,
-        cursor: str | None = None,
-    ) -> Page[OutgoingPayment]:
-        return self._run(
-            self._client.list_outgoing_payments(
-                resource_server, token, wallet_address, first=first, last=last, cursor=cursor
-            )
-        )
+    create_outgoing_payment = _blocking(OpenPaymentsClient.create_outgoing_payment)
+    get_outgoing_payment = _blocking(OpenPaymentsClient.get_outgoing_payment)
+    list_outgoing_payments = _blocking(OpenPaymentsClient.list_outgoing_payments)
 
     def iter_outgoing_payments(
         self,
@@ -265,9 +195,7 @@ class SyncOpenPaymentsClient:
             )
         )
 
-    def get_grant_spent_amounts(self, resource_server: str, token: str) -> GrantSpentAmounts:
-        """What the grant behind ``token`` (outgoing-payment create) has spent this interval."""
-        return self._run(self._client.get_grant_spent_amounts(resource_server, token))
+    get_grant_spent_amounts = _blocking(OpenPaymentsClient.get_grant_spent_amounts)
 
     # ----------------------------------------------------------------- plumbing
 

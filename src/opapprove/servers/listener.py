@@ -218,19 +218,22 @@ def _payees(data: dict[str, Any]) -> list[Payee] | None:
 
 
 def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]:
-    async def body_of(request: Request) -> dict[str, Any] | None:
+    async def body_of(request: Request) -> dict[str, Any] | Response:
+        """The request's JSON object, or the answer that refuses the request."""
+        if (refusal := guard.refuse(request)) is not None:
+            return refusal
         try:
             data = json.loads(await request.body() or b"null")
         except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+            data = None
+        if not isinstance(data, dict):
+            return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
+        return data
 
     async def add_seller(request: Request) -> Response:
-        if (refusal := guard.refuse(request)) is not None:
-            return refusal
         data = await body_of(request)
-        if data is None:
-            return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
+        if isinstance(data, Response):
+            return data
         from opapprove.approvals.sellers import (
             SellerConflict,
             SellerInputError,
@@ -267,11 +270,9 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
         )
 
     async def start_quote(request: Request) -> Response:
-        if (refusal := guard.refuse(request)) is not None:
-            return refusal
         data = await body_of(request)
-        if data is None:
-            return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
+        if isinstance(data, Response):
+            return data
         offer_id = request.path_params["offerId"]
         try:
             payees = _payees(data)

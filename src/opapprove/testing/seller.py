@@ -31,22 +31,24 @@ class OpSeller:
         """opapprove ``Settings`` with this seller (e.g. ``store=tmp_path / "op.db"``)."""
         from opapprove.settings import load_settings
 
-        values: dict[str, Any] = {
+        return load_settings(**{**self._settings_fields(), **overrides})
+
+    def env(self) -> dict[str, str]:
+        """The same as ``OPAPPROVE_*`` variables, for ``opapprove`` run as a command."""
+        from opapprove.settings import ENV_PREFIX
+
+        return {
+            (ENV_PREFIX + name).upper(): str(value)
+            for name, value in self._settings_fields().items()
+        }
+
+    def _settings_fields(self) -> dict[str, Any]:
+        """This seller as ``Settings`` fields; each is read from ``OPAPPROVE_<FIELD>`` too."""
+        return {
             "seller_id": self.id,
             "seller_wallet_address_url": self.wallet_address_url,
             "seller_key_id": self.key_id,
             "seller_private_key_path": self.private_key_path,
-        }
-        values.update(overrides)
-        return load_settings(**values)
-
-    def env(self) -> dict[str, str]:
-        """The same as ``OPAPPROVE_*`` variables, for ``opapprove`` run as a command."""
-        return {
-            "OPAPPROVE_SELLER_ID": self.id,
-            "OPAPPROVE_SELLER_WALLET_ADDRESS_URL": self.wallet_address_url,
-            "OPAPPROVE_SELLER_KEY_ID": self.key_id,
-            "OPAPPROVE_SELLER_PRIVATE_KEY_PATH": str(self.private_key_path),
         }
 
     def seed_body(self) -> dict[str, str]:

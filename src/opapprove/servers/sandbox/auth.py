@@ -109,19 +109,31 @@ async def grant_request(request: Request) -> Response:
     )
 
 
-async def _authenticated_grant(request: Request, body: bytes) -> tuple[SandboxState, str, Grant]:
+def _token_holder(request: Request, missing: GnapError) -> tuple[SandboxState, str, str]:
+    """The sandbox, the base URL the caller sees, and the caller's GNAP token (else ``missing``)."""
     state = _state(request)
-    base = base_url(request, state.config.public_url)
     value = _gnap_token(request)
     if value is None:
-        raise GnapError(
-            401,
-            "invalid_continuation",
-            "missing continuation token: send Authorization: GNAP <continue.access_token.value>",
-        )
-    grant = grants.find_continuation(state, request.path_params["id"], value)
+        raise missing
+    return state, base_url(request, state.config.public_url), value
+
+
+async def _verify_grant_client(
+    state: SandboxState, request: Request, body: bytes, base: str, grant: Grant
+) -> None:
     client = await grant_client_keys(state, base, grant.client_wallet, grant.client_jwk)
     verify_as(state, request, body, base, client)
+
+
+async def _authenticated_grant(request: Request, body: bytes) -> tuple[SandboxState, str, Grant]:
+    missing = GnapError(
+        401,
+        "invalid_continuation",
+        "missing continuation token: send Authorization: GNAP <continue.access_token.value>",
+    )
+    state, base, value = _token_holder(request, missing)
+    grant = grants.find_continuation(state, request.path_params["id"], value)
+    await _verify_grant_client(state, request, body, base, grant)
     return state, base, grant
 
 
@@ -157,22 +169,17 @@ async def cancel_request(request: Request) -> Response:
 
 
 async def _managed_token(request: Request, body: bytes) -> tuple[SandboxState, str, AccessToken]:
-    state = _state(request)
-    base = base_url(request, state.config.public_url)
-    value = _gnap_token(request)
-    if value is None:
-        # Rafiki 5k: the same words as for a wrong token. (Rafiki rotates without a token,
-        # 5j; the sandbox refuses on purpose, README "stricter".)
-        raise GnapError(
-            401,
-            "invalid_client",
-            "invalid access token",
-            reason="missing access token: send Authorization: GNAP <access token>",
-        )
+    # Rafiki 5k: the same words as for a wrong token. (Rafiki rotates without a token,
+    # 5j; the sandbox refuses on purpose, README "stricter".)
+    missing = GnapError(
+        401,
+        "invalid_client",
+        "invalid access token",
+        reason="missing access token: send Authorization: GNAP <access token>",
+    )
+    state, base, value = _token_holder(request, missing)
     token = grants.find_managed_token(state, request.path_params["id"], value)
-    grant = state.grants[token.grant_id]
-    client = await grant_client_keys(state, base, grant.client_wallet, grant.client_jwk)
-    verify_as(state, request, body, base, client)
+    await _verify_grant_client(state, request, body, base, state.grants[token.grant_id])
     return state, base, token
 
 

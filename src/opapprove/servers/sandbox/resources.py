@@ -7,7 +7,9 @@ and only then the operation.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +43,8 @@ from opapprove.servers.sandbox.validation import (
     parse_json_object,
 )
 from opapprove.servers.sandbox.verify import grant_client_keys, verify_rs
+
+R = TypeVar("R", IncomingPayment, OutgoingPayment)
 
 # ----------------------------------------------------------------------------- JSON
 
@@ -159,7 +163,11 @@ async def _authorize(
     return auth
 
 
-def _body(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
+async def _body(
+    request: Request, allowed: set[str], required: set[str]
+) -> tuple[bytes, dict[str, Any]]:
+    """The request's body as sent (it is signed) and as a checked JSON object."""
+    raw = await request.body()
     try:
         data = parse_json_object(raw)
         only_keys(data, allowed, "the request body")
@@ -172,7 +180,7 @@ def _body(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
         raise payments.invalid_body("walletAddress must be a URL")
     if "metadata" in data and not isinstance(data["metadata"], dict):
         raise payments.invalid_body("metadata must be an object")
-    return data
+    return raw, data
 
 
 def _wallet_account(state: SandboxState, base: str, wallet: str) -> AccountConfig:
@@ -198,8 +206,9 @@ def _query(request: Request) -> dict[str, str]:
 
 async def create_incoming_payment(request: Request) -> Response:
     state, base = _state(request), _base(request)
-    raw = await request.body()
-    body = _body(raw, {"walletAddress", "incomingAmount", "expiresAt", "metadata"}, set())
+    raw, body = await _body(
+        request, {"walletAddress", "incomingAmount", "expiresAt", "metadata"}, set()
+    )
     wallet = body["walletAddress"]
     auth = await _authorize(request, raw, "incoming-payment", "create", wallet)
     acct = _wallet_account(state, base, wallet)
@@ -207,7 +216,13 @@ async def create_incoming_payment(request: Request) -> Response:
     return JSONResponse(incoming_json(state, base, ip, methods=True), status_code=201)
 
 
-async def _list(request: Request, kind: str) -> tuple[Introspection, AccountConfig, dict[str, str]]:
+async def _list(
+    request: Request,
+    kind: str,
+    stored: Callable[[SandboxState], Iterable[R]],
+    shown: Callable[[SandboxState, str, R], dict[str, Any]],
+) -> Response:
+    """One page of the wallet's ``kind`` resources the caller may see, newest first."""
     state, base = _state(request), _base(request)
     query = _query(request)
     wallet = query.get("wallet-address")
@@ -219,22 +234,26 @@ async def _list(request: Request, kind: str) -> tuple[Introspection, AccountConf
             )
         )
     auth = await _authorize(request, b"", kind, "list", wallet)
-    return auth, _wallet_account(state, base, wallet), query
-
-
-async def list_incoming_payments(request: Request) -> Response:
-    state, base = _state(request), _base(request)
-    auth, acct, query = await _list(request, "incoming-payment")
+    acct = _wallet_account(state, base, wallet)
     with state.lock:
         items = [
             p
-            for p in state.incoming.values()
+            for p in stored(state)
             if p.account == acct.name
             and (auth.action == "list-all" or p.client == auth.grant.client_id)
         ]
         chosen, info = payments.page(items, query)
-        result = [incoming_json(state, base, p, methods=False) for p in chosen]
+        result = [shown(state, base, p) for p in chosen]
     return JSONResponse({"pagination": info, "result": result})
+
+
+async def list_incoming_payments(request: Request) -> Response:
+    return await _list(
+        request,
+        "incoming-payment",
+        lambda state: state.incoming.values(),
+        partial(incoming_json, methods=False),
+    )
 
 
 def _incoming(state: SandboxState, request: Request) -> IncomingPayment:
@@ -274,9 +293,8 @@ async def complete_incoming_payment(request: Request) -> Response:
 
 async def create_quote(request: Request) -> Response:
     state, base = _state(request), _base(request)
-    raw = await request.body()
-    body = _body(
-        raw,
+    raw, body = await _body(
+        request,
         {"walletAddress", "receiver", "method", "debitAmount", "receiveAmount"},
         {"walletAddress", "receiver", "method"},
     )
@@ -315,9 +333,8 @@ async def get_quote(request: Request) -> Response:
 
 async def create_outgoing_payment(request: Request) -> Response:
     state, base = _state(request), _base(request)
-    raw = await request.body()
-    body = _body(
-        raw,
+    raw, body = await _body(
+        request,
         {"walletAddress", "quoteId", "incomingPayment", "debitAmount", "metadata"},
         {"walletAddress"},
     )
@@ -348,18 +365,9 @@ async def create_outgoing_payment(request: Request) -> Response:
 
 
 async def list_outgoing_payments(request: Request) -> Response:
-    state, base = _state(request), _base(request)
-    auth, acct, query = await _list(request, "outgoing-payment")
-    with state.lock:
-        items = [
-            p
-            for p in state.outgoing.values()
-            if p.account == acct.name
-            and (auth.action == "list-all" or p.client == auth.grant.client_id)
-        ]
-        chosen, info = payments.page(items, query)
-        result = [outgoing_json(state, base, p) for p in chosen]
-    return JSONResponse({"pagination": info, "result": result})
+    return await _list(
+        request, "outgoing-payment", lambda state: state.outgoing.values(), outgoing_json
+    )
 
 
 async def get_outgoing_payment(request: Request) -> Response:
