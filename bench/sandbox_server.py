@@ -4,12 +4,13 @@ stdin: one JSON line ``{latency, wait_seconds, seller_keys, buyer_balance, profi
 stdout: the URL, once it listens. It serves until stdin closes, then writes the cProfile
 stats to ``profile`` if one was asked for. Extra routes for the driver:
 ``POST /_bench/spans`` (the requests served since the last call, then forgotten) and
-``GET /_bench/stats`` (requests served, CPU seconds used).
+``GET /_bench/stats`` (requests served, CPU seconds used, which opapprove serves).
 """
 
 from __future__ import annotations
 
 import cProfile
+import dataclasses
 import json
 import sys
 import threading
@@ -18,9 +19,14 @@ from typing import Any
 
 import uvicorn
 
+import opapprove
 from opapprove.openpayments.keys import Jwk
 from opapprove.servers.sandbox import AccountConfig, SandboxConfig, create_app
 from opapprove.servers.serving import ClosableH11Protocol
+
+# Which opapprove serves (bench/ab.py runs older revisions through PYTHONPATH).
+_imported = opapprove.__file__
+_config_fields = {f.name for f in dataclasses.fields(SandboxConfig)}
 
 
 class Recorder:
@@ -52,7 +58,7 @@ class Recorder:
             data, self.spans = self.spans, []
             body: Any = data
         else:
-            body = {"served": self.served, "cpu": time.process_time()}
+            body = {"served": self.served, "cpu": time.process_time(), "opapprove": _imported}
         raw = json.dumps(body).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(raw))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -78,7 +84,8 @@ def main() -> None:
         wait_seconds=int(options["wait_seconds"]),
         # As Rafiki: it keeps no record of signatures, so a byte-identical request (the
         # same grant asked for by 64 replays in the same second) is not refused as a replay.
-        refuse_replays=False,
+        # (An older opapprove, run by bench/ab.py, has no such option and never refused.)
+        **({"refuse_replays": False} if "refuse_replays" in _config_fields else {}),
     )
     app = Recorder(create_app(config))
     server = Server(

@@ -79,14 +79,29 @@ class SpecMismatch(AssertionError):
     pass
 
 
+# Validators built so far, by spec and schema object (those live in ``_load``'s cache, so an
+# id is never reused): building one per body cost as much as validating the body.
+_VALIDATORS: dict[tuple[str, int], jsonschema.protocols.Validator] = {}
+
+
+def _validator(spec: str, schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    key = (spec, id(schema))
+    if key not in _VALIDATORS:
+        # Refs inside the schema are relative to the spec document: resolve them by
+        # embedding the schema as a subschema of the whole document.
+        doc = _load(spec)
+        full = {
+            **doc,
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **_as_root(schema),
+        }
+        cls = jsonschema.Draft202012Validator
+        _VALIDATORS[key] = cls(full, format_checker=cls.FORMAT_CHECKER)
+    return _VALIDATORS[key]
+
+
 def _validate(spec: str, schema: dict[str, Any], body: Any, what: str) -> None:
-    # Refs inside the schema are relative to the spec document: resolve them by
-    # embedding the schema as a subschema of the whole document.
-    doc = _load(spec)
-    full = {**doc, "$schema": "https://json-schema.org/draft/2020-12/schema", **_as_root(schema)}
-    cls = jsonschema.Draft202012Validator
-    validator = cls(full, format_checker=cls.FORMAT_CHECKER)
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    errors = sorted(_validator(spec, schema).iter_errors(body), key=lambda e: list(e.path))
     if errors:
         lines = [f"{what} does not match {spec}:"]
         for e in errors[:5]:

@@ -25,7 +25,6 @@ import itertools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_LANGUAGES = ("bash", "python")
@@ -125,12 +126,6 @@ def missing_lines(expected: str, *streams: str) -> list[str]:
 
 def runnable() -> list[Block]:
     return [b for b in blocks(README.read_text("utf-8")) if b.lang in RUN_LANGUAGES]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def with_ports(code: str, ports: dict[int, int]) -> str:

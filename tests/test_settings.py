@@ -13,18 +13,7 @@ from opapprove.settings import Settings, SettingsError, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No OPAPPROVE_* from the outside, and platform dirs inside tmp_path."""
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("OPAPPROVE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 def write(path: Path, text: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,9 @@ URL = f"postgresql://shop:{SECRET}@db.internal:5432/opapprove"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("OPAPPROVE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.chdir(tmp_path)
+def in_tmp(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Isolated, and working in tmp_path: a relative store path lands there."""
+    monkeypatch.chdir(isolated_env)
 
 
 @pytest.mark.parametrize(

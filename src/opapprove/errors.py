@@ -88,15 +88,24 @@ class OpapproveError(Exception):
     """Base of every error opapprove raises on purpose. ``str(err)`` is one line.
 
     ``hint`` is what a person can do about it; ``kind`` (a key of ``EXIT_CODES``) says what
-    sort of failure it is, per class or per instance.
+    sort of failure it is, per class or per instance; ``pending_id`` the grant it is about,
+    if any, for scripts to look at or replay (``pendingId`` in ``--json``).
     """
 
     kind: str = "unexpected"
 
-    def __init__(self, message: str, hint: str | None = None, *, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        kind: str | None = None,
+        pending_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.pending_id = pending_id
         if kind is not None:
             self.kind = kind
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,7 @@ import pytest
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.store import Seller, Store
-from opapprove.openpayments.keys import public_jwk, write_private_key
+from opapprove.openpayments.keys import public_jwk
 from opapprove.servers.sandbox.accounts import with_wallets
 from opapprove.servers.sandbox.config import default_accounts
 from opapprove.servers.serving import RunningServer
@@ -45,6 +45,17 @@ class FlowKit:
         url: str = self.sandbox.state.approve(redirect, reject=reject)
         return url
 
+    def clock_sleep(self) -> tuple[Callable[[float], Awaitable[None]], list[float]]:
+        """A flow's ``sleep`` that moves the sandbox's clock instead of waiting, and the list
+        of the waits it was asked for (so a test proves the flow waited, without waiting)."""
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            self.sandbox.clock.advance(seconds)
+
+        return sleep, slept
+
 
 def make_kit(
     tmp_path: Path,
@@ -58,19 +69,9 @@ def make_kit(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     box = make_sandbox(**sandbox_overrides)
-    key_path = tmp_path / "seller.pem"
-    write_private_key(key_path, box.key)
     location = tmp_path / "store.db" if store_at is None else store_at
     store = Store(location)
-    store.add_seller(
-        Seller(
-            id="default-seller",
-            wallet_address_url=box.seller,
-            key_id=box.key_id,
-            private_key_path=str(key_path),
-            created_at=0.0,
-        )
-    )
+    box.add_default_seller(store, tmp_path / "seller.pem")
     settings = load_settings(
         store=store.location, allow_http=True, base_url="http://127.0.0.1:3999"
     )

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from opapprove.approvals.access import Access, incoming_grant
+from opapprove.approvals.store import Seller
 from opapprove.openpayments.exchange import Exchange
-from tests.approvals.conftest import make_kit
+from opapprove.openpayments.models import GrantRequest
+from tests.approvals.conftest import FlowKit, make_kit
 
 pytestmark = pytest.mark.anyio
+
+
+async def _the_sellers_grant(kit: FlowKit, access: Access) -> tuple[Seller, Any, GrantRequest]:
+    """The default seller, its wallet address (read through ``access``) and the body of the
+    grant its incoming payments need."""
+    seller = kit.store.get_seller("default-seller")
+    assert seller is not None
+    wallet = await access.wallet(seller, seller.wallet_address_url)
+    return seller, wallet, incoming_grant(seller)
 
 
 async def test_side_by_side_callers_share_one_grant_request(
@@ -30,10 +42,7 @@ async def test_side_by_side_callers_share_one_grant_request(
         clock=kit.sandbox.clock,
     )
     try:
-        seller = kit.store.get_seller("default-seller")
-        assert seller is not None
-        wallet = await access.wallet(seller, seller.wallet_address_url)
-        body = incoming_grant(seller)
+        seller, wallet, body = await _the_sellers_grant(kit, access)
 
         tokens = await asyncio.gather(
             *(access.grant_token(seller, wallet.auth_server, body) for _ in range(8))
@@ -73,10 +82,7 @@ async def test_a_failed_grant_request_fails_every_waiter_and_the_next_call_asks_
 
     access = Access(kit.store, kit.settings, transport=RefuseFirstGrant(), clock=kit.sandbox.clock)
     try:
-        seller = kit.store.get_seller("default-seller")
-        assert seller is not None
-        wallet = await access.wallet(seller, seller.wallet_address_url)
-        body = incoming_grant(seller)
+        seller, wallet, body = await _the_sellers_grant(kit, access)
         failed = await asyncio.gather(
             *(access.grant_token(seller, wallet.auth_server, body) for _ in range(4)),
             return_exceptions=True,

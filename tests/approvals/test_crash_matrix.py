@@ -208,12 +208,20 @@ async def test_split_crash_then_replay_pays_every_seller_once(
     assert cell == (NOTHING_STORED if step.name in SPLIT_BEFORE_STORE else SPLIT.expected)
 
 
+async def _died_paying(
+    tmp: Path, mp: pytest.MonkeyPatch, store_at: Path | str, mode: str
+) -> tuple[FlowKit, str]:
+    """A kit whose grant died (``mode``) right after its payment was asked for."""
+    kit = make_kit(tmp, mp, store_at=store_at)
+    pending_id, died = await die_at(kit, _step("create outgoing payment"), mode)
+    assert died
+    return kit, pending_id
+
+
 async def test_replay_waits_for_a_live_lease_then_pays_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
-    pending_id, died = await die_at(kit, _step("create outgoing payment"), "kill")
-    assert died
+    kit, pending_id = await _died_paying(tmp_path, monkeypatch, store_location, "kill")
     store, flow = fresh_flow(kit)
     try:
         assert store.get_pending(pending_id).state == State.PAYING
@@ -239,9 +247,7 @@ async def test_replay_waits_for_a_live_lease_then_pays_once(
 async def test_two_replays_at_once_pay_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: Path | str
 ) -> None:
-    kit = make_kit(tmp_path, monkeypatch, store_at=store_location)
-    pending_id, died = await die_at(kit, _step("create outgoing payment"), "drop")
-    assert died
+    kit, pending_id = await _died_paying(tmp_path, monkeypatch, store_location, "drop")
     (store_a, flow_a), (store_b, flow_b) = fresh_flow(kit), fresh_flow(kit)
     try:
         results = await asyncio.gather(

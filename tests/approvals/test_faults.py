@@ -32,9 +32,8 @@ import pytest
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.records import HAPPY_PATH
-from opapprove.approvals.store import Pending, Seller, State, Store
+from opapprove.approvals.store import Pending, State, Store
 from opapprove.openpayments.exchange import Exchange
-from opapprove.openpayments.keys import write_private_key
 from opapprove.settings import Settings, load_settings
 from tests.approvals.conftest import FlowKit, make_kit
 from tests.approvals.crash_support import (
@@ -186,18 +185,8 @@ def on_loopback(tmp: Path, served: Served, *, timeout: float = TIMEOUT) -> Itera
     box = served.kit_box
     box.state.clear_faults()
     box.state.set_latency(0)
-    key_path = tmp / "seller.pem"
-    write_private_key(key_path, box.key)
     store = Store(tmp / "store.db", clock=box.clock)
-    store.add_seller(
-        Seller(
-            id="default-seller",
-            wallet_address_url=f"{served.url}/seller",
-            key_id=box.key_id,
-            private_key_path=str(key_path),
-            created_at=0.0,
-        )
-    )
+    box.add_default_seller(store, tmp / "seller.pem", base=served.url)
     settings = load_settings(
         store=tmp / "store.db", allow_http=True, base_url="http://127.0.0.1:3999", timeout=timeout
     )

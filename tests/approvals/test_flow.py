@@ -288,12 +288,7 @@ async def test_continue_waits_for_wait_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = make_kit(tmp_path, monkeypatch, wait_seconds=5)
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        kit.sandbox.clock.advance(seconds)
-
+    sleep, slept = kit.clock_sleep()
     flow = kit.new_flow(sleep=sleep)
     pending = await flow.start_quote(offer_id="w", buyer_wallet=kit.sandbox.buyer, amount="1")
     assert pending.continue_wait == 5
@@ -309,12 +304,7 @@ async def test_too_fast_is_retried_after_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = make_kit(tmp_path, monkeypatch, wait_seconds=5)
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        kit.sandbox.clock.advance(seconds)
-
+    sleep, _ = kit.clock_sleep()
     flow = kit.new_flow(sleep=sleep)
     pending = await flow.start_quote(offer_id="w", buyer_wallet=kit.sandbox.buyer, amount="1")
     # Pretend the wallet said wait 0, so the first continue goes out too early.
@@ -342,12 +332,7 @@ async def test_an_unsent_payment_is_read_with_backoff_until_sent(
 ) -> None:
     """Created unsent (Rafiki 6b); sent 0.3 s later: reads at 0, 0.05, 0.15 and 0.35 s."""
     kit = make_kit(tmp_path, monkeypatch, settle_delay=0.3)
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        kit.sandbox.clock.advance(seconds)
-
+    sleep, slept = kit.clock_sleep()
     async with kit.new_flow(sleep=sleep) as flow:
         pending = await flow.start_quote(
             offer_id="offer-1", buyer_wallet=kit.sandbox.buyer, amount="12.34"

@@ -231,6 +231,16 @@ async def stopped_before_the_quote(kit: FlowKit, **kwargs: Any) -> Any:
     return pending
 
 
+async def assert_replay_refused(kit: FlowKit, pending: Any, said: str) -> None:
+    """Replaying ``pending`` re-quotes, and the new quote is refused with ``said``: the
+    grant is cancelled cleanly and nothing is paid."""
+    with pytest.raises(FlowError) as err:
+        await kit.flow.replay(pending.id)
+    assert said in err.value.message
+    assert_refused_cleanly(kit, err.value, (100_000, 0))
+    await kit.flow.aclose()
+
+
 @pytest.mark.anyio
 async def test_cross_currency_max_debit_is_kept_for_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -238,11 +248,7 @@ async def test_cross_currency_max_debit_is_kept_for_replay(
     kit = kit_with(tmp_path, monkeypatch, "buyer:EUR:2:1000.00", fee=FeePolicy(100))
     pending = await stopped_before_the_quote(kit, max_debit="9.30")
     # 10.00 USD / 1.08 * 1.01 = 9.3518... -> 9.36 EUR: over the 9.30 given at the start.
-    with pytest.raises(FlowError) as err:
-        await kit.flow.replay(pending.id)
-    assert "over --max-debit 9.30 EUR" in err.value.message
-    assert_refused_cleanly(kit, err.value, (100_000, 0))
-    await kit.flow.aclose()
+    await assert_replay_refused(kit, pending, "over --max-debit 9.30 EUR")
 
 
 @pytest.mark.anyio
@@ -267,11 +273,7 @@ async def test_a_partly_paid_incoming_payment_quotes_less_and_is_refused(
     state = kit.sandbox.state
     (incoming,) = state.incoming_payments()
     incoming.received = 100
-    with pytest.raises(FlowError) as err:
-        await kit.flow.replay(pending.id)
-    assert "it delivers 9.00 USD, not the offer's 10.00 USD" in err.value.message
-    assert_refused_cleanly(kit, err.value, (100_000, 0))
-    await kit.flow.aclose()
+    await assert_replay_refused(kit, pending, "it delivers 9.00 USD, not the offer's 10.00 USD")
 
 
 @pytest.mark.anyio

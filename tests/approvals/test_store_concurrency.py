@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from multiprocessing.synchronize import Barrier as ProcessBarrier
 from pathlib import Path
 from typing import Any
 
 from opapprove.approvals.store import StaleState, State, Store
+from tests.processes import worker_context
 
 WAIT = 60  # seconds; only guards against a hang, never asserted on
 
@@ -88,7 +88,7 @@ def test_eight_threads_each_with_its_own_connection(store_location: Path | str) 
 
 
 # -- processes ------------------------------------------------------------------------------
-# Workers are module-level functions so the "spawn" start method can import them.
+# Workers are module-level functions so the fork server (tests/processes.py) can import them.
 
 
 def _race_in_process(path: str, pending_id: str, barrier: ProcessBarrier, out: Any) -> None:
@@ -114,7 +114,7 @@ def _busy_writer(path: str, barrier: ProcessBarrier, out: Any) -> None:
 
 
 def _run_processes(target: Any, args: tuple[Any, ...], count: int) -> list[str]:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = worker_context()
     barrier = ctx.Barrier(count)
     out = ctx.Queue()
     procs = [ctx.Process(target=target, args=(*args, barrier, out)) for _ in range(count)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import os
 import time
 from collections import Counter
@@ -30,10 +29,10 @@ import pytest
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.records import HAPPY_PATH
-from opapprove.approvals.store import FINAL_STATES, Seller, State, Store
-from opapprove.openpayments.keys import write_private_key
+from opapprove.approvals.store import FINAL_STATES, State, Store
 from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending
+from tests.processes import worker_context
 from tests.sandbox_fixtures import make_sandbox
 
 RUN_SECONDS = 5.0  # how long the shop keeps starting quotes (the others run 1 s longer)
@@ -48,7 +47,7 @@ PATH = HAPPY_PATH
 
 
 # -------------------------------------------------------------------------- in the children
-# Module-level so the "spawn" start method can import them.
+# Module-level so the fork server (tests/processes.py) can import them.
 
 
 def _open(cfg: dict[str, Any]) -> tuple[Store, Flow]:
@@ -202,27 +201,14 @@ async def _drain(store: Store, flow: Flow, sandbox_state: Any) -> None:
 
 @pytest.mark.slow
 def test_eight_processes_share_one_store_for_a_sustained_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    isolated_env: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    for name in [n for n in os.environ if n.startswith("OPAPPROVE_")]:
-        monkeypatch.delenv(name)
+    tmp_path = isolated_env
     box = make_sandbox(clock=time.time, sleep=asyncio.sleep)
-    key_path = tmp_path / "seller.pem"
-    write_private_key(key_path, box.key)
     store_path = tmp_path / "shared" / "opapprove.db"
     with box.served() as server:
         with Store(store_path) as store:
-            store.add_seller(
-                Seller(
-                    id="default-seller",
-                    wallet_address_url=f"{server.url}/seller",
-                    key_id=box.key_id,
-                    private_key_path=str(key_path),
-                    created_at=0.0,
-                )
-            )
+            box.add_default_seller(store, tmp_path / "seller.pem", base=server.url)
         cfg = {
             "store": str(store_path),
             "base": server.url,
@@ -232,7 +218,7 @@ def test_eight_processes_share_one_store_for_a_sustained_run(
         roles = ["shop"] + ["listener"] * LISTENERS + ["replayer"] * REPLAYERS
         roles += ["reader"] * READERS
         assert len(roles) == 8
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         barrier, urls, out = ctx.Barrier(len(roles)), ctx.Queue(), ctx.Queue()
         procs = [ctx.Process(target=_worker, args=(r, cfg, barrier, urls, out)) for r in roles]
         buyer_before = box.state.balance("buyer")

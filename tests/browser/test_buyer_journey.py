@@ -21,8 +21,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Pending, Seller, State, Store
-from opapprove.openpayments.keys import write_private_key
+from opapprove.approvals.store import Pending, State, Store
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.serving import RunningServer, serve_in_thread
 from opapprove.settings import Settings, load_settings
@@ -60,8 +59,6 @@ async def journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     monkeypatch.delenv("OPAPPROVE_CONFIG", raising=False)
     # Real time and a real continue.wait: the buyer's page must not wait for it.
     box = make_sandbox(clock=time.time, wait_seconds=WAIT_SECONDS)
-    key_path = tmp_path / "seller.pem"
-    write_private_key(key_path, box.key)
     store_path = tmp_path / "store.db"
     late = LateApp()
     with (
@@ -70,14 +67,8 @@ async def journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         Store(store_path) as listener_store,
         serve_in_thread(late) as listener,
     ):
-        store.add_seller(
-            Seller(
-                id="default-seller",
-                wallet_address_url=f"{sandbox.url}/seller",
-                key_id=box.key_id,
-                private_key_path=str(key_path),
-                created_at=time.time(),
-            )
+        box.add_default_seller(
+            store, tmp_path / "seller.pem", base=sandbox.url, created_at=time.time()
         )
         settings = load_settings(store=store_path, allow_http=True, base_url=listener.url)
         kit = Journey(box, sandbox, listener, store, settings)

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -29,18 +28,13 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from opapprove.testing import OpSandbox, make_seller, running_sandbox
+from tests.ports import free_port
 
 pytestmark = pytest.mark.browser
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "marketplace"
 START_SECONDS = 30
 STEP_SECONDS = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -88,7 +82,7 @@ def _spawn(
 
 @pytest.fixture
 def marketplace(tmp_path: Path) -> Iterator[Marketplace]:
-    django_port, listener_port = _free_port(), _free_port()
+    django_port, listener_port = free_port(), free_port()
     django_url = f"http://127.0.0.1:{django_port}"
     listener_url = f"http://127.0.0.1:{listener_port}"
     secret, token, password = (secrets.token_hex(16) for _ in range(3))

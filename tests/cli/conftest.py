@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from opapprove.cli.main import app
+
+PROCESS_TIMEOUT = 60  # seconds; only guards against a hang
 
 
 @dataclass
@@ -39,6 +42,18 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPAPPROVE_")}
         env.update(self.env)
         return env
+
+    def run_process(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m opapprove`` with this CLI's store, config and environment, as its
+        own process: what a person's terminal runs (text output captured)."""
+        return subprocess.run(
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            env=self.subprocess_env(),
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
 
     def argv(self, *args: str) -> list[str]:
         return [

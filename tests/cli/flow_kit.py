@@ -10,7 +10,6 @@ and is a FakeClock the test advances to expire interactions and quotes.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,30 +22,17 @@ from opapprove.approvals.store import Store
 from opapprove.cli.main import main
 from opapprove.openpayments.keys import write_private_key
 from tests.cli.conftest import Cli
-from tests.sandbox_fixtures import FakeClock, Sandbox, make_sandbox
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
+from tests.sandbox_fixtures import FakeClock, Sandbox, ServedWallets, make_sandbox
 
 
 @dataclass
-class Kit:
+class Kit(ServedWallets):
     cli: Cli
     box: Sandbox
     url: str
     key_path: Path
     listen_port: int
-
-    @property
-    def buyer(self) -> str:
-        return f"{self.url}/buyer"
-
-    @property
-    def seller(self) -> str:
-        return f"{self.url}/seller"
 
     @property
     def listener(self) -> str:

@@ -12,7 +12,8 @@ import pytest
 from opapprove.approvals.store import Store
 from opapprove.cli import exitcodes
 from tests.cli.conftest import Cli, one_error_line
-from tests.cli.flow_kit import Kit, free_port
+from tests.cli.flow_kit import Kit
+from tests.ports import free_port
 
 
 def _typos(kit: Kit) -> list[tuple[list[str], int, str]]:

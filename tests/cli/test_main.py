@@ -120,17 +120,9 @@ def test_main_returns_exit_code(cli: Cli) -> None:
 
 
 def test_subprocess_help_and_usage_error(cli: Cli) -> None:
-    ok = subprocess.run(
-        cli.argv("--help"), capture_output=True, text=True, env=cli.subprocess_env(), check=False
-    )
+    ok = cli.run_process("--help")
     assert ok.returncode == 0 and "Exit codes:" in ok.stdout
-    bad = subprocess.run(
-        cli.argv("seller", "show"),
-        capture_output=True,
-        text=True,
-        env=cli.subprocess_env(),
-        check=False,
-    )
+    bad = cli.run_process("seller", "show")
     assert bad.returncode == exitcodes.USAGE
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -171,12 +170,8 @@ def test_non_ed25519_key_file_is_refused(cli: Cli) -> None:
 
 
 def test_bad_key_subprocess_no_traceback(cli: Cli) -> None:
-    proc = subprocess.run(
-        cli.argv("seller", "add", "shop", "--wallet", WALLET, "--key-id", "k", "--key", "junk"),
-        capture_output=True,
-        text=True,
-        env=cli.subprocess_env(),
-        check=False,
+    proc = cli.run_process(
+        "seller", "add", "shop", "--wallet", WALLET, "--key-id", "k", "--key", "junk"
     )
     assert proc.returncode == exitcodes.CONFIG
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1

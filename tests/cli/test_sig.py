@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,16 @@ class Traces:
     masked: Path  # --trace-file
     jwks: Path
     token: str
+
+
+def tampered_copy(trace: Path, out: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """``trace`` copied to ``out`` with ``change`` made to its third record (a signed POST)."""
+    lines = trace.read_text().splitlines()
+    record = json.loads(lines[2])
+    change(record)
+    lines[2] = json.dumps(record)
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +112,10 @@ def test_keys_from_the_wallet_or_from_the_grant_requests_client(cli: Cli, traces
 def test_a_tampered_line_fails_with_exit_7_and_shows_the_diff(
     cli: Cli, traces: Traces, tmp_path: Path
 ) -> None:
-    lines = traces.secret.read_text().splitlines()
-    record = json.loads(lines[2])
-    record["request_headers"]["content-type"] = "application/json; charset=utf-8"
-    lines[2] = json.dumps(record)
-    tampered = tmp_path / "tampered.jsonl"
-    tampered.write_text("\n".join(lines) + "\n")
+    charset = {"content-type": "application/json; charset=utf-8"}
+    tampered = tampered_copy(
+        traces.secret, tmp_path / "tampered.jsonl", lambda r: r["request_headers"].update(charset)
+    )
     result = cli("sig", "verify", str(tampered), "--jwks", str(traces.jwks))
     assert result.exit_code == exitcodes.VERIFICATION, result.output
     assert verdicts(result.stdout) == ["ok", "FAIL", "ok"]
@@ -154,12 +163,12 @@ def test_a_masked_trace_cannot_be_checked_but_is_not_a_failure(
         (False, True),
     ]
     # Everything else is still checked: a changed header in a masked capture is a failure.
-    lines = traces.masked.read_text().splitlines()
-    record = json.loads(lines[2])
-    record["request_headers"]["content-type"] = "text/plain"
-    lines[2] = json.dumps(record)
-    tampered = tmp_path / "masked-tampered.jsonl"
-    tampered.write_text("\n".join(lines) + "\n")
+    plain = {"content-type": "text/plain"}
+    tampered = tampered_copy(
+        traces.masked,
+        tmp_path / "masked-tampered.jsonl",
+        lambda r: r["request_headers"].update(plain),
+    )
     bad = cli("sig", "verify", str(tampered), "--jwks", str(traces.jwks))
     assert bad.exit_code == exitcodes.VERIFICATION, bad.output
     assert verdicts(bad.stdout) == ["ok", "FAIL", "????"]

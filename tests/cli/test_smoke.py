@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,10 +107,7 @@ def test_a_junit_path_that_cannot_be_written_is_one_error_line(
 
 def test_a_real_process_exits_with_the_first_failures_code(cli: Cli, live: Live) -> None:
     add_seller(cli, live)
-    argv = cli.argv("--json", "smoke", "--buyer", f"{live.url}/nobody", "--amount", "0.01")
-    done = subprocess.run(
-        argv, env=cli.subprocess_env(), capture_output=True, text=True, timeout=60, check=False
-    )
+    done = cli.run_process("--json", "smoke", "--buyer", f"{live.url}/nobody", "--amount", "0.01")
     assert done.returncode == exitcodes.REFUSED, done.stderr
     assert json.loads(done.stdout)["exitCode"] == exitcodes.REFUSED
     assert "Traceback" not in done.stderr

@@ -124,14 +124,7 @@ def test_doctor_collects_again_before_its_checks(cli: Cli) -> None:
 
 
 def test_python_dash_m_runs_the_same_entry_point(cli: Cli) -> None:
-    proc = subprocess.run(
-        [*cli.argv("--json", "version")],
-        capture_output=True,
-        text=True,
-        env=cli.subprocess_env(),
-        timeout=60,
-        check=False,
-    )
+    proc = cli.run_process("--json", "version")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["version"]
 

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import json
-import socket
 import stat
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from opapprove.cli import exitcodes
-from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
+from opapprove.openpayments.keys import generate_private_key, write_private_key
 from tests.cli.conftest import Cli, one_error_line
-from tests.sandbox_fixtures import Sandbox, make_sandbox
-
-MISMATCH_KID = "published-but-other-key"
-
-
-@dataclass
-class Live:
-    sandbox: Sandbox
-    url: str
-    seller_key: Path
-
-    @property
-    def buyer(self) -> str:
-        return f"{self.url}/buyer"
-
-    @property
-    def seller(self) -> str:
-        return f"{self.url}/seller"
+from tests.diagnostics.conftest import OTHER_KID, Live, closed_port_url, serve_live
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    tmp = tmp_path_factory.mktemp("wallet")
-    published_other = public_jwk(generate_private_key(), MISMATCH_KID)
-    sandbox = make_sandbox(extra_keys=[published_other])
-    key_path = tmp / "seller.pem"
-    write_private_key(key_path, sandbox.key)
-    with sandbox.served() as server:
-        yield Live(sandbox, server.url, key_path)
-    sandbox.recorder.assert_clean()
+    """The diagnostics' sandbox: its seller wallet also publishes OTHER_KID, another key."""
+    yield from serve_live(tmp_path_factory)
 
 
 def add_seller(cli: Cli, live: Live, sid: str, kid: str, key: Path) -> None:
@@ -52,15 +26,8 @@ def add_seller(cli: Cli, live: Live, sid: str, kid: str, key: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/alice"
-
-
 def test_ok_with_published_matching_key(cli: Cli, live: Live) -> None:
-    add_seller(cli, live, "shop", live.sandbox.key_id, live.seller_key)
+    add_seller(cli, live, "shop", live.sandbox.key_id, live.key_path)
     result = cli("wallet", "check", live.buyer, "--seller", "shop")
     assert result.exit_code == 0, result.output
     assert "OK: " in result.stdout and "matches its private key" in result.stdout
@@ -75,7 +42,7 @@ def test_ok_with_published_matching_key(cli: Cli, live: Live) -> None:
 
 
 def test_default_seller_is_checked_without_flag(cli: Cli, live: Live) -> None:
-    add_seller(cli, live, "default-seller", live.sandbox.key_id, live.seller_key)
+    add_seller(cli, live, "default-seller", live.sandbox.key_id, live.key_path)
     doc = json.loads(cli("--json", "wallet", "check", live.seller).stdout)
     assert doc["ok"] is True and doc["seller"]["id"] == "default-seller"
     assert live.sandbox.key_id in doc["walletKeys"]
@@ -94,7 +61,7 @@ def test_key_id_not_published(cli: Cli, live: Live) -> None:
 
 
 def test_published_jwk_does_not_match_private_key(cli: Cli, live: Live) -> None:
-    add_seller(cli, live, "shop", MISMATCH_KID, live.seller_key)
+    add_seller(cli, live, "shop", OTHER_KID, live.key_path)
     result = cli("wallet", "check", live.buyer, "--seller", "shop")
     assert result.exit_code == exitcodes.CONFIG
     assert "PROBLEM: " in result.stdout and "is not the public key of" in result.stdout
@@ -123,13 +90,7 @@ def test_unreachable_wallet_is_exit_4_one_line(cli: Cli) -> None:
 
 
 def test_unreachable_wallet_subprocess_no_traceback(cli: Cli) -> None:
-    proc = subprocess.run(
-        cli.argv("wallet", "check", closed_port_url()),
-        capture_output=True,
-        text=True,
-        env=cli.subprocess_env(),
-        check=False,
-    )
+    proc = cli.run_process("wallet", "check", closed_port_url())
     assert proc.returncode == exitcodes.TRANSPORT
     assert proc.stderr.startswith("error: Invalid wallet address")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,25 +11,18 @@ import pytest
 
 from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
 from opapprove.settings import Settings, load_settings
-from tests.sandbox_fixtures import Sandbox, make_sandbox
+from tests.ports import free_port
+from tests.sandbox_fixtures import Sandbox, ServedWallets, make_sandbox
 
 # Published in the seller wallet's jwks.json, but the public key of some other private key.
 OTHER_KID = "published-other-key"
 
 
 @dataclass
-class Live:
+class Live(ServedWallets):
     sandbox: Sandbox
     url: str
     key_path: Path
-
-    @property
-    def buyer(self) -> str:
-        return f"{self.url}/buyer"
-
-    @property
-    def seller(self) -> str:
-        return f"{self.url}/seller"
 
     def settings(self, tmp: Path, **overrides: Any) -> Settings:
         """Settings whose default seller is the sandbox's seller (key id and key file)."""
@@ -64,16 +55,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No config file or OPAPPROVE_* variable of the machine leaks into a test."""
-    for name in [n for n in os.environ if n.startswith("OPAPPROVE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+def isolated(isolated_env: Path) -> None:
+    """Every diagnostics test runs isolated from the machine's config (tests/conftest)."""
 
 
 def closed_port_url(path: str = "/alice") -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
+    return f"http://127.0.0.1:{free_port()}{path}"

@@ -29,6 +29,15 @@ def smoke(live: Live, tmp: Path, buyer: str, **overrides: Any) -> tuple[SmokeRep
     return asyncio.run(go()), store
 
 
+def smoke_failing_once(live: Live, tmp: Path, operation: str) -> tuple[SmokeReport, Store]:
+    """The smoke test while the sandbox answers ``operation`` once with a 500."""
+    live.sandbox.state.set_fault(operation, status=500, times=1)
+    try:
+        return smoke(live, tmp, live.buyer)
+    finally:
+        live.sandbox.state.clear_faults()
+
+
 def statuses(report: SmokeReport) -> dict[str, str]:
     return {s.name: s.status for s in report.steps}
 
@@ -113,11 +122,7 @@ def test_an_unpublished_seller_key_fails_first(live: Live, tmp_path: Path) -> No
 
 
 def test_a_failing_approval_url_still_cancels_the_grant(live: Live, tmp_path: Path) -> None:
-    live.sandbox.state.set_fault("interaction-start", status=500, times=1)
-    try:
-        report, store = smoke(live, tmp_path, live.buyer)
-    finally:
-        live.sandbox.state.clear_faults()
+    report, store = smoke_failing_once(live, tmp_path, "interaction-start")
     try:
         found = statuses(report)
         assert found["approval URL"] == "fail" and found["grant cancelled"] == "pass"
@@ -130,11 +135,7 @@ def test_a_failing_approval_url_still_cancels_the_grant(live: Live, tmp_path: Pa
 
 
 def test_a_flow_step_that_fails_is_named(live: Live, tmp_path: Path) -> None:
-    live.sandbox.state.set_fault("create-quote", status=500, times=1)
-    try:
-        report, store = smoke(live, tmp_path, live.buyer)
-    finally:
-        live.sandbox.state.clear_faults()
+    report, store = smoke_failing_once(live, tmp_path, "create-quote")
     store.close()
     found = statuses(report)
     assert found["wallet addresses"] == "pass" and found["incoming payment"] == "pass"

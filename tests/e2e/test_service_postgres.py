@@ -23,8 +23,7 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Seller, State, Store
-from opapprove.openpayments.keys import write_private_key
+from opapprove.approvals.store import State, Store
 from opapprove.servers.serving import serve_in_thread
 from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending
@@ -110,8 +109,6 @@ def test_three_listeners_and_two_replays_share_one_postgresql_store(
     url = postgres.fresh_url()
     env = _env(tmp_path, url)
     box = make_sandbox(clock=time.time, sleep=asyncio.sleep)
-    key_path = tmp_path / "seller.pem"
-    write_private_key(key_path, box.key)
     opapprove = [sys.executable, "-m", "opapprove", "--json"]
     listeners: list[subprocess.Popen[str]] = []
     outputs: list[str] = []
@@ -119,9 +116,7 @@ def test_three_listeners_and_two_replays_share_one_postgresql_store(
     # hold the sandbox to the specs).
     with serve_in_thread(box.app) as server:
         with Store(url) as store:
-            store.add_seller(
-                Seller("default-seller", f"{server.url}/seller", box.key_id, str(key_path), 0.0)
-            )
+            box.add_default_seller(store, tmp_path / "seller.pem", base=server.url)
         try:
             listeners = [
                 _spawn([*opapprove, "listen", "--port", "0"], env) for _ in range(LISTENERS)

@@ -121,6 +121,17 @@ def _client(
     return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
+@asynccontextmanager
+async def one_connection_to(
+    server: S, *, pool_timeout: float
+) -> AsyncIterator[tuple[S, httpx.AsyncClient]]:
+    """``server`` served, and a client allowed one connection that waits ``pool_timeout`` s
+    for it to come free."""
+    timeout = httpx.Timeout(5.0, pool=pool_timeout)
+    async with serving(server), _client(max_connections=1, timeout=timeout) as client:
+        yield server, client
+
+
 def test_the_open_payments_client_sends_through_this_pool() -> None:
     async def main() -> None:
         async with serving(Server()) as server:
@@ -580,9 +591,9 @@ def test_a_request_cancelled_while_connecting_gives_its_slot_back() -> None:
     silent = f"http://127.0.0.1:{listener.getsockname()[1]}"
 
     async def main() -> None:
-        async with (
-            serving(Scripted(script=_answer_ok_forever)) as server,
-            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.5)) as client,
+        async with one_connection_to(Scripted(script=_answer_ok_forever), pool_timeout=0.5) as (
+            server,
+            client,
         ):
             connecting = asyncio.create_task(client.get(f"{silent}/x"))
             await asyncio.sleep(0.1)
@@ -599,10 +610,7 @@ def test_a_request_cancelled_while_connecting_gives_its_slot_back() -> None:
 
 def test_a_request_cancelled_while_awaiting_its_answer_gives_its_slot_back() -> None:
     async def main() -> None:
-        async with (
-            serving(Server(delay=0.3)) as server,
-            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=1.0)) as client,
-        ):
+        async with one_connection_to(Server(delay=0.3), pool_timeout=1.0) as (server, client):
             waiting = asyncio.create_task(client.get(f"{server.url}/first"))
             await asyncio.sleep(0.1)
             await _cancel(waiting)
@@ -616,10 +624,7 @@ def test_a_request_cancelled_while_awaiting_its_answer_gives_its_slot_back() -> 
 
 def test_a_request_cancelled_while_queued_for_a_connection_leaves_the_queue() -> None:
     async def main() -> None:
-        async with (
-            serving(Server(delay=0.2)) as server,
-            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=1.0)) as client,
-        ):
+        async with one_connection_to(Server(delay=0.2), pool_timeout=1.0) as (server, client):
             first = asyncio.create_task(client.get(f"{server.url}/first"))
             await asyncio.sleep(0.05)
             queued = asyncio.create_task(client.get(f"{server.url}/queued"))
@@ -648,10 +653,7 @@ def test_a_request_cancelled_as_it_is_handed_a_new_connection_gives_the_slot_bac
         await writer.drain()
 
     async def main() -> None:
-        async with (
-            serving(Scripted(script=script)) as server,
-            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.5)) as client,
-        ):
+        async with one_connection_to(Scripted(script=script), pool_timeout=0.5) as (server, client):
             transport = client._transport
             assert isinstance(transport, httpx.AsyncHTTPTransport)
             pool = transport._pool
@@ -721,10 +723,7 @@ def test_a_tls_handshake_that_gets_no_answer_is_a_connect_timeout() -> None:
 
 def test_every_connection_busy_past_the_pool_timeout_is_a_pool_timeout() -> None:
     async def main() -> None:
-        async with (
-            serving(Server(delay=0.3)) as server,
-            _client(max_connections=1, timeout=httpx.Timeout(5.0, pool=0.1)) as client,
-        ):
+        async with one_connection_to(Server(delay=0.3), pool_timeout=0.1) as (server, client):
             busy = asyncio.create_task(client.get(f"{server.url}/busy"))
             await asyncio.sleep(0.05)
             with pytest.raises(httpx.PoolTimeout):

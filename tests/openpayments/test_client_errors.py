@@ -44,6 +44,18 @@ from tests.spec_check import check_response
 
 Call = Callable[[OpenPaymentsClient], Awaitable[Any]]
 
+
+def invalid_response(
+    call: Call, method: str, url: str, status: int, body: Any
+) -> errors.InvalidResponse:
+    """What ``call`` raises when the server answers ``status`` with the JSON ``body``."""
+    with respx.mock() as router:
+        router.route(method=method, url=url).respond(status, json=body)
+        with pytest.raises(errors.InvalidResponse) as caught:
+            run(call)
+    return caught.value
+
+
 GRANT = m.quote_grant(CLIENT_WALLET)
 OUTGOING = m.CreateOutgoingPayment(wallet_address=ALICE, quote_id=QUOTE_ID)
 QUOTE = m.CreateQuote(wallet_address=ALICE, receiver=IP_ID)
@@ -486,11 +498,7 @@ def test_redirect_from_the_auth_server_is_a_grant_error() -> None:
 def test_spec_mismatch_is_invalid_response(
     call: Call, method: str, url: str, status: int, body: Any, problem: str
 ) -> None:
-    with respx.mock() as router:
-        router.route(method=method, url=url).respond(status, json=body)
-        with pytest.raises(errors.InvalidResponse) as caught:
-            run(call)
-    err = caught.value
+    err = invalid_response(call, method, url, status, body)
     assert err.status == status
     assert any(problem in e for e in err.details["errors"])
     assert err.hint is not None and "validate=False" in err.hint
@@ -569,12 +577,11 @@ FAILED_BUT_DONE = {**OUTGOING_DOC, "sentAmount": usd(2600), "failed": True}
 def test_sdk_consistency_checks(
     call: Call, method: str, url: str, status: int, body: Any, problem: str
 ) -> None:
+    err = invalid_response(call, method, url, status, body)
+    assert problem in str(err)
+    assert err.hint is not None and "contradicts itself" in err.hint
     with respx.mock() as router:
         router.route(method=method, url=url).respond(status, json=body)
-        with pytest.raises(errors.InvalidResponse) as caught:
-            run(call)
-        assert problem in str(caught.value)
-        assert caught.value.hint is not None and "contradicts itself" in caught.value.hint
         run(call, validate=False)  # off: the same answer is accepted
 
 

@@ -22,9 +22,8 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Seller, State, Store
+from opapprove.approvals.store import State, Store
 from opapprove.demo import press_approve
-from opapprove.openpayments.keys import write_private_key
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.serving import LateApp, RunningServer, serve_in_thread
 from opapprove.settings import Settings, load_settings
@@ -81,8 +80,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("concurrent")
     box = make_sandbox(clock=time.time, wait_seconds=1)
     counter = ContinueCounter(box.asgi)
-    key_path = tmp / "seller.pem"
-    write_private_key(key_path, box.key)
     store_path = tmp / "store.db"
     logs = Logs()
     lates = [LateApp(), LateApp()]
@@ -92,15 +89,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         serve_in_thread(lates[0], log_handler=logs) as first,
         serve_in_thread(lates[1], log_handler=logs) as second,
     ):
-        store.add_seller(
-            Seller(
-                id="default-seller",
-                wallet_address_url=f"{sandbox.url}/seller",
-                key_id=box.key_id,
-                private_key_path=str(key_path),
-                created_at=time.time(),
-            ),
-            replace=True,
+        box.add_default_seller(
+            store, tmp / "seller.pem", base=sandbox.url, created_at=time.time(), replace=True
         )
         settings = load_settings(store=store_path, allow_http=True, base_url=first.url)
         rig = Rig(box, counter, sandbox, [first, second], store, settings, logs=logs)

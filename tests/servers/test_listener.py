@@ -163,24 +163,14 @@ async def test_seed_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     kit = make_kit(tmp_path, monkeypatch)
     h = Harness(kit, api=True, api_token="s3cret")
     auth = {"Authorization": "Bearer s3cret"}
-    resp = await h.http.post(
-        "/offers/1/quotes/start",
-        json={
-            "sellerId": "default-seller",
-            "buyerWalletAddressUrl": kit.sandbox.buyer,
-            "amount": "100",
-        },
-    )
+    start = {
+        "sellerId": "default-seller",
+        "buyerWalletAddressUrl": kit.sandbox.buyer,
+        "amount": "100",
+    }
+    resp = await h.http.post("/offers/1/quotes/start", json=start)
     assert resp.status_code == 401
-    resp = await h.http.post(
-        "/offers/1/quotes/start",
-        json={
-            "sellerId": "default-seller",
-            "buyerWalletAddressUrl": kit.sandbox.buyer,
-            "amount": "100",
-        },
-        headers=auth,
-    )
+    resp = await h.http.post("/offers/1/quotes/start", json=start, headers=auth)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert set(body) == {"success", "redirectUrl", "pendingId", "paymentUrl"}

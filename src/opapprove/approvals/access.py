@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.approvals.errors import FlowError, translated
@@ -35,12 +36,24 @@ WALLET_DOC_TTL = 300.0
 
 def incoming_grant(seller: Seller) -> models.GrantRequest:
     """The seller's non-interactive grant to create, read and complete incoming payments."""
-    return models.incoming_payment_grant(seller.wallet_address_url)
+    return _incoming_grant(seller.wallet_address_url)
 
 
 def quote_grant(seller: Seller) -> models.GrantRequest:
     """The seller's non-interactive grant to create and read quotes at the buyer's wallet."""
-    return models.quote_grant(seller.wallet_address_url)
+    return _quote_grant(seller.wallet_address_url)
+
+
+# One body per seller wallet, built once and never changed after: every grant of a bulk
+# replay asks for both twice, mostly only for their cache key (bench/RESULTS.md).
+@lru_cache(maxsize=64)
+def _incoming_grant(wallet_address_url: str) -> models.GrantRequest:
+    return models.incoming_payment_grant(wallet_address_url)
+
+
+@lru_cache(maxsize=64)
+def _quote_grant(wallet_address_url: str) -> models.GrantRequest:
+    return models.quote_grant(wallet_address_url)
 
 
 def wallet_of(doc: dict[str, Any] | None) -> models.WalletAddress:
@@ -271,12 +284,13 @@ def token_dead(exc: op_errors.ResourceError) -> bool:
 
 
 def regrant_needed(pending: Pending, exc: op_errors.ResourceError, why: str) -> FlowError:
-    return FlowError(
+    err = FlowError(
         f"the wallet no longer accepts this grant's access token ({exc.description or exc.status})"
         f" and {why}",
         hint="the grant was revoked at the wallet: the buyer has to approve a new one "
         f"(opapprove quote start --offer {pending.offer_id} ...); nothing was paid twice",
         kind="wallet",
-        status=exc.status,
         pending_id=pending.id,
     )
+    err.status = exc.status
+    return err

@@ -9,8 +9,9 @@ turning driver errors into one-line :class:`StoreError`\\ s.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from opapprove.errors import OpapproveError
 
@@ -97,6 +98,35 @@ class Backend(Protocol):
     def schema_version(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class OneConnection(Generic[C]):
+    """What both backends hold: one connection, shared by the process's threads under one
+    lock, and closed once."""
+
+    def __init__(self, where: str, reopen: str) -> None:
+        self.where = where
+        self._reopen = reopen  # how a caller opens the store again, for the closed error
+        self._lock = threading.RLock()
+        self._conn: C | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def connection(self) -> C:
+        if self._conn is None:
+            raise StoreError(f"store {self.where} is closed", f"open it again with {self._reopen}")
+        return self._conn
 
 
 def jitter() -> float:

@@ -13,21 +13,9 @@ class FlowError(OpapproveError):
     """``kind`` is one of ``opapprove.errors.EXIT_CODES`` (``protocol`` unless said)."""
 
     kind = "protocol"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        kind: str = "protocol",
-        status: int | None = None,
-        code: str | None = None,
-        pending_id: str | None = None,
-    ) -> None:
-        super().__init__(message, hint, kind=kind)
-        self.status = status
-        self.code = code
-        self.pending_id = pending_id
+    # The wallet's answer behind the error, when one was (set by :func:`translated`).
+    status: int | None = None
+    code: str | None = None
 
 
 def translated(
@@ -53,14 +41,14 @@ def translated(
             if isinstance(exc, ResponseError)
             else "protocol"
         )
-    return FlowError(
+    err = FlowError(
         f"{what}: {exc.message}" if what else exc.message,
         hint=hint or exc.hint,
         kind=kind,
-        status=getattr(exc, "status", None),
-        code=getattr(exc, "code", None),
         pending_id=pending_id,
     )
+    err.status, err.code = getattr(exc, "status", None), getattr(exc, "code", None)
+    return err
 
 
 def answer_of(exc: OpenPaymentsError) -> str:

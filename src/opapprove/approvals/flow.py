@@ -187,6 +187,15 @@ class Flow:
             **fields,
         )
 
+    async def _end(
+        self, pending: Pending, to: State, notice: Notice, event: str, **fields: Any
+    ) -> Pending:
+        """Move the grant to its end ``to`` and tell the marketplace (its delivery is written
+        with the move); ``fields`` as for :meth:`_move`."""
+        ended = self._move(pending, to, event=event, notice=notice, **fields)
+        await self._emit(notice, ended)
+        return ended
+
     def _fail(self, pending: Pending, message: str, notice: Notice | None = None) -> Pending:
         try:
             return self._move(

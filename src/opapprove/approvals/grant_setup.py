@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from opapprove.approvals import quote_check, split_flow
+from opapprove.approvals import payment_steps, quote_check, seller_payment, split_flow
 from opapprove.approvals.access import grant_fields, incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.store import Pending, Seller, StaleState, State
@@ -104,7 +104,9 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
                 and quote_check.is_expired(pending.quote, flow.clock())
             )
         ):
-            pending = await _create_quote(flow, pending, seller)
+            step = payment_steps.GrantPayment(flow, pending)
+            await seller_payment.create_quote(step)
+            pending = step.pending
         if pending.state == State.QUOTE_CREATED:
             # A split's legs were checked one by one.
             checked = None if pending.is_split else await _check_quote(flow, pending)
@@ -164,75 +166,9 @@ async def _create_incoming(flow: Flow, pending: Pending, seller: Seller) -> Pend
         incoming_amount = wallet.amount(pending.amount)
     except op_errors.AmountError as exc:
         raise translated(exc, "invalid amount", kind="input", pending_id=pending.id) from exc
-    incoming, public = await create_incoming_payment(
-        flow,
-        seller,
-        wallet,
-        incoming_amount,
-        {"offerId": pending.offer_id, "pendingId": pending.id},
-    )
-    return flow._move(
-        pending,
-        State.INCOMING_CREATED,
-        event="incoming_payment_created",
-        data={"incomingPayment": incoming.id},
-        incoming_payment_url=incoming.id,
-        incoming_payment=public,
-    )
-
-
-async def create_incoming_payment(
-    flow: Flow,
-    seller: Seller,
-    wallet: models.WalletAddress,
-    amount: money.Amount,
-    metadata: dict[str, Any],
-) -> tuple[models.IncomingPayment, dict[str, Any]]:
-    """The seller's incoming payment, and what of it the store may keep."""
-    body = models.CreateIncomingPayment(
-        wallet_address=wallet.id,
-        incoming_amount=models.AmountModel.of(amount),
-        metadata=metadata,
-    )
-    client = flow.access.client_for(seller)
-    incoming = await flow.access.with_grant(
-        seller,
-        wallet.auth_server,
-        incoming_grant(seller),
-        lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
-    )
-    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
-    return incoming, {k: v for k, v in incoming.to_wire().items() if k != "methods"}
-
-
-async def _create_quote(flow: Flow, pending: Pending, seller: Seller) -> Pending:
-    quote = await new_quote(flow, pending, seller)
-    debit = quote.debit_amount.to_wire()
-    return flow._move(
-        pending,
-        State.QUOTE_CREATED,
-        expect=(State.INCOMING_CREATED, State.QUOTE_CREATED),
-        event="quote_created",
-        data={"quote": quote.id, "debitAmount": debit},
-        quote_url=quote.id,
-        quote=quote.to_wire(),
-        debit_amount=debit,
-        receive_amount=quote.receive_amount.to_wire(),
-    )
-
-
-async def new_quote(flow: Flow, pending: Pending, seller: Seller) -> models.Quote:
-    """A quote from the buyer's wallet for the grant's incoming payment."""
-    buyer = wallet_of(pending.buyer_doc)
-    assert pending.incoming_payment_url
-    body = models.CreateQuote(wallet_address=buyer.id, receiver=pending.incoming_payment_url)
-    client = flow.access.client_for(seller)
-    return await flow.access.with_grant(
-        seller,
-        buyer.auth_server,
-        quote_grant(seller),
-        lambda token: client.create_quote(buyer.resource_server, token, body),
-    )
+    step = payment_steps.GrantPayment(flow, pending)
+    await seller_payment.create_incoming(step, seller, wallet, incoming_amount)
+    return step.pending
 
 
 def quote_policy(flow: Flow, pending: Pending) -> quote_check.QuotePolicy:
@@ -273,17 +209,15 @@ async def _check_quote(flow: Flow, pending: Pending) -> dict[str, Any]:
 async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
     """The quote check said no: the grant ends ``cancelled`` before the buyer is asked, and
     the marketplace is told (which closes the incoming payments); ``exc`` names the grant."""
-    refused = Notice.failed("quote_refused")
-    cancelled = flow._move(
+    # payment.failed closes the incoming payment, as on every side exit.
+    await flow._end(
         pending,
         State.CANCELLED,
-        event="quote_refused",
+        Notice.failed("quote_refused"),
+        "quote_refused",
         data={"reason": exc.message},
-        notice=refused,
         last_error=exc.message,
     )
-    # payment.failed closes the incoming payment, as on every side exit.
-    await flow._emit(refused, cancelled)
     exc.pending_id = pending.id
 
 

@@ -49,9 +49,7 @@ async def wait_for_approval(flow: Flow, pending_id: str, *, timeout: float) -> P
         if ended is None:
             raise
         state, message = ended
-        said = Notice.failed(str(state))
-        failed = flow._move(pending, state, event=str(state), notice=said, last_error=message)
-        await flow._emit(said, failed)
+        await flow._end(pending, state, Notice.failed(str(state)), str(state), last_error=message)
         raise FlowError(
             message, hint="start a new quote", kind="rejected", pending_id=pending.id
         ) from exc
@@ -210,15 +208,14 @@ async def expire(
             kind="transport",
             pending_id=pending.id,
         )
-    pending = flow._move(
+    pending = await flow._end(
         pending,
         State.EXPIRED,
-        event="expired",
+        EXPIRED,
+        "expired",
         data={**(data or {}), "wallet": wallet},
-        notice=EXPIRED,
         last_error="Payment approval expired",
     )
-    await flow._emit(EXPIRED, pending)
     raise FlowError(
         "Payment approval expired",
         hint=restart_hint(pending),

@@ -1,19 +1,19 @@
 """After the buyer approved: continue the grant, pay (re-quoting an expired quote), and read
 the payment until the wallet sent it.
 
-The step that moves money is guarded: ``paying`` is committed before the outgoing payment
-is created, and from ``paying`` the wallet is first searched for the payment a crashed
-run may have made (``find_payment``), so a replay never pays twice.
+Paying is :mod:`seller_payment`'s, the same steps as a split payment's legs; here a
+single grant's payment ends the grant (:class:`GrantPayment`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from opapprove.approvals import grant_setup, leases, quote_check, split_flow
-from opapprove.approvals.access import grant_fields, wallet_of
+from opapprove.approvals import grant_setup, leases, seller_payment, split_flow
+from opapprove.approvals.access import grant_fields
 from opapprove.approvals.errors import FlowError, quietly, translated
-from opapprove.approvals.store import Pending, Seller, State
+from opapprove.approvals.seller_payment import Move, SellerPayment
+from opapprove.approvals.store import Pending, State
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction, models, money
@@ -25,9 +25,6 @@ if TYPE_CHECKING:
 
 TOO_FAST_RETRIES = 3
 COMPLETED = Notice("payment.completed")
-# Reading a payment the wallet has not sent yet: first wait, and the longest one.
-PAYMENT_POLL_FIRST = 0.05
-PAYMENT_POLL_MAX = 2.0
 
 
 async def after_approval(flow: Flow, pending: Pending) -> Pending:
@@ -42,7 +39,9 @@ async def after_approval(flow: Flow, pending: Pending) -> Pending:
             if pending.is_split and pending.state in split_flow.PAYING_STATES:
                 pending = await split_flow.pay_legs(flow, pending, client)
             elif pending.state in (State.GRANT_ISSUED, State.PAYING):
-                pending = await _pay(flow, pending, client, seller)
+                step = GrantPayment(flow, pending)
+                await seller_payment.pay(step, client)
+                pending = step.pending
             if pending.state == State.PAYMENT_CREATED:
                 pending = await check_payment(flow, pending, client)
         except op_errors.OpenPaymentsError as exc:
@@ -191,172 +190,82 @@ async def _continue_patiently(
     raise AssertionError("unreachable")
 
 
-async def _pay(flow: Flow, pending: Pending, client: OpenPaymentsClient, seller: Seller) -> Pending:
-    if pending.state == State.PAYING:
-        existing = await find_payment(flow, pending, client)
-        if existing is not None:
-            return _payment_made(flow, pending, existing, event="payment_found")
-    else:
-        pending = flow._move(pending, State.PAYING, expect=State.GRANT_ISSUED, event="paying")
-    pending = flow._get(pending.id)
-    if quote_check.is_expired(pending.quote, flow.clock()):
-        pending = await _requote(flow, pending, seller)
-    assert pending.quote_url
-    try:
-        payment = await create_payment(flow, pending, client, pending.quote_url)
-    except op_errors.ResourceError as exc:
-        if exc.status >= 500:
-            # The wallet may have made the payment before it failed: like a dropped
-            # connection, stay in `paying` so a replay looks for it before paying again.
-            flow.store.record_error(pending.id, str(exc))
-            raise translated(
-                exc,
-                "the wallet failed while creating the payment",
-                hint=f"replay it with `opapprove pending replay {pending.id}`: it checks"
-                " for a payment already made before making one",
-                pending_id=pending.id,
-            ) from exc
-        refused = Notice.failed(exc.description or "refused")
-        failed = flow._fail(flow._get(pending.id), str(exc), refused)
-        await flow._emit(refused, failed)
-        raise translated(
-            exc, "the wallet refused the outgoing payment", pending_id=pending.id
-        ) from exc
-    return _payment_made(flow, flow._get(pending.id), payment, event="payment_created")
+class GrantPayment(SellerPayment):
+    """A single grant's payment: the grant's own row moves, and its end is the grant's."""
 
+    ready = "grant_issued"
+    found_by_grant = True
 
-def _payment_made(
-    flow: Flow, pending: Pending, payment: models.OutgoingPayment, *, event: str
-) -> Pending:
-    """``paying`` → ``payment_created``: the payment made now, or found made before."""
-    return flow._move(
-        pending,
-        State.PAYMENT_CREATED,
-        expect=State.PAYING,
-        event=event,
-        data={"outgoingPayment": payment.id},
-        outgoing_payment_url=payment.id,
-        outgoing_payment=payment.to_wire(),
-    )
+    @property
+    def row(self) -> Pending:
+        return self.pending
 
-
-async def create_payment(
-    flow: Flow, pending: Pending, client: OpenPaymentsClient, quote_url: str, **metadata: Any
-) -> models.OutgoingPayment:
-    """The outgoing payment for ``quote_url`` from the buyer's wallet, with the grant's token
-    (metadata: the offer, the grant, and ``metadata``, e.g. a split payment's leg)."""
-    buyer = wallet_of(pending.buyer_doc)
-    body = models.CreateOutgoingPayment(
-        wallet_address=buyer.id,
-        quote_id=quote_url,
-        metadata={"offerId": pending.offer_id, "pendingId": pending.id, **metadata},
-    )
-    return await flow.access.with_access_token(
-        pending,
-        client,
-        lambda token: client.create_outgoing_payment(buyer.resource_server, token, body),
-    )
-
-
-async def _requote(flow: Flow, pending: Pending, seller: Seller) -> Pending:
-    """The buyer approved after the quote expired (quotes live 5 min, approvals 10):
-    quote again for the same incoming payment and pay if it fits the approved limit."""
-    quote = await grant_setup.new_quote(flow, pending, seller)
-    approved = money.Amount.from_wire(pending.debit_amount)
-    debit = quote.debit_amount.to_amount()
-    if not debit.same_asset(approved) or debit.value > approved.value:
-        over = Notice.failed("requote_over_limit")
-        failed = flow._fail(
-            pending, f"the new quote debits {debit}, more than the {approved} approved", over
+    def _transition(self, move: Move) -> None:
+        expected = tuple(State(s) for s in move.expect)
+        self.pending = self.flow._move(
+            self.pending,
+            State(move.to),
+            expect=expected,
+            event=move.event,
+            data=move.data,
+            **move.fields,
         )
-        await flow._emit(over, failed)
+
+    def save(
+        self, event: str | None = None, data: dict[str, Any] | None = None, **fields: Any
+    ) -> None:
+        self.pending = self.flow.store.update(self.pending.id, event=event, data=data, **fields)
+
+    def record_error(self, message: str) -> None:
+        self.flow.store.record_error(self.pending.id, message)
+
+    async def refused(self, exc: op_errors.ResourceError) -> None:
+        await self._fail(str(exc), Notice.failed(exc.description or "refused"))
+        raise translated(
+            exc, "the wallet refused the outgoing payment", pending_id=self.pending.id
+        ) from exc
+
+    async def over_limit(self, debit: money.Amount, approved: money.Amount) -> NoReturn:
+        why = f"the new quote debits {debit}, more than the {approved} approved"
+        await self._fail(why, Notice.failed("requote_over_limit"))
         raise FlowError(
             f"the quote expired and a new one debits {debit}, more than the {approved}"
             " the buyer approved",
             hint="start a new quote so the buyer can approve the new amount",
             kind="wallet",
-            pending_id=pending.id,
+            pending_id=self.pending.id,
         )
-    # Committed before the payment is made, so a replay searches for the right quote.
-    return flow.store.update(
-        pending.id,
-        event="requoted",
-        data={"old": pending.quote_url, "quote": quote.id, "debitAmount": debit.to_wire()},
-        quote_url=quote.id,
-        quote=quote.to_wire(),
-        receive_amount=quote.receive_amount.to_wire(),
-    )
 
+    async def gave_up(self, payment: models.OutgoingPayment) -> None:
+        self.save(outgoing_payment=payment.to_wire())
+        await self._fail(
+            "the wallet gave up on the payment (failed: true)", Notice.failed("payment_failed")
+        )
 
-async def find_payment(
-    flow: Flow, pending: Pending, client: OpenPaymentsClient
-) -> models.OutgoingPayment | None:
-    """The payment a crashed run may already have made for this quote, if any."""
-    buyer = wallet_of(pending.buyer_doc)
+    async def sent(self, payment: models.OutgoingPayment) -> None:
+        self.save(outgoing_payment=payment.to_wire())
+        self.pending = await self.flow._end(
+            self.pending,
+            State.COMPLETED,
+            COMPLETED,
+            "completed",
+            data={"sentAmount": payment.sent_amount.to_wire()},
+        )
 
-    async def search(token: str) -> models.OutgoingPayment | None:
-        async for payment in client.iter_outgoing_payments(buyer.resource_server, token, buyer.id):
-            metadata = payment.metadata or {}
-            if payment.quote_id == pending.quote_url or metadata.get("pendingId") == pending.id:
-                return payment
-        return None
-
-    found = await flow.access.with_access_token(pending, client, search)
-    flow.store.add_event(pending.id, "payment_search", {"found": found.id if found else None})
-    return found
+    async def _fail(self, message: str, notice: Notice) -> None:
+        """The grant ends ``failed``, and the marketplace is told."""
+        self.pending = self.flow._fail(self.flow._get(self.pending.id), message, notice)
+        await self.flow._emit(notice, self.pending)
 
 
 async def check_payment(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
-    """Read the payment until the wallet reports it sent in full, or failed.
+    """Read the payment until the wallet reports it sent in full, or failed
+    (:func:`seller_payment.read_until_done`)."""
+    step = GrantPayment(flow, pending)
 
-    A wallet creates it unsent (Rafiki: ``sentAmount`` 0) and sends it once funded, so
-    the reads back off from ``PAYMENT_POLL_FIRST`` s up to ``PAYMENT_POLL_MAX`` s, for
-    at most the request timeout in all; still unsent then, the grant stays
-    ``payment_created`` and ``status`` or ``pending replay`` looks again later.
-    """
-    delay, waited = PAYMENT_POLL_FIRST, 0.0
-    budget = float(flow.settings.timeout)
-    while True:
-        pending = await _read_payment(flow, pending, client)
-        if pending.state != State.PAYMENT_CREATED or waited >= budget:
-            return pending
-        await flow.sleep(delay)
-        waited += delay
-        delay = min(delay * 2, PAYMENT_POLL_MAX)
+    async def read() -> bool:
+        await seller_payment.read_payment(step, client)
+        return step.pending.state != State.PAYMENT_CREATED
 
-
-async def _read_payment(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
-    url = pending.outgoing_payment_url
-    assert url
-    payment = await flow.access.with_access_token(
-        pending, client, lambda token: client.get_outgoing_payment(url, token)
-    )
-    pending = flow.store.update(pending.id, outgoing_payment=payment.to_wire())
-    if payment.failed:
-        gave_up = Notice.failed("payment_failed")
-        failed = flow._fail(pending, "the wallet gave up on the payment (failed: true)", gave_up)
-        await flow._emit(gave_up, failed)
-        return failed
-    if sent_in_full(payment):
-        done = flow._move(
-            pending,
-            State.COMPLETED,
-            event="completed",
-            data={"sentAmount": payment.sent_amount.to_wire()},
-            notice=COMPLETED,
-        )
-        await flow._emit(COMPLETED, done)
-        return done
-    return pending
-
-
-def sent_in_full(payment: models.OutgoingPayment) -> bool:
-    """The wallet reports the payment sent in full: ``sentAmount`` reached ``debitAmount``,
-    or, the fee being in the debit, the ``receiveAmount`` when both are in one asset."""
-    sent = int(payment.sent_amount.value)
-    if sent <= 0:
-        return False
-    if sent >= int(payment.debit_amount.value):
-        return True
-    receive = payment.receive_amount
-    return receive.same_asset(payment.sent_amount) and sent >= int(receive.value)
+    await seller_payment.read_until_done(flow, read)
+    return step.pending

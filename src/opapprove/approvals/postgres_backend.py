@@ -18,12 +18,11 @@ during COMMIT leaves it unknown whether the change was saved, which is said in o
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opapprove.approvals.backend import Cursor, StoreError, Tx, jitter, newer_schema
+from opapprove.approvals.backend import Cursor, OneConnection, StoreError, Tx, jitter, newer_schema
 from opapprove.approvals.postgres_migrations import APPLICATION, META_TABLE, MIGRATIONS
 from opapprove.openpayments.redaction import redact_text
 from opapprove.paths import DatabaseURL
@@ -84,16 +83,14 @@ class _CommitUnknown(Exception):
     """The connection dropped while COMMIT was on its way: saved or not, nobody knows."""
 
 
-class PostgresBackend:
+class PostgresBackend(OneConnection["psycopg.Connection[Any]"]):
     """The store in one PostgreSQL database (or one schema of it, via ``search_path``)."""
 
     kind = "postgresql"
 
     def __init__(self, url: DatabaseURL) -> None:
+        super().__init__(str(url), "Store(url)")
         self.url = url
-        self.where = str(url)
-        self._lock = threading.RLock()
-        self._conn: psycopg.Connection[Any] | None = None
         self.migrated_from: int | None = None
         self._conn = self._connect()
         try:
@@ -101,12 +98,6 @@ class PostgresBackend:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -250,11 +241,6 @@ class PostgresBackend:
             raise self._error(exc, "upgrading its schema") from None
 
     # -- transactions -----------------------------------------------------------------------
-
-    def connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise StoreError(f"store {self.where} is closed", "open it again with Store(url)")
-        return self._conn
 
     def _error(self, exc: Exception, what: str) -> StoreError:
         import psycopg

@@ -14,12 +14,13 @@ grant quotes its failed legs again and pays only them.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from opapprove.approvals import grant_setup, payment_steps, quote_check
-from opapprove.approvals.access import quote_grant, wallet_of
-from opapprove.approvals.errors import FlowError, translated
+from opapprove.approvals import grant_setup, payment_steps, quote_check, seller_payment
+from opapprove.approvals.access import wallet_of
+from opapprove.approvals.errors import FlowError
 from opapprove.approvals.records import LEG_FINAL_STATES, Leg, LegState, Pending, State
+from opapprove.approvals.seller_payment import Move, SellerPayment
 from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.split import Payee, check_payees
 from opapprove.approvals.webhooks import Notice
@@ -156,7 +157,7 @@ async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
     ]
     if pending.state == State.INCOMING_CREATED or (pending.state == State.QUOTE_CREATED and stale):
         for leg in stale:
-            await _create_quote(flow, pending, leg)
+            await seller_payment.create_quote(LegPayment(flow, pending, leg))
         legs = flow.store.legs(pending.id)
         debit = _sum([leg.debit_amount for leg in legs])
         pending = flow._move(
@@ -173,60 +174,15 @@ async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
     return pending
 
 
-async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> Leg:
+async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> None:
     seller = resolve_seller(flow.settings, flow.store, leg.seller_id)
     wallet = wallet_of(leg.seller_doc) if leg.seller_doc else None
     if wallet is None:
         wallet = await flow.access.wallet(seller, leg.seller_wallet)
-    incoming, public = await grant_setup.create_incoming_payment(
-        flow,
-        seller,
-        wallet,
-        wallet.amount(leg.amount),
-        {"offerId": pending.offer_id, "pendingId": pending.id, "leg": leg.leg},
-    )
-    return flow.store.transition_leg(
-        pending.id,
-        leg.leg,
-        LegState.INCOMING_CREATED,
-        expect=LegState.STARTED,
-        event="leg_incoming_payment_created",
-        data={"incomingPayment": incoming.id},
-        seller_doc=wallet.to_wire(),
-        incoming_payment_url=incoming.id,
-        incoming_payment=public,
-    )
-
-
-async def _new_quote(flow: Flow, pending: Pending, leg: Leg) -> models.Quote:
-    """A quote from the buyer's wallet for the leg's incoming payment (the lead's grant)."""
-    seller = flow._seller_of(pending)
-    client = flow.access.client_for(seller)
-    buyer = wallet_of(pending.buyer_doc)
-    assert leg.incoming_payment_url
-    body = models.CreateQuote(wallet_address=buyer.id, receiver=leg.incoming_payment_url)
-    return await flow.access.with_grant(
-        seller,
-        buyer.auth_server,
-        quote_grant(seller),
-        lambda token: client.create_quote(buyer.resource_server, token, body),
-    )
-
-
-async def _create_quote(flow: Flow, pending: Pending, leg: Leg) -> Leg:
-    quote = await _new_quote(flow, pending, leg)
-    debit = quote.debit_amount.to_wire()
-    return flow.store.transition_leg(
-        pending.id,
-        leg.leg,
-        LegState.QUOTE_CREATED,
-        expect=(LegState.INCOMING_CREATED, LegState.QUOTE_CREATED),
-        event="leg_quote_created",
-        data={"quote": quote.id, "debitAmount": debit},
-        quote_url=quote.id,
-        quote=quote.to_wire(),
-        debit_amount=debit,
-        receive_amount=quote.receive_amount.to_wire(),
+    step = LegPayment(flow, pending, leg)
+    # Kept with the leg: a wallet document fetched here is not fetched again on replay.
+    await seller_payment.create_incoming(
+        step, seller, wallet, wallet.amount(leg.amount), seller_doc=wallet.to_wire()
     )
 
 
@@ -275,6 +231,86 @@ async def _check_quotes(flow: Flow, pending: Pending) -> None:
 PAYING_STATES = (State.GRANT_ISSUED, State.PAYING, State.PAYMENT_CREATED, State.PARTIALLY_PAID)
 
 
+class LegPayment(SellerPayment):
+    """One leg's payment: the leg's row moves (its events named ``leg_…``); a refusal ends
+    the leg, and the grant ends once every leg has (:func:`_settle`)."""
+
+    ready = "quote_created"
+    found_by_grant = False
+
+    def __init__(self, flow: Flow, pending: Pending, leg: Leg) -> None:
+        super().__init__(flow, pending)
+        self.leg = leg
+
+    @property
+    def row(self) -> Leg:
+        return self.leg
+
+    @property
+    def about(self) -> dict[str, Any]:
+        return {"leg": self.leg.leg}
+
+    @property
+    def label(self) -> str:
+        return f"leg {self.leg.leg} ({self.leg.seller_id}): "
+
+    def _transition(self, move: Move) -> None:
+        expected = tuple(LegState(s) for s in move.expect)
+        self.leg = self.flow.store.transition_leg(
+            self.pending.id,
+            self.leg.leg,
+            LegState(move.to),
+            expect=expected,
+            event=f"leg_{move.event}",
+            data=move.data,
+            **move.fields,
+        )
+
+    def save(
+        self, event: str | None = None, data: dict[str, Any] | None = None, **fields: Any
+    ) -> None:
+        named = f"leg_{event}" if event else None
+        self.leg = self.flow.store.update_leg(
+            self.pending.id, self.leg.leg, event=named, data=data, **fields
+        )
+
+    def record_error(self, message: str) -> None:
+        self.flow.store.record_leg_error(self.pending.id, self.leg.leg, message)
+
+    async def refused(self, exc: op_errors.ResourceError) -> None:
+        self._failed(str(exc), expect="paying")
+
+    async def over_limit(self, debit: money.Amount, approved: money.Amount) -> NoReturn:
+        message = f"the new quote debits {debit}, more than the {approved} approved"
+        self.record_error(message)
+        settled = await _settle(self.flow, self.flow._get(self.pending.id))
+        raise FlowError(
+            f"{self.label}{message}",
+            hint="start a new quote for this seller so the buyer can approve the new amount",
+            kind="wallet",
+            pending_id=settled.id,
+        )
+
+    async def gave_up(self, payment: models.OutgoingPayment) -> None:
+        message = "the wallet gave up on the payment (failed: true)"
+        self._failed(message, expect="payment_created", outgoing_payment=payment.to_wire())
+
+    async def sent(self, payment: models.OutgoingPayment) -> None:
+        self.move(
+            "completed",
+            expect=("payment_created",),
+            event="completed",
+            data={"sentAmount": payment.sent_amount.to_wire()},
+            outgoing_payment=payment.to_wire(),
+        )
+
+    def _failed(self, message: str, *, expect: str, **fields: Any) -> None:
+        data = {"error": message}
+        self.move(
+            "failed", expect=(expect,), event="failed", data=data, last_error=message, **fields
+        )
+
+
 async def pay_legs(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
     """Pay every leg that has not paid, check the payments, and settle the grant."""
     if pending.state == State.PARTIALLY_PAID:
@@ -286,7 +322,7 @@ async def pay_legs(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> 
     if pending.state == State.PAYING:
         for leg in flow.store.legs(pending.id):
             if leg.state in (LegState.QUOTE_CREATED, LegState.PAYING):
-                await _pay_leg(flow, pending, leg, client)
+                await seller_payment.pay(LegPayment(flow, pending, leg), client)
         pending = flow._move(
             pending,
             State.PAYMENT_CREATED,
@@ -311,15 +347,14 @@ async def _retry_failed(flow: Flow, pending: Pending) -> Pending:
         data={"legs": [leg.leg for leg in failed]},
     )
     # Every new quote first: one over its leg's approval leaves every leg as it was.
-    quotes = [await _requote_within(flow, pending, leg) for leg in failed]
-    for leg, quote in zip(failed, quotes, strict=True):
-        flow.store.transition_leg(
-            pending.id,
-            leg.leg,
-            LegState.QUOTE_CREATED,
-            expect=LegState.FAILED,
-            event="leg_requoted",
-            data={"old": leg.quote_url, "quote": quote.id},
+    steps = [LegPayment(flow, pending, leg) for leg in failed]
+    quotes = [await seller_payment.quote_within_approval(step) for step in steps]
+    for step, quote in zip(steps, quotes, strict=True):
+        step.move(
+            "quote_created",
+            expect=("failed",),
+            event="requoted",
+            data={"old": step.leg.quote_url, "quote": quote.id},
             quote_url=quote.id,
             quote=quote.to_wire(),
             receive_amount=quote.receive_amount.to_wire(),
@@ -329,158 +364,22 @@ async def _retry_failed(flow: Flow, pending: Pending) -> Pending:
     return pending
 
 
-async def _requote_within(flow: Flow, pending: Pending, leg: Leg) -> models.Quote:
-    """A new quote for the leg; refused (the grant ends as its legs stand) if it debits
-    more than the buyer approved for this leg."""
-    quote = await _new_quote(flow, pending, leg)
-    approved = money.Amount.from_wire(leg.debit_amount)
-    debit = quote.debit_amount.to_amount()
-    if not debit.same_asset(approved) or debit.value > approved.value:
-        message = f"the new quote debits {debit}, more than the {approved} approved"
-        flow.store.record_leg_error(pending.id, leg.leg, message)
-        settled = await _settle(flow, flow._get(pending.id))
-        raise FlowError(
-            f"leg {leg.leg} ({leg.seller_id}): {message}",
-            hint="start a new quote for this seller so the buyer can approve the new amount",
-            kind="wallet",
-            pending_id=settled.id,
-        )
-    return quote
-
-
-async def _pay_leg(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsClient) -> Leg:
-    if leg.state == LegState.PAYING:
-        found = await _find_payment(flow, pending, leg, client)
-        if found is not None:
-            return _payment_created(flow, pending, leg, found, event="leg_payment_found")
-    else:
-        leg = flow.store.transition_leg(
-            pending.id, leg.leg, LegState.PAYING, expect=LegState.QUOTE_CREATED, event="leg_paying"
-        )
-    if quote_check.is_expired(leg.quote, flow.clock()):
-        quote = await _requote_within(flow, pending, leg)
-        # Committed before the payment is made, so a replay searches for the right quote.
-        leg = flow.store.update_leg(
-            pending.id,
-            leg.leg,
-            event="leg_requoted",
-            data={"old": leg.quote_url, "quote": quote.id},
-            quote_url=quote.id,
-            quote=quote.to_wire(),
-            receive_amount=quote.receive_amount.to_wire(),
-        )
-    assert leg.quote_url
-    try:
-        payment = await payment_steps.create_payment(
-            flow, pending, client, leg.quote_url, leg=leg.leg
-        )
-    except op_errors.ResourceError as exc:
-        if exc.status >= 500:
-            # It may have been made before the wallet failed: stay `paying`, replay looks.
-            flow.store.record_leg_error(pending.id, leg.leg, str(exc))
-            raise translated(
-                exc,
-                f"leg {leg.leg} ({leg.seller_id}): the wallet failed while creating the payment",
-                hint=f"replay it with `opapprove pending replay {pending.id}`: it checks for"
-                " a payment already made before making one",
-                pending_id=pending.id,
-            ) from exc
-        return flow.store.transition_leg(
-            pending.id,
-            leg.leg,
-            LegState.FAILED,
-            expect=LegState.PAYING,
-            event="leg_failed",
-            data={"error": str(exc)},
-            last_error=str(exc),
-        )
-    return _payment_created(flow, pending, leg, payment, event="leg_payment_created")
-
-
-def _payment_created(
-    flow: Flow, pending: Pending, leg: Leg, payment: models.OutgoingPayment, *, event: str
-) -> Leg:
-    return flow.store.transition_leg(
-        pending.id,
-        leg.leg,
-        LegState.PAYMENT_CREATED,
-        expect=LegState.PAYING,
-        event=event,
-        data={"outgoingPayment": payment.id},
-        outgoing_payment_url=payment.id,
-        outgoing_payment=payment.to_wire(),
-    )
-
-
-async def _find_payment(
-    flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsClient
-) -> models.OutgoingPayment | None:
-    """The payment a crashed run may already have made for this leg's quote, if any."""
-    buyer = wallet_of(pending.buyer_doc)
-
-    async def search(token: str) -> models.OutgoingPayment | None:
-        async for payment in client.iter_outgoing_payments(buyer.resource_server, token, buyer.id):
-            if payment.quote_id == leg.quote_url:
-                return payment
-        return None
-
-    found = await flow.access.with_access_token(pending, client, search)
-    flow.store.add_event(
-        pending.id, "payment_search", {"leg": leg.leg, "found": found.id if found else None}
-    )
-    return found
-
-
 async def _check_payments(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
     """Read each created payment until the wallet reports it sent in full or failed (backing
     off as for a single payment); then settle the grant from its legs."""
-    delay, waited = payment_steps.PAYMENT_POLL_FIRST, 0.0
-    budget = float(flow.settings.timeout)
-    while True:
+
+    async def read() -> bool:
         open_legs = [
             leg for leg in flow.store.legs(pending.id) if leg.state == LegState.PAYMENT_CREATED
         ]
         for leg in open_legs:
-            await _read_payment(flow, pending, leg, client)
-        if not open_legs or waited >= budget:
-            break
-        if all(leg.state in LEG_FINAL_STATES for leg in flow.store.legs(pending.id)):
-            break
-        await flow.sleep(delay)
-        waited += delay
-        delay = min(delay * 2, payment_steps.PAYMENT_POLL_MAX)
+            await seller_payment.read_payment(LegPayment(flow, pending, leg), client)
+        return not open_legs or all(
+            leg.state in LEG_FINAL_STATES for leg in flow.store.legs(pending.id)
+        )
+
+    await seller_payment.read_until_done(flow, read)
     return await _settle(flow, flow._get(pending.id))
-
-
-async def _read_payment(flow: Flow, pending: Pending, leg: Leg, client: OpenPaymentsClient) -> Leg:
-    url = leg.outgoing_payment_url
-    assert url
-    payment = await flow.access.with_access_token(
-        pending, client, lambda token: client.get_outgoing_payment(url, token)
-    )
-    if payment.failed:
-        message = "the wallet gave up on the payment (failed: true)"
-        return flow.store.transition_leg(
-            pending.id,
-            leg.leg,
-            LegState.FAILED,
-            expect=LegState.PAYMENT_CREATED,
-            event="leg_failed",
-            data={"error": message},
-            outgoing_payment=payment.to_wire(),
-            last_error=message,
-        )
-    if payment_steps.sent_in_full(payment):
-        return flow.store.transition_leg(
-            pending.id,
-            leg.leg,
-            LegState.COMPLETED,
-            expect=LegState.PAYMENT_CREATED,
-            event="leg_completed",
-            data={"sentAmount": payment.sent_amount.to_wire()},
-            outgoing_payment=payment.to_wire(),
-        )
-    return flow.store.update_leg(pending.id, leg.leg, outgoing_payment=payment.to_wire())
 
 
 async def _settle(flow: Flow, pending: Pending) -> Pending:
@@ -490,29 +389,16 @@ async def _settle(flow: Flow, pending: Pending) -> Pending:
         return pending
     paid = [leg for leg in legs if leg.paid]
     if len(paid) == len(legs):
-        done = flow._move(
-            pending,
-            State.COMPLETED,
-            event="completed",
-            data={"legs": len(legs)},
-            notice=payment_steps.COMPLETED,
+        return await flow._end(
+            pending, State.COMPLETED, payment_steps.COMPLETED, "completed", data={"legs": len(legs)}
         )
-        await flow._emit(payment_steps.COMPLETED, done)
-        return done
     failed = [leg for leg in legs if not leg.paid]
     message = "; ".join(f"leg {leg.leg} ({leg.seller_id}): {leg.last_error}" for leg in failed)
     end = State.PARTIALLY_PAID if paid else State.FAILED
-    told = Notice.failed(str(end))
-    ended = flow._move(
-        pending,
-        end,
-        event=str(end),
-        data={"paid": [leg.leg for leg in paid], "failed": [leg.leg for leg in failed]},
-        notice=told,
-        last_error=message,
+    which = {"paid": [leg.leg for leg in paid], "failed": [leg.leg for leg in failed]}
+    return await flow._end(
+        pending, end, Notice.failed(str(end)), str(end), data=which, last_error=message
     )
-    await flow._emit(told, ended)
-    return ended
 
 
 def cancel_unpaid_legs(flow: Flow, pending: Pending) -> list[int]:
@@ -522,13 +408,9 @@ def cancel_unpaid_legs(flow: Flow, pending: Pending) -> list[int]:
     cancelled = []
     for leg in flow.store.legs(pending.id):
         if leg.state == LegState.FAILED:
-            flow.store.transition_leg(
-                pending.id,
-                leg.leg,
-                LegState.CANCELLED,
-                expect=LegState.FAILED,
-                event="leg_cancelled",
-                data={"error": leg.last_error},
+            step = LegPayment(flow, pending, leg)
+            step.move(
+                "cancelled", expect=("failed",), event="cancelled", data={"error": leg.last_error}
             )
             cancelled.append(leg.leg)
     return cancelled

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from opapprove.approvals.backend import StoreError, Tx, jitter, newer_schema
+from opapprove.approvals.backend import OneConnection, StoreError, Tx, jitter, newer_schema
 from opapprove.approvals.migrations import APPLICATION_ID, MIGRATIONS
 
 T = TypeVar("T")
@@ -52,24 +51,16 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SQLiteBackend:
+class SQLiteBackend(OneConnection[_Connection]):
     """The store in one SQLite file. Safe to share between threads and processes."""
 
     kind = "sqlite"
 
     def __init__(self, path: Path) -> None:
+        super().__init__(str(path), "Store(path)")
         self.path = path
-        self.where = str(path)
-        self._lock = threading.RLock()
-        self._conn: _Connection | None = None
         self.migrated_from: int | None = 0  # the schema version the file had when opened
         self._conn = self._open()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
     # -- opening ----------------------------------------------------------------------
 
@@ -202,11 +193,6 @@ class SQLiteBackend:
             pass  # not ours to change (another user's file); SQLite will still work
 
     # -- transactions -----------------------------------------------------------------
-
-    def connection(self) -> _Connection:
-        if self._conn is None:
-            raise StoreError(f"store {self.path} is closed", "open it again with Store(path)")
-        return self._conn
 
     def _error(self, exc: sqlite3.Error, what: str) -> StoreError:
         text = str(exc)

@@ -7,15 +7,17 @@ SQL once, for both backends, through :class:`~opapprove.approvals.backend.Tx`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from opapprove.approvals.backend import Backend, StoreError, Tx
-from opapprove.approvals.records import Event, Pending, State
+from opapprove.approvals.backend import Backend, Row, StoreError, Tx
+from opapprove.approvals.records import Event, LegState, Pending, State
 from opapprove.approvals.store_rows import _dumps, _pending_from_row
 from opapprove.openpayments.redaction import redact_json
 
 T = TypeVar("T")
+# A grant's state or a leg's: both move by the same rules (from one of ``expect`` only).
+S = TypeVar("S", State, LegState)
 
 
 class StaleState(StoreError):
@@ -24,21 +26,34 @@ class StaleState(StoreError):
     ``current`` is its state now, or ``None`` if there is no such pending grant.
     """
 
-    def __init__(
-        self,
-        message: str,
-        hint: str | None = None,
-        *,
-        pending_id: str = "",
-        current: State | None = None,
-    ) -> None:
-        super().__init__(message, hint)
-        self.pending_id = pending_id
-        self.current = current
+    current: State | None = None
 
 
 class PendingNotFound(StaleState):
     """There is no pending grant with that id (``current`` is ``None``)."""
+
+
+def expected_states(kind: type[S], expect: S | Iterable[S]) -> tuple[S, ...]:
+    """``expect`` (one state of ``kind``, or several) as a tuple of at least one state."""
+    if isinstance(expect, str):
+        return (kind(expect),)
+    states = tuple(kind(s) for s in expect)
+    if not states:
+        raise TypeError("expect must name at least one state")
+    return states
+
+
+def stale(what: str, pending_id: str, found: S, expected: tuple[S, ...], target: S) -> StaleState:
+    """``what`` (a grant, or one of its legs) is in ``found``, none of ``expected``."""
+    err = StaleState(
+        f"{what} is {found}, not {' or '.join(str(s) for s in expected)},"
+        f" so it cannot become {target}",
+        f"another process may have moved it on; see `opapprove pending show {pending_id}`",
+        pending_id=pending_id,
+    )
+    if isinstance(found, State):  # a leg's state says nothing of its grant's
+        err.current = found
+    return err
 
 
 def _not_found(pending_id: str) -> PendingNotFound:
@@ -64,6 +79,12 @@ class Repository:
     def _read(self, fn: Callable[[Tx], T], what: str) -> T:
         return self.backend.read(fn, what)
 
+    def _read_all(
+        self, sql: str, params: Sequence[Any], record: Callable[[Row], T], what: str
+    ) -> list[T]:
+        """Every row of one SELECT, each as a record."""
+        return self._read(lambda conn: [record(r) for r in conn.execute(sql, params)], what)
+
     def _update_pending(
         self, conn: Tx, sql: str, params: Sequence[Any], pending_id: str
     ) -> Pending | None:
@@ -87,6 +108,18 @@ class Repository:
             f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608
             tuple(values.values()),
         )
+
+    @staticmethod
+    def _count_error(conn: Tx, pending_id: str, message: str) -> bool:
+        """A failed attempt on the grant: ``last_error`` and ``attempts + 1``; whether the
+        grant exists. ``updated_at`` is left alone so a grant that keeps failing shows as stuck.
+        """
+        cur = conn.execute(
+            "UPDATE pending SET last_error = ?, attempts = attempts + 1,"
+            " version = version + 1 WHERE id = ?",
+            (message, pending_id),
+        )
+        return cur.rowcount > 0
 
     @staticmethod
     def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from opapprove.approvals.backend import Tx
 from opapprove.approvals.records import Leg, LegState
-from opapprove.approvals.store_base import Repository, StaleState
+from opapprove.approvals.store_base import Repository, StaleState, expected_states, stale
 from opapprove.approvals.store_rows import _leg_columns, _leg_from_row
 
 # As DURABLE_STATES for grants: a leg never falls back from ``paying`` after a power loss.
@@ -33,28 +33,17 @@ def leg_row(pending_id: str, number: int, fields: Mapping[str, Any], now: float)
     }
 
 
-def _expected(expect: LegState | Iterable[LegState]) -> tuple[LegState, ...]:
-    if isinstance(expect, str):
-        return (LegState(expect),)
-    states = tuple(LegState(s) for s in expect)
-    if not states:
-        raise TypeError("expect must name at least one leg state")
-    return states
-
-
 class LegRepository(Repository):
     """The legs of split grants: read, moved from state to state, updated."""
 
     def legs(self, pending_id: str) -> list[Leg]:
         """A grant's legs in order (none for a single-seller grant)."""
-
-        def read(conn: Tx) -> list[Leg]:
-            rows = conn.execute(
-                "SELECT * FROM pending_legs WHERE pending_id = ? ORDER BY leg", (pending_id,)
-            ).fetchall()
-            return [_leg_from_row(r) for r in rows]
-
-        return self._read(read, "reading a split payment's legs")
+        return self._read_all(
+            "SELECT * FROM pending_legs WHERE pending_id = ? ORDER BY leg",
+            (pending_id,),
+            _leg_from_row,
+            "reading a split payment's legs",
+        )
 
     def get_leg(self, pending_id: str, leg: int) -> Leg | None:
         def read(conn: Tx) -> Leg | None:
@@ -78,7 +67,7 @@ class LegRepository(Repository):
         One transaction: the leg, its event and the grant's ``updated_at`` (a grant whose
         legs move is not stuck). :class:`StaleState` if the leg is in another state."""
         target = LegState(to)
-        expected = _expected(expect)
+        expected = expected_states(LegState, expect)
         if target == LegState.COMPLETED:
             fields.setdefault("last_error", None)
         columns = _leg_columns(fields, "transition_leg")
@@ -92,12 +81,8 @@ class LegRepository(Repository):
                 raise _no_leg(pending_id, leg)
             current = LegState(row["state"])
             if current not in expected:
-                raise StaleState(
-                    f"leg {leg} of grant {pending_id} is {current}, not "
-                    f"{' or '.join(str(s) for s in expected)}, so it cannot become {target}",
-                    f"another process may have moved it on; see `opapprove pending show "
-                    f"{pending_id}`",
-                    pending_id=pending_id,
+                raise stale(
+                    f"leg {leg} of grant {pending_id}", pending_id, current, expected, target
                 )
             now = self._clock()
             self._update_leg(conn, pending_id, leg, columns, now, state=target)
@@ -154,11 +139,7 @@ class LegRepository(Repository):
             )
             if cur.rowcount == 0:
                 raise _no_leg(pending_id, leg)
-            conn.execute(
-                "UPDATE pending SET last_error = ?, attempts = attempts + 1,"
-                " version = version + 1 WHERE id = ?",
-                (f"leg {leg}: {message}", pending_id),
-            )
+            self._count_error(conn, pending_id, f"leg {leg}: {message}")
             self._insert_event(
                 conn,
                 pending_id,

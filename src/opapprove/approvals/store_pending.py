@@ -10,7 +10,12 @@ from opapprove.approvals.backend import Tx
 from opapprove.approvals.ids import new_id
 from opapprove.approvals.leases import Holder, process_gone
 from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
-from opapprove.approvals.store_base import Repository, StaleState, _not_found
+from opapprove.approvals.store_base import (
+    Repository,
+    _not_found,
+    expected_states,
+    stale,
+)
 from opapprove.approvals.store_legs import leg_row
 from opapprove.approvals.store_rows import (
     _dumps,
@@ -29,15 +34,6 @@ from opapprove.openpayments.redaction import redact_json
 DURABLE_STATES = frozenset({State.PAYING})
 
 
-def _expected_states(expect: State | Iterable[State]) -> tuple[State, ...]:
-    if isinstance(expect, str):
-        return (State(expect),)
-    states = tuple(State(s) for s in expect)
-    if not states:
-        raise TypeError("expect must name at least one state")
-    return states
-
-
 @dataclass(frozen=True)
 class _Move:
     """One transition, as ``transition`` was asked for it."""
@@ -49,18 +45,6 @@ class _Move:
     event: str | None
     data: dict[str, Any] | None
     now: float
-
-
-def _stale(
-    pending_id: str, current: State, expected: tuple[State, ...], target: State
-) -> StaleState:
-    return StaleState(
-        f"pending grant {pending_id} is {current}, not "
-        f"{' or '.join(str(s) for s in expected)}, so it cannot become {target}",
-        f"another process may have moved it on; see `opapprove pending show {pending_id}`",
-        pending_id=pending_id,
-        current=current,
-    )
 
 
 class PendingRepository(Repository):
@@ -162,11 +146,7 @@ class PendingRepository(Repository):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-
-        def read(conn: Tx) -> list[Pending]:
-            return [_pending_from_row(r) for r in conn.execute(sql, params).fetchall()]
-
-        return self._read(read, "listing pending grants")
+        return self._read_all(sql, params, _pending_from_row, "listing pending grants")
 
     def transition(
         self,
@@ -186,7 +166,7 @@ class PendingRepository(Repository):
         Raises :class:`StaleState` (nothing changed) if the grant is in another state.
         """
         target = State(to)
-        expected = _expected_states(expect)
+        expected = expected_states(State, expect)
         if target == State.COMPLETED:
             # A paid grant's earlier trouble is history (the event trail keeps it), not its state.
             fields.setdefault("last_error", None)
@@ -221,7 +201,7 @@ class PendingRepository(Repository):
             raise _not_found(pending_id)
         current = State(row["state"])
         if current not in expected:
-            raise _stale(pending_id, current, expected, target)
+            raise stale(f"pending grant {pending_id}", pending_id, current, expected, target)
         sets = "".join(f"{name} = ?, " for name in columns)
         moved = self._update_pending(
             conn,
@@ -271,7 +251,8 @@ class PendingRepository(Repository):
         if row is None:
             raise _not_found(pending_id)
         if row["id"] is None:
-            raise _stale(pending_id, State(row["found_state"]), expected, move.target)
+            found = State(row["found_state"])
+            raise stale(f"pending grant {pending_id}", pending_id, found, expected, move.target)
         return _pending_from_row(row)
 
     def update(
@@ -318,12 +299,7 @@ class PendingRepository(Repository):
         """
 
         def txn(conn: Tx) -> None:
-            cur = conn.execute(
-                "UPDATE pending SET last_error = ?, attempts = attempts + 1,"
-                " version = version + 1 WHERE id = ?",
-                (message, pending_id),
-            )
-            if cur.rowcount == 0:
+            if not self._count_error(conn, pending_id, message):
                 raise _not_found(pending_id)
             self._insert_event(
                 conn, pending_id, self._clock(), "error", None, None, {"message": message}
@@ -371,13 +347,12 @@ class PendingRepository(Repository):
         return self._read(read, "reading a pending grant's events")
 
     def events(self, pending_id: str) -> list[Event]:
-        def read(conn: Tx) -> list[Event]:
-            rows = conn.execute(
-                "SELECT * FROM events WHERE pending_id = ? ORDER BY id", (pending_id,)
-            ).fetchall()
-            return [_event_from_row(r) for r in rows]
-
-        return self._read(read, "reading events")
+        return self._read_all(
+            "SELECT * FROM events WHERE pending_id = ? ORDER BY id",
+            (pending_id,),
+            _event_from_row,
+            "reading events",
+        )
 
     def acquire_lease(
         self,

@@ -54,11 +54,9 @@ class SellerRepository(Repository):
         return self._read(read, "reading a seller")
 
     def list_sellers(self) -> list[Seller]:
-        def read(conn: Tx) -> list[Seller]:
-            rows = conn.execute("SELECT * FROM sellers ORDER BY id").fetchall()
-            return [_seller_from_row(r) for r in rows]
-
-        return self._read(read, "listing sellers")
+        return self._read_all(
+            "SELECT * FROM sellers ORDER BY id", (), _seller_from_row, "listing sellers"
+        )
 
     def remove_seller(self, seller_id: str) -> bool:
         removed = self._write_one(

@@ -122,11 +122,7 @@ class WebhookRepository(Repository):
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY created_at, id"
-
-        def read(conn: Tx) -> list[WebhookDelivery]:
-            return [_delivery_from_row(r) for r in conn.execute(sql, params).fetchall()]
-
-        return self._read(read, "listing webhook deliveries")
+        return self._read_all(sql, params, _delivery_from_row, "listing webhook deliveries")
 
     def claim_webhook_attempt(
         self, delivery: WebhookDelivery, *, hold_for: float, continuing: bool = False

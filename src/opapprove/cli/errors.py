@@ -33,9 +33,8 @@ class CliError(OpapproveError):
         exit_code: int | None = None,
         pending_id: str | None = None,
     ) -> None:
-        super().__init__(message, hint, kind=kind)
+        super().__init__(message, hint, kind=kind, pending_id=pending_id)
         self._exit_code = exit_code
-        self.pending_id = pending_id  # the grant the error is about, for --json
 
     @property
     def exit_code(self) -> int:
@@ -160,9 +159,7 @@ def _from_own(exc: OpapproveError) -> ErrorReport:
         report.status, report.code, report.details = exc.status, exc.code, dict(exc.details)
     elif isinstance(exc, FlowError):
         report.status, report.code = exc.status, exc.code
-        if exc.pending_id:
-            # Scripts need the grant to look at (or replay) after a failed step.
-            report.details = {"pendingId": exc.pending_id}
-    elif isinstance(exc, CliError) and exc.pending_id:
+    if isinstance(exc, FlowError | CliError) and exc.pending_id:
+        # Scripts need the grant to look at (or replay) after a failed step.
         report.details = {"pendingId": exc.pending_id}
     return report

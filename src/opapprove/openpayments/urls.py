@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from opapprove.openpayments.errors import OpenPaymentsError, WalletAddressError
@@ -22,8 +23,13 @@ def is_loopback(url: str) -> bool:
         host = urlsplit(url).hostname
     except ValueError:
         return False
-    if not host:
-        return False
+    return _loopback_host(host) if host else False
+
+
+@lru_cache(maxsize=256)
+def _loopback_host(host: str) -> bool:
+    # Asked for every request to a plain-http URL (a local sandbox or Rafiki): a bulk replay
+    # parsed the same few hosts as IP addresses thousands of times.
     if host == "localhost":
         return True
     try:

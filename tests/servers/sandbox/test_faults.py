@@ -60,22 +60,21 @@ async def test_delay_and_latency_use_the_configured_sleep(sandbox: Sandbox) -> N
         assert sandbox.sleeps == [2.0, 0.25, 0.25]
 
 
-async def test_drop_before_commit_changes_nothing(sandbox: Sandbox) -> None:
+# A fault names its route either way: "METHOD /path" or the operationId.
+@pytest.mark.parametrize(
+    ("route", "mode", "quotes_kept"),
+    [("POST /op/quotes", "before_commit", 0), ("create-quote", "after_commit", 1)],
+    ids=["before-commit-changes-nothing", "after-commit-keeps-the-quote"],
+)
+async def test_a_dropped_connection(
+    sandbox: Sandbox, route: str, mode: str, quotes_kept: int
+) -> None:
     async with sandbox.client() as api:
         body, token = await quote_body(api)
-        sandbox.state.set_fault("POST /op/quotes", drop="before_commit", times=1)
+        sandbox.state.set_fault(route, drop=mode, times=1)
         with pytest.raises(httpx.RemoteProtocolError):
             await api.post(sandbox.url("/op/quotes"), body, token=token)
-    assert sandbox.state.quotes == {}
-
-
-async def test_drop_after_commit_in_process(sandbox: Sandbox) -> None:
-    async with sandbox.client() as api:
-        body, token = await quote_body(api)
-        sandbox.state.set_fault("create-quote", drop="after_commit", times=1)
-        with pytest.raises(httpx.RemoteProtocolError):
-            await api.post(sandbox.url("/op/quotes"), body, token=token)
-    assert len(sandbox.state.quotes) == 1
+    assert len(sandbox.state.quotes) == quotes_kept
 
 
 async def test_drop_after_commit_over_loopback_closes_the_socket(sandbox: Sandbox) -> None:

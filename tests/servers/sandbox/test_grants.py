@@ -166,11 +166,7 @@ async def test_revoking_an_issued_grant_deactivates_its_token(sandbox: Sandbox) 
         assert (
             await api.delete(cont["uri"], token=cont["access_token"]["value"])
         ).status_code == 204
-        used = await api.post(
-            sandbox.url("/op/incoming-payments"),
-            {"walletAddress": sandbox.seller},
-            token=grant["access_token"]["value"],
-        )
+        used = await api.post_incoming_payment(grant["access_token"]["value"])
     assert used.status_code == 403
     assert error_of(used)["description"] == "Inactive Token"
 
@@ -183,12 +179,11 @@ async def test_rotate_gives_new_value_and_manage_url(sandbox: Sandbox) -> None:
         new = rotated.json()["access_token"]
         assert new["value"] != token["value"] and new["manage"] != token["manage"]
         assert new["access"] == INCOMING_RW
-        body = {"walletAddress": sandbox.seller}
-        old = await api.post(sandbox.url("/op/incoming-payments"), body, token=token["value"])
+        old = await api.post_incoming_payment(token["value"])
         assert old.status_code == 403
         assert error_of(old)["description"] == "Inactive Token"
         assert old.headers["www-authenticate"] == f"GNAP as_uri={sandbox.url('/auth')}"
-        ok = await api.post(sandbox.url("/op/incoming-payments"), body, token=new["value"])
+        ok = await api.post_incoming_payment(new["value"])
         assert ok.status_code == 201
         stale = await api.post(token["manage"], token=token["value"])
         assert stale.status_code == 401
@@ -199,11 +194,7 @@ async def test_revoke_token(sandbox: Sandbox) -> None:
     async with sandbox.client() as api:
         token = await api.token(INCOMING_RW)
         assert (await api.delete(token["manage"], token=token["value"])).status_code == 204
-        used = await api.post(
-            sandbox.url("/op/incoming-payments"),
-            {"walletAddress": sandbox.seller},
-            token=token["value"],
-        )
+        used = await api.post_incoming_payment(token["value"])
     assert used.status_code == 403
     assert error_of(used)["description"] == "Inactive Token"
 
@@ -213,22 +204,19 @@ async def test_expired_token_is_inactive_until_rotated(sandbox: Sandbox) -> None
         token = await api.token(INCOMING_RW)
         assert token["expires_in"] == 600
         sandbox.clock.advance(600)
-        body = {"walletAddress": sandbox.seller}
-        used = await api.post(sandbox.url("/op/incoming-payments"), body, token=token["value"])
+        used = await api.post_incoming_payment(token["value"])
         assert used.status_code == 403
         assert error_of(used)["description"] == "Inactive Token"
         assert used.headers["www-authenticate"].startswith("GNAP as_uri=")
         new = (await api.post(token["manage"], token=token["value"])).json()["access_token"]
-        again = await api.post(sandbox.url("/op/incoming-payments"), body, token=new["value"])
+        again = await api.post_incoming_payment(new["value"])
         assert again.status_code == 201
 
 
 async def test_missing_authorization_and_insufficient_grant(sandbox: Sandbox) -> None:
     async with sandbox.client() as api:
         incoming = await api.incoming_payment()
-        no_auth = await api.post(
-            sandbox.url("/op/incoming-payments"), {"walletAddress": sandbox.seller}
-        )
+        no_auth = await api.post_incoming_payment(None)
         assert no_auth.status_code == 401
         assert error_of(no_auth)["description"] == "Missing or invalid authorization header value"
         quote_token = await api.token([{"type": "quote", "actions": ["create"]}])
@@ -238,11 +226,7 @@ async def test_missing_authorization_and_insufficient_grant(sandbox: Sandbox) ->
         other_wallet = await api.token(
             [{"type": "incoming-payment", "actions": ["create"], "identifier": sandbox.buyer}]
         )
-        wrong_id = await api.post(
-            sandbox.url("/op/incoming-payments"),
-            {"walletAddress": sandbox.seller},
-            token=other_wallet["value"],
-        )
+        wrong_id = await api.post_incoming_payment(other_wallet["value"])
         assert wrong_id.status_code == 403
         assert error_of(wrong_id)["description"] == "Insufficient Grant"
 
@@ -255,9 +239,7 @@ async def test_jwk_client_for_non_interactive_grants_only(sandbox: Sandbox) -> N
         ok = await api.post(sandbox.url("/auth"), body)
         assert ok.status_code == 200, ok.text
         token = ok.json()["access_token"]["value"]
-        created = await api.post(
-            sandbox.url("/op/incoming-payments"), {"walletAddress": sandbox.seller}, token=token
-        )
+        created = await api.post_incoming_payment(token)
         assert created.status_code == 201
         interactive = {
             "access_token": {
@@ -407,11 +389,7 @@ async def test_external_client_wallet_is_fetched_over_http(sandbox: Sandbox) -> 
         async with sandbox.client(home.key, home.key_id) as api:
             api.client_wallet = f"{server.url}/seller"
             token = await api.token(INCOMING_RW)
-            created = await api.post(
-                sandbox.url("/op/incoming-payments"),
-                {"walletAddress": sandbox.seller},
-                token=token["value"],
-            )
+            created = await api.post_incoming_payment(token["value"])
             assert created.status_code == 201
             pending = await api.pending_outgoing_grant()
             assert "interact" in pending  # publicName came from the remote wallet document

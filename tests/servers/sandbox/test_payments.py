@@ -192,9 +192,7 @@ async def test_quote_request_problems(sandbox: Sandbox) -> None:
             assert resp.status_code == 400, extra
             assert error_of(resp)["description"] == description
         ip_token = (await api.token([{"type": "incoming-payment", "actions": ["create"]}]))["value"]
-        no_amount = await api.post(
-            sandbox.url("/op/incoming-payments"), {"walletAddress": sandbox.seller}, token=ip_token
-        )
+        no_amount = await api.post_incoming_payment(ip_token)
         body = {"walletAddress": sandbox.buyer, "receiver": no_amount.json()["id"], "method": "ilp"}
         resp = await api.post(sandbox.url("/op/quotes"), body, token=token)
         assert resp.status_code == 400
@@ -220,11 +218,7 @@ async def test_incoming_payment_lifecycle(sandbox: Sandbox) -> None:
             ({"incomingAmount": usd(0)}, "greater than 0"),
             ({"colour": "red"}, "colour"),
         ]:
-            resp = await api.post(
-                sandbox.url("/op/incoming-payments"),
-                {"walletAddress": sandbox.seller, **body},
-                token=token,
-            )
+            resp = await api.post_incoming_payment(token, **body)
             assert resp.status_code == 400, body
             assert needle in reason_of(resp)
         unknown = await api.post(
@@ -242,24 +236,18 @@ async def test_list_pagination(sandbox: Sandbox) -> None:
         ]
         made = [await api.incoming_payment(str(v), token=token) for v in (100, 200, 300)]
         url = sandbox.url("/op/incoming-payments")
-        page1 = (
-            await api.get(url, token=token, **{"wallet-address": sandbox.seller, "first": 2})
-        ).json()
+
+        async def page(**params: Any) -> dict[str, Any]:
+            query = {"wallet-address": sandbox.seller, **params}
+            found: dict[str, Any] = (await api.get(url, token=token, **query)).json()
+            return found
+
+        page1 = await page(first=2)
         assert [p["id"] for p in page1["result"]] == [made[2]["id"], made[1]["id"]]
         assert page1["pagination"]["hasNextPage"] is True
         assert page1["pagination"]["hasPreviousPage"] is False
         assert "methods" not in page1["result"][0]
-        page2 = (
-            await api.get(
-                url,
-                token=token,
-                **{
-                    "wallet-address": sandbox.seller,
-                    "first": 2,
-                    "cursor": page1["pagination"]["endCursor"],
-                },
-            )
-        ).json()
+        page2 = await page(first=2, cursor=page1["pagination"]["endCursor"])
         assert [p["id"] for p in page2["result"]] == [made[0]["id"]]
         cursor = made[0]["id"].rsplit("/", 1)[1]
         assert page2["pagination"] == {
@@ -268,17 +256,7 @@ async def test_list_pagination(sandbox: Sandbox) -> None:
             "startCursor": cursor,
             "endCursor": cursor,
         }
-        back = (
-            await api.get(
-                url,
-                token=token,
-                **{
-                    "wallet-address": sandbox.seller,
-                    "last": 1,
-                    "cursor": page2["pagination"]["startCursor"],
-                },
-            )
-        ).json()
+        back = await page(last=1, cursor=page2["pagination"]["startCursor"])
         assert [p["id"] for p in back["result"]] == [made[1]["id"]]
         bad = await api.get(url, token=token, **{"wallet-address": sandbox.seller, "first": 0})
         assert bad.status_code == 400

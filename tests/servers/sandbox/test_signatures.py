@@ -177,11 +177,7 @@ async def test_resource_server_names_the_unknown_key_and_lists_client_keys(
     async with sandbox.client() as api:
         token = await api.token([{"type": "incoming-payment", "actions": ["create"]}])
     async with sandbox.client(key_id="not-registered") as api:
-        resp = await api.post(
-            sandbox.url("/op/incoming-payments"),
-            {"walletAddress": sandbox.seller},
-            token=token["value"],
-        )
+        resp = await api.post_incoming_payment(token["value"])
     assert resp.status_code == 401
     error = error_of(resp)
     assert error["description"] == (
