@@ -41,6 +41,10 @@ RANK: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2}
 # Rafiki checks no signature freshness, but token, quote and approval expiries are
 # computed from the local clock; a Date header has one-second resolution.
 CLOCK_SKEW_WARN = 30.0
+# Whose fault a failed Open Payments call is, by the error's kind: the network's for a
+# failure on the wire, the wallet's for an answer; anything else (a URL refused before
+# sending, a bad key) is the config's.
+_FAULT_BY_KIND = {"transport": "transport", "refused": "wallet", "invalid_response": "wallet"}
 OTHERS_MAY_READ = 0o077
 
 
@@ -144,6 +148,10 @@ class _Doctor:
             self.checks.append(Check(name, status, message))
         else:
             self.checks.append(Check(name, status, message, hint, kind))
+
+    def add_failure(self, name: str, exc: op_errors.OpenPaymentsError) -> None:
+        """``name`` failed on an Open Payments call: whose fault it is follows the error's kind."""
+        self.add(name, "fail", exc.message, exc.hint, kind=_FAULT_BY_KIND.get(exc.kind, "config"))
 
     async def run(self) -> None:
         self.check_config()
@@ -373,7 +381,7 @@ class _Doctor:
         try:
             wallet = await client.get_wallet_address(url)
         except op_errors.OpenPaymentsError as exc:
-            self.add("wallet address", "fail", exc.message, exc.hint, kind=_kind(exc))
+            self.add_failure("wallet address", exc)
             return None
         asset = f"{wallet.asset_code}, scale {wallet.asset_scale}"
         if wallet.id.rstrip("/") != url.rstrip("/"):
@@ -450,7 +458,7 @@ class _Doctor:
         try:
             jwks = await client.get_keys(seller.wallet_address_url)
         except op_errors.OpenPaymentsError as exc:
-            self.add(name, "fail", exc.message, exc.hint, kind=_kind(exc))
+            self.add_failure(name, exc)
             return
         published = jwks.find(seller.key_id)
         if published is None:
@@ -503,13 +511,3 @@ class _Doctor:
             "synchronise the clock (NTP): token, quote and approval expiries are computed from it",
             kind="clock",
         )
-
-
-def _kind(exc: op_errors.OpenPaymentsError) -> str:
-    if isinstance(exc, urls.InsecureUrlError):
-        return "config"
-    if isinstance(exc, op_errors.TransportError):
-        return "transport"
-    if isinstance(exc, op_errors.ResponseError):
-        return "wallet"
-    return "config"

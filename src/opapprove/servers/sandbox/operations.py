@@ -7,35 +7,41 @@ from __future__ import annotations
 
 import re
 
-_ID = r"[^/]+"
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """``path`` as the routes write it, each ``{placeholder}`` standing for one segment."""
+    parts = re.split(r"\{\w+\}", path)
+    return re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
+
+
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    (m, re.compile(f"^{p}$"), op)
-    for m, p, op in [
+    (method, _pattern(path), operation)
+    for method, path, operation in [
         ("POST", "/auth", "post-request"),
-        ("POST", f"/auth/continue/{_ID}", "post-continue"),
-        ("DELETE", f"/auth/continue/{_ID}", "delete-continue"),
-        ("POST", f"/auth/token/{_ID}", "post-token"),
-        ("DELETE", f"/auth/token/{_ID}", "delete-token"),
-        ("GET", f"/interact/{_ID}/{_ID}", "interaction-start"),
-        ("POST", f"/interact/{_ID}/{_ID}/accept", "interaction-accept"),
-        ("POST", f"/interact/{_ID}/{_ID}/reject", "interaction-reject"),
-        ("GET", f"/interact/{_ID}/{_ID}/finish", "interaction-finish"),
+        ("POST", "/auth/continue/{id}", "post-continue"),
+        ("DELETE", "/auth/continue/{id}", "delete-continue"),
+        ("POST", "/auth/token/{id}", "post-token"),
+        ("DELETE", "/auth/token/{id}", "delete-token"),
+        ("GET", "/interact/{id}/{nonce}", "interaction-start"),
+        ("POST", "/interact/{id}/{nonce}/accept", "interaction-accept"),
+        ("POST", "/interact/{id}/{nonce}/reject", "interaction-reject"),
+        ("GET", "/interact/{id}/{nonce}/finish", "interaction-finish"),
         ("POST", "/op/incoming-payments", "create-incoming-payment"),
         ("GET", "/op/incoming-payments", "list-incoming-payments"),
-        ("GET", f"/op/incoming-payments/{_ID}", "get-incoming-payment"),
-        ("POST", f"/op/incoming-payments/{_ID}/complete", "complete-incoming-payment"),
+        ("GET", "/op/incoming-payments/{id}", "get-incoming-payment"),
+        ("POST", "/op/incoming-payments/{id}/complete", "complete-incoming-payment"),
         ("POST", "/op/quotes", "create-quote"),
-        ("GET", f"/op/quotes/{_ID}", "get-quote"),
+        ("GET", "/op/quotes/{id}", "get-quote"),
         ("POST", "/op/outgoing-payments", "create-outgoing-payment"),
         ("GET", "/op/outgoing-payments", "list-outgoing-payments"),
-        ("GET", f"/op/outgoing-payments/{_ID}", "get-outgoing-payment"),
+        ("GET", "/op/outgoing-payments/{id}", "get-outgoing-payment"),
         ("GET", "/op/outgoing-payment-grant", "get-outgoing-payment-grant"),
-        ("GET", f"/_admin/{_ID}", "admin"),
-        ("POST", f"/_admin/{_ID}", "admin"),
-        ("DELETE", f"/_admin/{_ID}", "admin"),
-        ("GET", f"/{_ID}/jwks.json", "get-wallet-address-keys"),
-        ("GET", f"/{_ID}/page", "wallet-address-page"),
-        ("GET", f"/{_ID}", "get-wallet-address"),
+        ("GET", "/_admin/{action}", "admin"),
+        ("POST", "/_admin/{action}", "admin"),
+        ("DELETE", "/_admin/{action}", "admin"),
+        ("GET", "/{name}/jwks.json", "get-wallet-address-keys"),
+        ("GET", "/{name}/page", "wallet-address-page"),
+        ("GET", "/{name}", "get-wallet-address"),
     ]
 ]
 
