@@ -31,6 +31,7 @@ from opapprove.openpayments.errors import AmountError
 from opapprove.openpayments.keys import Jwk, generate_private_key, public_jwk, write_private_key
 from opapprove.openpayments.money import from_minor_units, to_minor_units
 from opapprove.openpayments.rates import Rates, parse_rate
+from opapprove.openpayments.transport import system_tls
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.sandbox import AccountConfig, FeePolicy, SandboxConfig, create_app
 from opapprove.servers.sandbox.fx import Asset, debit_for
@@ -366,7 +367,7 @@ async def run_demo(
                     steps[7].seconds = time.perf_counter() - t7
                     steps[7].detail = "approved by a person in the browser"
                 else:
-                    async with httpx.AsyncClient(timeout=60) as browser:
+                    async with httpx.AsyncClient(timeout=60, verify=system_tls()) as browser:
                         location = await press_approve(browser, approval_url)
                         steps[7].seconds = time.perf_counter() - t7
                         steps[7].detail = "consent page fetched, Approve pressed"

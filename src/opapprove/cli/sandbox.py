@@ -404,13 +404,14 @@ async def _post_admin(
     """POST to a sandbox's operator route; the JSON answer and its status, or a CliError."""
     import httpx
 
+    from opapprove.openpayments.transport import system_tls
     from opapprove.openpayments.urls import check_url
 
     settings = runtime.settings()
     target = f"{origin}{path}"
     check_url(target, allow_http=bool(settings.allow_http))
     try:
-        async with httpx.AsyncClient(timeout=float(settings.timeout)) as http:
+        async with httpx.AsyncClient(timeout=float(settings.timeout), verify=system_tls()) as http:
             response = await http.post(target, json=payload)
     except httpx.HTTPError as exc:
         raise CliError(

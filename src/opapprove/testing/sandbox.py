@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from opapprove.openpayments.keys import Jwk
+from opapprove.openpayments.transport import system_tls
 from opapprove.servers.sandbox import SandboxConfig, SandboxConfigError, SandboxState, create_app
 from opapprove.servers.serving import RunningServer, ServerStartError, serve_in_thread
 
@@ -128,7 +129,7 @@ class OpSandbox:
         self.log = log or SandboxLog()
         self.state = state
         self._server = server
-        self._http = httpx.Client(timeout=30)
+        self._http = httpx.Client(timeout=30, verify=system_tls())
 
     @classmethod
     def attach(cls, url: str) -> OpSandbox:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from opapprove.openpayments.errors import KeyLoadError, SignatureError
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.signatures import compact_json, parse_signature_input, verify_request
+from opapprove.openpayments.transport import system_tls
 from opapprove.servers.sandbox.errors import GnapError, ResourceServerError
 from opapprove.servers.sandbox.operations import operation_name
 from opapprove.servers.sandbox.replays import DEFAULT_MEMORY, GUARDED_OPERATIONS
@@ -44,7 +45,9 @@ async def wallet_keys(
         keys = state.keys_for(acct.name)
         return ClientKeys(wallet, keys, acct.public_name, raw=[k.to_dict() for k in keys])
     try:
-        async with httpx.AsyncClient(timeout=state.config.http_timeout) as http:
+        async with httpx.AsyncClient(
+            timeout=state.config.http_timeout, verify=system_tls()
+        ) as http:
             headers = {"Accept": "application/json"}
             jwks = await http.get(f"{wallet}/jwks.json", headers=headers)
             public_name = None
