@@ -90,6 +90,31 @@ async def test_one_approval_pays_every_seller_once(
     kit.store.close()
 
 
+async def test_legs_still_unsent_after_the_reads_stay_payment_created_until_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like a single grant's unsent payment: the grant stays ``payment_created`` when the
+    wallet has not sent its legs within the reads' budget, and ``status`` completes it later
+    (it used to fall through to the single grant's check and fail on the split's lack of
+    one payment URL)."""
+    shares = {"seller-a": "6.00", "seller-b": "4.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares], settle_delay=3600)
+    sleep, slept = kit.clock_sleep()
+    flow, pending = await start_split(kit, shares, sleep=sleep)
+    waiting = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert waiting.state == State.PAYMENT_CREATED and slept
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [LegState.PAYMENT_CREATED] * 2
+    made = len(kit.sandbox.state.outgoing_payments())
+    assert made == 2
+    kit.sandbox.clock.advance(3600)
+    done = await kit.new_flow(sleep=sleep).refresh(pending.id)
+    assert done.state == State.COMPLETED
+    assert [kit.sandbox.state.balance(s) for s in shares] == [600, 400]
+    assert len(kit.sandbox.state.outgoing_payments()) == made  # read again, never paid again
+    await flow.aclose()
+    kit.store.close()
+
+
 # (wallets, fee, debit of each leg in the buyer's asset): 12.34 USD to one seller, or
 # 7.34 + 5.00 USD to two; each leg's debit rounds up on its own and pays its own fixed fee.
 CASES = {

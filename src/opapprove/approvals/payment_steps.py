@@ -36,14 +36,17 @@ async def after_approval(flow: Flow, pending: Pending) -> Pending:
         try:
             if pending.state == State.APPROVED:
                 pending = await _continue(flow, pending, client)
-            if pending.is_split and pending.state in split_flow.PAYING_STATES:
-                pending = await split_flow.pay_legs(flow, pending, client)
-            elif pending.state in (State.GRANT_ISSUED, State.PAYING):
-                step = GrantPayment(flow, pending)
-                await seller_payment.pay(step, client)
-                pending = step.pending
-            if pending.state == State.PAYMENT_CREATED:
-                pending = await check_payment(flow, pending, client)
+            if pending.is_split:
+                # Pays and reads every leg; legs still unsent leave it payment_created.
+                if pending.state in split_flow.PAYING_STATES:
+                    pending = await split_flow.pay_legs(flow, pending, client)
+            else:
+                if pending.state in (State.GRANT_ISSUED, State.PAYING):
+                    step = GrantPayment(flow, pending)
+                    await seller_payment.pay(step, client)
+                    pending = step.pending
+                if pending.state == State.PAYMENT_CREATED:
+                    pending = await check_payment(flow, pending, client)
         except op_errors.OpenPaymentsError as exc:
             flow.store.record_error(pending.id, str(exc))
             resume = f"resume with `opapprove pending replay {pending.id}`"
