@@ -286,14 +286,7 @@ def pooled_transport(
     keepalive_expiry: float,
 ) -> httpx.AsyncHTTPTransport:
     """httpx's transport over `AsyncioConnectionPool`."""
-    if isinstance(verify, ssl.SSLContext):
-        ssl_context = verify
-    elif verify:
-        from opapprove.openpayments.transport import system_tls
-
-        ssl_context = system_tls()
-    else:
-        ssl_context = httpx.create_ssl_context(verify=False)
+    ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     transport = httpx.AsyncHTTPTransport(verify=ssl_context)
     # httpx has no parameter for the network backend; its pool is the documented httpcore
     # one, so build that with ours (tests/openpayments/test_asyncio_pool.py checks it is used).

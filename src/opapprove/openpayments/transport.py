@@ -23,8 +23,9 @@ POOL_KEEPALIVE_EXPIRY = 4.0
 def system_tls() -> ssl.SSLContext:
     """The certificates httpx trusts, loaded once per process and shared by every client.
 
-    httpx loads the CA bundle again for each client made without an SSL context: 40-250 ms
-    on this machine each time, paid even by clients that only ever speak plain http.
+    httpx loads the CA bundle again for each client made without an SSL context or a
+    transport of its own: 40-250 ms on this machine each time. Shared, so never change it
+    (no ``load_cert_chain``, no HTTP/2 client): make a context of your own for that.
     """
     return httpx.create_ssl_context()
 
@@ -48,7 +49,7 @@ class SchemeTransport(httpx.AsyncBaseTransport):
                 self._plain = _pooled_transport(verify=False)
             return await self._plain.handle_async_request(request)
         if self._tls is None:
-            self._tls = _pooled_transport(verify=True)
+            self._tls = _pooled_transport(verify=system_tls())
         return await self._tls.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -57,7 +58,7 @@ class SchemeTransport(httpx.AsyncBaseTransport):
                 await transport.aclose()
 
 
-def _pooled_transport(*, verify: bool) -> httpx.AsyncHTTPTransport:
+def _pooled_transport(*, verify: ssl.SSLContext | bool) -> httpx.AsyncHTTPTransport:
     from opapprove.openpayments.asyncio_pool import pooled_transport
 
     return pooled_transport(
