@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from opapprove.approvals import split_flow
+from opapprove.approvals.errors import FlowError
 from opapprove.approvals.records import LegState
 from opapprove.approvals.split import Payee
 from opapprove.approvals.store import State
@@ -111,6 +112,34 @@ async def test_legs_still_unsent_after_the_reads_stay_payment_created_until_stat
     assert done.state == State.COMPLETED
     assert [kit.sandbox.state.balance(s) for s in shares] == [600, 400]
     assert len(kit.sandbox.state.outgoing_payments()) == made  # read again, never paid again
+    await flow.aclose()
+    kit.store.close()
+
+
+async def test_a_leg_requoted_dearer_than_approved_fails_and_replay_moves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leg whose quote expired and whose new quote debits more than the buyer approved for
+    it fails (as a single grant does), so a replay goes on to the next leg instead of asking
+    the wallet for the same refused quote again; nothing is ever paid over the approval."""
+    shares = {"seller-a": "6.00", "seller-b": "4.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    flow, pending = await start_split(kit, shares)
+    url = kit.finish_url(pending.interact_redirect or "")
+    kit.sandbox.clock.advance(301)  # quotes live 300 s, approvals 600 s
+    kit.sandbox.state.config.fee = FeePolicy(fixed=Decimal("0.05"))
+    with pytest.raises(FlowError, match=r"leg 1 .*more than"):
+        await flow.finish_url(url)
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.FAILED,
+        LegState.QUOTE_CREATED,
+    ]
+    with pytest.raises(FlowError, match=r"leg 2 .*more than"):
+        await kit.new_flow().replay(pending.id)
+    ended = await kit.new_flow().replay(pending.id)
+    assert ended.state == State.FAILED  # no leg paid
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [LegState.FAILED] * 2
+    assert kit.sandbox.state.outgoing_payments() == []
     await flow.aclose()
     kit.store.close()
 

@@ -282,7 +282,11 @@ class LegPayment(SellerPayment):
 
     async def over_limit(self, debit: money.Amount, approved: money.Amount) -> NoReturn:
         message = f"the new quote debits {debit}, more than the {approved} approved"
-        self.record_error(message)
+        if self.leg.state == LegState.PAYING:
+            # As a single grant fails: else every replay asks for the same refused quote.
+            self._failed(message, expect="paying")
+        else:  # a failed leg's retry: it stays failed
+            self.record_error(message)
         settled = await _settle(self.flow, self.flow._get(self.pending.id))
         raise FlowError(
             f"{self.label}{message}",
