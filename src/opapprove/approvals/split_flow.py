@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from opapprove.openpayments.client import OpenPaymentsClient
 
 
-def legs_json(flow: Flow, pending: Pending) -> list[dict[str, Any]]:
-    return [leg.to_json() for leg in flow.store.legs(pending.id)]
-
-
 def _sum(amounts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """The sum of wire amounts in one asset; ``None`` when they are in several (or none)."""
     parsed = [money.Amount.from_wire(a) for a in amounts if a]

@@ -161,7 +161,7 @@ class OpenPaymentsClient:
     # ----------------------------------------------------------------- grants
 
     async def request_grant(self, auth_server: str, body: GrantRequest) -> PendingGrant | Grant:
-        client = client_url(body.client) or self.wallet_address_url
+        client = client_url(body.client)  # None: this client's own wallet (see _send)
         return await self._call(ops.REQUEST_GRANT, auth_server, body=body, client=client)
 
     async def continue_grant(
