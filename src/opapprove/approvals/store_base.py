@@ -64,6 +64,12 @@ def _not_found(pending_id: str) -> PendingNotFound:
     )
 
 
+def fetch_one(conn: Tx, sql: str, params: Sequence[Any], record: Callable[[Row], T]) -> T | None:
+    """Inside a transaction: the row one SELECT by key finds, as a record (``None``: none)."""
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else record(row)
+
+
 class Repository:
     """The base of the store's repositories: the backend's calls and the shared helpers."""
 
@@ -84,6 +90,12 @@ class Repository:
     ) -> list[T]:
         """Every row of one SELECT, each as a record."""
         return self._read(lambda conn: [record(r) for r in conn.execute(sql, params)], what)
+
+    def _read_one(
+        self, sql: str, params: Sequence[Any], record: Callable[[Row], T], what: str
+    ) -> T | None:
+        """The row one SELECT by key finds, as a record (``None``: no such row)."""
+        return self._read(lambda conn: fetch_one(conn, sql, params, record), what)
 
     def _update_pending(
         self, conn: Tx, sql: str, params: Sequence[Any], pending_id: str
@@ -123,8 +135,9 @@ class Repository:
 
     @staticmethod
     def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:
-        row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()
-        return None if row is None else _pending_from_row(row)
+        return fetch_one(
+            conn, "SELECT * FROM pending WHERE id = ?", (pending_id,), _pending_from_row
+        )
 
     @staticmethod
     def _insert_event(

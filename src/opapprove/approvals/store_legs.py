@@ -13,8 +13,14 @@ from typing import Any
 
 from opapprove.approvals.backend import Tx
 from opapprove.approvals.records import Leg, LegState
-from opapprove.approvals.store_base import Repository, StaleState, expected_states, stale
-from opapprove.approvals.store_rows import _leg_columns, _leg_from_row
+from opapprove.approvals.store_base import (
+    Repository,
+    StaleState,
+    expected_states,
+    fetch_one,
+    stale,
+)
+from opapprove.approvals.store_rows import _assignments, _leg_columns, _leg_from_row
 
 # As DURABLE_STATES for grants: a leg never falls back from ``paying`` after a power loss.
 DURABLE_LEG_STATES = frozenset({LegState.PAYING})
@@ -154,10 +160,12 @@ class LegRepository(Repository):
 
     @staticmethod
     def _fetch_leg(conn: Tx, pending_id: str, leg: int) -> Leg | None:
-        row = conn.execute(
-            "SELECT * FROM pending_legs WHERE pending_id = ? AND leg = ?", (pending_id, leg)
-        ).fetchone()
-        return None if row is None else _leg_from_row(row)
+        return fetch_one(
+            conn,
+            "SELECT * FROM pending_legs WHERE pending_id = ? AND leg = ?",
+            (pending_id, leg),
+            _leg_from_row,
+        )
 
     @staticmethod
     def _update_leg(
@@ -169,7 +177,7 @@ class LegRepository(Repository):
         *,
         state: LegState | None = None,
     ) -> bool:
-        sets = "".join(f"{name} = ?, " for name in columns)
+        sets = _assignments(columns)
         params: list[Any] = list(columns.values())
         if state is not None:
             sets += "state = ?, "
