@@ -43,6 +43,18 @@ def expected_states(kind: type[S], expect: S | Iterable[S]) -> tuple[S, ...]:
     return states
 
 
+def move_states(
+    kind: type[S], to: S, expect: S | Iterable[S], fields: dict[str, Any]
+) -> tuple[S, tuple[S, ...]]:
+    """A transition's target and expected states, as ``kind``. A move to ``completed``
+    also clears ``last_error`` (unless ``fields`` set it): a paid grant's or leg's earlier
+    trouble is history (the event trail keeps it), not its state."""
+    target = kind(to)
+    if target == kind.COMPLETED:
+        fields.setdefault("last_error", None)
+    return target, expected_states(kind, expect)
+
+
 def stale(what: str, pending_id: str, found: S, expected: tuple[S, ...], target: S) -> StaleState:
     """``what`` (a grant, or one of its legs) is in ``found``, none of ``expected``."""
     err = StaleState(
@@ -62,6 +74,12 @@ def _not_found(pending_id: str) -> PendingNotFound:
         "check the id with `opapprove pending list`",
         pending_id=pending_id,
     )
+
+
+def fetch_one(conn: Tx, sql: str, params: Sequence[Any], record: Callable[[Row], T]) -> T | None:
+    """Inside a transaction: the row one SELECT by key finds, as a record (``None``: none)."""
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else record(row)
 
 
 class Repository:
@@ -84,6 +102,12 @@ class Repository:
     ) -> list[T]:
         """Every row of one SELECT, each as a record."""
         return self._read(lambda conn: [record(r) for r in conn.execute(sql, params)], what)
+
+    def _read_one(
+        self, sql: str, params: Sequence[Any], record: Callable[[Row], T], what: str
+    ) -> T | None:
+        """The row one SELECT by key finds, as a record (``None``: no such row)."""
+        return self._read(lambda conn: fetch_one(conn, sql, params, record), what)
 
     def _update_pending(
         self, conn: Tx, sql: str, params: Sequence[Any], pending_id: str
@@ -123,8 +147,9 @@ class Repository:
 
     @staticmethod
     def _fetch_pending(conn: Tx, pending_id: str) -> Pending | None:
-        row = conn.execute("SELECT * FROM pending WHERE id = ?", (pending_id,)).fetchone()
-        return None if row is None else _pending_from_row(row)
+        return fetch_one(
+            conn, "SELECT * FROM pending WHERE id = ?", (pending_id,), _pending_from_row
+        )
 
     @staticmethod
     def _insert_event(

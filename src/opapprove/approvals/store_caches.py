@@ -18,11 +18,12 @@ class CacheRepository(Repository):
     ) -> CachedGrant | None:
         """The cached grant for ``key`` if it is still good for at least ``margin`` seconds."""
 
-        def read(conn: Tx) -> CachedGrant | None:
-            row = conn.execute("SELECT * FROM cached_grants WHERE key = ?", (key,)).fetchone()
-            return None if row is None else _grant_from_row(row)
-
-        grant = self._read(read, "reading a cached grant")
+        grant = self._read_one(
+            "SELECT * FROM cached_grants WHERE key = ?",
+            (key,),
+            _grant_from_row,
+            "reading a cached grant",
+        )
         if grant is None:
             return None
         at = self._clock() if now is None else now

@@ -13,8 +13,14 @@ from typing import Any
 
 from opapprove.approvals.backend import Tx
 from opapprove.approvals.records import Leg, LegState
-from opapprove.approvals.store_base import Repository, StaleState, expected_states, stale
-from opapprove.approvals.store_rows import _leg_columns, _leg_from_row
+from opapprove.approvals.store_base import (
+    Repository,
+    StaleState,
+    fetch_one,
+    move_states,
+    stale,
+)
+from opapprove.approvals.store_rows import _assignments, _leg_columns, _leg_from_row
 
 # As DURABLE_STATES for grants: a leg never falls back from ``paying`` after a power loss.
 DURABLE_LEG_STATES = frozenset({LegState.PAYING})
@@ -66,10 +72,7 @@ class LegRepository(Repository):
 
         One transaction: the leg, its event and the grant's ``updated_at`` (a grant whose
         legs move is not stuck). :class:`StaleState` if the leg is in another state."""
-        target = LegState(to)
-        expected = expected_states(LegState, expect)
-        if target == LegState.COMPLETED:
-            fields.setdefault("last_error", None)
+        target, expected = move_states(LegState, to, expect, fields)
         columns = _leg_columns(fields, "transition_leg")
 
         def txn(conn: Tx) -> Leg:
@@ -154,10 +157,12 @@ class LegRepository(Repository):
 
     @staticmethod
     def _fetch_leg(conn: Tx, pending_id: str, leg: int) -> Leg | None:
-        row = conn.execute(
-            "SELECT * FROM pending_legs WHERE pending_id = ? AND leg = ?", (pending_id, leg)
-        ).fetchone()
-        return None if row is None else _leg_from_row(row)
+        return fetch_one(
+            conn,
+            "SELECT * FROM pending_legs WHERE pending_id = ? AND leg = ?",
+            (pending_id, leg),
+            _leg_from_row,
+        )
 
     @staticmethod
     def _update_leg(
@@ -169,7 +174,7 @@ class LegRepository(Repository):
         *,
         state: LegState | None = None,
     ) -> bool:
-        sets = "".join(f"{name} = ?, " for name in columns)
+        sets = _assignments(columns)
         params: list[Any] = list(columns.values())
         if state is not None:
             sets += "state = ?, "

@@ -13,11 +13,12 @@ from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
 from opapprove.approvals.store_base import (
     Repository,
     _not_found,
-    expected_states,
+    move_states,
     stale,
 )
 from opapprove.approvals.store_legs import leg_row
 from opapprove.approvals.store_rows import (
+    _assignments,
     _dumps,
     _event_from_row,
     _loads,
@@ -165,15 +166,15 @@ class PendingRepository(Repository):
         the moved grant (if any) are written together or not at all.
         Raises :class:`StaleState` (nothing changed) if the grant is in another state.
         """
-        target = State(to)
-        expected = expected_states(State, expect)
-        if target == State.COMPLETED:
-            # A paid grant's earlier trouble is history (the event trail keeps it), not its state.
-            fields.setdefault("last_error", None)
+        target, expected = move_states(State, to, expect, fields)
         columns = _pending_columns(fields, "transition")
 
         def txn(conn: Tx) -> Pending:
             now = self._clock()
+            # Two paths on purpose: on PostgreSQL the one statement is one round trip where
+            # the steps are five with BEGIN/COMMIT (bench/RESULTS.md, section 7: what cut a
+            # grant from 41 statements to 23); SQLite allows no UPDATE inside WITH, and its
+            # steps are calls inside the process.
             step = self._move_at_once if conn.writing_ctes else self._move_in_steps
             moved = step(conn, _Move(pending_id, target, expected, columns, event, data, now))
             outbound = outbox(moved) if outbox is not None else None
@@ -202,7 +203,7 @@ class PendingRepository(Repository):
         current = State(row["state"])
         if current not in expected:
             raise stale(f"pending grant {pending_id}", pending_id, current, expected, target)
-        sets = "".join(f"{name} = ?, " for name in columns)
+        sets = _assignments(columns)
         moved = self._update_pending(
             conn,
             f"UPDATE pending SET {sets}state = ?, version = version + 1, updated_at = ?"  # noqa: S608
@@ -223,7 +224,7 @@ class PendingRepository(Repository):
         the row is in an expected state; ``logged`` appends the event of what moved. The
         row that comes back holds the state found, and the moved row if it moved."""
         pending_id, expected = move.pending_id, move.expected
-        sets = "".join(f"{name} = ?, " for name in move.columns)
+        sets = _assignments(move.columns)
         marks = ", ".join("?" for _ in expected)
         target_text = str(move.target)
         row = conn.execute(
@@ -268,11 +269,13 @@ class PendingRepository(Repository):
 
         def txn(conn: Tx) -> Pending:
             now = self._clock()
-            sets = "".join(f"{name} = ?, " for name in columns)
+            sets = _assignments(columns)
             sql = f"UPDATE pending SET {sets}version = version + 1, updated_at = ? WHERE id = ?"  # noqa: S608
             params = (*columns.values(), now, pending_id)
             if event is not None and conn.writing_ctes:
-                # The row and its event in one statement (PostgreSQL).
+                # The row and its event in one statement (PostgreSQL): write_single sends it
+                # without BEGIN/COMMIT, one round trip where a transaction takes four
+                # (bench/RESULTS.md, section 7). SQLite cannot put the UPDATE in a WITH.
                 clean = _dumps(redact_json(dict(data or {})))
                 row = conn.execute(
                     f"WITH updated AS ({sql} RETURNING *),"  # noqa: S608
@@ -313,7 +316,9 @@ class PendingRepository(Repository):
         def txn(conn: Tx) -> Event:
             at = self._clock()
             if conn.returning:
-                # One statement: the grant's existence checked in it.
+                # One statement, the grant's existence checked in it, on both backends
+                # (write_single sends it on PostgreSQL without BEGIN/COMMIT). The steps
+                # below are for a SQLite older than 3.35, without RETURNING (RHEL 9: 3.34).
                 clean = redact_json(dict(data or {}))
                 row = conn.execute(
                     "INSERT INTO events (pending_id, at, kind, data) SELECT ?, ?, ?, ?"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any, TypeVar
 
@@ -66,6 +66,12 @@ def _columns(
         else:
             columns[name] = value
     return columns
+
+
+def _assignments(columns: Iterable[str]) -> str:
+    """``name = ?, `` for each column, the start of an UPDATE's SET (the names checked by
+    ``_columns`` against a record's fields, never input)."""
+    return "".join(f"{name} = ?, " for name in columns)
 
 
 def _pending_columns(fields: Mapping[str, Any], caller: str) -> dict[str, Any]:

@@ -47,11 +47,9 @@ class SellerRepository(Repository):
         return self._write(txn, "saving a seller")
 
     def get_seller(self, seller_id: str) -> Seller | None:
-        def read(conn: Tx) -> Seller | None:
-            row = conn.execute("SELECT * FROM sellers WHERE id = ?", (seller_id,)).fetchone()
-            return None if row is None else _seller_from_row(row)
-
-        return self._read(read, "reading a seller")
+        return self._read_one(
+            "SELECT * FROM sellers WHERE id = ?", (seller_id,), _seller_from_row, "reading a seller"
+        )
 
     def list_sellers(self) -> list[Seller]:
         return self._read_all(

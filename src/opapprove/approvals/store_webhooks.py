@@ -16,7 +16,7 @@ from typing import Any
 
 from opapprove.approvals.backend import StoreError, Tx
 from opapprove.approvals.records import Pending, WebhookDelivery
-from opapprove.approvals.store_base import Repository
+from opapprove.approvals.store_base import Repository, fetch_one
 from opapprove.approvals.store_rows import _delivery_from_row
 
 
@@ -43,6 +43,13 @@ def _existing(conn: Tx, pending_id: str, out: Outbound) -> Any:
         sql += " AND body = ?"
         params = (*params, out.body)
     return conn.execute(sql + " ORDER BY id LIMIT 1", params).fetchone()
+
+
+_BY_ID = "SELECT * FROM webhook_deliveries WHERE id = ?"
+
+
+def _no_delivery(delivery_id: int) -> StoreError:
+    return StoreError(f"no webhook delivery {delivery_id} in the store", None)
 
 
 _OUTBOUND = (
@@ -92,20 +99,15 @@ class WebhookRepository(Repository):
 
     @staticmethod
     def _fetch_delivery(conn: Tx, delivery_id: int) -> WebhookDelivery:
-        row = conn.execute("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,))
-        found = row.fetchone()
+        found = fetch_one(conn, _BY_ID, (delivery_id,), _delivery_from_row)
         if found is None:
-            raise StoreError(f"no webhook delivery {delivery_id} in the store", None)
-        return _delivery_from_row(found)
+            raise _no_delivery(delivery_id)
+        return found
 
     def get_webhook_delivery(self, delivery_id: int) -> WebhookDelivery | None:
-        def read(conn: Tx) -> WebhookDelivery | None:
-            row = conn.execute(
-                "SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)
-            ).fetchone()
-            return None if row is None else _delivery_from_row(row)
-
-        return self._read(read, "reading a webhook delivery")
+        return self._read_one(
+            _BY_ID, (delivery_id,), _delivery_from_row, "reading a webhook delivery"
+        )
 
     def webhook_deliveries(
         self, *, pending_id: str | None = None, undelivered: bool = False
@@ -176,7 +178,7 @@ class WebhookRepository(Repository):
                 ),
             )
             if cur.rowcount == 0:
-                raise StoreError(f"no webhook delivery {delivery_id} in the store", None)
+                raise _no_delivery(delivery_id)
             delivery = self._fetch_delivery(conn, delivery_id)
             if delivery.pending_id is not None:
                 event = {"delivery": delivery_id, "type": delivery.event_type, **(data or {})}

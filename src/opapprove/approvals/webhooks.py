@@ -318,9 +318,14 @@ class WebhookSender:
     def _client(self) -> httpx.AsyncClient:
         import httpx  # only a process that sends webhooks pays for it (`status` does not)
 
+        from opapprove.openpayments.transport import system_tls
+
         if self._http is None:
             self._http = httpx.AsyncClient(
-                transport=self._transport, timeout=self.timeout, follow_redirects=False
+                transport=self._transport,
+                timeout=self.timeout,
+                follow_redirects=False,
+                verify=system_tls(),
             )
         return self._http
 

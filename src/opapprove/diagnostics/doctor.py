@@ -26,6 +26,7 @@ from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.diagnostics.finding import Finding
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
+from opapprove.openpayments.transport import system_tls
 from opapprove.paths import DatabaseURL, StoreLocation, store_location
 
 if TYPE_CHECKING:
@@ -400,7 +401,10 @@ class _Doctor:
     async def check_servers(self, wallet: WalletAddress) -> None:
         settings = self.settings
         async with httpx.AsyncClient(
-            transport=self.transport, timeout=float(settings.timeout), follow_redirects=False
+            transport=self.transport,
+            timeout=float(settings.timeout),
+            follow_redirects=False,
+            verify=system_tls(),
         ) as http:
             for name, url in (
                 ("auth server", wallet.auth_server),

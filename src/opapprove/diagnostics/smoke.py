@@ -27,6 +27,7 @@ from opapprove.openpayments import urls
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.interaction import BROWSER_ACCEPT
 from opapprove.openpayments.money import format_wire
+from opapprove.openpayments.transport import system_tls
 
 if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
@@ -305,6 +306,7 @@ class _Smoke:
                 transport=self.flow.transport,
                 timeout=float(settings.timeout),
                 follow_redirects=False,
+                verify=system_tls(),
                 # What a browser sends: Rafiki answers text/html alone with 406.
                 headers={"Accept": BROWSER_ACCEPT},
             ) as http:

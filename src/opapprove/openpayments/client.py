@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from opapprove import __version__
 from opapprove.openpayments import errors
 from opapprove.openpayments import operations as ops
-from opapprove.openpayments.error_hints import Call, one_line
+from opapprove.openpayments.error_hints import one_line
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.models import (
     JWKS,
@@ -408,13 +408,12 @@ class OpenPaymentsClient:
             )
         # Hints name the client only where it signs as one.
         asker = (client or self.wallet_address_url) if signed else None
-        call = Call(op.name, op.server, op.expected, client=asker)
         # Only reads are retried: a POST or DELETE that timed out may have happened,
         # and money must move once.
         attempts = 1 + self.retries if method == "GET" else 1
         for attempt in range(1, attempts + 1):
             response, failure = await self._attempt(
-                call, method, target, headers, content, params, attempt, signed
+                op, target, headers, content, params, attempt, signed
             )
             retryable = failure is not None or (
                 response is not None and response.status_code >= 500
@@ -425,14 +424,13 @@ class OpenPaymentsClient:
             if failure is not None:
                 raise failure
             assert response is not None
-            check_status(call, method, response, validate=self.validate, key_id=self.key_id)
+            check_status(op, response, validate=self.validate, key_id=self.key_id, client=asker)
             return response
         raise AssertionError("unreachable")
 
     async def _attempt(
         self,
-        call: Call,
-        method: str,
+        op: ops.Operation,
         target: str,
         headers: dict[str, str],
         content: bytes | None,
@@ -440,6 +438,7 @@ class OpenPaymentsClient:
         attempt: int,
         signed: bool,
     ) -> tuple[httpx.Response | None, errors.TransportError | None]:
+        method = op.method
         try:
             request = self._http.build_request(
                 method, target, headers=headers, content=content, params=params
@@ -485,7 +484,7 @@ class OpenPaymentsClient:
                     response_body=response.content if response is not None else b"",
                     elapsed=elapsed,
                     error=str(failure) if failure is not None else None,
-                    operation=call.operation,
+                    operation=op.name,
                     attempt=attempt,
                 )
             )

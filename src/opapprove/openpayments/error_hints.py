@@ -8,8 +8,11 @@ matched loosely (lowercase substrings), since they are Rafiki's words, not the s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    # operations reads its answers with responses, which raises with these hints.
+    from opapprove.openpayments.operations import Operation
 
 Kind = Literal["wallet", "auth", "resource"]
 
@@ -31,16 +34,6 @@ INCONSISTENT_HINT = (
 def one_line(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-@dataclass(frozen=True)
-class Call:
-    """What one operation is, for error messages and hints."""
-
-    operation: str
-    kind: Kind
-    expected: int
-    client: str | None = None
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -65,19 +58,21 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None, dict[str, Any
 
 
 def hint_for(
-    call: Call,
+    op: Operation,
     status: int,
     code: str | None,
     description: str | None,
     key_id: str | None,
+    client: str | None,
 ) -> str | None:
+    """``client`` is the wallet the request was signed as (None: unsigned)."""
     desc = (description or "").lower()
     kid = key_id or "?"
-    client = call.client or "the client wallet address"
-    if call.kind == "auth":
-        hint = _auth_hint(call, status, code, desc, kid, client)
+    client = client or "the client wallet address"
+    if op.server == "auth":
+        hint = _auth_hint(op.name, status, code, desc, kid, client)
     else:
-        hint = _resource_hint(call, status, desc, kid, client)
+        hint = _resource_hint(op.name, status, desc, kid, client)
     if hint is not None:
         return hint
     if status == 429:
@@ -90,9 +85,8 @@ def hint_for(
 
 
 def _auth_hint(
-    call: Call, status: int, code: str | None, desc: str, kid: str, client: str
+    op: str, status: int, code: str | None, desc: str, kid: str, client: str
 ) -> str | None:
-    op = call.operation
     if code == "invalid_client":
         if "could not determine client" in desc:
             return (
@@ -152,8 +146,7 @@ def _auth_hint(
     return None
 
 
-def _resource_hint(call: Call, status: int, desc: str, kid: str, client: str) -> str | None:
-    op = call.operation
+def _resource_hint(op: str, status: int, desc: str, kid: str, client: str) -> str | None:
     if "inactive token" in desc:
         return "expired or revoked: rotate via manage, then retry"
     if "invalid token" in desc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -18,24 +18,34 @@ from opapprove.openpayments.error_hints import (
     INCONSISTENT_HINT,
     INVALID_RESPONSE_HINT,
     REDIRECT_HINT,
-    Call,
     hint_for,
     one_line,
     parse_error_body,
 )
 from opapprove.openpayments.models import IncomingPayment, OutgoingPayment, Page
 
+if TYPE_CHECKING:
+    # operations names these checks in its table.
+    from opapprove.openpayments.operations import Operation
+
 M = TypeVar("M")
 
 
 def check_status(
-    call: Call, method: str, response: httpx.Response, *, validate: bool, key_id: str | None
+    op: Operation,
+    response: httpx.Response,
+    *,
+    validate: bool,
+    key_id: str | None,
+    client: str | None,
 ) -> None:
     """Raise the error an answer's status means: a redirect, an error answer, or (with
-    ``validate``) a success other than the one the operation answers."""
+    ``validate``) a success other than the one the operation answers. ``client`` is the
+    wallet the request was signed as, for the hints."""
+    method = op.method
     status = response.status_code
     url = str(response.request.url)
-    error_cls = errors.GrantError if call.kind == "auth" else errors.ResourceError
+    error_cls = errors.GrantError if op.server == "auth" else errors.ResourceError
     text = response.content.decode("utf-8", "replace")
     if 300 <= status < 400:
         location = response.headers.get("location", "nowhere")
@@ -63,10 +73,10 @@ def check_status(
             description=description,
             details=details,
             body=text,
-            hint=hint_for(call, status, code, description, key_id),
+            hint=hint_for(op, status, code, description, key_id, client),
         )
-    if validate and status != call.expected:
-        raise invalid(response, f" answered {status}; {call.operation} answers {call.expected}")
+    if validate and status != op.expected:
+        raise invalid(response, f" answered {status}; {op.name} answers {op.expected}")
 
 
 def parse_body(response: httpx.Response, parse: Callable[[Any], M], what: str) -> M:
