@@ -108,11 +108,16 @@ class DemoMoney:
 
 def shares(amount: str, count: int) -> list[str]:
     """``amount`` (USD) split into ``count`` shares in whole cents, the last taking the rest."""
+    if count < 2:
+        raise AmountError(
+            f"--split {count} is not a split payment: one pays 2 or more sellers",
+            hint="give --split 2 or more, or leave --split out to pay one seller",
+        )
     cents = to_minor_units(amount, SELLER_ASSET.scale)
-    if count < 1 or cents < count:
+    if cents < count:
         raise AmountError(
             f"{amount} USD cannot be split {count} ways in whole cents",
-            hint="give --split 2 or more and an --amount of at least a cent per seller",
+            hint="give an --amount of at least a cent per seller",
         )
     each = cents // count
     parts = [each] * (count - 1) + [cents - each * (count - 1)]
@@ -122,27 +127,19 @@ def shares(amount: str, count: int) -> list[str]:
 def legs(pending: Pending, rates: Rates, split: Sequence[Leg] = ()) -> list[dict[str, Any]]:
     """Each leg's debit and receive, rate and fee: one per seller (the grant's own for one)."""
     if not split:
-        one: dict[str, Any] = {
-            "seller": pending.seller_id,
-            "sellerWallet": pending.seller_wallet,
-            "state": str(pending.state),
-            "sentAmount": (pending.outgoing_payment or {}).get("sentAmount"),
-        }
-        terms = terms_or_none(pending.debit_amount, pending.receive_amount, rates)
-        return [one | (terms.to_json() if terms else {"debitAmount": None, "receiveAmount": None})]
-    out = []
-    for leg in split:
-        terms = terms_or_none(leg.debit_amount, leg.receive_amount, rates)
-        row: dict[str, Any] = {
-            "seller": leg.seller_id,
-            "sellerWallet": leg.seller_wallet,
-            "state": str(leg.state),
-            "sentAmount": (leg.outgoing_payment or {}).get("sentAmount"),
-        }
-        out.append(
-            row | (terms.to_json() if terms else {"debitAmount": None, "receiveAmount": None})
-        )
-    return out
+        return [_leg_row(pending, rates)]
+    return [_leg_row(leg, rates) for leg in split]
+
+
+def _leg_row(part: Pending | Leg, rates: Rates) -> dict[str, Any]:
+    terms = terms_or_none(part.debit_amount, part.receive_amount, rates)
+    row: dict[str, Any] = {
+        "seller": part.seller_id,
+        "sellerWallet": part.seller_wallet,
+        "state": str(part.state),
+        "sentAmount": (part.outgoing_payment or {}).get("sentAmount"),
+    }
+    return row | (terms.to_json() if terms else {"debitAmount": None, "receiveAmount": None})
 
 
 STEPS = {

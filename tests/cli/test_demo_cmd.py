@@ -50,6 +50,12 @@ def test_browser_waits_for_the_person(cli: Cli, monkeypatch: pytest.MonkeyPatch)
     assert doc["approvalUrl"] in result.stderr  # shown to the person even with --json
 
 
+def test_a_split_of_one_is_refused_before_anything_runs(cli: Cli) -> None:
+    result = cli("demo", "--split", "1")
+    assert result.exit_code == exitcodes.USAGE
+    assert "--split 1 is not a split payment" in one_error_line(result)
+
+
 def test_bad_amount(cli: Cli) -> None:
     result = cli("demo", "--amount", "twelve")
     assert result.exit_code == exitcodes.USAGE

@@ -85,6 +85,18 @@ def test_hoisting_leaves_other_arguments_alone() -> None:
     ]
 
 
+def test_each_global_option_sets_the_runtime_field_of_its_name() -> None:
+    from dataclasses import fields
+
+    from opapprove.cli.runtime import FLAGS, VALUED, Runtime
+
+    root = typer.main.get_command(main.app)
+    given = {p.name: p.opts for p in root.params if p.expose_value}
+    assert set(given) <= {f.name for f in fields(Runtime)}
+    # Every one of them may also follow the command (hoist_global_options).
+    assert sorted(opt for opts in given.values() for opt in opts) == sorted(FLAGS + VALUED)
+
+
 def test_group_without_subcommand_shows_help(cli: Cli) -> None:
     result = cli("seller")
     assert result.exit_code == exitcodes.USAGE

@@ -262,14 +262,14 @@ def root(
         Path | None,
         typer.Option("--config", help="TOML config file (default: the platform config dir)."),
     ] = None,
-    store: Annotated[
+    store_path: Annotated[
         str | None,
         typer.Option(
             "--store",
             help="SQLite store file, or postgresql://user@host/db (overrides the config).",
         ),
     ] = None,
-    json_output: Annotated[
+    json: Annotated[
         bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
@@ -287,19 +287,19 @@ def root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            expose_value=False,
+            help="Print the version.",
         ),
     ] = False,
 ) -> None:
     """Run and debug Open Payments (Interledger) interactive payment approvals."""
     runtime = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime()
-    runtime.config = config
-    runtime.store_path = store
-    runtime.json = json_output
-    runtime.debug = debug
-    runtime.trace = trace
-    runtime.trace_file = trace_file
-    runtime.show_secrets = show_secrets
+    # Each global option is named after the runtime field it sets (tests/cli/test_main.py).
+    for name, value in ctx.params.items():
+        setattr(runtime, name, value)
     ctx.obj = runtime
 
 

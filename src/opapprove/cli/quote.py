@@ -140,7 +140,10 @@ def start(
 def _payees(
     pay: list[str] | None, *, amount: str | None, seller_id: str | None
 ) -> list[Payee] | None:
-    """``--pay`` as payees (a split payment), or ``None`` for one seller (``--amount``)."""
+    """``--pay`` as payees (a split payment), or ``None`` for one seller (``--amount``).
+
+    Only what the command's options say is checked here; the payees themselves (each
+    share, the sum) are the flow's to check, before anything is stored."""
     if not pay:
         if amount is None:
             raise CliError(
@@ -153,15 +156,9 @@ def _payees(
             "--seller names one seller, but --pay names the sellers of a split payment",
             hint="leave --seller out and give each seller as --pay SELLER=AMOUNT",
         )
-    from opapprove.approvals.errors import FlowError
-    from opapprove.approvals.split import check_payees, parse_pay
+    from opapprove.approvals.split import parse_pay
 
-    try:
-        payees = [parse_pay(text) for text in pay]
-        check_payees(payees, amount=amount)
-    except FlowError as exc:
-        raise CliError(exc.message, hint=exc.hint) from exc
-    return payees
+    return [parse_pay(text) for text in pay]
 
 
 def _show_started(

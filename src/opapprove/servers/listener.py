@@ -200,10 +200,10 @@ def _no_traceback(route: Route) -> Route:
 
 
 def _payees(data: dict[str, Any]) -> list[Payee] | None:
-    """A split payment's ``"payees"`` (checked), or ``None`` for one seller."""
+    """A split payment's ``"payees"`` (the flow checks them), or ``None`` for one seller."""
     if "payees" not in data:
         return None
-    from opapprove.approvals.split import check_payees, payees_from_json
+    from opapprove.approvals.split import payees_from_json
 
     if data.get("sellerId"):
         raise FlowError(
@@ -211,10 +211,7 @@ def _payees(data: dict[str, Any]) -> list[Payee] | None:
             hint='leave "sellerId" out and list every seller in "payees"',
             kind="input",
         )
-    payees = payees_from_json(data["payees"])
-    amount = data.get("amount")
-    check_payees(payees, amount=None if amount is None else str(amount))
-    return payees
+    return payees_from_json(data["payees"])
 
 
 def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]:
@@ -279,7 +276,7 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
             pending = await flow.start_quote(
                 offer_id=offer_id,
                 buyer_wallet=str(data.get("buyerWalletAddressUrl") or ""),
-                amount=str(data.get("amount") or ""),
+                amount="" if data.get("amount") is None else str(data["amount"]),
                 seller_id=str(data["sellerId"]) if data.get("sellerId") else None,
                 max_debit=str(data["maxDebit"]) if data.get("maxDebit") is not None else None,
                 currency=str(data["currency"]) if data.get("currency") is not None else None,
