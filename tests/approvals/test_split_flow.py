@@ -416,8 +416,8 @@ async def test_each_step_reads_the_legs_once_and_logs_one_quote_check(
     monkeypatch.setattr(kit.store, "legs", counted)
     told: list[dict[str, Any]] = []
     flow, pending = await start_split(kit, shares, on_event=lambda kind, p, data: told.append(data))
-    # The set-up's own read, then approval.needed's delivery and its on_event.
-    assert len(reads) == 3
+    # The set-up's own read, then one for approval.needed (its delivery and on_event).
+    assert len(reads) == 2
     (checked,) = [e for e in kit.store.events(pending.id) if e.kind == "quote_checked"]
     assert [leg["leg"] for leg in checked.data["legs"]] == [1, 2]
     assert checked.data["legs"][0]["debitAmount"]["value"] == "600"
