@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from opapprove.approvals import (
     finish_redirect,
     grant_setup,
+    ids,
     leases,
     lifecycle,
     payment_steps,
@@ -150,11 +151,7 @@ class Flow:
 
     def _get(self, pending_id: str) -> Pending:
         # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
-        known = (
-            pending_id.isprintable()
-            and pending_id.encode("utf-8", "replace").decode("utf-8") == pending_id
-        )
-        pending = self.store.get_pending(pending_id) if known and len(pending_id) < 200 else None
+        pending = self.store.get_pending(pending_id) if ids.plausible(pending_id) else None
         if pending is None:
             raise FlowError(
                 f"unknown pendingId {pending_id[:60]!r}",
@@ -277,6 +274,13 @@ class Flow:
             )
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
+        if not ids.plausible(offer_id):
+            raise FlowError(
+                f"the offer id {offer_id[:40]!r} is not 1 to {ids.MAX_ID_CHARS} printable"
+                " characters",
+                hint="use the marketplace's offer id as it is; nothing was stored",
+                kind="input",
+            )
         max_debit, currency = quote_check.check_inputs(max_debit, currency)
         policy = quote_check.QuotePolicy.from_settings(
             self.settings, max_debit=max_debit, currency=currency
