@@ -227,3 +227,42 @@ def test_a_forged_result_reaches_the_operator_as_one_printable_line(api: Api) ->
     (said,) = [e for e in api.events if e.get("pendingId") == pending.id]
     assert said["event"] == "wallet_result" and said["result"].isprintable()
     assert "FAKE line" in said["result"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_forged_callbacks_for_a_known_grant_do_not_grow_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending id is no secret (it is in the buyer's URL): a flood of wrong hashes for it
+    is refused each time, but only the first few refusals are written to the store."""
+    from opapprove.approvals.results import MAX_RECORDED
+    from opapprove.approvals.store import State
+    from tests.approvals.conftest import make_kit
+
+    kit = make_kit(tmp_path, monkeypatch)
+    events: list[dict[str, Any]] = []
+    app = create_listener_app(kit.flow, on_event=events.append)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:3999"
+        ) as http:
+            pending = await kit.flow.start_quote(
+                offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="1.00"
+            )
+            for n in range(MAX_RECORDED + 3):
+                forged = await http.get(
+                    f"/payments/finish?pendingId={pending.id}&interact_ref=r{n}&hash=AAAA"
+                )
+                assert forged.status_code == 400
+        stored = [e for e in kit.store.events(pending.id) if e.kind == "callback_refused"]
+        assert len(stored) == MAX_RECORDED
+        assert len([e for e in events if e["event"] == "callback_refused"]) == MAX_RECORDED + 3
+        assert kit.store.get_pending(pending.id).state == State.AWAITING_APPROVAL
+    finally:
+        await kit.flow.aclose()
+        kit.store.close()

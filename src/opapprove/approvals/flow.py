@@ -229,7 +229,11 @@ class Flow:
         return pending.approval_expired(self.clock())
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
-        self.store.add_event(pending.id, kind, {"reason": why})
+        from opapprove.approvals.results import MAX_RECORDED
+
+        # A pending id is no secret: forged callbacks for one must not grow the store forever.
+        if sum(e.kind == kind for e in self.store.events(pending.id)) < MAX_RECORDED:
+            self.store.add_event(pending.id, kind, {"reason": why})
 
     # ------------------------------------------------------------------ start (steps 1-7)
 
