@@ -266,3 +266,23 @@ async def test_forged_callbacks_for_a_known_grant_do_not_grow_the_store(
     finally:
         await kit.flow.aclose()
         kit.store.close()
+
+
+def test_no_answer_may_be_cached_or_leak_its_url(api: Api) -> None:
+    """A page that refreshes itself until the payment is done, or a grant's JSON state, kept by
+    a cache between the listener and the browser (or the marketplace) would never change; and
+    a finish URL carries interact_ref and hash, which no Referer may take elsewhere."""
+    with httpx.Client(base_url=api.server.url, timeout=10) as http:
+        answers = [
+            http.get("/payments/finish?pendingId=01NOSUCH&interact_ref=x&hash=y"),
+            http.get("/payments/finish?pendingId=01NOSUCH&result=grant_rejected"),
+            http.get("/health"),
+            http.get("/payments/01NOSUCH", headers=AUTH),
+            http.get("/payments/01NOSUCH"),  # refused by the guard
+            http.post(
+                "/sellers", content=b"[", headers=AUTH | {"Content-Type": "application/json"}
+            ),
+        ]
+    for answer in answers:
+        assert answer.headers.get("cache-control") == "no-store", answer.request.url
+        assert answer.headers.get("referrer-policy") == "no-referrer", answer.request.url

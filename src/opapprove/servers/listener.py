@@ -185,12 +185,24 @@ def create_listener_app(
     return app
 
 
+# Every answer says where a grant stands now: a cache (a proxy's, the browser's) must not keep
+# it, or the self-refreshing page would never turn; and a finish URL (interact_ref, hash) must
+# not travel on in a Referer.
+NEVER_KEPT = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
 def _no_traceback(route: Route, *, as_json: bool = False) -> Route:
     """The route, answering a plain page (JSON for the API) instead of letting an exception
-    reach the log. The words of an exception may hold a secret: they are masked."""
+    reach the log. The words of an exception may hold a secret: they are masked. No answer
+    may be cached (NEVER_KEPT)."""
     handler = route.endpoint
 
     async def guarded(request: Request) -> Response:
+        response = await unbroken(request)
+        response.headers.update(NEVER_KEPT)
+        return response
+
+    async def unbroken(request: Request) -> Response:
         try:
             response: Response = await handler(request)
         except StoreError as exc:
