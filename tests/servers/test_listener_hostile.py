@@ -286,3 +286,19 @@ def test_no_answer_may_be_cached_or_leak_its_url(api: Api) -> None:
     for answer in answers:
         assert answer.headers.get("cache-control") == "no-store", answer.request.url
         assert answer.headers.get("referrer-policy") == "no-referrer", answer.request.url
+
+
+def test_proxy_headers_do_not_open_the_api(api: Api) -> None:
+    """What a caller says about the proxy in front (X-Forwarded-*, Forwarded) is not the
+    Host or Origin the guard checks: a foreign one stays refused."""
+    evil = {"Host": "rebind.evil.example", "Origin": "https://evil.example"}
+    says_local = {
+        "X-Forwarded-Host": "127.0.0.1",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "127.0.0.1",
+        "Forwarded": "for=127.0.0.1;host=127.0.0.1;proto=https",
+    }
+    with httpx.Client(base_url=api.server.url, headers=AUTH, timeout=10) as http:
+        host = http.get("/payments/01NOSUCH", headers={"Host": evil["Host"], **says_local})
+        origin = http.get("/payments/01NOSUCH", headers={"Origin": evil["Origin"], **says_local})
+    assert host.status_code == origin.status_code == 403
