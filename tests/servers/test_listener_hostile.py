@@ -235,11 +235,12 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_forged_callbacks_for_a_known_grant_do_not_grow_the_store(
+async def test_forged_callbacks_for_a_known_grant_grow_nothing_and_learn_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pending id is no secret (it is in the buyer's URL): a flood of wrong hashes for it
-    is refused each time, but only the first few refusals are written to the store."""
+    is refused each time, but only the first few refusals are written to the store; and a
+    redirect without a valid hash is not shown what the grant is for, even once expired."""
     from opapprove.approvals.results import MAX_RECORDED
     from opapprove.approvals.store import State
     from tests.approvals.conftest import make_kit
@@ -252,17 +253,23 @@ async def test_forged_callbacks_for_a_known_grant_do_not_grow_the_store(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:3999"
         ) as http:
             pending = await kit.flow.start_quote(
-                offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="1.00"
+                offer_id="offer-4711", buyer_wallet=kit.sandbox.buyer, amount="98.76"
             )
             for n in range(MAX_RECORDED + 3):
                 forged = await http.get(
                     f"/payments/finish?pendingId={pending.id}&interact_ref=r{n}&hash=AAAA"
                 )
                 assert forged.status_code == 400
+            kit.sandbox.clock.advance(kit.settings.approval_timeout + 1)
+            unverified = f"/payments/finish?pendingId={pending.id}&interact_ref=guess"
+            for accept in ("application/json", "text/html"):
+                late = await http.get(unverified, headers={"Accept": accept})
+                assert late.status_code == 410 and "expired" in late.text
+                assert "offer-4711" not in late.text and "98.76" not in late.text
         stored = [e for e in kit.store.events(pending.id) if e.kind == "callback_refused"]
         assert len(stored) == MAX_RECORDED
         assert len([e for e in events if e["event"] == "callback_refused"]) == MAX_RECORDED + 3
-        assert kit.store.get_pending(pending.id).state == State.AWAITING_APPROVAL
+        assert kit.store.get_pending(pending.id).state in (State.AWAITING_APPROVAL, State.EXPIRED)
     finally:
         await kit.flow.aclose()
         kit.store.close()

@@ -151,8 +151,9 @@ def create_listener_app(
                 "hint": err.hint,
             }
         )
-        known = flow.store.get_pending(err.pending_id) if err.pending_id else None
-        return error_answer(request, err, None if err.kind in refused_kinds else known)
+        # Nothing about the grant: a refused redirect was not verified (an expired grant is
+        # refused before its hash is checked), and a pending id is no secret.
+        return error_answer(request, err, None)
 
     def _progress(request: Request, pending: Pending) -> Response:
         if pending.state in IN_PROGRESS:
