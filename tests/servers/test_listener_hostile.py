@@ -299,7 +299,17 @@ def test_no_answer_may_be_cached_or_leak_its_url(api: Api) -> None:
                 "/sellers", content=b"[", headers=AUTH | {"Content-Type": "application/json"}
             ),
         ]
-    for answer in answers:
+        unknown = [
+            http.get("/payments/../../etc/passwd"),
+            http.get("/offers/1/quotes/start", headers=AUTH),
+            http.request("OPTIONS", "/sellers", headers={"Origin": "https://evil.example"}),
+            http.request("PROPFIND", "/payments/finish"),
+            http.post("/payments/finish?pendingId=x"),
+        ]
+    for answer in unknown:
+        _one_json_refusal(answer, 404 if "passwd" in str(answer.request.url) else 405)
+        assert "access-control-allow-origin" not in answer.headers
+    for answer in answers + unknown:
         assert answer.headers.get("cache-control") == "no-store", answer.request.url
         assert answer.headers.get("referrer-policy") == "no-referrer", answer.request.url
 

@@ -181,9 +181,26 @@ def create_listener_app(
             flow, emit, ApiGuard(api_token, flow.settings.base_url), body_timeout
         )
         routes += [_no_traceback(r, as_json=True) for r in api_routes]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={404: _no_route, 405: _no_route})
     app.state.finisher = finisher
     return app
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """An unknown path or method: the same JSON refusal as the API's (a marketplace parses
+    every answer), never a cacheable page."""
+    status = getattr(exc, "status_code", 404)
+    what = "no such route" if status == 404 else f"{request.method} is not allowed here"
+    response = _api_error(
+        status,
+        f"{what}: {request.method} {one_line(request.url.path, 80)}",
+        "the listener serves GET /payments/finish and GET /health, and with --api POST"
+        " /sellers, POST /offers/{offerId}/quotes/start and GET /payments/{pendingId}",
+    )
+    response.headers.update(NEVER_KEPT)
+    if status == 405 and (allowed := getattr(exc, "headers", None)):
+        response.headers.update(allowed)
+    return response
 
 
 # Every answer says where a grant stands now: a cache (a proxy's, the browser's) must not keep
