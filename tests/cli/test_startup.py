@@ -46,7 +46,7 @@ PROBE = textwrap.dedent(
 
         return real_run(self, probe())
 
-    def probed_sandbox(config, port, on_ready=None):
+    def probed_sandbox(config, *args, **kwargs):
         seen["working"] = gc.isenabled()
         seen["frozen"] = gc.get_freeze_count() > 0
 

@@ -1,4 +1,4 @@
-"""serve_in_thread: loopback only, real port from port 0, stops cleanly."""
+"""serve_in_thread: loopback only, real port from port 0, bound once, stops cleanly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from opapprove.servers.serving import ServerStartError, serve_in_thread
+from opapprove.servers.serving import ServerStartError, listening_socket, serve_in_thread
 
 
 def hello_app() -> Starlette:
@@ -66,3 +66,35 @@ def test_run_sandbox_serves_until_stopped() -> None:
     assert seen == [200]
     with pytest.raises(httpx.TransportError):
         httpx.get(urls[0], timeout=2)
+
+
+def test_serves_on_the_socket_it_was_given_and_reports_its_port() -> None:
+    # `opapprove sandbox --port N` binds once and hands the socket over: no moment between a
+    # probe and a second bind in which another process could take the port.
+    from opapprove.servers.sandbox import SandboxConfig
+    from opapprove.servers.serving import run_sandbox
+
+    sock = listening_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    stop = threading.Event()
+    urls: list[str] = []
+    seen: list[int] = []
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        seen.append(httpx.get(f"{url}/buyer", headers={"Accept": "application/json"}).status_code)
+        stop.set()
+
+    runner = threading.Thread(
+        target=run_sandbox,
+        args=(SandboxConfig(),),
+        kwargs={"sock": sock, "on_ready": ready, "stop": stop},
+    )
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive()
+    assert urls == [f"http://127.0.0.1:{port}"]
+    assert seen == [200]
+    assert sock.fileno() == -1  # closed with the server

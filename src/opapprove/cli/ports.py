@@ -6,20 +6,14 @@ from __future__ import annotations
 import socket
 
 from opapprove.cli.errors import CliError
+from opapprove.servers import serving
 
 
 def listening_socket(address: str, port: int, *, hint: str) -> socket.socket:
-    """A TCP socket listening on ``address:port``, bound the way uvicorn binds (reusing a
-    port in TIME_WAIT)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A TCP socket listening on ``address:port`` (``serving.listening_socket``)."""
     try:
-        sock.bind((address, port))
-        sock.listen(128)
+        return serving.listening_socket(address, port)
     except OSError as exc:
-        sock.close()
         raise CliError(
             f"cannot listen on {address}:{port}: {exc.strerror or exc}", hint=hint, kind="transport"
         ) from exc
-    return sock

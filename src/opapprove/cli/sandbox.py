@@ -19,6 +19,8 @@ from opapprove.cli.runtime import Runtime
 from opapprove.cli.seller import load_seller_key, seller_or_default
 
 if TYPE_CHECKING:
+    import socket
+
     from rich.console import Console
 
     from opapprove.approvals.store import Seller
@@ -99,19 +101,17 @@ def build_config(
     return config
 
 
-def _check_port(port: int) -> None:
-    """A port in use is said the way `listen` says it (exit 4), before uvicorn logs it."""
-    if port == 0:
-        return
+def _bind(port: int) -> socket.socket:
+    """The sandbox's socket, bound here once: a port in use is said the way `listen` says it
+    (exit 4), and no other process can take the port before the server starts on it."""
     from opapprove.cli.ports import listening_socket
 
-    probe = listening_socket(
+    return listening_socket(
         "127.0.0.1",
         port,
         hint="another process may be using the port: pick another --port (or --port 0),"
         " or stop that process",
     )
-    probe.close()
 
 
 @app.callback()
@@ -194,7 +194,7 @@ def sandbox(
         created_window=created_window,
         settle_delay=settle_delay,
     )
-    _check_port(port)
+    sock = _bind(port)
     output = runtime.output
 
     def on_ready(url: str) -> None:
@@ -217,7 +217,7 @@ def sandbox(
 
     settled()
     try:
-        run_sandbox(config, port, on_ready=on_ready)
+        run_sandbox(config, sock=sock, on_ready=on_ready)
     except ServerStartError as exc:
         raise CliError(str(exc), hint="pick another --port, or --port 0", kind="transport") from exc
     output.info("sandbox stopped")

@@ -1,7 +1,9 @@
 """Serve an ASGI app with uvicorn on loopback, in a background thread.
 
-``serve_in_thread(app)`` binds 127.0.0.1 (port 0 picks a free port), waits until the
-socket listens, and returns a ``RunningServer`` whose ``.url`` holds the real port.
+``serve_in_thread(app)`` binds 127.0.0.1 (port 0 picks a free port) once, in the caller's
+thread, hands that socket to uvicorn, waits until it serves, and returns a ``RunningServer``
+whose ``.url`` holds the port of that socket. Binding before uvicorn (and never probing a port
+and binding it again) leaves no moment in which another process can take the port.
 
 Connections are served by a uvicorn h11 protocol that also hands the app a way to close
 the connection without answering (``scope["extensions"]["opapprove.close_connection"]``),
@@ -11,8 +13,10 @@ which the sandbox's drop faults use; uvicorn itself would answer 500 instead.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -103,23 +107,51 @@ class RunningServer:
         return f"RunningServer({self.url})"
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, bound as uvicorn binds (a port in TIME_WAIT is
+    reused); OSError if it cannot be."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve_in_thread(
     app: Callable[..., Any],
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    sock: socket.socket | None = None,
     start_timeout: float = 15.0,
     log_handler: logging.Handler | None = None,
 ) -> RunningServer:
-    """``log_handler`` also gets uvicorn's own lines (a failed bind says why there)."""
-    if not _is_loopback(host):
-        raise ServerStartError(
-            f"refusing to bind {host}: opapprove servers listen on loopback only; use 127.0.0.1"
-        )
+    """Serve on ``sock`` if given (a listening socket; the server closes it when it stops),
+    else on a socket bound here to ``host:port``. ``log_handler`` also gets uvicorn's own
+    lines."""
+    if sock is None:
+        if not _is_loopback(host):
+            raise ServerStartError(
+                f"refusing to bind {host}: opapprove servers listen on loopback only; use 127.0.0.1"
+            )
+        try:
+            sock = listening_socket(host, port)
+        except OSError as exc:
+            why = exc.strerror or exc
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerStartError(
+                    f"port {port} on {host} is in use ({why}); use port 0 for a free one"
+                ) from exc
+            raise ServerStartError(f"cannot listen on {host}:{port}: {why}") from exc
+    bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=bound_host,
+        port=bound_port,
         log_level="warning",
         access_log=False,
         http=ClosableH11Protocol,
@@ -135,22 +167,20 @@ def serve_in_thread(
 
     def run() -> None:
         try:
-            server.run()
-        except BaseException as exc:  # uvicorn exits with SystemExit when it cannot bind
+            server.run(sockets=[sock])
+        except BaseException as exc:  # uvicorn exits with SystemExit when it cannot serve
             failure.append(exc)
         finally:
             started.set()
 
-    thread = threading.Thread(target=run, name=f"uvicorn-{host}:{port}", daemon=True)
+    thread = threading.Thread(target=run, name=f"uvicorn-{host}:{bound_port}", daemon=True)
     thread.start()
     if not started.wait(start_timeout) or not server.started:
         server.should_exit = True
+        sock.close()
         why = f" ({failure[0]!r})" if failure else ""
-        raise ServerStartError(
-            f"could not start a server on {host}:{port}{why}; is the port already in use?"
-        )
-    bound = server.servers[0].sockets[0].getsockname()
-    return RunningServer(server, thread, host, int(bound[1]))
+        raise ServerStartError(f"could not start a server on {host}:{bound_port}{why}")
+    return RunningServer(server, thread, host, bound_port)
 
 
 def run_sandbox(
@@ -158,6 +188,7 @@ def run_sandbox(
     port: int = 0,
     *,
     host: str = "127.0.0.1",
+    sock: socket.socket | None = None,
     on_ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -165,13 +196,14 @@ def run_sandbox(
 
     This is what ``opapprove sandbox`` runs. With ``config.public_url`` unset the sandbox
     takes its origin from each request's Host header, so port 0, ``localhost`` and
-    ``127.0.0.1`` all work; print ``describe(config, url)`` from ``on_ready``.
+    ``127.0.0.1`` all work; print ``describe(config, url)`` from ``on_ready``. ``sock``: a
+    socket the caller bound already (``host`` and ``port`` are then not used).
     """
     # Imported here: serving is generic and must not pull the sandbox in for other servers.
     from opapprove.servers.sandbox.app import create_app
 
     app = create_app(config)
-    server = serve_in_thread(app, host=host, port=port)
+    server = serve_in_thread(app, host=host, port=port, sock=sock)
     try:
         if on_ready is not None:
             on_ready(server.url)

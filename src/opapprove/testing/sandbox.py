@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import collections
 import logging
-import socket
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.transport import system_tls
 from opapprove.servers.sandbox import SandboxConfig, SandboxConfigError, SandboxState, create_app
+from opapprove.servers.sandbox.faults import FaultSpec
 from opapprove.servers.serving import RunningServer, ServerStartError, serve_in_thread
 
 LOG_LINES = 2000
@@ -181,22 +181,13 @@ class OpSandbox:
                 return int(account["balance"])
         raise SandboxAdminError(f"the sandbox has no account {name!r}")
 
-    def fault(
-        self,
-        route: str,
-        *,
-        status: int | None = None,
-        delay: float | None = None,
-        drop: str | None = None,
-        times: int | None = None,
-    ) -> dict[str, Any]:
+    def fault(self, route: str, **spec: Unpack[FaultSpec]) -> dict[str, Any]:
         """Make the next ``times`` requests to ``route`` fail (every one if ``times`` is None).
 
         ``route`` is an operation name (``create-outgoing-payment``), ``"POST /op/quotes"``
         or a path glob; give one of ``status``, ``delay`` (seconds) or ``drop``
         (``before_commit`` / ``after_commit``).
         """
-        spec = {"status": status, "delay": delay, "drop": drop, "times": times}
         body = {route: {k: v for k, v in spec.items() if v is not None}}
         faults: dict[str, Any] = self._admin("POST", "/_admin/faults", body)["faults"]
         return faults
@@ -250,23 +241,6 @@ class OpSandbox:
         return f"OpSandbox({self.url})"
 
 
-def _check_port(host: str, port: int) -> None:
-    """Bind once to say plainly why a fixed port cannot be used (uvicorn only logs it)."""
-    if port == 0:
-        return
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        probe.bind((host, port))
-    except OSError as exc:
-        raise OSError(
-            exc.errno,
-            f"port {port} on {host} is in use ({exc.strerror}); use port 0 for a free one",
-        ) from exc
-    finally:
-        probe.close()
-
-
 @contextmanager
 def running_sandbox(
     *, port: int = 0, host: str = "127.0.0.1", **config: Any
@@ -281,19 +255,16 @@ def running_sandbox(
     config.setdefault("wait_seconds", 0)
     handler = _LogHandler(log)
     log.write(f"starting on {host}:{port or 'a free port'}")
+    state: SandboxState | None = None
     try:
-        _check_port(host, port)
         state = SandboxState(SandboxConfig(**config))
-    except (OSError, SandboxConfigError, TypeError, ValueError) as exc:
-        log.write(f"cannot start: {exc}")
-        raise SandboxStartError(f"the sandbox could not start: {exc}", log.text()) from exc
-    try:
         server = serve_in_thread(
             _LoggedApp(create_app(state), log), host=host, port=port, log_handler=handler
         )
-    except ServerStartError as exc:
-        state.close()
-        log.write(str(exc))
+    except (OSError, ServerStartError, SandboxConfigError, TypeError, ValueError) as exc:
+        if state is not None:
+            state.close()
+        log.write(f"cannot start: {exc}")
         raise SandboxStartError(f"the sandbox could not start: {exc}", log.text()) from exc
     finally:
         logging.getLogger("uvicorn.error").removeHandler(handler)

@@ -10,12 +10,22 @@ from __future__ import annotations
 import fnmatch
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from opapprove.servers.sandbox.errors import SandboxError
 
 DROP_MODES = ("before_commit", "after_commit")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class FaultSpec(TypedDict, total=False):
+    """A rule's fields as the Python helpers take them: one of the first three; ``None`` is as
+    if the field were not given."""
+
+    status: int | None
+    delay: float | None
+    drop: str | None
+    times: int | None
 
 
 @dataclass

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 from opapprove.openpayments.errors import KeyLoadError
 from opapprove.openpayments.keys import Jwk
 from opapprove.servers.sandbox.config import AccountConfig, SandboxConfig
 from opapprove.servers.sandbox.errors import SandboxError
-from opapprove.servers.sandbox.faults import FaultBook, FaultRule, parse_rule
+from opapprove.servers.sandbox.faults import FaultBook, FaultRule, FaultSpec, parse_rule
 from opapprove.servers.sandbox.records import (
     AccessToken,
     Account,
@@ -262,16 +262,7 @@ class SandboxState:
         with self.lock:
             self.failing_payments = count
 
-    def set_fault(
-        self,
-        route: str,
-        *,
-        status: int | None = None,
-        delay: float | None = None,
-        drop: str | None = None,
-        times: int | None = None,
-    ) -> FaultRule:
-        spec = {"status": status, "delay": delay, "drop": drop, "times": times}
+    def set_fault(self, route: str, **spec: Unpack[FaultSpec]) -> FaultRule:
         rule = parse_rule(route, {k: v for k, v in spec.items() if v is not None})
         self.faults.set(rule)
         return rule
