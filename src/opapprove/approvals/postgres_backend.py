@@ -281,19 +281,13 @@ class PostgresBackend(OneConnection["psycopg.Connection[Any]"]):
                         "run `opapprove pending replay` for the grant: it carries on from "
                         "whatever was saved, and never pays twice",
                     ) from exc.__cause__
-                except psycopg.OperationalError as exc:
-                    if conn.broken or conn.closed:
+                except psycopg.Error as exc:
+                    if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
                         self._reconnect()  # raises when the server stays away
                         continue
-                    if exc.sqlstate in _RETRY_STATES and lock_tries < _LOCK_RETRIES:
-                        lock_tries += 1
-                    else:
+                    if exc.sqlstate not in _RETRY_STATES or lock_tries >= _LOCK_RETRIES:
                         raise self._error(exc, what) from None
-                except psycopg.Error as exc:
-                    if exc.sqlstate in _RETRY_STATES and lock_tries < _LOCK_RETRIES:
-                        lock_tries += 1
-                    else:
-                        raise self._error(exc, what) from None
+                    lock_tries += 1
             time.sleep(min(0.02 * 2**lock_tries, 1.0) * jitter())
 
     def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:

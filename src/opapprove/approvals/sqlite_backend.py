@@ -11,7 +11,8 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,6 +77,20 @@ _MEANINGS = (
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     return re.search(_BUSY, str(exc), re.IGNORECASE) is not None
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, the database's write lock taken at BEGIN: committed at the
+    end of the block, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteBackend(OneConnection[_Connection]):
@@ -184,8 +199,7 @@ class SQLiteBackend(OneConnection[_Connection]):
             raise newer_schema(self.where, version, len(MIGRATIONS))
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             self.migrated_from = version
             if version > len(MIGRATIONS):
@@ -195,11 +209,6 @@ class SQLiteBackend(OneConnection[_Connection]):
                     conn.execute(statement)
             if version < len(MIGRATIONS):
                 conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if version == 0:
             self._chmod(self.path, 0o600)
 
@@ -255,14 +264,8 @@ class SQLiteBackend(OneConnection[_Connection]):
             if durable:
                 conn.execute(f"PRAGMA synchronous = {SYNC_FULL}")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(conn):
                     result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             finally:
                 if durable:
                     conn.execute(f"PRAGMA synchronous = {SYNC_NORMAL}")
