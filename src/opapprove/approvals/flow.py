@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from opapprove.approvals import (
     finish_redirect,
     grant_setup,
+    ids,
     leases,
     lifecycle,
     payment_steps,
@@ -149,11 +150,7 @@ class Flow:
 
     def _get(self, pending_id: str) -> Pending:
         # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
-        known = (
-            pending_id.isprintable()
-            and pending_id.encode("utf-8", "replace").decode("utf-8") == pending_id
-        )
-        pending = self.store.get_pending(pending_id) if known and len(pending_id) < 200 else None
+        pending = self.store.get_pending(pending_id) if ids.plausible(pending_id) else None
         if pending is None:
             raise FlowError(
                 f"unknown pendingId {pending_id[:60]!r}",
@@ -235,7 +232,11 @@ class Flow:
         return pending.approval_expired(self.clock())
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
-        self.store.add_event(pending.id, kind, {"reason": why})
+        from opapprove.approvals.results import MAX_RECORDED
+
+        # A pending id is no secret: forged callbacks for one must not grow the store forever.
+        if sum(e.kind == kind for e in self.store.events(pending.id)) < MAX_RECORDED:
+            self.store.add_event(pending.id, kind, {"reason": why})
 
     # ------------------------------------------------------------------ start (steps 1-7)
 
@@ -280,6 +281,13 @@ class Flow:
             )
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
+        if not ids.plausible(offer_id):
+            raise FlowError(
+                f"the offer id {offer_id[:40]!r} is not 1 to {ids.MAX_ID_CHARS} printable"
+                " characters",
+                hint="use the marketplace's offer id as it is; nothing was stored",
+                kind="input",
+            )
         max_debit, currency = quote_check.check_inputs(max_debit, currency)
         policy = quote_check.QuotePolicy.from_settings(
             self.settings, max_debit=max_debit, currency=currency
@@ -425,5 +433,6 @@ class Flow:
         return await lifecycle.replay(self, pending_id)
 
     async def cancel(self, pending_id: str) -> Pending:
-        """Cancel a grant not yet paid: at the wallet (grant and token), then here."""
+        """Cancel a grant not yet paid: at the wallet (grant and token), then here; of a split
+        payment, the legs not paid (split_flow.stop_paying, cancel_failed_legs)."""
         return await lifecycle.cancel(self, pending_id)
