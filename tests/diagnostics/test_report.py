@@ -119,3 +119,32 @@ def test_reasons_group_alike_errors(tmp_path: Path) -> None:
         failed = store.transition(pid, State.FAILED, expect=State.STARTED, last_error=long)
     reason = reason_of(failed, None)
     assert len(reason) == 120 and reason.endswith("…")
+
+
+def test_a_grant_our_quote_check_refused_gives_the_refusal_as_its_reason(tmp_path: Path) -> None:
+    refusal = "the quote debits EUR, but the buyer's wallet holds USD"
+    with Store(tmp_path / "r.db") as store:
+        pid = store.create_pending(
+            seller_id="s", offer_id="o", buyer_wallet="https://w.example/b", amount="1"
+        ).id
+        refused = store.transition(
+            pid,
+            State.CANCELLED,
+            expect=State.STARTED,
+            event="quote_refused",
+            data={"reason": refusal},
+            last_error=refusal,
+        )
+        cancelled = store.transition(
+            store.create_pending(
+                seller_id="s", offer_id="o2", buyer_wallet="https://w.example/b", amount="1"
+            ).id,
+            State.CANCELLED,
+            expect=State.STARTED,
+            event="cancelled",
+            last_error="an earlier replay's error",
+        )
+        [refused_final] = [e for e in store.events(pid) if e.kind == "quote_refused"]
+        [cancelled_final] = [e for e in store.events(cancelled.id) if e.kind == "cancelled"]
+    assert reason_of(refused, refused_final) == refusal
+    assert reason_of(cancelled, cancelled_final) == "cancelled"

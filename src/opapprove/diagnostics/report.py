@@ -216,7 +216,9 @@ def reason_of(pending: Pending, final: Event | None) -> str:
         return "rejected by the buyer"
     if state == State.EXPIRED:
         return "approval expired"
-    if state == State.CANCELLED:
+    # Our own quote check ends a grant cancelled before the buyer is asked; its refusal is
+    # the reason worth grouping, not the state's name.
+    if state == State.CANCELLED and (final is None or final.kind != "quote_refused"):
         return "cancelled"
     text = pending.last_error or (final.data.get("error") if final is not None else None)
     if not text:
