@@ -13,9 +13,10 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.records import LegState
+from opapprove.approvals.replay import replay_many, select_for_replay
 from opapprove.approvals.split import Payee
 from opapprove.approvals.store import State
-from opapprove.errors import REFUSED, for_state
+from opapprove.errors import REFUSED, USAGE, for_state
 from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy
 from tests.approvals.conftest import FlowKit, make_split_kit
@@ -106,6 +107,11 @@ async def test_legs_still_unsent_after_the_reads_stay_payment_created_until_stat
     assert [leg.state for leg in kit.store.legs(pending.id)] == [LegState.PAYMENT_CREATED] * 2
     made = len(kit.sandbox.state.outgoing_payments())
     assert made == 2
+    # Every leg's payment is made: a cancel has nothing to give up on, and changes nothing.
+    with pytest.raises(FlowError, match="every leg's payment was made") as refused:
+        await kit.new_flow().cancel(pending.id)
+    assert refused.value.exit_code == USAGE
+    assert kit.store.get_pending(pending.id).state == State.PAYMENT_CREATED  # type: ignore[union-attr]
     kit.sandbox.clock.advance(3600)
     done = await kit.new_flow(sleep=sleep).refresh(pending.id)
     assert done.state == State.COMPLETED
@@ -332,5 +338,160 @@ async def test_sellers_in_different_assets_each_get_their_own(
     ]
     assert [leg["sentAmount"]["assetCode"] for leg in legs] == ["EUR", "EUR"]
     await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
+    kit.store.close()
+
+
+async def _partially_paid(kit: FlowKit, shares: dict[str, str], told: list[str]) -> Any:
+    """A split whose first leg the wallet refused (a 4xx), the others paid: partially paid,
+    the marketplace told once."""
+    kit.settings = kit.settings.model_copy(update={"webhook_url": "http://127.0.0.1:9/hook"})
+    flow, pending = await start_split(
+        kit, shares, on_event=lambda kind, p, data: told.append(f"{kind} {data.get('reason')}")
+    )
+    kit.sandbox.state.set_fault("POST /op/outgoing-payments", status=400, times=1)
+    ended = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert ended.state == State.PARTIALLY_PAID
+    await flow.aclose()
+    return ended
+
+
+async def test_a_replay_whose_new_quote_is_over_the_approval_tells_nobody_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partially paid grant's replay quotes its failed leg again; a quote dearer than the
+    buyer approved changes nothing (the grant stays partially paid, its leg failed), so the
+    marketplace is not told again, and no second ``partially_paid`` is logged. It used to
+    move the grant to ``paying`` first, then end it partially paid a second time."""
+    shares = {"seller-a": "6.00", "seller-b": "4.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    told: list[str] = []
+    pending = await _partially_paid(kit, shares, told)
+    assert told == ["approval.needed None", "payment.failed partially_paid"]
+    kit.sandbox.state.config.fee = FeePolicy(fixed=Decimal("0.05"))
+    for _ in range(2):  # every such replay alike
+        flow = kit.new_flow(on_event=lambda kind, p, data: told.append(kind))
+        with pytest.raises(FlowError, match=r"leg 1 .*more than the 6.00 USD approved"):
+            await flow.replay(pending.id)
+        await flow.aclose()
+    assert told == ["approval.needed None", "payment.failed partially_paid"]
+    now = kit.store.get_pending(pending.id)
+    assert now is not None and now.state == State.PARTIALLY_PAID
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.FAILED,
+        LegState.COMPLETED,
+    ]
+    kinds = [e.kind for e in kit.store.events(pending.id)]
+    assert kinds.count("partially_paid") == 1 and "retrying_legs" not in kinds
+    deliveries = kit.store.webhook_deliveries(pending_id=pending.id)
+    assert [d.event_type for d in deliveries] == ["approval.needed", "payment.failed"]
+    # Once the wallet quotes within the approval again, a replay pays that leg, once. A
+    # bulk replay leaves a partially paid grant (it ended) unless its state is named.
+    kit.sandbox.state.config.fee = FeePolicy()
+    assert select_for_replay(kit.store) == []
+    chosen = select_for_replay(kit.store, states=[State.PARTIALLY_PAID, State.COMPLETED])
+    (outcome,) = await replay_many(kit.new_flow, chosen)
+    assert (outcome.pending_id, outcome.outcome) == (pending.id, "completed")
+    assert [kit.sandbox.state.balance(s) for s in shares] == [600, 400]
+    assert len(kit.sandbox.state.outgoing_payments()) == 2
+    kit.store.close()
+
+
+async def test_each_step_reads_the_legs_once_and_logs_one_quote_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set-up reads a split's legs once, and logs its legs' quote check in one
+    ``quote_checked`` event written with the grant's next update (as a single grant's);
+    paying, checking and ending (the webhook's delivery and on_event alike) read them once."""
+    shares = {"seller-a": "6.00", "seller-b": "4.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    kit.settings = kit.settings.model_copy(update={"webhook_url": "http://127.0.0.1:9/hook"})
+    reads: list[str] = []
+    legs = kit.store.legs
+
+    def counted(pending_id: str) -> Any:
+        reads.append(pending_id)
+        return legs(pending_id)
+
+    monkeypatch.setattr(kit.store, "legs", counted)
+    told: list[dict[str, Any]] = []
+    flow, pending = await start_split(kit, shares, on_event=lambda kind, p, data: told.append(data))
+    # The set-up's own read, then approval.needed's delivery and its on_event.
+    assert len(reads) == 3
+    (checked,) = [e for e in kit.store.events(pending.id) if e.kind == "quote_checked"]
+    assert [leg["leg"] for leg in checked.data["legs"]] == [1, 2]
+    assert checked.data["legs"][0]["debitAmount"]["value"] == "600"
+    reads.clear()
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert len(reads) == 1
+    assert [leg["state"] for leg in told[-1]["legs"]] == ["completed", "completed"]
+    (delivery,) = [
+        d
+        for d in kit.store.webhook_deliveries(pending_id=pending.id)
+        if d.event_type == "payment.completed"
+    ]
+    assert [leg["state"] for leg in json.loads(delivery.body)["legs"]] == ["completed"] * 2
+    await flow.aclose()
+    kit.store.close()
+
+
+@pytest.mark.parametrize("first", ["made", "unsent", "interrupted"])
+async def test_cancel_while_paying_gives_up_on_the_unsent_legs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """`pending cancel` of a split whose run stopped while paying: a leg whose payment the
+    wallet made (found by its quote) is paid and stays paid; the legs not sent are
+    cancelled and their incoming payments closed; the grant ends cancelled, the marketplace
+    told once, and a replay or a second cancel pays nothing. A cancel that stopped right
+    after committing its intent is finished by the replay, which pays no leg."""
+    shares = {"seller-a": "3.00", "seller-b": "2.00", "seller-c": "1.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    kit.settings = kit.settings.model_copy(update={"webhook_url": "http://127.0.0.1:9/hook"})
+    state = kit.sandbox.state
+    buyer_before = state.balance("buyer")
+    told: list[dict[str, Any]] = []
+    flow, pending = await start_split(kit, shares)
+    # The first leg's payment: made, then the answer lost; or refused with a 5xx (not made).
+    fault = {"drop": "after_commit"} if first == "made" else {"status": 500}
+    state.set_fault("POST /op/outgoing-payments", times=1, **fault)
+    with pytest.raises(FlowError, match=r"could not finish the payment|failed while creating"):
+        await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    await flow.aclose()
+    assert kit.store.get_pending(pending.id).state == State.PAYING  # type: ignore[union-attr]
+    legs = [leg.state for leg in kit.store.legs(pending.id)]
+    assert legs == [LegState.PAYING, LegState.QUOTE_CREATED, LegState.QUOTE_CREATED]
+    flow = kit.new_flow(on_event=lambda kind, p, data: told.append({"kind": kind, **data}))
+    if first == "interrupted":  # the cancel's first commit, then it died
+        kit.store.transition(
+            pending.id, State.PAYMENT_CREATED, expect=State.PAYING, event="cancel_requested"
+        )
+        ended = await flow.replay(pending.id)
+    else:
+        ended = await flow.cancel(pending.id)
+    await flow.aclose()
+    assert ended.state == State.CANCELLED
+    paid = first == "made"
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.COMPLETED if paid else LegState.CANCELLED,
+        LegState.CANCELLED,
+        LegState.CANCELLED,
+    ]
+    assert [state.balance(s) for s in shares] == [300 if paid else 0, 0, 0]
+    assert state.balance("buyer") == buyer_before - (300 if paid else 0)
+    assert len(state.outgoing_payments()) == (1 if paid else 0)
+    assert all(p.completed for p in state.incoming_payments())  # paid, or closed by us
+    events = kit.store.events(pending.id)
+    closed = [e.data["leg"] for e in events if e.kind == "incoming_payment_closed"]
+    assert closed == ([2, 3] if paid else [1, 2, 3])
+    ((notice,),) = [[t for t in told if t["kind"] == "payment.failed"]]
+    assert notice["reason"] == "cancelled"
+    assert [leg["state"] for leg in notice["legs"]] == [
+        str(leg.state) for leg in kit.store.legs(pending.id)
+    ]
+    again = await kit.new_flow().cancel(pending.id)
+    assert again.state == State.CANCELLED
+    assert (await kit.new_flow().replay(pending.id)).state == State.CANCELLED
+    assert len(state.outgoing_payments()) == (1 if paid else 0)
     kit.sandbox.recorder.assert_clean()
     kit.store.close()

@@ -113,3 +113,17 @@ def test_port_in_use(cli: Cli) -> None:
         result = cli("listen", "--port", str(port), "--timeout", "1")
     assert result.exit_code == exitcodes.TRANSPORT
     assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(result)
+
+
+def test_event_lines_carry_no_control_characters() -> None:
+    from opapprove.cli.listen import _event_line
+
+    evil = "x\x1b]0;pwned\x07\x1b[2J\r\nFAKE"
+    for event in (
+        {"event": "wallet_result", "pendingId": evil, "result": evil, "state": "started"},
+        {"event": "quote_started", "pendingId": "P", "offerId": evil},
+        {"event": "failed", "pendingId": "P", "kind": "protocol", "error": evil, "hint": evil},
+        {"event": evil, "pendingId": evil},
+    ):
+        line = _event_line(event)
+        assert line.isprintable() and "FAKE" in line, line

@@ -74,6 +74,34 @@ def test_pay_splits_one_approval_across_sellers(split_kit: Kit) -> None:
     assert [leg["state"] for leg in doc["legs"]] == ["completed", "completed"]
 
 
+def test_cancel_of_a_split_stopped_while_paying_says_which_legs_it_gave_up(
+    split_kit: Kit,
+) -> None:
+    """The wallet failed on the first leg's payment (a 5xx: not made), so the grant stopped
+    paying; `pending cancel` gives up on both unsent legs, says so, pays nobody, exit 0."""
+    kit, cli = split_kit, split_kit.cli
+    result = cli("--json", "quote", "start", "--offer", "42", "--buyer", kit.buyer,
+                 "--pay", "seller-a=6.00", "--pay", "seller-b=4.00")  # fmt: skip
+    started = json.loads(result.stdout)
+    pending_id = started["pendingId"]
+    kit.box.state.set_fault("POST /op/outgoing-payments", status=500, times=1)
+    result = cli("finish", kit.approve(started["approvalUrl"]))
+    assert result.exit_code == exitcodes.REFUSED, result.output
+    result = cli("pending", "cancel", pending_id)
+    assert result.exit_code == exitcodes.OK, result.output
+    assert (
+        result.stdout.split()
+        == (
+            f"Grant {pending_id} cancelled (was paying): legs 1, 2 were not sent and are"
+            " cancelled; nothing was paid."
+        ).split()
+    )
+    doc = json.loads(cli("--json", "status", pending_id).stdout)
+    assert doc["state"] == "cancelled"
+    assert [leg["state"] for leg in doc["legs"]] == ["cancelled", "cancelled"]
+    assert kit.payments() == []
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from opapprove.approvals import (
     finish_redirect,
     grant_setup,
+    ids,
     leases,
     lifecycle,
     payment_steps,
@@ -114,8 +115,7 @@ class Flow:
         """What the marketplace is told; of a split payment, with each seller's leg."""
         if not pending.is_split or "legs" in notice.data:
             return notice
-        legs = [leg.to_json() for leg in self.store.legs(pending.id)]
-        return Notice(notice.kind, {**notice.data, "legs": legs})
+        return notice.with_legs(self.store.legs(pending.id))
 
     async def _close_incoming(self, pending: Pending) -> None:
         """Complete the incoming payment of a grant that ended unpaid (best effort, logged)."""
@@ -150,11 +150,7 @@ class Flow:
 
     def _get(self, pending_id: str) -> Pending:
         # Undecodable bytes from a URL or argv arrive as lone surrogates SQLite cannot take.
-        known = (
-            pending_id.isprintable()
-            and pending_id.encode("utf-8", "replace").decode("utf-8") == pending_id
-        )
-        pending = self.store.get_pending(pending_id) if known and len(pending_id) < 200 else None
+        pending = self.store.get_pending(pending_id) if ids.plausible(pending_id) else None
         if pending is None:
             raise FlowError(
                 f"unknown pendingId {pending_id[:60]!r}",
@@ -188,26 +184,30 @@ class Flow:
         )
 
     async def _end(
-        self, pending: Pending, to: State, notice: Notice, event: str, **fields: Any
+        self, pending: Pending, to: State, notice: Notice | None, event: str, **fields: Any
     ) -> Pending:
         """Move the grant to its end ``to`` and tell the marketplace (its delivery is written
         with the move); ``fields`` as for :meth:`_move`."""
-        ended = self._move(pending, to, event=event, notice=notice, **fields)
-        await self._emit(notice, ended)
+        # Told once, for the delivery and for on_event alike (a split's legs are read once).
+        told = None if notice is None else self._told(notice, pending)
+        ended = self._move(pending, to, event=event, notice=told, **fields)
+        if told is not None:
+            await self._emit(told, ended)
         return ended
 
-    def _fail(self, pending: Pending, message: str, notice: Notice | None = None) -> Pending:
+    async def _fail(self, pending: Pending, message: str, notice: Notice | None = None) -> Pending:
+        """The grant ends ``failed`` (and, with ``notice``, the marketplace is told); a grant
+        another process moved meanwhile is left as that process left it."""
         try:
-            return self._move(
-                pending,
-                State.FAILED,
-                event="failed",
-                data={"error": message},
-                notice=notice,
-                last_error=message,
+            data = {"error": message}
+            return await self._end(
+                pending, State.FAILED, notice, "failed", data=data, last_error=message
             )
         except StaleState:
-            return self._get(pending.id)
+            current = self._get(pending.id)
+            if notice is not None:
+                await self._emit(notice, current)
+            return current
 
     @contextlib.asynccontextmanager
     async def _leased(
@@ -232,7 +232,11 @@ class Flow:
         return pending.approval_expired(self.clock())
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
-        self.store.add_event(pending.id, kind, {"reason": why})
+        from opapprove.approvals.results import MAX_RECORDED
+
+        # A pending id is no secret: forged callbacks for one must not grow the store forever.
+        if sum(e.kind == kind for e in self.store.events(pending.id)) < MAX_RECORDED:
+            self.store.add_event(pending.id, kind, {"reason": why})
 
     # ------------------------------------------------------------------ start (steps 1-7)
 
@@ -277,6 +281,13 @@ class Flow:
             )
         if not offer_id.strip():
             raise FlowError("the offer id is empty", hint="pass --offer ID", kind="input")
+        if not ids.plausible(offer_id):
+            raise FlowError(
+                f"the offer id {offer_id[:40]!r} is not 1 to {ids.MAX_ID_CHARS} printable"
+                " characters",
+                hint="use the marketplace's offer id as it is; nothing was stored",
+                kind="input",
+            )
         max_debit, currency = quote_check.check_inputs(max_debit, currency)
         policy = quote_check.QuotePolicy.from_settings(
             self.settings, max_debit=max_debit, currency=currency
@@ -308,22 +319,16 @@ class Flow:
                 f"{seller_doc.asset_scale} decimal places; round the amount to that",
                 kind="input",
             ) from exc
-        pending = self.store.create_pending(
-            seller_id=seller.id,
+        return await grant_setup.store_and_set_up(
+            self,
+            seller,
+            (buyer_doc, seller_doc),
             offer_id=offer_id,
-            buyer_wallet=buyer,
+            buyer=buyer,
             amount=amount.strip(),
             note=policy.note() or None,
-            seller_wallet=seller.wallet_address_url,
             poll=poll,
         )
-        pending = self.store.update(
-            pending.id,
-            event="wallets_fetched",
-            buyer_doc=buyer_doc.to_wire(),
-            seller_doc=seller_doc.to_wire(),
-        )
-        return await grant_setup.setup(self, pending, fresh=True)
 
     # ------------------------------------------------------------------ finish (step 8)
 

@@ -8,6 +8,7 @@ grant"), so ``setup`` carries on from whichever step a crash stopped at.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -60,6 +61,41 @@ async def check_wallets(
     return buyer_doc, seller_doc
 
 
+async def store_and_set_up(
+    flow: Flow,
+    seller: Seller,
+    wallets: tuple[models.WalletAddress, models.WalletAddress],
+    *,
+    offer_id: str,
+    buyer: str,
+    amount: str,
+    note: dict[str, Any] | None,
+    poll: bool,
+    legs: Sequence[Mapping[str, Any]] = (),
+) -> Pending:
+    """Store a grant whose inputs and ``wallets`` (the buyer's, the seller's) were checked,
+    with those documents, and set it up (steps 1-7). ``seller`` signs the grant (a split's
+    first payee); ``legs`` make it a split payment."""
+    pending = flow.store.create_pending(
+        seller_id=seller.id,
+        offer_id=offer_id,
+        buyer_wallet=buyer,
+        amount=amount,
+        note=note,
+        seller_wallet=seller.wallet_address_url,
+        poll=poll,
+        legs=legs,
+    )
+    buyer_doc, seller_doc = wallets
+    pending = flow.store.update(
+        pending.id,
+        event="wallets_fetched",
+        buyer_doc=buyer_doc.to_wire(),
+        seller_doc=seller_doc.to_wire(),
+    )
+    return await setup(flow, pending, fresh=True)
+
+
 async def setup(flow: Flow, pending: Pending, *, fresh: bool = False) -> Pending:
     """Steps 1-7 from wherever ``pending`` stopped; ends awaiting approval.
 
@@ -81,11 +117,12 @@ async def setup(flow: Flow, pending: Pending, *, fresh: bool = False) -> Pending
 async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending:
     seller = flow._seller_of(pending)
     flow.access.client_for(seller)  # a broken key fails here, before anything is written
+    checked: dict[str, Any] | None = None
     try:
         pending = await _fetch_wallets(flow, pending, seller)
         if pending.is_split:
             # Several sellers: a leg each (split_flow), then one grant for the sum below.
-            pending = await split_flow.set_up_legs(flow, pending)
+            pending, checked = await split_flow.set_up_legs(flow, pending)
         elif pending.state == State.STARTED:
             # Both non-interactive grants at once: they only need the wallet documents.
             await asyncio.gather(
@@ -108,8 +145,8 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
             await seller_payment.create_quote(step)
             pending = step.pending
         if pending.state == State.QUOTE_CREATED:
-            # A split's legs were checked one by one.
-            checked = None if pending.is_split else await _check_quote(flow, pending)
+            if not pending.is_split:  # a split's legs were checked one by one
+                checked = await _check_quote(flow, pending)
             pending = await _request_outgoing_grant(flow, pending, seller, checked)
     except op_errors.OpenPaymentsError as exc:
         unknown_outcome = isinstance(exc, op_errors.TransportError) or (
@@ -125,7 +162,7 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
                 + f"; resume with `opapprove pending replay {pending.id}`",
                 pending_id=pending.id,
             ) from exc
-        failed = flow._fail(flow._get(pending.id), str(exc))
+        failed = await flow._fail(flow._get(pending.id), str(exc))
         await flow._close_incoming(failed)
         raise translated(exc, _what_failed(exc), pending_id=failed.id) from exc
     if fresh or pending.state == State.AWAITING_APPROVAL:

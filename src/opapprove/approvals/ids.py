@@ -11,6 +11,8 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# The longest id (of a grant, an offer, a seller) taken from outside; ours are 26.
+MAX_ID_CHARS = 200
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last_ms = -1
@@ -44,3 +46,14 @@ def new_id(now: float | None = None) -> str:
             rand = int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big")
         _last_ms, _last_random = ms, rand
     return _encode((ms << _RANDOM_BITS) | rand)
+
+
+def plausible(text: str) -> bool:
+    """Whether ``text`` from outside (a URL, a body, argv) can be an id: printable, short,
+    and encodable (no NUL, which PostgreSQL cannot store, no lone surrogate, which SQLite
+    cannot, no escape sequence for a terminal that shows it)."""
+    return (
+        0 < len(text) <= MAX_ID_CHARS
+        and text.isprintable()
+        and text.encode("utf-8", "replace").decode("utf-8") == text
+    )

@@ -145,17 +145,34 @@ async def _cancel_at_wallet(flow: Flow, pending: Pending) -> str:
     return "ok"
 
 
+async def _revoke(flow: Flow, pending: Pending) -> dict[str, Any]:
+    """Revoke the grant and its token at the wallet: what each answered. A grant that never
+    got as far as the wallet's grant has nothing to revoke there: no key, no network (it
+    may be a typo whose seller is gone since)."""
+    notes: dict[str, Any] = {}
+    if pending.continue_uri and pending.continue_token:
+        notes["grant"] = await _cancel_at_wallet(flow, pending)
+    if pending.access_token and pending.token_manage_url:
+        client = flow.access.client_for(flow._seller_of(pending))
+        notes["token"] = await quietly(
+            client.revoke_token(pending.token_manage_url, pending.access_token)
+        )
+    return notes
+
+
 async def cancel(flow: Flow, pending_id: str) -> Pending:
     pending = flow._get(pending_id)
     if pending.state == State.CANCELLED:
         return pending
-    # A partially paid split can still be cancelled: its unpaid legs are given up on.
+    made = pending.state in (State.PAYING, State.PAYMENT_CREATED)
+    # A split can still be cancelled while paying or partially paid: the legs not paid
+    # are given up on (split_flow.stop_paying, cancel_failed_legs).
     settled = pending.state in FINAL_STATES and pending.state != State.PARTIALLY_PAID
-    if settled or pending.state in (State.PAYING, State.PAYMENT_CREATED):
+    if settled or (made and not pending.is_split):
         raise FlowError(
             f"grant {pending.id} is {pending.state}; there is nothing left to cancel",
             hint="a payment that was made cannot be cancelled here"
-            if pending.state in (State.PAYING, State.PAYMENT_CREATED, State.COMPLETED)
+            if made or pending.state == State.COMPLETED
             else None,
             kind="input",
             pending_id=pending.id,
@@ -165,20 +182,18 @@ async def cancel(flow: Flow, pending_id: str) -> Pending:
         # Read again under the lease: an attempt that held it may have paid meanwhile.
         if current.state != pending.state:
             return await cancel(flow, pending.id)
-        notes: dict[str, Any] = {}
-        # A grant that never got as far as the wallet's grant has nothing to revoke there:
-        # no key, no network (it may be a typo whose seller is gone since).
-        if pending.continue_uri and pending.continue_token:
-            notes["grant"] = await _cancel_at_wallet(flow, pending)
-        if pending.access_token and pending.token_manage_url:
-            client = flow.access.client_for(flow._seller_of(pending))
-            notes["token"] = await quietly(
-                client.revoke_token(pending.token_manage_url, pending.access_token)
-            )
+        if made:
+            stopped = await split_flow.stop_paying(flow, current)
+            if stopped.state == State.CANCELLED:
+                flow.store.add_event(stopped.id, "revoked", await _revoke(flow, stopped))
+            return stopped
+        notes = await _revoke(flow, pending)
         if pending.state == State.PARTIALLY_PAID:
-            notes["legs"] = split_flow.cancel_unpaid_legs(flow, pending)
+            notes["legs"] = split_flow.cancel_failed_legs(flow, pending)
         # The marketplace heard of it (approval.needed): say it will not be paid.
-        told = Notice.failed("cancelled") if pending.interact_redirect is not None else None
+        told = None
+        if pending.interact_redirect is not None:
+            told = flow._told(Notice.failed("cancelled"), pending)  # the legs as they end
         pending = flow._move(
             flow._get(pending.id), State.CANCELLED, event="cancelled", data=notes, notice=told
         )

@@ -87,9 +87,7 @@ async def _continue(flow: Flow, pending: Pending, client: OpenPaymentsClient) ->
                 ) from exc
             if _continued_before(flow, pending):
                 await _reapprove(flow, pending, client, exc)
-        refused = Notice.failed(exc.code or "continue_failed")
-        failed = flow._fail(pending, str(exc), refused)
-        await flow._emit(refused, failed)
+        await flow._fail(pending, str(exc), Notice.failed(exc.code or "continue_failed"))
         raise translated(
             exc,
             "the wallet refused to continue the grant",
@@ -257,8 +255,7 @@ class GrantPayment(SellerPayment):
 
     async def _fail(self, message: str, notice: Notice) -> None:
         """The grant ends ``failed``, and the marketplace is told."""
-        self.pending = self.flow._fail(self.flow._get(self.pending.id), message, notice)
-        await self.flow._emit(notice, self.pending)
+        self.pending = await self.flow._fail(self.flow._get(self.pending.id), message, notice)
 
 
 async def check_payment(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:

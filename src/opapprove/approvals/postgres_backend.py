@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.approvals.backend import Cursor, OneConnection, StoreError, Tx, jitter, newer_schema
 from opapprove.approvals.postgres_migrations import APPLICATION, META_TABLE, MIGRATIONS
+from opapprove.approvals.store_errors import Meaning, explained
 from opapprove.openpayments.redaction import redact_text
 from opapprove.paths import DatabaseURL
 
@@ -38,6 +39,25 @@ _LOCK_RETRIES = 8  # deadlocks and serialization failures: the transaction is ru
 _MIGRATION_LOCK = 0x6F704170  # pg_advisory_xact_lock key ('opAp'), held while migrating
 # SQLSTATEs worth running the whole transaction again for.
 _RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
+
+# What the server's refusal of a new connection means, tried in this order.
+_LOGIN_MEANINGS = (
+    Meaning(
+        "password authentication failed|no password supplied",
+        "PostgreSQL refused the login to store {where}: wrong user or password",
+        "check the user and password in the URL (or PGPASSWORD, ~/.pgpass)",
+    ),
+    Meaning(
+        "database .*does not exist",
+        "store {where}: the database {db} does not exist",
+        "create it first: createdb -h {host} {db}",
+    ),
+    Meaning(
+        "role .*does not exist",
+        "PostgreSQL refused the login to store {where}: no such user",
+        "check the user in the URL, or create it: createuser NAME",
+    ),
+)
 
 
 class PostgresTx:
@@ -124,26 +144,11 @@ class PostgresBackend(OneConnection["psycopg.Connection[Any]"]):
 
     def _connect_error(self, exc: Exception) -> StoreError:
         text = _first_line(exc)
-        lowered = text.lower()
-        where = f"store {self.where}"
-        if "password authentication failed" in lowered or "no password supplied" in lowered:
-            return StoreError(
-                f"PostgreSQL refused the login to {where}: wrong user or password",
-                "check the user and password in the URL (or PGPASSWORD, ~/.pgpass)",
-            )
-        if "does not exist" in lowered and "database" in lowered:
-            return StoreError(
-                f"{where}: the database {self.url.database} does not exist",
-                f"create it first: createdb -h {self.url.host} {self.url.database}",
-            )
-        if "role" in lowered and "does not exist" in lowered:
-            return StoreError(
-                f"PostgreSQL refused the login to {where}: no such user",
-                "check the user in the URL, or create it: createuser NAME",
-            )
-        return StoreError(
-            f"cannot reach the PostgreSQL server of {where}: {text}",
-            f"check the host and port, and that the server runs (pg_isready -h {self.url.host})",
+        url = self.url
+        known = explained(text, _LOGIN_MEANINGS, where=self.where, host=url.host, db=url.database)
+        return known or StoreError(
+            f"cannot reach the PostgreSQL server of store {self.where}: {text}",
+            f"check the host and port, and that the server runs (pg_isready -h {url.host})",
         )
 
     def _reconnect(self) -> psycopg.Connection[Any]:
@@ -276,19 +281,13 @@ class PostgresBackend(OneConnection["psycopg.Connection[Any]"]):
                         "run `opapprove pending replay` for the grant: it carries on from "
                         "whatever was saved, and never pays twice",
                     ) from exc.__cause__
-                except psycopg.OperationalError as exc:
-                    if conn.broken or conn.closed:
+                except psycopg.Error as exc:
+                    if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
                         self._reconnect()  # raises when the server stays away
                         continue
-                    if exc.sqlstate in _RETRY_STATES and lock_tries < _LOCK_RETRIES:
-                        lock_tries += 1
-                    else:
+                    if exc.sqlstate not in _RETRY_STATES or lock_tries >= _LOCK_RETRIES:
                         raise self._error(exc, what) from None
-                except psycopg.Error as exc:
-                    if exc.sqlstate in _RETRY_STATES and lock_tries < _LOCK_RETRIES:
-                        lock_tries += 1
-                    else:
-                        raise self._error(exc, what) from None
+                    lock_tries += 1
             time.sleep(min(0.02 * 2**lock_tries, 1.0) * jitter())
 
     def write(self, fn: Callable[[Tx], T], what: str, *, durable: bool = False) -> T:

@@ -104,10 +104,15 @@ def select_for_replay(
 
     ``all``: every non-final grant; otherwise only stuck ones, untouched for
     ``stuck_after`` seconds (default 900). ``states`` narrows the choice; final states in
-    it are ignored, as a finished grant has nothing to replay.
+    it are ignored, as a finished grant has nothing to replay, but ``partially_paid``.
+
+    A partially paid split ended (design.md: a side exit, its failed legs refused by the
+    wallet for good), so a bulk replay leaves it; retrying its legs is asked for by name:
+    its id, or its state in ``states``.
     """
     wanted = set(State) if states is None else {State(s) for s in states}
-    wanted -= FINAL_STATES
+    asked = wanted & {State.PARTIALLY_PAID} if states is not None else set()
+    wanted = (wanted - FINAL_STATES) | asked
     if not wanted:
         return []
     if not all and stuck_after is None:

@@ -38,7 +38,8 @@ KNOWN: dict[str, WalletResult] = {
         ),
     )
 }
-# How many unverified results one grant records: forged ones must not grow the store forever.
+# How many unverified results (and, apart, refused callbacks) one grant records: forged ones
+# must not grow the store forever.
 MAX_RECORDED = 20
 
 

@@ -196,7 +196,7 @@ async def pay(step: SellerPayment, client: OpenPaymentsClient) -> None:
     if step.row.state == "paying":
         found = await find_payment(step, client)
         if found is not None:
-            _made(step, found, event="payment_found")
+            made(step, found, event="payment_found")
             return
     else:
         step.move("paying", expect=(step.ready,), event="paying")
@@ -232,10 +232,10 @@ async def pay(step: SellerPayment, client: OpenPaymentsClient) -> None:
             ) from exc
         await step.refused(exc)
         return
-    _made(step, payment, event="payment_created")
+    made(step, payment, event="payment_created")
 
 
-def _made(step: SellerPayment, payment: models.OutgoingPayment, *, event: str) -> None:
+def made(step: SellerPayment, payment: models.OutgoingPayment, *, event: str) -> None:
     """``paying`` → ``payment_created``: the payment made now, or found made before."""
     step.move(
         "payment_created",

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opapprove.approvals import ids
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.store import Seller, Store, StoreError
 from opapprove.openpayments import errors as op_errors
@@ -56,7 +57,7 @@ def resolve_seller(settings: Settings, store: Store, seller_id: str | None = Non
     with a hint naming what exists and what to set.
     """
     wanted = seller_id or settings.seller_id
-    seller = store.get_seller(wanted)
+    seller = store.get_seller(wanted) if ids.plausible(wanted) else None
     if seller is not None:
         return seller
     from_settings = seller_from_settings(settings)
@@ -110,6 +111,11 @@ def validate_seller(
 ) -> Seller:
     if not seller_id or not seller_id.strip():
         raise SellerInputError("the seller id is empty")
+    if not ids.plausible(seller_id.strip()):
+        raise SellerInputError(
+            f"the seller id {seller_id[:40]!r} is not 1 to {ids.MAX_ID_CHARS} printable"
+            " characters: use letters, digits, '-' or '_'"
+        )
     if not key_id or not key_id.strip():
         raise SellerInputError("the key id is empty: give the kid of the key in the wallet's JWKS")
     try:

@@ -112,32 +112,37 @@ async def start_split(
     assets = [wallet.asset_code for _, wallet in pairs]
     if len(set(assets)) > 1:  # a sum across assets means nothing: say each share in its own
         total = " + ".join(f"{p.amount} {a}" for p, a in zip(payees, assets, strict=True))
-    pending = flow.store.create_pending(
-        seller_id=sellers[0].id,
+    return await grant_setup.store_and_set_up(
+        flow,
+        sellers[0],
+        pairs[0],
         offer_id=offer_id,
-        buyer_wallet=buyer,
+        buyer=buyer,
         amount=total,
         note={**policy.note(), "payees": [p.seller_id for p in payees]},
-        seller_wallet=sellers[0].wallet_address_url,
         poll=poll,
         legs=legs,
     )
-    pending = flow.store.update(
-        pending.id, event="wallets_fetched", buyer_doc=buyer_doc, seller_doc=legs[0]["seller_doc"]
-    )
-    return await grant_setup.setup(flow, pending, fresh=True)
 
 
 # ---------------------------------------------------------------------- set-up (steps 2-5)
 
 
-async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
-    """Incoming payments, quotes and the quote check of every leg; ends ``quote_created``
-    (checked) or ``cancelled`` (a quote refused: FlowError ``quote_refused``)."""
+def _steps(flow: Flow, pending: Pending) -> list[LegPayment]:
+    """Each leg's payment, its row read once for the step at hand: each keeps its own row
+    current as it moves it."""
+    return [LegPayment(flow, pending, leg) for leg in flow.store.legs(pending.id)]
+
+
+async def set_up_legs(flow: Flow, pending: Pending) -> tuple[Pending, dict[str, Any] | None]:
+    """Incoming payments, quotes and the quote check of every leg. Ends ``quote_created``
+    with what was checked (logged by the grant's next update, as a single grant's check
+    is), or ``cancelled`` (a quote refused: FlowError ``quote_refused``)."""
+    steps = _steps(flow, pending)
     if pending.state == State.STARTED:
-        for leg in flow.store.legs(pending.id):
-            if leg.state == LegState.STARTED:
-                await _create_incoming(flow, pending, leg)
+        for step in steps:
+            if step.leg.state == LegState.STARTED:
+                await _create_incoming(flow, step)
         pending = flow._move(
             pending,
             State.INCOMING_CREATED,
@@ -145,17 +150,16 @@ async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
             data={"legs": pending.leg_count},
         )
     now = flow.clock()
-    stale = [
-        leg
-        for leg in flow.store.legs(pending.id)
-        if leg.state == LegState.INCOMING_CREATED
-        or (leg.state == LegState.QUOTE_CREATED and quote_check.is_expired(leg.quote, now))
-    ]
+
+    def unquoted(leg: Leg) -> bool:
+        expired = leg.state == LegState.QUOTE_CREATED and quote_check.is_expired(leg.quote, now)
+        return expired or leg.state == LegState.INCOMING_CREATED
+
+    stale = [step for step in steps if unquoted(step.leg)]
     if pending.state == State.INCOMING_CREATED or (pending.state == State.QUOTE_CREATED and stale):
-        for leg in stale:
-            await seller_payment.create_quote(LegPayment(flow, pending, leg))
-        legs = flow.store.legs(pending.id)
-        debit = _sum([leg.debit_amount for leg in legs])
+        for step in stale:
+            await seller_payment.create_quote(step)
+        debit = _sum([step.leg.debit_amount for step in steps])
         pending = flow._move(
             pending,
             State.QUOTE_CREATED,
@@ -163,33 +167,34 @@ async def set_up_legs(flow: Flow, pending: Pending) -> Pending:
             event="quotes_created",
             data={"debitAmount": debit},
             debit_amount=debit,
-            receive_amount=_sum([leg.receive_amount for leg in legs]),
+            receive_amount=_sum([step.leg.receive_amount for step in steps]),
         )
-    if pending.state == State.QUOTE_CREATED:
-        await _check_quotes(flow, pending)
-    return pending
+    if pending.state != State.QUOTE_CREATED:
+        return pending, None
+    return pending, await _check_quotes(flow, pending, [step.leg for step in steps])
 
 
-async def _create_incoming(flow: Flow, pending: Pending, leg: Leg) -> None:
+async def _create_incoming(flow: Flow, step: LegPayment) -> None:
+    leg = step.leg
     seller = resolve_seller(flow.settings, flow.store, leg.seller_id)
     wallet = wallet_of(leg.seller_doc) if leg.seller_doc else None
     if wallet is None:
         wallet = await flow.access.wallet(seller, leg.seller_wallet)
-    step = LegPayment(flow, pending, leg)
     # Kept with the leg: a wallet document fetched here is not fetched again on replay.
     await seller_payment.create_incoming(
         step, seller, wallet, wallet.amount(leg.amount), seller_doc=wallet.to_wire()
     )
 
 
-async def _check_quotes(flow: Flow, pending: Pending) -> None:
+async def _check_quotes(flow: Flow, pending: Pending, legs: list[Leg]) -> dict[str, Any]:
     """Each leg's quote by the quote check's rules, and the summed debit by --max-debit;
-    a refusal cancels the grant before the buyer is asked (as for a single payment)."""
+    a refusal cancels the grant before the buyer is asked (as for a single payment).
+    What was checked, each leg's terms, for the ``quote_checked`` event."""
     policy = grant_setup.quote_policy(flow, pending)
     buyer_doc = pending.buyer_doc or {}
-    checked: list[tuple[Leg, quote_check.QuoteTerms]] = []
+    checked: list[dict[str, Any]] = []
     try:
-        for leg in flow.store.legs(pending.id):
+        for leg in legs:
             offer = money.Amount.from_wire((leg.incoming_payment or {})["incomingAmount"])
             try:
                 terms = quote_check.check_quote(
@@ -202,7 +207,7 @@ async def _check_quotes(flow: Flow, pending: Pending) -> None:
             except FlowError as exc:
                 exc.message = f"leg {leg.leg} ({leg.seller_id}): {exc.message}"
                 raise
-            checked.append((leg, terms))
+            checked.append({"leg": leg.leg, **terms.to_json()})
         cap = quote_check.buyer_max_debit(policy, buyer_doc)
         total = money.Amount.from_wire(pending.debit_amount)
         if cap is not None and total.value > cap.value:
@@ -217,8 +222,7 @@ async def _check_quotes(flow: Flow, pending: Pending) -> None:
         if exc.kind == quote_check.REFUSED_KIND:
             await grant_setup.refuse_quote(flow, pending, exc)  # closes every leg's incoming
         raise
-    for leg, terms in checked:
-        flow.store.add_event(pending.id, "quote_checked", {"leg": leg.leg, **terms.to_json()})
+    return {"legs": checked}
 
 
 # ---------------------------------------------------------------------- paying (step 8)
@@ -281,14 +285,15 @@ class LegPayment(SellerPayment):
         if self.leg.state == LegState.PAYING:
             # As a single grant fails: else every replay asks for the same refused quote.
             self._failed(message, expect="paying")
-        else:  # a failed leg's retry: it stays failed
+            pending = self.flow._get(self.pending.id)
+            await _settle(self.flow, pending, self.flow.store.legs(pending.id))
+        else:  # a failed leg's retry: it stays failed, and its grant partially paid
             self.record_error(message)
-        settled = await _settle(self.flow, self.flow._get(self.pending.id))
         raise FlowError(
             f"{self.label}{message}",
             hint="start a new quote for this seller so the buyer can approve the new amount",
             kind="wallet",
-            pending_id=settled.id,
+            pending_id=self.pending.id,
         )
 
     async def gave_up(self, payment: models.OutgoingPayment) -> None:
@@ -313,43 +318,40 @@ class LegPayment(SellerPayment):
 
 async def pay_legs(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
     """Pay every leg that has not paid, check the payments, and settle the grant."""
+    steps = _steps(flow, pending)
     if pending.state == State.PARTIALLY_PAID:
-        pending = await _retry_failed(flow, pending)
+        pending = await _retry_failed(flow, pending, steps)
     elif pending.state == State.GRANT_ISSUED:
         pending = flow._move(
             pending, State.PAYING, event="paying", data={"legs": pending.leg_count}
         )
     if pending.state == State.PAYING:
-        for leg in flow.store.legs(pending.id):
-            if leg.state in (LegState.QUOTE_CREATED, LegState.PAYING):
-                await seller_payment.pay(LegPayment(flow, pending, leg), client)
+        for step in steps:
+            if step.leg.state in (LegState.QUOTE_CREATED, LegState.PAYING):
+                await seller_payment.pay(step, client)
         pending = flow._move(
             pending,
             State.PAYMENT_CREATED,
             expect=State.PAYING,
             event="payments_created",
-            data={"legs": [str(leg.state) for leg in flow.store.legs(pending.id)]},
+            data={"legs": [str(step.leg.state) for step in steps]},
         )
     if pending.state == State.PAYMENT_CREATED:
-        pending = await _check_payments(flow, pending, client)
+        # Only a cancel that stopped half-way (stop_paying) leaves legs unsent here.
+        await _give_up(steps, UNSENT, client)
+        pending = await _check_payments(flow, pending, client, steps)
     return pending
 
 
-async def _retry_failed(flow: Flow, pending: Pending) -> Pending:
+async def _retry_failed(flow: Flow, pending: Pending, steps: list[LegPayment]) -> Pending:
     """A replay of a partially paid grant: quote each failed leg again (its old quote may be
-    spent or expired), within what the buyer approved for it, then pay only those."""
-    failed = [leg for leg in flow.store.legs(pending.id) if leg.state == LegState.FAILED]
-    pending = flow._move(
-        pending,
-        State.PAYING,
-        expect=State.PARTIALLY_PAID,
-        event="retrying_legs",
-        data={"legs": [leg.leg for leg in failed]},
-    )
-    # Every new quote first: one over its leg's approval leaves every leg as it was.
-    steps = [LegPayment(flow, pending, leg) for leg in failed]
-    quotes = [await seller_payment.quote_within_approval(step) for step in steps]
-    for step, quote in zip(steps, quotes, strict=True):
+    spent or expired), within what the buyer approved for it, then pay only those.
+
+    Every new quote first: one over its leg's approval leaves the grant partially paid and
+    every leg as they were, so the marketplace, told once, is not told again."""
+    failed = [step for step in steps if step.leg.state == LegState.FAILED]
+    quotes = [await seller_payment.quote_within_approval(step) for step in failed]
+    for step, quote in zip(failed, quotes, strict=True):
         step.move(
             "quote_created",
             expect=("failed",),
@@ -361,59 +363,122 @@ async def _retry_failed(flow: Flow, pending: Pending) -> Pending:
             outgoing_payment_url=None,
             outgoing_payment=None,
         )
-    return pending
+    # A replay that stopped after some of those moves finds them quote_created here.
+    retried = [step.leg.leg for step in steps if step.leg.state == LegState.QUOTE_CREATED]
+    return flow._move(
+        pending,
+        State.PAYING,
+        expect=State.PARTIALLY_PAID,
+        event="retrying_legs",
+        data={"legs": retried},
+    )
 
 
-async def _check_payments(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> Pending:
+async def _check_payments(
+    flow: Flow, pending: Pending, client: OpenPaymentsClient, steps: list[LegPayment]
+) -> Pending:
     """Read each created payment until the wallet reports it sent in full or failed (backing
     off as for a single payment); then settle the grant from its legs."""
 
     async def read() -> bool:
-        open_legs = [
-            leg for leg in flow.store.legs(pending.id) if leg.state == LegState.PAYMENT_CREATED
-        ]
-        for leg in open_legs:
-            await seller_payment.read_payment(LegPayment(flow, pending, leg), client)
-        return not open_legs or all(
-            leg.state in LEG_FINAL_STATES for leg in flow.store.legs(pending.id)
-        )
+        open_steps = [step for step in steps if step.leg.state == LegState.PAYMENT_CREATED]
+        for step in open_steps:
+            await seller_payment.read_payment(step, client)
+        return not open_steps or all(step.leg.state in LEG_FINAL_STATES for step in steps)
 
     await seller_payment.read_until_done(flow, read)
-    return await _settle(flow, flow._get(pending.id))
+    return await _settle(flow, pending, [step.leg for step in steps])
 
 
-async def _settle(flow: Flow, pending: Pending) -> Pending:
-    """The grant's end once every leg has one: completed, partially paid, or failed."""
-    legs = flow.store.legs(pending.id)
+async def _settle(flow: Flow, pending: Pending, legs: list[Leg]) -> Pending:
+    """The grant's end once every leg has one: completed; cancelled (a cancel gave up on
+    legs that were not sent); partially paid; or failed."""
     if pending.is_final or not all(leg.state in LEG_FINAL_STATES for leg in legs):
         return pending
-    paid = [leg for leg in legs if leg.paid]
+    paid = [leg.leg for leg in legs if leg.paid]
     if len(paid) == len(legs):
+        told = payment_steps.COMPLETED.with_legs(legs)
         return await flow._end(
-            pending, State.COMPLETED, payment_steps.COMPLETED, "completed", data={"legs": len(legs)}
+            pending, State.COMPLETED, told, "completed", data={"legs": len(legs)}
         )
+    cancelled = [leg.leg for leg in legs if leg.state == LegState.CANCELLED]
+    if cancelled:
+        told = Notice.failed("cancelled").with_legs(legs)
+        which = {"paid": paid, "cancelled": cancelled}
+        return await flow._end(pending, State.CANCELLED, told, "cancelled", data=which)
     failed = [leg for leg in legs if not leg.paid]
     message = "; ".join(f"leg {leg.leg} ({leg.seller_id}): {leg.last_error}" for leg in failed)
     end = State.PARTIALLY_PAID if paid else State.FAILED
-    which = {"paid": [leg.leg for leg in paid], "failed": [leg.leg for leg in failed]}
-    return await flow._end(
-        pending, end, Notice.failed(str(end)), str(end), data=which, last_error=message
-    )
+    told = Notice.failed(str(end)).with_legs(legs)
+    which = {"paid": paid, "failed": [leg.leg for leg in failed]}
+    return await flow._end(pending, end, told, str(end), data=which, last_error=message)
 
 
-def cancel_unpaid_legs(flow: Flow, pending: Pending) -> list[int]:
-    """Give up on a partially paid grant's failed legs (``pending cancel``): each ends
-    ``cancelled`` with its event; the paid legs stay as they are. Their incoming payments
-    are closed once the grant is cancelled (:func:`close_incoming`)."""
+# ---------------------------------------------------------------------- cancel
+
+# A leg's states with no payment sent yet (a ``paying`` leg's may have been made: searched).
+UNSENT = (LegState.QUOTE_CREATED, LegState.PAYING)
+
+
+async def stop_paying(flow: Flow, pending: Pending) -> Pending:
+    """``pending cancel`` of a split still paying (a run stopped half-way): the legs not sent
+    and the failed ones are given up on; the legs whose payment was made go on, as a made
+    payment cannot be unmade. The grant ends ``cancelled`` once those are sent (or failed);
+    one the wallet is still sending stays ``payment_created`` until ``status`` reads it.
+
+    ``payment_created`` is committed first: from it a replay pays no leg but finishes the
+    cancel (:func:`pay_legs`), so a cancel that stops half-way never turns into payments."""
+    steps = _steps(flow, pending)
+    if not any(step.leg.state in (*UNSENT, LegState.FAILED) for step in steps):
+        raise FlowError(
+            f"grant {pending.id} is {pending.state} and every leg's payment was made; there"
+            " is nothing left to cancel",
+            hint="a payment that was made cannot be cancelled here; `opapprove status"
+            f" {pending.id}` follows them",
+            kind="input",
+            pending_id=pending.id,
+        )
+    if pending.state == State.PAYING:
+        pending = flow._move(
+            pending, State.PAYMENT_CREATED, expect=State.PAYING, event="cancel_requested"
+        )
+    client = flow.access.client_for(flow._seller_of(pending))
+    await _give_up(steps, (*UNSENT, LegState.FAILED), client)
+    return await _check_payments(flow, pending, client, steps)
+
+
+def cancel_failed_legs(flow: Flow, pending: Pending) -> list[int]:
+    """``pending cancel`` of a partially paid grant gives up on its failed legs; the paid
+    legs stay as they are. The numbers of the legs cancelled."""
     cancelled = []
-    for leg in flow.store.legs(pending.id):
-        if leg.state == LegState.FAILED:
-            step = LegPayment(flow, pending, leg)
-            step.move(
-                "cancelled", expect=("failed",), event="cancelled", data={"error": leg.last_error}
-            )
-            cancelled.append(leg.leg)
+    for step in _steps(flow, pending):
+        if step.leg.state == LegState.FAILED:
+            _cancel_leg(step)
+            cancelled.append(step.leg.leg)
     return cancelled
+
+
+async def _give_up(
+    steps: list[LegPayment], states: tuple[LegState, ...], client: OpenPaymentsClient
+) -> None:
+    """Cancel each leg in one of ``states``; of a ``paying`` one, unless the buyer's wallet
+    has its payment (a run made it, then stopped): that one is made, and goes on."""
+    for step in steps:
+        if step.leg.state not in states:
+            continue
+        if step.leg.state == LegState.PAYING:
+            found = await seller_payment.find_payment(step, client)
+            if found is not None:
+                seller_payment.made(step, found, event="payment_found")
+                continue
+        _cancel_leg(step)
+
+
+def _cancel_leg(step: LegPayment) -> None:
+    """The leg ends ``cancelled``; its incoming payment is closed when the grant ends."""
+    leg = step.leg
+    data = {"error": leg.last_error}
+    step.move("cancelled", expect=(str(leg.state),), event="cancelled", data=data)
 
 
 async def close_incoming(flow: Flow, pending: Pending) -> None:

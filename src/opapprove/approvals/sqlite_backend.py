@@ -8,14 +8,17 @@ so concurrent processes wait for each other instead of failing with "database is
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from opapprove.approvals.backend import OneConnection, StoreError, Tx, jitter, newer_schema
 from opapprove.approvals.migrations import APPLICATION_ID, MIGRATIONS
+from opapprove.approvals.store_errors import Meaning, explained
 
 T = TypeVar("T")
 
@@ -46,9 +49,48 @@ class _Connection(sqlite3.Connection):
         return lambda: row_id
 
 
+_BUSY = "locked|busy"  # SQLITE_BUSY, SQLITE_LOCKED: another connection has the lock
+# What SQLite's error messages mean, tried in this order.
+_MEANINGS = (
+    Meaning(
+        _BUSY,
+        "store {path} stayed locked by another process while {what}",
+        "try again; if it keeps happening, look for a hung opapprove process",
+    ),
+    Meaning(
+        "readonly|read-only",
+        "store {path} cannot be written: {text}",
+        "check that this user may write the file and its folder",
+    ),
+    Meaning(
+        "not a database|malformed",
+        "store {path} is damaged or not a SQLite database ({text})",
+        "restore it from a backup, or point --store at another file",
+    ),
+    Meaning(
+        "unable to open",
+        "cannot open store {path}: {text}",
+        "check the path and that this user may read and write it",
+    ),
+)
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+    return re.search(_BUSY, str(exc), re.IGNORECASE) is not None
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, the database's write lock taken at BEGIN: committed at the
+    end of the block, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteBackend(OneConnection[_Connection]):
@@ -157,8 +199,7 @@ class SQLiteBackend(OneConnection[_Connection]):
             raise newer_schema(self.where, version, len(MIGRATIONS))
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             self.migrated_from = version
             if version > len(MIGRATIONS):
@@ -168,11 +209,6 @@ class SQLiteBackend(OneConnection[_Connection]):
                     conn.execute(statement)
             if version < len(MIGRATIONS):
                 conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if version == 0:
             self._chmod(self.path, 0o600)
 
@@ -196,28 +232,8 @@ class SQLiteBackend(OneConnection[_Connection]):
 
     def _error(self, exc: sqlite3.Error, what: str) -> StoreError:
         text = str(exc)
-        lowered = text.lower()
-        if _is_busy(exc):
-            return StoreError(
-                f"store {self.path} stayed locked by another process while {what}",
-                "try again; if it keeps happening, look for a hung opapprove process",
-            )
-        if "readonly" in lowered or "read-only" in lowered:
-            return StoreError(
-                f"store {self.path} cannot be written: {text}",
-                "check that this user may write the file and its folder",
-            )
-        if "not a database" in lowered or "malformed" in lowered:
-            return StoreError(
-                f"store {self.path} is damaged or not a SQLite database ({text})",
-                "restore it from a backup, or point --store at another file",
-            )
-        if "unable to open" in lowered:
-            return StoreError(
-                f"cannot open store {self.path}: {text}",
-                "check the path and that this user may read and write it",
-            )
-        return StoreError(f"store {self.path}: {what} failed: {text}", None)
+        known = explained(text, _MEANINGS, path=self.path, what=what)
+        return known or StoreError(f"store {self.path}: {what} failed: {text}", None)
 
     def _retrying(self, fn: Callable[[], T], what: str) -> T:
         """Run ``fn`` under the lock, again after a pause while SQLite says locked/busy."""
@@ -248,14 +264,8 @@ class SQLiteBackend(OneConnection[_Connection]):
             if durable:
                 conn.execute(f"PRAGMA synchronous = {SYNC_FULL}")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(conn):
                     result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             finally:
                 if durable:
                     conn.execute(f"PRAGMA synchronous = {SYNC_NORMAL}")

@@ -43,6 +43,18 @@ def expected_states(kind: type[S], expect: S | Iterable[S]) -> tuple[S, ...]:
     return states
 
 
+def move_states(
+    kind: type[S], to: S, expect: S | Iterable[S], fields: dict[str, Any]
+) -> tuple[S, tuple[S, ...]]:
+    """A transition's target and expected states, as ``kind``. A move to ``completed``
+    also clears ``last_error`` (unless ``fields`` set it): a paid grant's or leg's earlier
+    trouble is history (the event trail keeps it), not its state."""
+    target = kind(to)
+    if target == kind.COMPLETED:
+        fields.setdefault("last_error", None)
+    return target, expected_states(kind, expect)
+
+
 def stale(what: str, pending_id: str, found: S, expected: tuple[S, ...], target: S) -> StaleState:
     """``what`` (a grant, or one of its legs) is in ``found``, none of ``expected``."""
     err = StaleState(

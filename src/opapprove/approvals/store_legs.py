@@ -16,8 +16,8 @@ from opapprove.approvals.records import Leg, LegState
 from opapprove.approvals.store_base import (
     Repository,
     StaleState,
-    expected_states,
     fetch_one,
+    move_states,
     stale,
 )
 from opapprove.approvals.store_rows import _assignments, _leg_columns, _leg_from_row
@@ -72,10 +72,7 @@ class LegRepository(Repository):
 
         One transaction: the leg, its event and the grant's ``updated_at`` (a grant whose
         legs move is not stuck). :class:`StaleState` if the leg is in another state."""
-        target = LegState(to)
-        expected = expected_states(LegState, expect)
-        if target == LegState.COMPLETED:
-            fields.setdefault("last_error", None)
+        target, expected = move_states(LegState, to, expect, fields)
         columns = _leg_columns(fields, "transition_leg")
 
         def txn(conn: Tx) -> Leg:

@@ -13,7 +13,7 @@ from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
 from opapprove.approvals.store_base import (
     Repository,
     _not_found,
-    expected_states,
+    move_states,
     stale,
 )
 from opapprove.approvals.store_legs import leg_row
@@ -166,11 +166,7 @@ class PendingRepository(Repository):
         the moved grant (if any) are written together or not at all.
         Raises :class:`StaleState` (nothing changed) if the grant is in another state.
         """
-        target = State(to)
-        expected = expected_states(State, expect)
-        if target == State.COMPLETED:
-            # A paid grant's earlier trouble is history (the event trail keeps it), not its state.
-            fields.setdefault("last_error", None)
+        target, expected = move_states(State, to, expect, fields)
         columns = _pending_columns(fields, "transition")
 
         def txn(conn: Tx) -> Pending:

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from opapprove.approvals.store import Outbound, State, StoreError, WebhookDelive
 if TYPE_CHECKING:
     import httpx
 
+    from opapprove.approvals.records import Leg
     from opapprove.approvals.store import Outbox, Pending, Store
     from opapprove.settings import Settings
 
@@ -141,6 +142,10 @@ class Notice:
     @classmethod
     def failed(cls, reason: str) -> Notice:
         return cls("payment.failed", {"reason": reason})
+
+    def with_legs(self, legs: Sequence[Leg]) -> Notice:
+        """The same notice about a split payment, with each seller's leg in its body."""
+        return Notice(self.kind, {**self.data, "legs": [leg.to_json() for leg in legs]})
 
     def outbox(self) -> Outbox:
         return outbox(self.kind, self.data)

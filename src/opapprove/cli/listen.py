@@ -205,7 +205,8 @@ def _event_line(event: dict[str, Any]) -> str:
         line = f"seller    {event.get('sellerId')} added"
     else:
         line = f"{kind}  {pid}"
-    return " ".join(line.split())
+    # Values come from URLs and bodies: no escape sequence may reach the operator's terminal.
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in line).split())
 
 
 async def _serve(

@@ -300,6 +300,38 @@ def prune(ctx: typer.Context) -> None:
     _cancel_many(runtime, chosen, bulk=True)
 
 
+def _cancelled_line(done: Pending, was: str, legs: list[dict[str, Any]] | None) -> str:
+    """What one cancel did, in words; of a split, which legs it gave up on and which paid."""
+    if was == "cancelled":
+        return f"Grant {done.id} was already cancelled."
+    if legs is None:
+        return f"Grant {done.id} cancelled (was {was}); nothing was paid."
+    if was == "partially_paid":
+        return (
+            f"Grant {done.id} cancelled (was partially_paid): the legs that did not pay are"
+            " cancelled; the paid legs stay paid."
+        )
+
+    def said(state: str, one: str, many: str) -> str:
+        numbers = [str(leg["leg"]) for leg in legs if leg["state"] == state]
+        if len(numbers) < 2:
+            return f"leg {numbers[0]} {one}" if numbers else ""
+        return f"legs {', '.join(numbers)} {many}"
+
+    gave_up = said("cancelled", "was not sent and is cancelled", "were not sent and are cancelled")
+    if str(done.state) == "cancelled":
+        paid = said("completed", "is paid and stays paid", "are paid and stay paid")
+        return f"Grant {done.id} cancelled (was {was}): {gave_up}; {paid or 'nothing was paid'}."
+    if not gave_up:  # every leg's payment turned out made
+        return f"Grant {done.id} was not cancelled: every leg's payment was made ({done.state})."
+    return (
+        f"Grant {done.id} (was {was}): {gave_up};"
+        f" {said('payment_created', 'was paid', 'were paid')} and the wallet is still sending"
+        f" (a payment made cannot be stopped): `opapprove status {done.id}` follows it, then"
+        " the grant ends cancelled."
+    )
+
+
 def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
     import time
 
@@ -330,32 +362,22 @@ def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
 
     results = runtime.run(go()) if ids else []
     now = time.time()
-    output = runtime.output
     if not bulk:
         ((_, one, _),) = results
         assert one is not None
         done: Pending = one
         before = befores[done.id]
         already = str(before.state) == "cancelled"
-        data = pending_json(done, now=now)
+        legs = store.legs(done.id) if store is not None and done.is_split else ()
+        data = pending_json(done, now=now, legs=legs)
         data["alreadyCancelled"] = already
-
-        def render_one(console: Console) -> None:
-            if already:
-                console.print(f"Grant {done.id} was already cancelled.", markup=False)
-            elif str(before.state) == "partially_paid":
-                console.print(
-                    f"Grant {done.id} cancelled (was partially_paid): the legs that did not"
-                    " pay are cancelled; the paid legs stay paid.",
-                    markup=False,
-                )
-            else:
-                console.print(
-                    f"Grant {done.id} cancelled (was {before.state}); nothing was paid.",
-                    markup=False,
-                )
-
-        output.result(data, render_one)
+        line = _cancelled_line(done, str(before.state), data["legs"])
+        code = exitcodes.OK
+        if str(done.state) == "payment_created":  # a split's made payment is still being sent
+            code = exitcodes.exit_code("waiting")
+        elif str(done.state) != "cancelled":
+            code = exitcodes.exit_code("input")
+        runtime.conclude(data, lambda console: console.print(line, markup=False), exit_code=code)
         return
     items: list[dict[str, Any]] = []
     failed, code = 0, exitcodes.OK

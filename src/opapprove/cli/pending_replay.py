@@ -50,7 +50,13 @@ def auto_workers(grants: int) -> int:
 def replay(
     ctx: typer.Context,
     pending_ids: PendingIdsArgument = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every unfinished grant.")] = False,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every unfinished grant (partially paid ones with --state partially_paid).",
+        ),
+    ] = False,
     concurrency: Annotated[
         int,
         typer.Option("--concurrency", metavar="N", min=1, max=64, help="Grants replayed at once."),

@@ -8,6 +8,7 @@ With ``api=True`` it also answers the seed's ``POST /sellers`` and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from opapprove.approvals import ids
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.finish_redirect import one_line
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.results import classify
 from opapprove.approvals.split import Payee
 from opapprove.approvals.store import Pending, State, StoreError
+from opapprove.openpayments.redaction import redact_text
 from opapprove.servers.api_guard import ApiGuard
 from opapprove.servers.finishing import Finisher
 from opapprove.servers.pages import (
@@ -39,6 +43,10 @@ MAX_QUERY_BYTES = 4096
 FINISH_PARAMS = {"pendingId", "interact_ref", "hash", "result", "message"}
 # How often the "completing the payment" page reloads itself.
 REFRESH_SECONDS = 1.0
+# An API body: the seed's are a few hundred bytes; anything near this is not a marketplace.
+MAX_BODY_BYTES = 64 * 1024
+# How long an API body may take to arrive once its headers have (a slow-loris holds a task).
+BODY_TIMEOUT_SECONDS = 10.0
 
 __all__ = ["create_listener_app", "render_page"]
 
@@ -50,6 +58,7 @@ def create_listener_app(
     api: bool = False,
     api_token: str | None = None,
     refresh_seconds: float = REFRESH_SECONDS,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> Starlette:
     """The listener's ASGI app; ``app.state.finisher`` runs the payments it starts.
 
@@ -91,7 +100,8 @@ def create_listener_app(
         params = request.query_params
         result, message = params.get("result") or "", params.get("message")
         pending = await flow.note_result(pending_id, result, message)
-        said = classify(result)
+        # Anyone can send a result: only a printable line of it reaches the operator's terminal.
+        said = classify(one_line(result))
         emit(
             {
                 "event": "wallet_result",
@@ -141,8 +151,9 @@ def create_listener_app(
                 "hint": err.hint,
             }
         )
-        known = flow.store.get_pending(err.pending_id) if err.pending_id else None
-        return error_answer(request, err, None if err.kind in refused_kinds else known)
+        # Nothing about the grant: a refused redirect was not verified (an expired grant is
+        # refused before its hash is checked), and a pending id is no secret.
+        return error_answer(request, err, None)
 
     def _progress(request: Request, pending: Pending) -> Response:
         if pending.state in IN_PROGRESS:
@@ -159,44 +170,129 @@ def create_listener_app(
     async def health(_: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    routes = [Route("/payments/finish", finish), Route("/health", health)]
+    routes = [
+        _no_traceback(Route("/payments/finish", finish)),
+        _no_traceback(Route("/health", health)),
+    ]
     if api:
         if not api_token:
             raise ValueError("api=True needs api_token (listen --api makes one per run)")
-        routes += _api_routes(flow, emit, ApiGuard(api_token, flow.settings.base_url))
-    app = Starlette(routes=[_no_traceback(r) for r in routes])
+        api_routes = _api_routes(
+            flow, emit, ApiGuard(api_token, flow.settings.base_url), body_timeout
+        )
+        routes += [_no_traceback(r, as_json=True) for r in api_routes]
+    app = Starlette(routes=routes, exception_handlers={404: _no_route, 405: _no_route})
     app.state.finisher = finisher
     return app
 
 
-def _no_traceback(route: Route) -> Route:
-    """The route, answering a plain page instead of letting an exception reach the log."""
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """An unknown path or method: the same JSON refusal as the API's (a marketplace parses
+    every answer), never a cacheable page."""
+    status = getattr(exc, "status_code", 404)
+    what = "no such route" if status == 404 else f"{request.method} is not allowed here"
+    response = _api_error(
+        status,
+        f"{what}: {request.method} {one_line(request.url.path, 80)}",
+        "the listener serves GET /payments/finish and GET /health, and with --api POST"
+        " /sellers, POST /offers/{offerId}/quotes/start and GET /payments/{pendingId}",
+    )
+    response.headers.update(NEVER_KEPT)
+    if status == 405 and (allowed := getattr(exc, "headers", None)):
+        response.headers.update(allowed)
+    return response
+
+
+# Every answer says where a grant stands now: a cache (a proxy's, the browser's) must not keep
+# it, or the self-refreshing page would never turn; and a finish URL (interact_ref, hash) must
+# not travel on in a Referer.
+NEVER_KEPT = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _no_traceback(route: Route, *, as_json: bool = False) -> Route:
+    """The route, answering a plain page (JSON for the API) instead of letting an exception
+    reach the log. The words of an exception may hold a secret: they are masked. No answer
+    may be cached (NEVER_KEPT)."""
     handler = route.endpoint
 
     async def guarded(request: Request) -> Response:
+        response = await unbroken(request)
+        response.headers.update(NEVER_KEPT)
+        return response
+
+    async def unbroken(request: Request) -> Response:
         try:
             response: Response = await handler(request)
         except StoreError as exc:
+            if as_json:
+                return _api_error(
+                    503,
+                    f"the listener's store is unavailable: {redact_text(exc.message)}",
+                    "retry in a moment; nothing was changed by this request",
+                )
             return answer(
                 request,
                 503,
                 "error",
                 "Please try again in a moment",
                 "The listener's store is busy; nothing was charged by this request.",
-                extra={"error": exc.message},
+                extra={"error": redact_text(exc.message)},
             )
         except Exception as exc:
+            error = redact_text(f"{type(exc).__name__}: {str(exc)[:200]}")
+            if as_json:
+                return _api_error(
+                    500,
+                    one_line(error, 240),
+                    "a bug in opapprove: see the listener's output; nothing was charged",
+                )
             return answer(
                 request,
                 500,
                 "error",
                 "Something went wrong",
                 "The listener could not handle this request; nothing was charged by it.",
-                extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                extra={"error": error},
             )
         return response
 
     return Route(route.path, guarded, methods=route.methods, name=route.name)
+
+
+def _api_error(status: int, error: str, hint: str) -> JSONResponse:
+    return JSONResponse({"success": False, "error": error, "hint": hint}, status)
+
+
+class _BodyRefused(Exception):
+    def __init__(self, status: int, error: str, hint: str) -> None:
+        super().__init__(error)
+        self.response = _api_error(status, error, hint)
+
+
+async def _read_body(request: Request, timeout: float) -> bytes:
+    """The request's body, at most MAX_BODY_BYTES, arrived within ``timeout`` seconds."""
+    too_big = _BodyRefused(
+        413,
+        f"the body is over {MAX_BODY_BYTES // 1024} KiB",
+        "send the seed's small JSON object; nothing was stored",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise too_big
+    except TimeoutError:
+        raise _BodyRefused(
+            408,
+            f"the body did not arrive within {timeout:g} s",
+            "send the whole body at once; nothing was stored",
+        ) from None
+    return bytes(body)
 
 
 def _payees(data: dict[str, Any]) -> list[Payee] | None:
@@ -214,17 +310,30 @@ def _payees(data: dict[str, Any]) -> list[Payee] | None:
     return payees_from_json(data["payees"])
 
 
-def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]:
+def _api_routes(
+    flow: Flow, emit: ListenerEvent, guard: ApiGuard, body_timeout: float
+) -> list[Route]:
     async def body_of(request: Request) -> dict[str, Any] | Response:
         """The request's JSON object, or the answer that refuses the request."""
         if (refusal := guard.refuse(request)) is not None:
             return refusal
         try:
-            data = json.loads(await request.body() or b"null")
+            raw = await _read_body(request, body_timeout)
+        except _BodyRefused as refused:
+            return refused.response
+        hint = "send one JSON object, UTF-8 encoded, as the seed's routes take"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _api_error(400, "the body is not UTF-8", hint)
+        try:
+            data = json.loads(text or "null")
+        except RecursionError:
+            return _api_error(400, "the body is nested too deeply to be the seed's JSON", hint)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            return JSONResponse({"success": False, "error": "body must be a JSON object"}, 400)
+            return _api_error(400, "the body must be a JSON object", hint)
         return data
 
     async def add_seller(request: Request) -> Response:
@@ -253,7 +362,9 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
                 409,
             )
         except SellerInputError as exc:
-            return JSONResponse({"success": False, "error": str(exc)}, 400)
+            return _api_error(
+                400, str(exc), "correct the body and POST it again; nothing was stored"
+            )
         if created:
             emit({"event": "seller_added", "sellerId": seller.id})
         return JSONResponse(
@@ -307,7 +418,9 @@ def _api_routes(flow: Flow, emit: ListenerEvent, guard: ApiGuard) -> list[Route]
     async def status(request: Request) -> Response:
         if (refusal := guard.refuse(request)) is not None:
             return refusal
-        pending = flow.store.get_pending(request.path_params["pendingId"])
+        pending_id = request.path_params["pendingId"]
+        # Checked first: PostgreSQL cannot even look up a NUL, and would answer "busy".
+        pending = flow.store.get_pending(pending_id) if ids.plausible(pending_id) else None
         if pending is None:
             return JSONResponse({"success": False, "error": "unknown pendingId"}, 404)
         return JSONResponse(
