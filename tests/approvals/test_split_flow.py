@@ -416,8 +416,8 @@ async def test_each_step_reads_the_legs_once_and_logs_one_quote_check(
     monkeypatch.setattr(kit.store, "legs", counted)
     told: list[dict[str, Any]] = []
     flow, pending = await start_split(kit, shares, on_event=lambda kind, p, data: told.append(data))
-    # The set-up's own read, then approval.needed's delivery and its on_event.
-    assert len(reads) == 3
+    # The set-up's own read, then one for approval.needed (its delivery and on_event).
+    assert len(reads) == 2
     (checked,) = [e for e in kit.store.events(pending.id) if e.kind == "quote_checked"]
     assert [leg["leg"] for leg in checked.data["legs"]] == [1, 2]
     assert checked.data["legs"][0]["debitAmount"]["value"] == "600"
@@ -494,4 +494,36 @@ async def test_cancel_while_paying_gives_up_on_the_unsent_legs_only(
     assert (await kit.new_flow().replay(pending.id)).state == State.CANCELLED
     assert len(state.outgoing_payments()) == (1 if paid else 0)
     kit.sandbox.recorder.assert_clean()
+    kit.store.close()
+
+
+async def test_cancel_while_a_made_payment_is_still_being_sent_ends_once_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel finds the first leg's payment made (its answer was lost) but not yet sent:
+    the other legs are cancelled at once, the grant waits in ``payment_created`` (a made
+    payment cannot be stopped), and ``status`` ends it cancelled once the wallet sent it."""
+    shares = {"seller-a": "3.00", "seller-b": "2.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares], settle_delay=3600)
+    sleep, slept = kit.clock_sleep()
+    flow, pending = await start_split(kit, shares)
+    kit.sandbox.state.set_fault("POST /op/outgoing-payments", drop="after_commit", times=1)
+    with pytest.raises(FlowError, match="could not finish the payment"):
+        await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    await flow.aclose()
+    waiting = await kit.new_flow(sleep=sleep).cancel(pending.id)
+    assert waiting.state == State.PAYMENT_CREATED and slept
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.PAYMENT_CREATED,
+        LegState.CANCELLED,
+    ]
+    kit.sandbox.clock.advance(3600)
+    done = await kit.new_flow(sleep=sleep).refresh(pending.id)
+    assert done.state == State.CANCELLED
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.COMPLETED,
+        LegState.CANCELLED,
+    ]
+    assert [kit.sandbox.state.balance(s) for s in shares] == [300, 0]
+    assert len(kit.sandbox.state.outgoing_payments()) == 1
     kit.store.close()

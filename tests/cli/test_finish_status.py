@@ -79,6 +79,12 @@ def test_finish_forged_hash_is_exit_7_and_nothing_changes(kit: Kit) -> None:
         ("http://127.0.0.1:3999/payments/finish?hash=x", exitcodes.USAGE, "pendingId"),
         ("http://127.0.0.1:3999/payments/finish?pendingId=NOPE&hash=x&interact_ref=y", 2, "NOPE"),
         ("   ", exitcodes.USAGE, "empty"),
+        # Pasted unquoted, the shell ends the URL at its first & (and runs the rest).
+        (
+            "http://127.0.0.1:3999/payments/finish?pendingId=01M8FKGEQ3NFWS4H93J8P69XTE",
+            exitcodes.USAGE,
+            "put the whole URL in quotes",
+        ),
     ],
 )
 def test_finish_bad_urls(cli: Cli, url: str, exit_code: int, text: str) -> None:

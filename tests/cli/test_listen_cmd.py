@@ -78,6 +78,18 @@ def test_timeout_without_callbacks_is_exit_8(kit: Kit) -> None:
     ]
 
 
+def test_api_behind_an_app_on_base_url_is_told_that_app_must_hand_redirects_on(
+    cli: Cli,
+) -> None:
+    # The seed's marketplace: base_url is the marketplace, whose /payments/finish hands the
+    # wallet's redirect on to `listen --api` on another port. A warning, not an order to move.
+    result = cli("listen", "--api", "--port", "0", "--timeout", "0.1")
+    assert result.exit_code == exitcodes.TIMEOUT
+    (warning,) = [ln for ln in result.stderr.splitlines() if "wallets will redirect" in ln]
+    assert "right if the app there hands each redirect on to http://127.0.0.1:" in warning
+    assert "seed's marketplace" in warning
+
+
 def test_api_without_api_token_makes_one_for_the_run_and_prints_it_once(kit: Kit) -> None:
     seen: list[httpx.Response] = []
 

@@ -15,13 +15,31 @@ from tests.cli.flow_kit import Kit
 def test_list_on_no_store_creates_nothing(cli: Cli) -> None:
     result = cli("pending", "list")
     assert result.exit_code == 0
-    assert "No pending grants." in result.stdout
+    # A wrong --store reads like an empty store: it says there is none at that path.
+    assert f"No pending grants (no store at {cli.store} yet)." in result.stdout
     assert json.loads(cli("--json", "pending", "list").stdout) == {
         "ok": True,
         "pending": [],
         "count": 0,
         "exitCode": 0,
     }
+    assert not cli.store.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["pending", "show"], ["pending", "replay"], ["pending", "cancel"]],
+)
+def test_an_id_looked_up_in_no_store_says_there_is_no_store_there(
+    cli: Cli, command: list[str]
+) -> None:
+    result = cli(*command, "01M8FKGEQ3NFWS4H93J8P69XTE")
+    assert result.exit_code == exitcodes.USAGE
+    line = one_error_line(result)
+    assert f"unknown pendingId '01M8FKGEQ3NFWS4H93J8P69XTE': there is no store at {cli.store}" in (
+        line
+    )
+    assert "--store" in line
     assert not cli.store.exists()
 
 

@@ -65,6 +65,8 @@ PROBE = textwrap.dedent(
     except SystemExit:
         pass
     seen["after"] = gc.isenabled()
+    # Left for the exit's collection: only what was made since the command ended.
+    seen["frozen_at_exit"] = sum(len(gc.get_objects(generation=g)) for g in range(3)) < 1000
     sys.stderr.write("PROBE " + json.dumps(seen) + "\\n")
     """
 )
@@ -107,6 +109,7 @@ def test_a_networked_command_collects_again_once_its_work_starts(cli: Cli) -> No
     assert seen["parsing"] is False  # imports and option parsing run without the collector
     assert seen["working"] is True
     assert seen["frozen"] is True  # what start-up built is out of later full collections
+    assert seen["frozen_at_exit"] is True  # and what the work built, out of the exit's one
 
 
 def test_the_sandbox_collects_again_before_it_serves(cli: Cli) -> None:

@@ -433,5 +433,6 @@ class Flow:
         return await lifecycle.replay(self, pending_id)
 
     async def cancel(self, pending_id: str) -> Pending:
-        """Cancel a grant not yet paid: at the wallet (grant and token), then here."""
+        """Cancel a grant not yet paid: at the wallet (grant and token), then here; of a split
+        payment, the legs not paid (split_flow.stop_paying, cancel_failed_legs)."""
         return await lifecycle.cancel(self, pending_id)

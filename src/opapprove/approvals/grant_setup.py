@@ -118,6 +118,7 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
     seller = flow._seller_of(pending)
     flow.access.client_for(seller)  # a broken key fails here, before anything is written
     checked: dict[str, Any] | None = None
+    needed = APPROVAL_NEEDED
     try:
         pending = await _fetch_wallets(flow, pending, seller)
         if pending.is_split:
@@ -147,7 +148,9 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
         if pending.state == State.QUOTE_CREATED:
             if not pending.is_split:  # a split's legs were checked one by one
                 checked = await _check_quote(flow, pending)
-            pending = await _request_outgoing_grant(flow, pending, seller, checked)
+            # Told once (a split's legs read once), to the delivery and to on_event below.
+            needed = flow._told(APPROVAL_NEEDED, pending)
+            pending = await _request_outgoing_grant(flow, pending, seller, checked, needed)
     except op_errors.OpenPaymentsError as exc:
         unknown_outcome = isinstance(exc, op_errors.TransportError) or (
             isinstance(exc, op_errors.ResponseError) and exc.status >= 500
@@ -166,8 +169,8 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
         await flow._close_incoming(failed)
         raise translated(exc, _what_failed(exc), pending_id=failed.id) from exc
     if fresh or pending.state == State.AWAITING_APPROVAL:
-        needed = {"approvalUrl": pending.interact_redirect}
-        await flow._emit(Notice(APPROVAL_NEEDED.kind, needed), pending)
+        url = {"approvalUrl": pending.interact_redirect}
+        await flow._emit(Notice(needed.kind, {**needed.data, **url}), pending)
     return pending
 
 
@@ -259,7 +262,11 @@ async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
 
 
 async def _request_outgoing_grant(
-    flow: Flow, pending: Pending, seller: Seller, checked: dict[str, Any] | None
+    flow: Flow,
+    pending: Pending,
+    seller: Seller,
+    checked: dict[str, Any] | None,
+    needed: Notice,
 ) -> Pending:
     buyer = wallet_of(pending.buyer_doc)
     grant_url = buyer.auth_server
@@ -293,7 +300,7 @@ async def _request_outgoing_grant(
             State.AWAITING_APPROVAL,
             event="approval_requested",
             data={"redirect": grant.redirect},
-            notice=APPROVAL_NEEDED,
+            notice=needed,
             interact_redirect=grant.redirect,
             server_finish_nonce=grant.finish_nonce,
             continue_uri=grant.continue_.uri,

@@ -7,6 +7,7 @@ one table in ``opapprove.errors``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opapprove.approvals.errors import FlowError
@@ -45,7 +46,17 @@ def config_error(message: str, hint: str | None = None) -> CliError:
     return CliError(message, hint=hint, kind="config")
 
 
-def unknown_pending(pending_id: str) -> CliError:
+def unknown_pending(pending_id: str, missing_store: Path | None = None) -> CliError:
+    """``missing_store``: the store path when there is no store file there at all."""
+    if missing_store is not None:
+        # A store path that does not exist is more often a wrong --store or config than an
+        # unknown id: the grant is in the store it was started with.
+        return CliError(
+            f"unknown pendingId {pending_id!r}: there is no store at {missing_store}",
+            hint="point --store (or OPAPPROVE_STORE, or store in the config) at the store the"
+            " grant was started with",
+            pending_id=pending_id,
+        )
     return CliError(
         f"unknown pendingId {pending_id!r}",
         hint="list grants with `opapprove pending list`",

@@ -46,6 +46,7 @@ def finish(
         url = sys.stdin.readline()
     if not url.strip():
         raise CliError("the URL is empty", hint="paste the whole redirect URL, in quotes")
+    _refuse_a_cut_url(url)
 
     async def go() -> tuple[Pending, list[Leg]]:
         from opapprove.cli.flows import open_flow
@@ -58,6 +59,19 @@ def finish(
 
     pending, legs = runtime.run(go())
     show_outcome(runtime, pending, legs)
+
+
+def _refuse_a_cut_url(url: str) -> None:
+    """A redirect pasted unquoted reaches us cut at its first ``&``: say so, not "forged"."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(url.strip()).query)
+    if "pendingId" in query and not {"interact_ref", "hash", "result"} & query.keys():
+        raise CliError(
+            "the URL ends after pendingId: a wallet's redirect also carries interact_ref and"
+            " hash (or result)",
+            hint="put the whole URL in quotes: unquoted, the shell cuts it at the first &",
+        )
 
 
 def show_outcome(runtime: Runtime, pending: Pending, legs: Sequence[Leg] = ()) -> None:

@@ -146,7 +146,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _describe_base(settings: Settings, url: str, port: int) -> tuple[str, bool | None, str | None]:
+def _describe_base(
+    settings: Settings, url: str, port: int, *, api: bool = False
+) -> tuple[str, bool | None, str | None]:
     """The finish URL wallets will use, whether it reaches this listener, and a warning."""
     from urllib.parse import urlsplit
 
@@ -160,6 +162,16 @@ def _describe_base(settings: Settings, url: str, port: int) -> tuple[str, bool |
             None,
             f"base_url {base} is not this machine's loopback: make sure a proxy forwards"
             f" {finish} to {url}",
+        )
+    if base_port != port and api:
+        # The seed's marketplace is this: its own /payments/finish hands the redirect on.
+        return (
+            finish,
+            False,
+            f"wallets will redirect browsers to {finish} (base_url), not to this listener on"
+            f" {url}: right if the app there hands each redirect on to {url}/payments/finish"
+            f" (as the seed's marketplace does); if not, pass --port {base_port}, or set"
+            f' base_url = "{url}" before starting quotes',
         )
     if base_port != port:
         return (
@@ -239,7 +251,7 @@ async def _serve(
     output = runtime.output
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    finish, matches, warning = _describe_base(settings, url, port)
+    finish, matches, warning = _describe_base(settings, url, port, api=api)
     token = settings.api_token.get_secret_value() if settings.api_token else None
     made_token = api and not token
     if made_token:

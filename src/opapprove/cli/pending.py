@@ -17,6 +17,8 @@ from opapprove.cli.pending_replay import replay
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from opapprove.approvals.replay import Diagnosis
@@ -71,13 +73,19 @@ def list_(
         items.append(item)
 
     def render(console: Console) -> None:
-        _render_list(console, rows, now, stuck=stuck, plain=plain)
+        _render_list(console, rows, now, stuck=stuck, plain=plain, missing=runtime.missing_store())
 
     runtime.output.result({"pending": items, "count": len(items)}, render)
 
 
 def _render_list(
-    console: Console, rows: list[Pending], now: float, *, stuck: bool, plain: bool
+    console: Console,
+    rows: list[Pending],
+    now: float,
+    *,
+    stuck: bool,
+    plain: bool,
+    missing: Path | None = None,
 ) -> None:
     from opapprove.cli.views import age
 
@@ -86,7 +94,9 @@ def _render_list(
 
     if not rows:
         what = "stuck grants" if stuck else "pending grants"
-        console.print(f"No {what}.", markup=False)
+        # A wrong --store looks like an empty one: say there is no store there at all.
+        where = f" (no store at {missing} yet)" if missing is not None else ""
+        console.print(f"No {what}{where}.", markup=False)
         return
     if plain:
         # One line per grant, tab-separated, for grep, cut and support tickets.
@@ -173,7 +183,7 @@ def show(
     store = runtime.existing_store()
     pending = store.get_pending(pending_id) if store is not None else None
     if store is None or pending is None:
-        raise unknown_pending(pending_id)
+        raise unknown_pending(pending_id, runtime.missing_store())
     now = time.time()
     events = [
         {
@@ -342,7 +352,7 @@ def _cancel_many(runtime: Runtime, ids: list[str], *, bulk: bool) -> None:
     for pending_id in ids:
         before = store.get_pending(pending_id) if store is not None else None
         if before is None:
-            raise unknown_pending(pending_id)
+            raise unknown_pending(pending_id, runtime.missing_store())
         befores[pending_id] = before
 
     async def go() -> list[tuple[str, Pending | None, Exception | None]]:

@@ -96,7 +96,7 @@ def replay(
     store = runtime.existing_store()
     if store is None:
         if ids:
-            raise unknown_pending(ids[0])
+            raise unknown_pending(ids[0], runtime.missing_store())
         chosen: list[str] = []
     elif ids:
         chosen = ids

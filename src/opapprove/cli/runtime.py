@@ -127,6 +127,11 @@ class Runtime:
         """The store if there is one, else None: looking must not create an empty store file."""
         return self.store() if self.store_exists() else None
 
+    def missing_store(self) -> Path | None:
+        """The store file's path when there is no store there: said beside "not found"."""
+        location = self.settings().store
+        return None if self.store_exists() or not isinstance(location, Path) else location
+
     def data_dir(self) -> Path:
         """Where key files written by the CLI go: next to a SQLite store, else the data dir."""
         location = self.settings().store

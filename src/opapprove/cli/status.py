@@ -54,7 +54,7 @@ def status(
     settings = runtime.settings()
     limit = float(timeout if timeout is not None else settings.poll_timeout)
     if not runtime.store_exists():  # looking must not create a store
-        raise unknown_pending(pending_id)
+        raise unknown_pending(pending_id, runtime.missing_store())
     import time
 
     store = runtime.store()
