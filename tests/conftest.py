@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     committed); only power loss, which no test simulates, differs. Left alone when the
     caller chose a place (--basetemp, TMPDIR) or /dev/shm has little room (a container's
     default is 64 MB)."""
+    restore_ctrl_c()
     if config.option.basetemp or os.environ.get("TMPDIR"):
         return
     try:
@@ -33,6 +35,24 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if os.access(RAM_DISK, os.W_OK) and disk.f_bavail * disk.f_frsize >= RAM_DISK_ROOM:
         tempfile.tempdir = str(RAM_DISK)
+
+
+def restore_ctrl_c() -> None:
+    """Let SIGINT reach the processes the tests start, as in a terminal.
+
+    A run started in the background by a shell without job control (``make test &``, a
+    script's ``&``) inherits SIGINT ignored, and so does every process it starts; the tests
+    that stop ``listen`` and ``sandbox`` with Ctrl-C then wait for their timeouts. A handler
+    of this process's own is reset to the default in each process it starts."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The README's blocks first: under xdist (``make test``) each file runs on one worker,
+    and this longest file (its blocks mostly wait on processes) would otherwise start last
+    and leave the other worker idle while it runs."""
+    items.sort(key=lambda item: item.path.name != "test_readme.py")
 
 
 @pytest.fixture
