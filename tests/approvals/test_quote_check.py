@@ -359,3 +359,44 @@ def test_the_fee_the_check_sees_is_the_fee_the_sandbox_charged(
     worth = Fraction(receive, 10**receiver.scale) / SANDBOX_RATES.rate(sender.code, receiver.code)
     charged = Fraction(fee.fixed_units(sender.scale), unit) + worth * Fraction(bp, 10_000)
     assert charged <= t.fee < charged + Fraction(1, unit)
+
+
+@pytest.mark.anyio
+async def test_a_cached_buyer_document_the_wallet_has_since_changed_is_fetched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sandbox restarted with the buyer in another asset, within WALLET_DOC_TTL: the store
+    # still holds the old document. The quote is the wallet's own; the stale document, not
+    # the wallet, must give way.
+    kit = make_kit(tmp_path, monkeypatch)
+    buyer = kit.sandbox.buyer
+    first = await kit.flow.start_quote(offer_id="o1", buyer_wallet=buyer, amount="1.00")
+    assert first.state == State.AWAITING_APPROVAL
+    await kit.flow.aclose()
+    flow = kit.new_flow()
+    stale = kit.store.get_wallet_document(buyer, max_age=300, now=flow.clock())
+    assert stale["assetCode"] == "USD"
+    kit.store.put_wallet_document(buyer, {**stale, "assetCode": "EUR"}, now=flow.clock())
+    pending = await flow.start_quote(offer_id="o2", buyer_wallet=buyer, amount="10.00")
+    assert pending.state == State.AWAITING_APPROVAL
+    assert pending.buyer_doc is not None and pending.buyer_doc["assetCode"] == "USD"
+    assert kit.store.get_wallet_document(buyer, max_age=300)["assetCode"] == "USD"
+    kinds = [e.kind for e in kit.store.events(pending.id)]
+    assert "buyer_wallet_renewed" in kinds and "quote_refused" not in kinds
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert len(kit.sandbox.state.outgoing_payments()) == 1
+    await flow.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_refusal_the_wallet_stands_by_is_fetched_once_and_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = kit_with(tmp_path, monkeypatch, fee=FeePolicy(500, Decimal("0.10")))
+    with pytest.raises(FlowError) as err:
+        await kit.flow.start_quote(offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="10.00")
+    assert_refused_cleanly(kit, err.value, (100_000, 0))
+    kinds = [e.kind for e in kit.store.events(err.value.pending_id or "")]
+    assert "buyer_wallet_renewed" not in kinds
+    await kit.flow.aclose()

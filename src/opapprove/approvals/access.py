@@ -110,18 +110,23 @@ class Access:
             self.clients[seller.id] = client
         return client
 
-    async def wallet(self, seller: Seller, url: str) -> models.WalletAddress:
+    async def wallet(
+        self, seller: Seller, url: str, *, fresh: bool = False
+    ) -> models.WalletAddress:
         """The wallet address document at ``url``, fetched with the seller's client.
 
         A bulk replay, a busy listener or the next `quote start` asks for the same few
         wallets again and again; their documents hardly ever change, so one fetch serves
         for a while: in this process's memory, then in the store for the next process.
+        ``fresh`` fetches it past both (and caches what it gets).
         """
         now = self.clock()
-        hit = self._wallets.get(url)
+        hit = None if fresh else self._wallets.get(url)
         if hit is not None and 0 <= now - hit[0] < WALLET_DOC_TTL:
             return hit[1]
-        stored = self.store.get_wallet_document(url, max_age=WALLET_DOC_TTL, now=now)
+        stored = (
+            None if fresh else self.store.get_wallet_document(url, max_age=WALLET_DOC_TTL, now=now)
+        )
         if isinstance(stored, dict):
             doc = models.WalletAddress.model_validate(stored)
         else:

@@ -147,7 +147,7 @@ async def _setup_leased(flow: Flow, pending: Pending, *, fresh: bool) -> Pending
             pending = step.pending
         if pending.state == State.QUOTE_CREATED:
             if not pending.is_split:  # a split's legs were checked one by one
-                checked = await _check_quote(flow, pending)
+                checked = await _check_quote(flow, pending, seller)
             # Told once (a split's legs read once), to the delivery and to on_event below.
             needed = flow._told(APPROVAL_NEEDED, pending)
             pending = await _request_outgoing_grant(flow, pending, seller, checked, needed)
@@ -220,7 +220,7 @@ def quote_policy(flow: Flow, pending: Pending) -> quote_check.QuotePolicy:
     )
 
 
-async def _check_quote(flow: Flow, pending: Pending) -> dict[str, Any]:
+async def _check_quote(flow: Flow, pending: Pending, seller: Seller) -> dict[str, Any]:
     """Refuse a quote the offer cannot take (approvals/quote_check.py) before the buyer
     is asked: the grant ends ``cancelled`` and its incoming payment is closed. What was
     checked, for the ``quote_checked`` event."""
@@ -241,9 +241,27 @@ async def _check_quote(flow: Flow, pending: Pending) -> dict[str, Any]:
         )
     except FlowError as exc:
         if exc.kind == quote_check.REFUSED_KIND:
+            renewed = await _renewed_buyer(flow, pending, seller)
+            if renewed is not None:
+                return await _check_quote(flow, renewed, seller)
             await refuse_quote(flow, pending, exc)
         raise
     return terms.to_json()
+
+
+async def _renewed_buyer(flow: Flow, pending: Pending, seller: Seller) -> Pending | None:
+    """The grant with the buyer's wallet document fetched again, when it differs from the
+    one the refused check read; else ``None``.
+
+    The document may come from the cache (``WALLET_DOC_TTL``), and a wallet redefined at
+    the same address meanwhile (a restarted sandbox with another asset) would otherwise be
+    refused as "quoted in another asset", naming the wrong culprit. Once only: the
+    renewed document is the wallet's own.
+    """
+    doc = (await flow.access.wallet(seller, pending.buyer_wallet, fresh=True)).to_wire()
+    if doc == pending.buyer_doc:
+        return None
+    return flow.store.update(pending.id, event="buyer_wallet_renewed", buyer_doc=doc)
 
 
 async def refuse_quote(flow: Flow, pending: Pending, exc: FlowError) -> None:
