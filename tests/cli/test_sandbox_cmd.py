@@ -155,7 +155,12 @@ def test_sandbox_runs_registers_keys_and_stops_on_ctrl_c(cli: Cli) -> None:
         assert {k["kid"] for k in answer.json()["keys"]} == {kid, "extra-kid"}
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:  # Ctrl-C did not stop it: fail, but leave no sandbox behind
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "not this sandbox" in err  # the seller's wallet is elsewhere: say so

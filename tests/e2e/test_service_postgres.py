@@ -145,9 +145,15 @@ def test_three_listeners_and_two_replays_share_one_postgresql_store(
         finally:
             for proc in listeners:
                 proc.send_signal(signal.SIGINT)
-            for proc in listeners:
-                out, err = proc.communicate(timeout=WAIT)
-                outputs.append(out + err)
+            try:
+                for proc in listeners:
+                    out, err = proc.communicate(timeout=WAIT)
+                    outputs.append(out + err)
+            finally:
+                for proc in listeners:  # Ctrl-C did not stop it: fail, leaving no listener
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
         payments = payments_by_pending(box.state)
 
     assert len(rows) == GRANTS
