@@ -32,6 +32,7 @@ from opapprove.approvals import (
     lifecycle,
     payment_steps,
     quote_check,
+    results,
     split_flow,
 )
 from opapprove.approvals.access import Access, incoming_grant, wallet_of
@@ -232,11 +233,14 @@ class Flow:
         return pending.approval_expired(self.clock())
 
     def _refuse(self, pending: Pending, kind: str, why: str) -> None:
-        from opapprove.approvals.results import MAX_RECORDED
+        self._record_capped(pending, kind, {"reason": why})
 
-        # A pending id is no secret: forged callbacks for one must not grow the store forever.
-        if sum(e.kind == kind for e in self.store.events(pending.id)) < MAX_RECORDED:
-            self.store.add_event(pending.id, kind, {"reason": why})
+    def _record_capped(self, pending: Pending, kind: str, data: dict[str, Any]) -> None:
+        """Record an event anyone who knows the pending id can cause (a refused callback, a
+        ``result=``), at most MAX_RECORDED of ``kind`` a grant: a pending id is no secret,
+        and forged ones must not grow the store forever."""
+        if sum(e.kind == kind for e in self.store.events(pending.id)) < results.MAX_RECORDED:
+            self.store.add_event(pending.id, kind, data)
 
     # ------------------------------------------------------------------ start (steps 1-7)
 
@@ -407,13 +411,9 @@ class Flow:
         Only the grant's own expiry ends it here: an approval past its time is expired,
         whatever the redirect says.
         """
-        from opapprove.approvals.results import MAX_RECORDED
-
         pending = self._get(pending_id)
         data = finish_redirect.result_note(pending, result, message)
-        noted = [e for e in self.store.events(pending.id) if e.kind == "wallet_result"]
-        if len(noted) < MAX_RECORDED:
-            self.store.add_event(pending.id, "wallet_result", data)
+        self._record_capped(pending, "wallet_result", data)
         if pending.state == State.AWAITING_APPROVAL and self._approval_expired(pending):
             await lifecycle.expire(self, pending, data)
         return pending
