@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.records import Seller
     from opapprove.openpayments.keys import Jwk
     from opapprove.servers.sandbox import SandboxConfig
 
@@ -31,6 +31,12 @@ app = typer.Typer(
     help="Run the embedded, offline Open Payments sandbox; approve on it.",
     invoke_without_command=True,
 )
+
+# Whose public key the sandbox registers, at start-up (`sandbox`) or later (`sandbox add-key`).
+SellerKeyOption = Annotated[
+    str | None,
+    typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
+]
 
 
 def _load_keys(paths: list[Path]) -> list[Jwk]:
@@ -137,10 +143,7 @@ def sandbox(
     wait: Annotated[
         int, typer.Option("--wait", min=0, help="continue.wait seconds the auth server asks for.")
     ] = 5,
-    seller_id: Annotated[
-        str | None,
-        typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
-    ] = None,
+    seller_id: SellerKeyOption = None,
     wallet: Annotated[
         list[str] | None,
         typer.Option(
@@ -310,12 +313,7 @@ def add_key(
         Path | None,
         typer.Option("--key", metavar="FILE.jwk", help="A public JWK file (or a JWKS) to add."),
     ] = None,
-    seller_id: Annotated[
-        str | None,
-        typer.Option(
-            "--seller", help="Add this seller's key instead (default: the default seller)."
-        ),
-    ] = None,
+    seller_id: SellerKeyOption = None,
     sandbox_url: Annotated[
         str | None,
         typer.Option(

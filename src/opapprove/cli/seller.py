@@ -23,12 +23,16 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from rich.console import Console
 
-    from opapprove.approvals.store import Seller, Store
+    from opapprove.approvals.records import Seller
+    from opapprove.approvals.store import Store
     from opapprove.settings import Settings
 
 app = typer.Typer(
     help="Add, list, show and remove sellers; generate signing keys.", no_args_is_help=True
 )
+
+# The seller's wallet address: `seller add` needs it, `seller keygen` takes it with --seller.
+WALLET_OPTION = typer.Option("--wallet", help="The seller's (client) wallet address URL.")
 
 _SELLER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CONFIG_SOURCE = "config"
@@ -153,7 +157,7 @@ def _store_seller(
     replace: bool = False,
 ) -> Seller:
     """Add (or with ``replace`` overwrite) a seller made now, with its key file's path."""
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.records import Seller
 
     seller = Seller(
         id=seller_id,
@@ -228,9 +232,7 @@ def _check_published(runtime: Runtime, wallet_url: str, jwk: dict[str, str]) -> 
 def add(
     ctx: typer.Context,
     seller_id: Annotated[str, typer.Argument(metavar="ID", help="A name for the seller.")],
-    wallet: Annotated[
-        str, typer.Option("--wallet", help="The seller's (client) wallet address URL.")
-    ],
+    wallet: Annotated[str, WALLET_OPTION],
     key_id: Annotated[
         str, typer.Option("--key-id", help="The key id (kid) in the wallet's jwks.json.")
     ],
@@ -412,9 +414,7 @@ def keygen(
         str | None,
         typer.Option("--seller", help="Also add a seller with this id (needs --wallet)."),
     ] = None,
-    wallet: Annotated[
-        str | None, typer.Option("--wallet", help="The seller's wallet address (with --seller).")
-    ] = None,
+    wallet: Annotated[str | None, WALLET_OPTION] = None,
 ) -> None:
     """Generate an Ed25519 key (0600 PEM); print its public JWK.
 
