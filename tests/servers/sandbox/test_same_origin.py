@@ -50,8 +50,7 @@ async def test_a_consent_form_posted_from_another_site_decides_nothing(
     sandbox: Sandbox,
 ) -> None:
     async with sandbox.client() as api:
-        pending = await api.pending_outgoing_grant()
-        redirect = pending["interact"]["redirect"]
+        redirect = (await api.pending_outgoing_grant())["interact"]["redirect"]
         interact_id, nonce = urlsplit(redirect).path.split("/")[-2:]
         form = {"interactId": interact_id, "nonce": nonce, "decision": "accept"}
         forged = [
