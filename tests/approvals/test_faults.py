@@ -579,8 +579,13 @@ async def test_a_token_lost_after_the_payment_left_does_not_ask_to_pay_again(
 def test_the_routes_cover_every_request_the_flow_makes() -> None:
     """Keeps this file honest when the flow learns a new request (crash_support lists them)."""
     methods = Counter(step.method for step in STEPS)
-    assert methods == {"GET": 3, "POST": 7}
-    gets = {"wallet GET (buyer)", "wallet GET (seller)", "get outgoing payment"}
+    assert methods == {"GET": 4, "POST": 7}
+    gets = {
+        "wallet GET (buyer)",
+        "wallet GET (seller)",
+        "get outgoing payment",
+        "get incoming payment",
+    }
     assert {s.name for s in STEPS if s.method == "GET"} == gets
     assert {OPERATION.get(r, r) for r in POST_ROUTES} == {
         "post-request",
