@@ -6,11 +6,13 @@ unsigned caller could make it do so at will) where Rafiki answers 400.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
 
+from opapprove.openpayments.keys import public_jwk
 from tests.raw_http import raw_server
 from tests.sandbox_fixtures import Sandbox
 
@@ -48,4 +50,30 @@ async def test_a_client_wallet_serving_deep_json_is_an_unknown_client(sandbox: S
     assert resp.json()["error"] == {
         "code": "invalid_client",
         "description": "could not determine client",
+    }
+
+
+async def test_two_rotations_of_one_token_at_the_same_instant(sandbox: Sandbox) -> None:
+    """Both pass the token check while the sandbox fetches the client's keys (a client
+    wallet elsewhere: a real wait); the second then finds the token rotated away. It gets
+    what a rotation with a dead token gets, on Rafiki as here (5d): 401 invalid_client."""
+    key_id = "remote-key"
+    jwks = json.dumps({"keys": [public_jwk(sandbox.key, key_id).to_dict()]}).encode()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(jwks)).encode() + b"\r\n\r\n"
+    )
+    async with raw_server(head, jwks) as url, sandbox.client(key_id=key_id) as api:
+        access = [{"type": "incoming-payment", "actions": ["read"]}]
+        granted = await api.grant(access, client=f"{url}/shop")
+        assert granted.status_code == 200, granted.text
+        token = granted.json()["access_token"]
+        answers = await asyncio.gather(
+            *(api.post(token["manage"], token=token["value"]) for _ in range(2))
+        )
+    assert sorted(a.status_code for a in answers) == [200, 401]
+    (refused,) = [a for a in answers if a.status_code == 401]
+    assert refused.json()["error"] == {
+        "code": "invalid_client",
+        "description": "invalid access token",
     }
