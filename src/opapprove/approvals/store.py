@@ -1,11 +1,11 @@
 """The store: sellers, pending grants and their events, cached grants, webhook deliveries.
 
 :class:`Store` is the repositories (``store_sellers``, ``store_pending``, ``store_legs``,
-``store_caches``, ``store_webhooks``) over one backend (``backend.py``): a SQLite file
-(``sqlite_backend.py``), the zero-set-up default, or a PostgreSQL database
-(``postgres_backend.py``) that listeners and support staff on several machines share.
-Each write is one transaction; a state change, its audit event and the webhook delivery
-that announces it are written in the same one.
+``store_caches``, ``store_webhooks``, ``store_idempotency``) over one backend
+(``backend.py``): a SQLite file (``sqlite_backend.py``), the zero-set-up default, or a
+PostgreSQL database (``postgres_backend.py``) that listeners and support staff on several
+machines share. Each write is one transaction; a state change, its audit event and the
+webhook delivery that announces it are written in the same one.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from opapprove.approvals.records import (
 from opapprove.approvals.sqlite_backend import SQLiteBackend
 from opapprove.approvals.store_base import PendingNotFound, StaleState
 from opapprove.approvals.store_caches import CacheRepository
+from opapprove.approvals.store_idempotency import IdempotencyRepository
 from opapprove.approvals.store_legs import LegRepository
 from opapprove.approvals.store_pending import DURABLE_STATES, PendingRepository
 from opapprove.approvals.store_sellers import SellerRepository
@@ -67,7 +68,14 @@ def open_backend(location: StoreLocation | str) -> Backend:
     return SQLiteBackend(where.expanduser())
 
 
-class Store(SellerRepository, PendingRepository, LegRepository, CacheRepository, WebhookRepository):
+class Store(
+    SellerRepository,
+    PendingRepository,
+    LegRepository,
+    CacheRepository,
+    WebhookRepository,
+    IdempotencyRepository,
+):
     """The opapprove store: a SQLite file or a PostgreSQL database, one API over both.
 
     Safe to share between threads and processes (and, on PostgreSQL, machines).
