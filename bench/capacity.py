@@ -39,7 +39,8 @@ async def worker(
     sandbox_url: str, store_path: Path, config: Path, concurrency: int, seconds: float
 ) -> dict:
     from opapprove.approvals.flow import Flow
-    from opapprove.approvals.store import State, Store
+    from opapprove.approvals.records import State
+    from opapprove.approvals.store import Store
     from opapprove.settings import load_settings
 
     settings = load_settings(config, store=store_path, seller_id="s")

@@ -64,7 +64,8 @@ async def one_start(store_path: Path, config: Path, sandbox_url: str, seller_id:
 def add_seller(
     store_path: Path | str, seller_id: str, wallet: str, key_id: str, key_path: Path
 ) -> None:
-    from opapprove.approvals.store import Seller, Store
+    from opapprove.approvals.records import Seller
+    from opapprove.approvals.store import Store
 
     with Store(store_path) as store:
         store.add_seller(

@@ -57,7 +57,8 @@ sys.stderr.write("\\nPROBE " + json.dumps([m for m in heavy if m in sys.modules]
 
 
 def seed_status(store_path: Path) -> str:
-    from opapprove.approvals.store import State, Store
+    from opapprove.approvals.records import State
+    from opapprove.approvals.store import Store
 
     with Store(store_path) as store:
         pending = store.create_pending(

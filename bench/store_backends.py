@@ -70,7 +70,8 @@ def interleaved(rounds: int, run: Callable[[str], float | None]) -> Times:
 
 def per_transition(location: Path | str, grants: int) -> float:
     """Seconds one transition takes in the store alone (median over ``grants`` x 5)."""
-    from opapprove.approvals.store import State, Store
+    from opapprove.approvals.records import State
+    from opapprove.approvals.store import Store
 
     times: list[float] = []
     with Store(location) as store:

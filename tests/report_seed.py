@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DAY = 86400.0

@@ -33,7 +33,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from opapprove.approvals.store import Seller, Store
+from opapprove.approvals.records import Seller
+from opapprove.approvals.store import Store
 from opapprove.openpayments.keys import generate_private_key, public_jwk, write_private_key
 from opapprove.openpayments.signatures import OpenPaymentsAuth, compact_json
 from opapprove.servers.sandbox import SandboxApp, SandboxConfig, create_app

@@ -24,8 +24,9 @@ import httpx
 
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.quote_check import terms_or_none
+from opapprove.approvals.records import Leg, Pending, Seller, State
 from opapprove.approvals.split import Payee
-from opapprove.approvals.store import Leg, Pending, Seller, State, Store
+from opapprove.approvals.store import Store
 from opapprove.openpayments.client import Exchange
 from opapprove.openpayments.errors import AmountError
 from opapprove.openpayments.keys import Jwk, generate_private_key, public_jwk, write_private_key

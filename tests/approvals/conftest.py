@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Seller, Store
+from opapprove.approvals.records import Seller
+from opapprove.approvals.store import Store
 from opapprove.openpayments.keys import public_jwk
 from opapprove.servers.sandbox.accounts import with_wallets
 from opapprove.servers.sandbox.config import default_accounts

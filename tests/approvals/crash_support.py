@@ -22,7 +22,8 @@ import httpx
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Pending, Store
+from opapprove.approvals.records import Pending
+from opapprove.approvals.store import Store
 from tests.approvals.conftest import FlowKit
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from opapprove.approvals.access import Access, incoming_grant
-from opapprove.approvals.store import Seller
+from opapprove.approvals.records import Seller
 from opapprove.openpayments.exchange import Exchange
 from opapprove.openpayments.models import GrantRequest
 from tests.approvals.conftest import FlowKit, make_kit

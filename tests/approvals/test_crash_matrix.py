@@ -23,8 +23,8 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import Pending, State
 from opapprove.approvals.split import Payee
-from opapprove.approvals.store import Pending, State
 from tests.approvals.conftest import FlowKit, make_kit, make_split_kit
 from tests.approvals.crash_support import (
     SPLIT_SELLERS,

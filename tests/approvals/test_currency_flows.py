@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals.store import State
+from opapprove.approvals.records import State
 from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy
 from opapprove.servers.sandbox.accounts import with_wallets

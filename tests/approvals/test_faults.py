@@ -31,8 +31,8 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.records import HAPPY_PATH
-from opapprove.approvals.store import Pending, State, Store
+from opapprove.approvals.records import HAPPY_PATH, Pending, State
+from opapprove.approvals.store import Store
 from opapprove.openpayments.exchange import Exchange
 from opapprove.settings import Settings, load_settings
 from tests.approvals.conftest import FlowKit, make_kit

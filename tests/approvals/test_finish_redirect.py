@@ -14,7 +14,7 @@ from opapprove.approvals.finish_redirect import (
     result_error,
     result_note,
 )
-from opapprove.approvals.store import Pending, State
+from opapprove.approvals.records import Pending, State
 from opapprove.openpayments.interaction import finish_hash
 
 GRANT_URL = "http://127.0.0.1:9/auth"

@@ -11,7 +11,7 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.finish_redirect import FinishRedirect
-from opapprove.approvals.store import State
+from opapprove.approvals.records import State
 from tests.approvals.conftest import FlowKit, make_kit
 
 pytestmark = pytest.mark.anyio

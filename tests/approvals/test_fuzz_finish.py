@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import FINAL_STATES, Pending, Seller, State, Store
+from opapprove.approvals.records import FINAL_STATES, Pending, Seller, State
+from opapprove.approvals.store import Store
 from opapprove.openpayments.keys import generate_private_key, write_private_key
 from opapprove.settings import load_settings
 

@@ -18,7 +18,8 @@ import pytest
 from opapprove.approvals import leases as leases_module
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.leases import Holder, new_holder, process_gone, this_host
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from tests.approvals.conftest import FlowKit, make_kit
 from tests.approvals.crash_support import STEP_BY_NAME, die_at, fresh_flow, payments_by_pending
 

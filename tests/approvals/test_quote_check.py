@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from opapprove.approvals import quote_check
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import State
+from opapprove.approvals.records import State
 from opapprove.openpayments.money import Amount
 from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy

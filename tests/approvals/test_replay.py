@@ -13,6 +13,7 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import FINAL_STATES, State
 from opapprove.approvals.replay import (
     OUTCOMES,
     ReplayOutcome,
@@ -20,7 +21,6 @@ from opapprove.approvals.replay import (
     replay_many,
     select_for_replay,
 )
-from opapprove.approvals.store import FINAL_STATES, State
 from tests.approvals.conftest import FlowKit, make_kit
 from tests.approvals.crash_support import (
     STEP_BY_NAME,

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.records import LegState
+from opapprove.approvals.records import LegState, State
 from opapprove.approvals.replay import replay_many, select_for_replay
 from opapprove.approvals.split import Payee
-from opapprove.approvals.store import State
 from opapprove.errors import REFUSED, USAGE, for_state
 from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy

@@ -14,16 +14,8 @@ import pytest
 from opapprove.approvals import sqlite_backend as store_module
 from opapprove.approvals.ids import new_id
 from opapprove.approvals.migrations import MIGRATIONS
-from opapprove.approvals.records import PENDING_FIELDS
-from opapprove.approvals.store import (
-    CachedGrant,
-    PendingNotFound,
-    Seller,
-    StaleState,
-    State,
-    Store,
-    StoreError,
-)
+from opapprove.approvals.records import PENDING_FIELDS, CachedGrant, Seller, State
+from opapprove.approvals.store import PendingNotFound, StaleState, Store, StoreError
 from opapprove.openpayments.redaction import redact_json as redact
 
 

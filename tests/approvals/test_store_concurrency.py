@@ -7,7 +7,8 @@ from multiprocessing.synchronize import Barrier as ProcessBarrier
 from pathlib import Path
 from typing import Any
 
-from opapprove.approvals.store import StaleState, State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import StaleState, Store
 from tests.processes import worker_context
 
 WAIT = 60  # seconds; only guards against a hang, never asserted on

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals.records import LegState
-from opapprove.approvals.store import StaleState, State, Store
+from opapprove.approvals.records import LegState, State
+from opapprove.approvals.store import StaleState, Store
 from opapprove.approvals.store_copy import copy_store, count_rows
 
 LEGS = [

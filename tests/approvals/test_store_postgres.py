@@ -11,7 +11,8 @@ import pytest
 from opapprove.approvals import migrations as sqlite_migrations
 from opapprove.approvals import postgres_migrations
 from opapprove.approvals.postgres_backend import PostgresBackend
-from opapprove.approvals.store import State, Store, StoreError
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store, StoreError
 from tests.approvals.conftest import make_kit
 from tests.approvals.crash_support import payments_by_pending
 from tests.postgres_server import PostgresServer

@@ -28,8 +28,8 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.records import HAPPY_PATH
-from opapprove.approvals.store import FINAL_STATES, State, Store
+from opapprove.approvals.records import FINAL_STATES, HAPPY_PATH, State
+from opapprove.approvals.store import Store
 from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending
 from tests.processes import worker_context

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals.store import DURABLE_STATES, State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import DURABLE_STATES, Store
 
 NORMAL, FULL = 1, 2  # PRAGMA synchronous values
 

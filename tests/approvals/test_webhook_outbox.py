@@ -19,8 +19,9 @@ import pytest
 from opapprove.approvals import store_pending
 from opapprove.approvals.backend import Tx
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import Pending, State
 from opapprove.approvals.replay import replay_many
-from opapprove.approvals.store import Outbound, Pending, StaleState, State, Store
+from opapprove.approvals.store import Outbound, StaleState, Store
 from opapprove.approvals.webhooks import EVENT_ID_HEADER, WebhookSender, outbox
 from opapprove.settings import Settings, load_settings
 from tests.approvals.conftest import FlowKit, make_kit

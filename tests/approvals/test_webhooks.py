@@ -13,8 +13,8 @@ import pytest
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import State
 from opapprove.approvals.replay import replay_many
-from opapprove.approvals.store import State
 from opapprove.approvals.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,

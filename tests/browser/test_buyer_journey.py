@@ -21,7 +21,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Pending, State, Store
+from opapprove.approvals.records import Pending, State
+from opapprove.approvals.store import Store
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.serving import RunningServer, serve_in_thread
 from opapprove.settings import Settings, load_settings

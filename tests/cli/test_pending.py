@@ -170,7 +170,8 @@ def test_cancel_is_idempotent_and_refuses_paid_grants(kit: Kit) -> None:
 def test_replay_shared_between_worker_processes_pays_each_once(kit: Kit) -> None:
     from urllib.parse import parse_qs, urlsplit
 
-    from opapprove.approvals.store import State, Store
+    from opapprove.approvals.records import State
+    from opapprove.approvals.store import Store
 
     started = [kit.start(offer=f"w{i}", amount="1.00") for i in range(5)]
     with Store(kit.cli.store) as store:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from opapprove.approvals.store import Pending, State, Store
+from opapprove.approvals.records import Pending, State
+from opapprove.approvals.store import Store
 from opapprove.cli import exitcodes
 from opapprove.servers.sandbox import grants
 from tests.cli.conftest import Cli

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from opapprove.cli import exitcodes
 from opapprove.diagnostics.smoke import STEP_NAMES
 from tests.cli.conftest import Cli, one_error_line

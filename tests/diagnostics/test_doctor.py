@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from opapprove.approvals.store import Seller, Store
+from opapprove.approvals.records import Seller
+from opapprove.approvals.store import Store
 from opapprove.diagnostics.doctor import Check, _Doctor, run_checks, worst
 from opapprove.paths import store_location
 from tests.diagnostics.conftest import OTHER_KID, Live, closed_port_url

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from opapprove.diagnostics.report import (
     Durations,
     History,

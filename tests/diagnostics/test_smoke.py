@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.diagnostics.smoke import STEP_NAMES, SmokeReport, run_smoke, to_junit
 from opapprove.openpayments import errors as op_errors

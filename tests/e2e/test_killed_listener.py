@@ -13,7 +13,8 @@ import time
 
 import httpx
 
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from tests.cli.conftest import Cli
 from tests.cli.flow_kit import flow_kit
 from tests.e2e.conftest import Lines

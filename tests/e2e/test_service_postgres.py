@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from opapprove.servers.serving import serve_in_thread
 from opapprove.settings import load_settings
 from tests.approvals.crash_support import payments_by_pending

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Seller, Store
+from opapprove.approvals.records import Seller
+from opapprove.approvals.store import Store
 from opapprove.openpayments.keys import generate_private_key, write_private_key
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.serving import LateApp, RunningServer, serve_in_thread

@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from opapprove.demo import press_approve
 from opapprove.servers.listener import create_listener_app
 from opapprove.servers.serving import LateApp, RunningServer, serve_in_thread

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from opapprove.approvals.store import State
+from opapprove.approvals.records import State
 from opapprove.servers.listener import create_listener_app
 from tests.approvals.conftest import FlowKit, make_kit
 from tests.servers.page_support import afollow

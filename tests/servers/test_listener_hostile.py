@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Seller, Store
+from opapprove.approvals.records import Seller
+from opapprove.approvals.store import Store
 from opapprove.openpayments.keys import generate_private_key, write_private_key
 from opapprove.servers.listener import MAX_BODY_BYTES, create_listener_app
 from opapprove.servers.serving import LateApp, RunningServer, serve_in_thread
@@ -248,7 +249,7 @@ async def test_forged_callbacks_for_a_known_grant_grow_nothing_and_learn_nothing
     is refused each time, but only the first few refusals are written to the store; and a
     redirect without a valid hash is not shown what the grant is for, even once expired."""
     from opapprove.approvals import results
-    from opapprove.approvals.store import State
+    from opapprove.approvals.records import State
     from tests.approvals.conftest import make_kit
 
     recorded = 3  # results.MAX_RECORDED (20), made smaller so the flood is short

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from opapprove.approvals.store import State
+from opapprove.approvals.records import State
 from opapprove.approvals.store_copy import count_rows
 from tests.approvals.conftest import make_split_kit
 from tests.servers.test_listener import Harness

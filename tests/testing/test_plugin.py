@@ -19,7 +19,8 @@ import asyncio
 import pytest
 
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import State, Store
+from opapprove.approvals.records import State
+from opapprove.approvals.store import Store
 from opapprove.servers.sandbox import AccountConfig
 
 

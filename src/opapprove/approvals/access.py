@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.approvals.errors import FlowError, translated
-from opapprove.approvals.store import CachedGrant, Pending, Seller
+from opapprove.approvals.records import CachedGrant, Pending, Seller
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import models
 

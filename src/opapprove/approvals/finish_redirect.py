@@ -13,8 +13,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from opapprove.approvals.errors import FlowError, translated
+from opapprove.approvals.records import FINAL_STATES, Pending, State
 from opapprove.approvals.results import classify
-from opapprove.approvals.store import FINAL_STATES, Pending, State
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction
 

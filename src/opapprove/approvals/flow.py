@@ -38,9 +38,10 @@ from opapprove.approvals import (
 from opapprove.approvals.access import Access, incoming_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
 from opapprove.approvals.finish_redirect import FinishRedirect
+from opapprove.approvals.records import FINAL_STATES, Pending, Seller, State
 from opapprove.approvals.sellers import resolve_seller
 from opapprove.approvals.split import Payee
-from opapprove.approvals.store import FINAL_STATES, Pending, Seller, StaleState, State
+from opapprove.approvals.store import StaleState
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import money, urls

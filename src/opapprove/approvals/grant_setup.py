@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 from opapprove.approvals import payment_steps, quote_check, seller_payment, split_flow
 from opapprove.approvals.access import grant_fields, incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import FlowError, translated
-from opapprove.approvals.store import Pending, Seller, StaleState, State
+from opapprove.approvals.records import Pending, Seller, State
+from opapprove.approvals.store import StaleState
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction, models, money

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from opapprove.approvals import grant_setup, payment_steps, split_flow
 from opapprove.approvals.access import grant_fields
 from opapprove.approvals.errors import FlowError, answer_of, quietly, translated
+from opapprove.approvals.records import FINAL_STATES, Pending, State
 from opapprove.approvals.split import restart_hint
-from opapprove.approvals.store import FINAL_STATES, Pending, State
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from opapprove.approvals import grant_setup, leases, seller_payment, split_flow
 from opapprove.approvals.access import grant_fields
 from opapprove.approvals.errors import FlowError, quietly, translated
+from opapprove.approvals.records import Pending, State
 from opapprove.approvals.seller_payment import Move, SellerPayment
-from opapprove.approvals.store import Pending, State
 from opapprove.approvals.webhooks import Notice
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import interaction, models, money

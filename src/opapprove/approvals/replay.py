@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.records import FINAL_STATES, Pending, State
 from opapprove.approvals.split import restart_hint
-from opapprove.approvals.store import FINAL_STATES, Pending, State, StoreError
+from opapprove.approvals.store import StoreError
 from opapprove.openpayments import money
 from opapprove.openpayments.client import GrantTimeout
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from opapprove.approvals import ids
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import Seller, Store, StoreError
+from opapprove.approvals.records import Seller
+from opapprove.approvals.store import Store, StoreError
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls
 

@@ -5,7 +5,8 @@
 (``backend.py``): a SQLite file (``sqlite_backend.py``), the zero-set-up default, or a
 PostgreSQL database (``postgres_backend.py``) that listeners and support staff on several
 machines share. Each write is one transaction; a state change, its audit event and the
-webhook delivery that announces it are written in the same one.
+webhook delivery that announces it are written in the same one. The rows' types are in
+``records.py`` (``State`` is importable from here too, as the README's example does).
 """
 
 from __future__ import annotations
@@ -17,17 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from opapprove.approvals.backend import Backend, StoreError
-from opapprove.approvals.records import (
-    FINAL_STATES,
-    CachedGrant,
-    Event,
-    Leg,
-    LegState,
-    Pending,
-    Seller,
-    State,
-    WebhookDelivery,
-)
+from opapprove.approvals.records import State
 from opapprove.approvals.sqlite_backend import SQLiteBackend
 from opapprove.approvals.store_base import PendingNotFound, StaleState
 from opapprove.approvals.store_caches import CacheRepository
@@ -40,21 +31,13 @@ from opapprove.paths import DatabaseURL, StoreLocation, store_location
 
 __all__ = [
     "DURABLE_STATES",
-    "FINAL_STATES",
-    "CachedGrant",
-    "Event",
-    "Leg",
-    "LegState",
     "Outbound",
     "Outbox",
-    "Pending",
     "PendingNotFound",
-    "Seller",
     "StaleState",
     "State",
     "Store",
     "StoreError",
-    "WebhookDelivery",
 ]
 
 

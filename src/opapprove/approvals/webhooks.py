@@ -29,13 +29,14 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import Outbound, State, StoreError, WebhookDelivery
+from opapprove.approvals.records import State, WebhookDelivery
+from opapprove.approvals.store import Outbound, StoreError
 
 if TYPE_CHECKING:
     import httpx
 
-    from opapprove.approvals.records import Leg
-    from opapprove.approvals.store import Outbox, Pending, Store
+    from opapprove.approvals.records import Leg, Pending
+    from opapprove.approvals.store import Outbox, Store
     from opapprove.settings import Settings
 
 SIGNATURE_HEADER = "Opapprove-Signature"

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from opapprove.approvals.store import Leg, Pending
+    from opapprove.approvals.records import Leg, Pending
 
 
 def finish(

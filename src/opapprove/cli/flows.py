@@ -16,7 +16,7 @@ from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
-    from opapprove.approvals.store import Pending
+    from opapprove.approvals.records import Pending
     from opapprove.approvals.webhooks import WebhookSender
 
 FlowHook = Callable[[str, "Pending", dict[str, Any]], Awaitable[None] | None]

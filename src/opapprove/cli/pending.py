@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from opapprove.approvals.records import Leg, Pending
     from opapprove.approvals.replay import Diagnosis
-    from opapprove.approvals.store import Leg, Pending
 
 app = typer.Typer(
     help="List, show, replay, cancel and prune pending grants (the store's).", no_args_is_help=True
@@ -298,7 +298,7 @@ def prune(ctx: typer.Context) -> None:
     Typos and refused amounts leave such rows (started, incoming_created, quote_created);
     they would make `pending replay --all` fail.
     """
-    from opapprove.approvals.store import State
+    from opapprove.approvals.records import State
 
     runtime = Runtime.of(ctx)
     store = runtime.existing_store()

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.quote_check import QuoteTerms
+    from opapprove.approvals.records import Leg, Pending
     from opapprove.approvals.split import Payee
-    from opapprove.approvals.store import Leg, Pending
     from opapprove.openpayments.rates import Rates
 
 app = typer.Typer(
@@ -106,7 +106,7 @@ def start(
     legs: list[Leg] = []
 
     async def go() -> tuple[Pending, Pending]:
-        from opapprove.approvals.store import State
+        from opapprove.approvals.records import State
         from opapprove.cli.flows import open_flow
 
         async with open_flow(runtime) as session:
@@ -217,7 +217,7 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
     import asyncio
     import time
 
-    from opapprove.approvals.store import State
+    from opapprove.approvals.records import State
     from opapprove.openpayments.client import GrantTimeout
 
     deadline = time.monotonic() + wait

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.records import Seller
     from opapprove.openpayments.keys import Jwk
     from opapprove.servers.sandbox import SandboxConfig
 

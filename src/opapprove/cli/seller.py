@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from rich.console import Console
 
-    from opapprove.approvals.store import Seller, Store
+    from opapprove.approvals.records import Seller
+    from opapprove.approvals.store import Store
     from opapprove.settings import Settings
 
 app = typer.Typer(
@@ -153,7 +154,7 @@ def _store_seller(
     replace: bool = False,
 ) -> Seller:
     """Add (or with ``replace`` overwrite) a seller made now, with its key file's path."""
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.records import Seller
 
     seller = Seller(
         id=seller_id,

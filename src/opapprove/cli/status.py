@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from opapprove.approvals.flow import Flow
-    from opapprove.approvals.store import Leg, Pending
+    from opapprove.approvals.records import Leg, Pending
     from opapprove.cli.output import Output
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from opapprove.approvals.store import Leg, Pending
+    from opapprove.approvals.records import Leg, Pending
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -75,7 +75,7 @@ def parse_states(values: list[str] | None) -> list[Any] | None:
     """``--state`` values as States; a wrong name is a usage error that lists the right ones."""
     if not values:
         return None
-    from opapprove.approvals.store import State
+    from opapprove.approvals.records import State
 
     names = [v.strip().lower() for value in values for v in value.split(",") if v.strip()]
     known = [str(s) for s in State]

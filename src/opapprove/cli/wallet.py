@@ -19,7 +19,7 @@ from opapprove.cli.seller import load_seller_key, parse_wallet, seller_or_defaul
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.records import Seller
     from opapprove.openpayments.client import OpenPaymentsClient
 
 app = typer.Typer(

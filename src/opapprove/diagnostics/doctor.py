@@ -21,8 +21,9 @@ import httpx
 
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.postgres_backend import PostgresBackend
+from opapprove.approvals.records import Seller
 from opapprove.approvals.sellers import resolve_seller, seller_from_settings
-from opapprove.approvals.store import Seller, Store, StoreError
+from opapprove.approvals.store import Store, StoreError
 from opapprove.diagnostics.finding import Finding
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import urls

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from opapprove.approvals.store import FINAL_STATES, Event, Pending, State, Store
+from opapprove.approvals.records import FINAL_STATES, Event, Pending, State
+from opapprove.approvals.store import Store
 
 AWAITING = str(State.AWAITING_APPROVAL)
 APPROVAL_STATES = frozenset({str(State.APPROVED), str(State.GRANT_ISSUED)})

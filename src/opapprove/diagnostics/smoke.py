@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import httpx
 
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.records import Pending, State
 from opapprove.approvals.sellers import resolve_seller
-from opapprove.approvals.store import Pending, State, StoreError
+from opapprove.approvals.store import StoreError
 from opapprove.diagnostics.finding import Finding
 from opapprove.diagnostics.junit import JUnitCase, junit_xml
 from opapprove.errors import EXIT_CODES
@@ -31,7 +32,7 @@ from opapprove.openpayments.transport import system_tls
 
 if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
-    from opapprove.approvals.store import Seller
+    from opapprove.approvals.records import Seller
     from opapprove.openpayments.client import OpenPaymentsClient
 
 T = TypeVar("T")

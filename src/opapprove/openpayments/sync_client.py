@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,11 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from opapprove.openpayments.client import OpenPaymentsClient
 from opapprove.openpayments.exchange import Exchange
-from opapprove.openpayments.models import (
-    Grant,
-    IncomingPayment,
-    OutgoingPayment,
-)
+from opapprove.openpayments.models import Grant
 
 __all__ = ["SyncOpenPaymentsClient"]
 
@@ -50,6 +47,25 @@ def _blocking(
 
     blocking.__qualname__ = f"SyncOpenPaymentsClient.{method.__name__}"
     return blocking
+
+
+def _blocking_walk(
+    method: Callable[Concatenate[OpenPaymentsClient, A], AsyncIterator[T]],
+) -> Callable[Concatenate[SyncOpenPaymentsClient, A], Iterator[T]]:
+    """``method``, an async walk over pages, as an iterator that fetches a page when it is
+    reached."""
+
+    @functools.wraps(method)
+    def walk(self: SyncOpenPaymentsClient, /, *args: A.args, **kwargs: A.kwargs) -> Iterator[T]:
+        self._check_usable()
+        return self._pull(method(self._client, *args, **kwargs))
+
+    walk.__qualname__ = f"SyncOpenPaymentsClient.{method.__name__}"
+    # help() and inspect read the signature through __wrapped__: say what this one returns.
+    signature = inspect.signature(method)
+    returns = str(signature.return_annotation).replace("AsyncIterator", "Iterator")
+    walk.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
+    return walk
 
 
 class SyncOpenPaymentsClient:
@@ -156,21 +172,7 @@ class SyncOpenPaymentsClient:
     complete_incoming_payment = _blocking(OpenPaymentsClient.complete_incoming_payment)
     list_incoming_payments = _blocking(OpenPaymentsClient.list_incoming_payments)
 
-    def iter_incoming_payments(
-        self,
-        resource_server: str,
-        token: str,
-        wallet_address: str,
-        *,
-        page_size: int = 100,
-    ) -> Iterator[IncomingPayment]:
-        """Every incoming payment of ``wallet_address``; a page is fetched when it is reached."""
-        self._check_usable()
-        return self._pull(
-            self._client.iter_incoming_payments(
-                resource_server, token, wallet_address, page_size=page_size
-            )
-        )
+    iter_incoming_payments = _blocking_walk(OpenPaymentsClient.iter_incoming_payments)
 
     create_quote = _blocking(OpenPaymentsClient.create_quote)
     get_quote = _blocking(OpenPaymentsClient.get_quote)
@@ -179,21 +181,7 @@ class SyncOpenPaymentsClient:
     get_outgoing_payment = _blocking(OpenPaymentsClient.get_outgoing_payment)
     list_outgoing_payments = _blocking(OpenPaymentsClient.list_outgoing_payments)
 
-    def iter_outgoing_payments(
-        self,
-        resource_server: str,
-        token: str,
-        wallet_address: str,
-        *,
-        page_size: int = 100,
-    ) -> Iterator[OutgoingPayment]:
-        """Every outgoing payment of ``wallet_address``; a page is fetched when it is reached."""
-        self._check_usable()
-        return self._pull(
-            self._client.iter_outgoing_payments(
-                resource_server, token, wallet_address, page_size=page_size
-            )
-        )
+    iter_outgoing_payments = _blocking_walk(OpenPaymentsClient.iter_outgoing_payments)
 
     get_grant_spent_amounts = _blocking(OpenPaymentsClient.get_grant_spent_amounts)
 

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from opapprove.approvals import grant_setup
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
-from opapprove.approvals.store import Pending
+from opapprove.approvals.records import Pending
 from opapprove.approvals.store_idempotency import Claim, IdempotencyKey, KeyTaken
 
 HEADER = "idempotency-key"

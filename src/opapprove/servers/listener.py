@@ -22,9 +22,10 @@ from opapprove.approvals import ids
 from opapprove.approvals.errors import FlowError
 from opapprove.approvals.finish_redirect import one_line
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.records import Pending, State
 from opapprove.approvals.results import classify
 from opapprove.approvals.split import Payee
-from opapprove.approvals.store import Pending, State, StoreError
+from opapprove.approvals.store import StoreError
 from opapprove.approvals.store_idempotency import Claim
 from opapprove.openpayments.redaction import redact_text
 from opapprove.servers import idempotency

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from opapprove.approvals.errors import FlowError
-from opapprove.approvals.store import Pending, State
+from opapprove.approvals.records import Pending, State
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
