@@ -12,11 +12,13 @@ webhook delivery that announces it are written in the same one. The rows' types 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from opapprove.approvals import records
 from opapprove.approvals.backend import Backend, StoreError
 from opapprove.approvals.records import State
 from opapprove.approvals.sqlite_backend import SQLiteBackend
@@ -39,6 +41,32 @@ __all__ = [
     "Store",
     "StoreError",
 ]
+
+# The row types this module exported before they were imported from records.py alone: still
+# importable from here for code written against the old face, with a warning saying where.
+_MOVED_TO_RECORDS = frozenset(
+    [
+        "CachedGrant",
+        "Event",
+        "FINAL_STATES",
+        "Leg",
+        "LegState",
+        "Pending",
+        "Seller",
+        "WebhookDelivery",
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_RECORDS:
+        warnings.warn(
+            f"import {name} from opapprove.approvals.records, not from its store module",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(records, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_backend(location: StoreLocation | str) -> Backend:

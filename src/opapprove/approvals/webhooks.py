@@ -50,6 +50,8 @@ BACKOFF_CAP = 30.0
 # A sender holds a delivery for its timeout plus this; a dead sender's hold then runs out.
 HOLD_MARGIN = 5.0
 _RETRY_STATUSES = frozenset({408, 429})
+# The most of a receiver's answer read (its body means nothing to the sender).
+RECEIVER_BODY_BYTES = 64 * 1024
 # The seed's failure statuses; anything else a flow reports is plain "failed".
 _FAILED_STATUS = {
     State.REJECTED: "rejected",
@@ -242,8 +244,12 @@ def event_id(delivery: WebhookDelivery) -> str:
 
 def _where(url: str) -> str:
     # Only scheme, host and path go into the audit trail: a query may carry a credential.
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed URL)"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme or host else parts.path
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -486,6 +492,8 @@ class WebhookSender:
         """One attempt: ``(status, error or None, worth retrying, server's Retry-After)``."""
         import httpx
 
+        from opapprove.openpayments.transport import read_at_most
+
         timestamp = int(self.clock())
         headers = {
             "Content-Type": "application/json",
@@ -494,8 +502,16 @@ class WebhookSender:
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(self._secret, body, timestamp)
         try:
-            response = await self._client().post(url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
+            # The whole exchange within the timeout, not each read: a receiver trickling its
+            # answer would otherwise outlast the hold on the delivery (timeout + HOLD_MARGIN),
+            # and another sender would send it again meanwhile.
+            async with asyncio.timeout(self.timeout):
+                async with self._client().stream(
+                    "POST", url, content=body, headers=headers
+                ) as response:
+                    # Not used; read (so the connection is kept) only if small.
+                    await read_at_most(response, RECEIVER_BODY_BYTES, within=self.timeout)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             return None, f"timed out ({type(exc).__name__})", True, None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -513,6 +529,7 @@ class WebhookSender:
                 None if wait is None else min(wait, BACKOFF_CAP),
             )
         if 300 <= status < 400:
-            where = response.headers.get("location", "nowhere")
+            # Into the audit trail: scheme, host and path only, as for our own URL.
+            where = _where(response.headers.get("location", "")) or "nowhere"
             return status, f"{status} redirect to {where} (not followed)", False, None
         return status, f"{status} {reason}", False, None

@@ -51,7 +51,12 @@ from opapprove.openpayments.signatures import (
     compact_json,
     should_sign,
 )
-from opapprove.openpayments.transport import SchemeTransport, transport_hint
+from opapprove.openpayments.transport import (
+    MAX_RESPONSE_BYTES,
+    SchemeTransport,
+    read_at_most,
+    transport_hint,
+)
 from opapprove.openpayments.urls import apply_use_http, check_url
 
 M = TypeVar("M")
@@ -454,7 +459,24 @@ class OpenPaymentsClient:
         response: httpx.Response | None = None
         failure: errors.TransportError | None = None
         try:
-            response = await self._http.send(request, auth=self._auth if signed else None)
+            streamed = await self._http.send(
+                request, auth=self._auth if signed else None, stream=True
+            )
+            try:
+                whole = await read_at_most(streamed, MAX_RESPONSE_BYTES, within=self.timeout)
+            finally:
+                await streamed.aclose()
+            if whole:
+                response = streamed
+            else:
+                failure = errors.TransportError(
+                    f"{method} {request.url} answered {streamed.status_code} with a body over"
+                    f" {MAX_RESPONSE_BYTES // (1 << 20)} MiB; not read further",
+                    method=method,
+                    url=str(request.url),
+                    hint="no Open Payments answer is that large: the URL is not an Open Payments"
+                    " endpoint, or the server is faulty; report it to the wallet's operator",
+                )
         except httpx.TimeoutException as exc:
             failure = errors.TransportError(
                 f"{method} {request.url} timed out after {self.timeout:g}s ({type(exc).__name__})",

@@ -6,6 +6,7 @@ plain-http wallet never loads the TLS certificates.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 
@@ -17,6 +18,10 @@ POOL_CONNECTIONS = 100
 # Under Node's 5 s server keep-alive (Rafiki runs on Node): a connection the server is
 # about to drop is not reused at the very moment it drops it.
 POOL_KEEPALIVE_EXPIRY = 4.0
+# The largest answer read. Open Payments answers are small (a page of 100 payments is
+# ~100 KiB); a wallet that sends more, or a compressed body that inflates past it, would
+# otherwise be held in memory whole.
+MAX_RESPONSE_BYTES = 4 << 20
 
 
 @functools.cache
@@ -67,6 +72,32 @@ def _pooled_transport(*, verify: ssl.SSLContext | bool) -> httpx.AsyncHTTPTransp
         max_keepalive_connections=POOL_CONNECTIONS,
         keepalive_expiry=POOL_KEEPALIVE_EXPIRY,
     )
+
+
+async def read_at_most(response: httpx.Response, limit: int, *, within: float) -> bool:
+    """Read a streamed answer's body, decoded, into ``response.content`` if it is at most
+    ``limit`` bytes; False (the rest left unread) if it is larger. The whole body must come
+    within ``within`` seconds (httpx's timeout is per read: a server sending a byte every
+    few seconds would hold the caller for ever), else ``httpx.ReadTimeout``."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit and "content-encoding" not in response.headers:
+        return False
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    return False
+                chunks.append(chunk)
+    except TimeoutError:
+        raise httpx.ReadTimeout(
+            f"the body did not arrive within {within:g}s", request=response.request
+        ) from None
+    # What httpx's own aread() stores: .content, .text and .json() read it from here.
+    response._content = b"".join(chunks)
+    return True
 
 
 def transport_hint(exc: Exception, url: str) -> str:

@@ -1,0 +1,84 @@
+"""A wallet that answers with more than any Open Payments answer holds, over real loopback HTTP.
+
+The client reads every answer into memory to parse it; without a cap a hostile or broken
+wallet (a body that never ends, a small gzip body that inflates to gigabytes, a
+``Content-Length`` of 10 GiB) holds the whole process hostage. Each gives one clear
+TransportError (the outcome of a POST is then unknown, which the flow already handles by
+searching before paying again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+
+import pytest
+
+from opapprove.openpayments import errors
+from opapprove.openpayments.client import OpenPaymentsClient
+from opapprove.openpayments.transport import MAX_RESPONSE_BYTES
+from tests.raw_http import raw_server
+
+WALLET = {
+    "id": "http://127.0.0.1/alice",
+    "assetCode": "USD",
+    "assetScale": 2,
+    "authServer": "http://127.0.0.1/auth",
+    "resourceServer": "http://127.0.0.1/op",
+}
+
+
+def _inflating_wallet() -> bytes:
+    """A valid wallet document padded to twice the cap: ~10 KiB on the wire, gzip'd."""
+    text = json.dumps(WALLET)
+    padded = text[:-1] + " " * (2 * MAX_RESPONSE_BYTES) + "}"
+    return gzip.compress(padded.encode(), compresslevel=9)
+
+
+def _refused(
+    head: bytes, body: bytes, pause: float = 0.0, timeout: float = 2.0
+) -> errors.TransportError:
+    async def fetch() -> errors.TransportError:
+        async with raw_server(head, body, pause) as url:
+            client = OpenPaymentsClient(timeout=timeout, retries=0)
+            try:
+                with pytest.raises(errors.TransportError) as caught:
+                    await client.get_wallet_address(f"{url}/alice")
+            finally:
+                await client.aclose()
+        return caught.value
+
+    return asyncio.run(fetch())
+
+
+def test_a_body_that_inflates_past_the_cap_is_refused_not_read() -> None:
+    bomb = _inflating_wallet()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: " + str(len(bomb)).encode() + b"\r\n\r\n"
+    )
+    err = _refused(head, bomb)
+    assert "with a body over 4 MiB" in str(err)
+    assert err.hint and "not an Open Payments endpoint" in err.hint
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
+    # 10 GiB announced, a few bytes sent: the client must not wait for (or take) the rest.
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n"
+    )
+    err = _refused(head, b'{"id": ')
+    assert "answered 200 with a body over 4 MiB" in str(err)
+
+
+def test_a_body_trickled_slower_than_the_timeout_allows_times_out() -> None:
+    # Every byte comes well within the timeout, so httpx's per-read timeout never fires;
+    # the whole body takes ~2.4 s against a 0.5 s timeout.
+    body = json.dumps(WALLET, separators=(",", ":")).encode()[:12]
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    err = _refused(head, body, pause=0.2, timeout=0.5)
+    assert "timed out after 0.5s" in str(err)
