@@ -32,6 +32,12 @@ app = typer.Typer(
     invoke_without_command=True,
 )
 
+# Whose public key the sandbox registers, at start-up (`sandbox`) or later (`sandbox add-key`).
+SellerKeyOption = Annotated[
+    str | None,
+    typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
+]
+
 
 def _load_keys(paths: list[Path]) -> list[Jwk]:
     from opapprove.servers.sandbox import load_public_keys
@@ -137,10 +143,7 @@ def sandbox(
     wait: Annotated[
         int, typer.Option("--wait", min=0, help="continue.wait seconds the auth server asks for.")
     ] = 5,
-    seller_id: Annotated[
-        str | None,
-        typer.Option("--seller", help="Register this seller's key (default: the default seller)."),
-    ] = None,
+    seller_id: SellerKeyOption = None,
     wallet: Annotated[
         list[str] | None,
         typer.Option(
@@ -310,12 +313,7 @@ def add_key(
         Path | None,
         typer.Option("--key", metavar="FILE.jwk", help="A public JWK file (or a JWKS) to add."),
     ] = None,
-    seller_id: Annotated[
-        str | None,
-        typer.Option(
-            "--seller", help="Add this seller's key instead (default: the default seller)."
-        ),
-    ] = None,
+    seller_id: SellerKeyOption = None,
     sandbox_url: Annotated[
         str | None,
         typer.Option(

@@ -31,6 +31,9 @@ app = typer.Typer(
     help="Add, list, show and remove sellers; generate signing keys.", no_args_is_help=True
 )
 
+# The seller's wallet address: `seller add` needs it, `seller keygen` takes it with --seller.
+WALLET_OPTION = typer.Option("--wallet", help="The seller's (client) wallet address URL.")
+
 _SELLER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CONFIG_SOURCE = "config"
 STORE_SOURCE = "store"
@@ -229,9 +232,7 @@ def _check_published(runtime: Runtime, wallet_url: str, jwk: dict[str, str]) -> 
 def add(
     ctx: typer.Context,
     seller_id: Annotated[str, typer.Argument(metavar="ID", help="A name for the seller.")],
-    wallet: Annotated[
-        str, typer.Option("--wallet", help="The seller's (client) wallet address URL.")
-    ],
+    wallet: Annotated[str, WALLET_OPTION],
     key_id: Annotated[
         str, typer.Option("--key-id", help="The key id (kid) in the wallet's jwks.json.")
     ],
@@ -413,9 +414,7 @@ def keygen(
         str | None,
         typer.Option("--seller", help="Also add a seller with this id (needs --wallet)."),
     ] = None,
-    wallet: Annotated[
-        str | None, typer.Option("--wallet", help="The seller's wallet address (with --seller).")
-    ] = None,
+    wallet: Annotated[str | None, WALLET_OPTION] = None,
 ) -> None:
     """Generate an Ed25519 key (0600 PEM); print its public JWK.
 

@@ -15,7 +15,7 @@ from typing import Any
 from opapprove.openpayments.interaction import finish_hash
 from opapprove.servers.sandbox.errors import GnapError, ResourceServerError, SandboxError
 from opapprove.servers.sandbox.grant_requests import GrantRequest
-from opapprove.servers.sandbox.records import AccessToken, Grant
+from opapprove.servers.sandbox.records import AccessToken, Grant, Resource
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import set_query_params
 
@@ -286,6 +286,10 @@ class Introspection:
     token: AccessToken
     item: dict[str, Any]
     action: str  # what the token allows for this request: read or read-all, list or list-all
+
+    def sees(self, resource: Resource) -> bool:
+        """A ``read``/``list`` grant sees only what its own client made; ``*-all`` sees all."""
+        return self.action.endswith("-all") or resource.client == self.grant.client_id
 
 
 def introspect(
