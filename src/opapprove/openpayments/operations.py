@@ -7,7 +7,7 @@ The client's methods only say where to send and what; everything an answer must 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
@@ -25,12 +25,17 @@ Check = Callable[[httpx.Response, M], None]
 
 @dataclass(frozen=True)
 class Operation:
-    """An operation whose answer has no body (a 204)."""
+    """An operation whose answer has no body (a 204).
+
+    Most operations are a GET of the resource server answering 200: those are the defaults,
+    so an entry states only where it differs.
+    """
 
     name: str
-    server: Kind
-    method: Literal["GET", "POST", "DELETE"]
-    expected: int
+    _: KW_ONLY
+    server: Kind = "resource"
+    method: Literal["GET", "POST", "DELETE"] = "GET"
+    expected: int = 200
 
 
 @dataclass(frozen=True)
@@ -44,118 +49,94 @@ class Returning(Operation, Generic[M]):
     check: Check[M] | None = None
 
 
-def _each(check: Check[P]) -> Check[models.Page[P]]:
+def _listing(
+    name: str, model: type[models.Page[P]], what: str, check: Check[P]
+) -> Returning[models.Page[P]]:
+    """A list: a GET answering a page (``model``), each item checked as a read of it is."""
+
     def check_page(response: httpx.Response, page: models.Page[P]) -> None:
         for item in page.result:
             check(response, item)
 
-    return check_page
+    return Returning(name, model.model_validate, what, check_page)
+
+
+def _create(
+    name: str, parse: Callable[[Any], M], what: str, check: Check[M] | None = None
+) -> Returning[M]:
+    """A create: a POST to the resource server, answering 201 with what it made."""
+    return Returning(name, parse, what, check, method="POST", expected=201)
 
 
 GET_WALLET_ADDRESS = Returning(
-    "get-wallet-address",
-    "wallet",
-    "GET",
-    200,
-    models.WalletAddress.model_validate,
-    "wallet address",
+    "get-wallet-address", models.WalletAddress.model_validate, "wallet address", server="wallet"
 )
 GET_KEYS = Returning(
-    "get-wallet-address-keys", "wallet", "GET", 200, models.JWKS.model_validate, "key set"
+    "get-wallet-address-keys", models.JWKS.model_validate, "key set", server="wallet"
 )
 
-REQUEST_GRANT = Returning("post-request", "auth", "POST", 200, models.parse_grant_response, "grant")
+REQUEST_GRANT = Returning(
+    "post-request", models.parse_grant_response, "grant", server="auth", method="POST"
+)
 CONTINUE_GRANT = Returning(
-    "post-continue", "auth", "POST", 200, models.parse_continue_response, "continuation"
+    "post-continue", models.parse_continue_response, "continuation", server="auth", method="POST"
 )
-CANCEL_GRANT = Operation("delete-continue", "auth", "DELETE", 204)
+CANCEL_GRANT = Operation("delete-continue", server="auth", method="DELETE", expected=204)
 ROTATE_TOKEN = Returning(
-    "post-token", "auth", "POST", 200, models.RotatedToken.model_validate, "rotated token"
+    "post-token", models.RotatedToken.model_validate, "rotated token", server="auth", method="POST"
 )
-REVOKE_TOKEN = Operation("delete-token", "auth", "DELETE", 204)
+REVOKE_TOKEN = Operation("delete-token", server="auth", method="DELETE", expected=204)
 
-CREATE_INCOMING_PAYMENT = Returning(
+CREATE_INCOMING_PAYMENT = _create(
     "create-incoming-payment",
-    "resource",
-    "POST",
-    201,
     models.IncomingPaymentWithMethods.model_validate,
     "incoming payment",
     partial(check_incoming, created=True),
 )
 GET_INCOMING_PAYMENT = Returning(
     "get-incoming-payment",
-    "resource",
-    "GET",
-    200,
     models.IncomingPaymentWithMethods.model_validate,
     "incoming payment",
     check_incoming,
 )
 GET_PUBLIC_INCOMING_PAYMENT = Returning(
-    "get-incoming-payment",
-    "resource",
-    "GET",
-    200,
-    models.PublicIncomingPayment.model_validate,
-    "public incoming payment",
+    "get-incoming-payment", models.PublicIncomingPayment.model_validate, "public incoming payment"
 )
 COMPLETE_INCOMING_PAYMENT = Returning(
     "complete-incoming-payment",
-    "resource",
-    "POST",
-    200,
     models.IncomingPayment.model_validate,
     "incoming payment",
     partial(check_incoming, completed=True),
+    method="POST",
 )
-LIST_INCOMING_PAYMENTS = Returning(
+LIST_INCOMING_PAYMENTS = _listing(
     "list-incoming-payments",
-    "resource",
-    "GET",
-    200,
-    models.Page[models.IncomingPayment].model_validate,
+    models.Page[models.IncomingPayment],
     "incoming payment page",
-    _each(check_incoming),
+    check_incoming,
 )
 
-CREATE_QUOTE = Returning(
-    "create-quote", "resource", "POST", 201, models.Quote.model_validate, "quote"
-)
-GET_QUOTE = Returning("get-quote", "resource", "GET", 200, models.Quote.model_validate, "quote")
+CREATE_QUOTE = _create("create-quote", models.Quote.model_validate, "quote")
+GET_QUOTE = Returning("get-quote", models.Quote.model_validate, "quote")
 
-CREATE_OUTGOING_PAYMENT = Returning(
+CREATE_OUTGOING_PAYMENT = _create(
     "create-outgoing-payment",
-    "resource",
-    "POST",
-    201,
     models.OutgoingPaymentWithSpentAmounts.model_validate,
     "outgoing payment",
     check_outgoing,
 )
 GET_OUTGOING_PAYMENT = Returning(
     "get-outgoing-payment",
-    "resource",
-    "GET",
-    200,
     models.OutgoingPayment.model_validate,
     "outgoing payment",
     check_outgoing,
 )
-LIST_OUTGOING_PAYMENTS = Returning(
+LIST_OUTGOING_PAYMENTS = _listing(
     "list-outgoing-payments",
-    "resource",
-    "GET",
-    200,
-    models.Page[models.OutgoingPayment].model_validate,
+    models.Page[models.OutgoingPayment],
     "outgoing payment page",
-    _each(check_outgoing),
+    check_outgoing,
 )
 GET_GRANT_SPENT_AMOUNTS = Returning(
-    "get-outgoing-payment-grant",
-    "resource",
-    "GET",
-    200,
-    models.GrantSpentAmounts.model_validate,
-    "grant spent amounts",
+    "get-outgoing-payment-grant", models.GrantSpentAmounts.model_validate, "grant spent amounts"
 )

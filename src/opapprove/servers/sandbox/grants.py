@@ -15,7 +15,7 @@ from typing import Any
 from opapprove.openpayments.interaction import finish_hash
 from opapprove.servers.sandbox.errors import GnapError, ResourceServerError, SandboxError
 from opapprove.servers.sandbox.grant_requests import GrantRequest
-from opapprove.servers.sandbox.records import AccessToken, Grant
+from opapprove.servers.sandbox.records import AccessToken, Grant, Resource
 from opapprove.servers.sandbox.state import SandboxState
 from opapprove.servers.sandbox.urls import set_query_params
 
@@ -161,10 +161,14 @@ def revoke_grant(state: SandboxState, grant: Grant) -> None:
         state.commit(grant, *tokens)
 
 
+def _invalid_token() -> GnapError:
+    return GnapError(401, "invalid_client", "invalid access token")
+
+
 def find_managed_token(state: SandboxState, manage_id: str, value: str) -> AccessToken:
     token = state.tokens.get(manage_id)
     if token is None or token.revoked or not _same(token.value, value):
-        raise GnapError(401, "invalid_client", "invalid access token")
+        raise _invalid_token()
     return token
 
 
@@ -172,7 +176,11 @@ def rotate_token(state: SandboxState, token: AccessToken) -> AccessToken:
     """A new value and a new management URL; the old ones stop working at once."""
     with state.lock:
         grant = state.grants.get(token.grant_id)
-        if token.revoked or grant is None or grant.state == "revoked":
+        if token.revoked:
+            # Rotated or revoked since find_managed_token (two requests at one instant): what
+            # a dead token gets (Rafiki 5d), not a different error for the loser of the race.
+            raise _invalid_token()
+        if grant is None or grant.state == "revoked":
             raise GnapError(404, "invalid_rotation", "token or grant was revoked")
         # The old value stays known, as inactive: Rafiki answers it 403 "Inactive Token" (5b).
         token.revoked = True
@@ -184,6 +192,8 @@ def rotate_token(state: SandboxState, token: AccessToken) -> AccessToken:
 
 def revoke_token(state: SandboxState, token: AccessToken) -> None:
     with state.lock:
+        if token.revoked:
+            raise _invalid_token()  # as above, and as Rafiki revoking twice (5g)
         token.revoked = True
         state.commit(token)
 
@@ -276,6 +286,10 @@ class Introspection:
     token: AccessToken
     item: dict[str, Any]
     action: str  # what the token allows for this request: read or read-all, list or list-all
+
+    def sees(self, resource: Resource) -> bool:
+        """A ``read``/``list`` grant sees only what its own client made; ``*-all`` sees all."""
+        return self.action.endswith("-all") or resource.client == self.grant.client_id
 
 
 def introspect(

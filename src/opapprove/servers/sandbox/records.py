@@ -62,41 +62,45 @@ class AccessToken:
     rotated: bool = False
 
 
-@dataclass
-class IncomingPayment:
-    kind: ClassVar[str] = "incoming"
+@dataclass(kw_only=True)
+class Resource:
+    """What a wallet's resource server holds: an incoming payment, a quote, an outgoing payment.
+
+    It belongs to ``account`` and was made by ``client``: a ``read`` or ``list`` grant sees
+    only what its own client made (``grants.Introspection.sees``).
+    """
+
     id: str
     account: str
+    created_at: float
+    client: str | None
+
+
+@dataclass
+class IncomingPayment(Resource):
+    kind: ClassVar[str] = "incoming"
     incoming_amount: int | None
     received: int
     completed: bool
     expires_at: float | None
     metadata: dict[str, Any] | None
-    created_at: float
-    client: str | None
     shared_secret: str = field(repr=False)
     seq: int = 0
 
 
 @dataclass
-class Quote:
+class Quote(Resource):
     kind: ClassVar[str] = "quote"
-    id: str
-    account: str
     receiver: str  # incoming payment id
     debit: int
     receive: int
-    created_at: float
     expires_at: float
-    client: str | None
     used: bool = False
 
 
 @dataclass
-class OutgoingPayment:
+class OutgoingPayment(Resource):
     kind: ClassVar[str] = "outgoing"
-    id: str
-    account: str
     receiver: str  # incoming payment id
     quote_id: str | None
     debit: int
@@ -104,9 +108,7 @@ class OutgoingPayment:
     sent: int
     failed: bool
     metadata: dict[str, Any] | None
-    created_at: float
     grant_id: str
-    client: str | None
     seq: int = 0
     # When it is due to be sent (sandbox clock); None once sent or failed.
     settle_at: float | None = None

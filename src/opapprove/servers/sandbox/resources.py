@@ -236,12 +236,7 @@ async def _list(
     auth = await _authorize(request, b"", kind, "list", wallet)
     acct = _wallet_account(state, base, wallet)
     with state.lock:
-        items = [
-            p
-            for p in stored(state)
-            if p.account == acct.name
-            and (auth.action == "list-all" or p.client == auth.grant.client_id)
-        ]
+        items = [p for p in stored(state) if p.account == acct.name and auth.sees(p)]
         chosen, info = payments.page(items, query)
         result = [shown(state, base, p) for p in chosen]
     return JSONResponse({"pagination": info, "result": result})
@@ -274,7 +269,7 @@ async def get_incoming_payment(request: Request) -> Response:
             {"authServer": f"{base}{AUTH_PATH}", "receivedAmount": _amount(acct, ip.received)}
         )
     auth = await _authorize(request, b"", "incoming-payment", "read", wallet_url(base, ip.account))
-    if auth.action == "read" and ip.client != auth.grant.client_id:
+    if not auth.sees(ip):
         raise _not_found("incoming payment")
     return JSONResponse(incoming_json(state, base, ip, methods=True))
 
@@ -323,7 +318,7 @@ async def get_quote(request: Request) -> Response:
     if quote is None:
         raise _not_found("quote")
     auth = await _authorize(request, b"", "quote", "read", wallet_url(base, quote.account))
-    if auth.action == "read" and quote.client != auth.grant.client_id:
+    if not auth.sees(quote):
         raise _not_found("quote")
     return JSONResponse(quote_json(state, base, quote))
 
@@ -387,7 +382,7 @@ async def get_outgoing_payment(request: Request) -> Response:
     auth = await _authorize(
         request, b"", "outgoing-payment", "read", wallet_url(base, payment.account)
     )
-    if auth.action == "read" and payment.client != auth.grant.client_id:
+    if not auth.sees(payment):
         raise _not_found("outgoing payment")
     return JSONResponse(outgoing_json(state, base, payment))
 
