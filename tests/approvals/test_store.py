@@ -519,3 +519,13 @@ def test_an_older_sqlite_without_returning_reads_the_row_back(
         assert store.update(pid, last_error="x").version == 3
         with pytest.raises(PendingNotFound):
             store.update("nope", last_error="x")
+
+
+def test_row_types_still_import_from_the_store_module_with_a_warning() -> None:
+    from opapprove.approvals import records, store
+
+    with pytest.warns(DeprecationWarning, match="opapprove.approvals.records"):
+        from opapprove.approvals.store import Pending
+    assert Pending is records.Pending
+    with pytest.raises(AttributeError):
+        store.NoSuchName  # noqa: B018

@@ -10,6 +10,7 @@ from opapprove.approvals.migrations import MIGRATIONS
 from opapprove.approvals.records import CachedGrant, Seller, State
 from opapprove.approvals.store import Store
 from opapprove.approvals.store_copy import count_rows
+from opapprove.approvals.store_idempotency import Claim
 from tests.cli.conftest import Cli, one_error_line
 from tests.postgres_server import PostgresServer
 
@@ -22,6 +23,7 @@ def _fill(location: Path | str) -> str:
             offer_id="o-1",
             buyer_wallet="https://w.test/b",
             amount="2.50",
+            claim=Claim("caller", "order-1", "hash"),
             quote={"id": "q"},
             poll=True,
         ).id
@@ -50,6 +52,7 @@ def test_copy_to_postgresql_and_back_keeps_every_row(
         "cachedGrants": 1,
         "webhookDeliveries": 1,
         "walletDocuments": 1,
+        "idempotencyKeys": 1,  # a retried quote start still finds its grant after a copy
     }
     assert postgres.password not in result.stdout and ":***@" in data["destination"]
 
@@ -63,6 +66,9 @@ def test_copy_to_postgresql_and_back_keeps_every_row(
             assert store.webhook_deliveries() == a.webhook_deliveries()
             assert store.list_sellers() == a.list_sellers()
             assert count_rows(store) == count_rows(a)
+            assert store.get_idempotency_key("caller", "order-1") == (
+                a.get_idempotency_key("caller", "order-1")
+            )
         # New rows are numbered after the copied ones.
         event = b.add_event(pid, "after_copy")
         assert event.id == max(e.id for e in a.events(pid)) + 1

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import httpx
 
     from opapprove.approvals.store import Store
+    from opapprove.approvals.store_idempotency import Claim
     from opapprove.openpayments.client import Exchange, OpenPaymentsClient
     from opapprove.settings import Settings
 
@@ -256,11 +257,13 @@ class Flow:
         max_debit: str | None = None,
         currency: str | None = None,
         payees: list[Payee] | None = None,
+        claim: Claim | None = None,
     ) -> Pending:
         """Check the inputs and both wallets, store the grant, and set it up (steps 1-7).
 
         With ``payees`` it is a split payment (split_flow): one leg per seller, one approval;
-        ``amount``, when given, must be the sum of their shares."""
+        ``amount``, when given, must be the sum of their shares. ``claim``: the request's
+        Idempotency-Key, stored with the grant (store_idempotency)."""
         if not buyer_wallet or not buyer_wallet.strip():
             raise FlowError(
                 "Configure wallet address first: no buyer wallet address was given",
@@ -307,6 +310,7 @@ class Flow:
                 seller_id=seller_id,
                 poll=poll,
                 policy=policy,
+                claim=claim,
             )
         seller = resolve_seller(self.settings, self.store, seller_id)
         self.access.client_for(seller)  # a broken key fails here, before anything is stored
@@ -333,6 +337,7 @@ class Flow:
             amount=amount.strip(),
             note=policy.note() or None,
             poll=poll,
+            claim=claim,
         )
 
     # ------------------------------------------------------------------ finish (step 8)

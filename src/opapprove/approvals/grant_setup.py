@@ -23,6 +23,7 @@ from opapprove.openpayments import interaction, models, money
 
 if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
+    from opapprove.approvals.store_idempotency import Claim
 
 # ``list`` lets a replay find a payment that was made before a crash (money moves once).
 OUTGOING_ACTIONS: tuple[models.OutgoingPaymentAction, ...] = ("create", "read", "list")
@@ -73,6 +74,7 @@ async def store_and_set_up(
     note: dict[str, Any] | None,
     poll: bool,
     legs: Sequence[Mapping[str, Any]] = (),
+    claim: Claim | None = None,
 ) -> Pending:
     """Store a grant whose inputs and ``wallets`` (the buyer's, the seller's) were checked,
     with those documents, and set it up (steps 1-7). ``seller`` signs the grant (a split's
@@ -86,6 +88,7 @@ async def store_and_set_up(
         seller_wallet=seller.wallet_address_url,
         poll=poll,
         legs=legs,
+        claim=claim,
     )
     buyer_doc, seller_doc = wallets
     pending = flow.store.update(

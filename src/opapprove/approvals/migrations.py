@@ -144,4 +144,21 @@ _V5 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# v6: ``listen --api``'s Idempotency-Key: a key names the grant its first request stored (in
+# that grant's transaction), and once the request is answered, that answer, for 24 hours.
+_V6 = [
+    """CREATE TABLE idempotency_keys (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        pending_id TEXT NOT NULL REFERENCES pending (id) ON DELETE CASCADE,
+        status INTEGER,
+        answer TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (scope, key)
+    )""",
+    "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+    "CREATE INDEX idempotency_keys_pending ON idempotency_keys (pending_id)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]

@@ -52,5 +52,6 @@ TABLES = (
     "cached_grants",
     "webhook_deliveries",
     "wallet_documents",
+    "idempotency_keys",
 )
 IDENTITY_TABLES = ("events", "webhook_deliveries")

@@ -30,6 +30,7 @@ from opapprove.openpayments import models, money
 if TYPE_CHECKING:
     from opapprove.approvals.flow import Flow
     from opapprove.approvals.records import Seller
+    from opapprove.approvals.store_idempotency import Claim
     from opapprove.openpayments.client import OpenPaymentsClient
 
 
@@ -70,6 +71,7 @@ async def start_split(
     seller_id: str | None,
     poll: bool,
     policy: quote_check.QuotePolicy,
+    claim: Claim | None = None,
 ) -> Pending:
     """Check every payee and wallet, then store the grant with its legs and set it up.
 
@@ -122,6 +124,7 @@ async def start_split(
         note={**policy.note(), "payees": [p.seller_id for p in payees]},
         poll=poll,
         legs=legs,
+        claim=claim,
     )
 
 

@@ -16,6 +16,7 @@ from opapprove.approvals.store_base import (
     move_states,
     stale,
 )
+from opapprove.approvals.store_idempotency import Claim, claim_key
 from opapprove.approvals.store_legs import leg_row
 from opapprove.approvals.store_rows import (
     _assignments,
@@ -60,13 +61,15 @@ class PendingRepository(Repository):
         amount: str,
         note: dict[str, Any] | None = None,
         legs: Sequence[Mapping[str, Any]] = (),
+        claim: Claim | None = None,
         **fields: Any,
     ) -> Pending:
         """A new pending grant in state ``started``, with a ``created`` event.
 
         ``note`` goes into that event's data, in the same transaction (what the caller
         asked for that has no column, e.g. the quote check's ``maxDebit``). ``legs`` make
-        it a split payment: one row per seller (``Leg`` fields), written with it."""
+        it a split payment: one row per seller (``Leg`` fields), written with it. ``claim``
+        is the Idempotency-Key that names the grant (KeyTaken if another request has it)."""
         if legs:
             fields["leg_count"] = len(legs)
         columns = _pending_columns(fields, "create_pending")
@@ -98,6 +101,8 @@ class PendingRepository(Repository):
             )
             for number, leg in enumerate(legs, start=1):
                 self._insert_row(conn, "pending_legs", leg_row(pending_id, number, leg, now))
+            if claim is not None:
+                claim_key(conn, claim, pending_id, now)
             created = self._fetch_pending(conn, pending_id)
             assert created is not None
             return created

@@ -43,6 +43,7 @@ class ApiGuard:
     def __init__(self, token: str, base_url: str) -> None:
         if not token:
             raise ValueError("the API needs a bearer token")
+        self.token = token
         self._expected = f"Bearer {token}".encode()
         self.base_origin = _origin(base_url)
         self.hosts = LOOPBACK_NAMES | {h for h in [_host_of(urlsplit(base_url).netloc)] if h}

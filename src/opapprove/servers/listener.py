@@ -26,7 +26,9 @@ from opapprove.approvals.records import Pending, State
 from opapprove.approvals.results import classify
 from opapprove.approvals.split import Payee
 from opapprove.approvals.store import StoreError
+from opapprove.approvals.store_idempotency import Claim
 from opapprove.openpayments.redaction import redact_text
+from opapprove.servers import idempotency
 from opapprove.servers.api_guard import ApiGuard
 from opapprove.servers.finishing import Finisher
 from opapprove.servers.pages import (
@@ -314,6 +316,8 @@ def _payees(data: dict[str, Any]) -> list[Payee] | None:
 def _api_routes(
     flow: Flow, emit: ListenerEvent, guard: ApiGuard, body_timeout: float
 ) -> list[Route]:
+    starts = idempotency.IdempotentStarts(flow, guard.token)
+
     async def body_of(request: Request) -> dict[str, Any] | Response:
         """The request's JSON object, or the answer that refuses the request."""
         if (refusal := guard.refuse(request)) is not None:
@@ -383,6 +387,14 @@ def _api_routes(
         if isinstance(data, Response):
             return data
         offer_id = request.path_params["offerId"]
+        key = idempotency.key_of(request)
+        if isinstance(key, Response):
+            return key
+        if key is None:
+            return await start(offer_id, data, None)
+        return await starts.answer(key, offer_id, data, lambda claim: start(offer_id, data, claim))
+
+    async def start(offer_id: str, data: dict[str, Any], claim: Claim | None) -> Response:
         try:
             payees = _payees(data)
             pending = await flow.start_quote(
@@ -393,28 +405,12 @@ def _api_routes(
                 max_debit=str(data["maxDebit"]) if data.get("maxDebit") is not None else None,
                 currency=str(data["currency"]) if data.get("currency") is not None else None,
                 payees=payees,
+                claim=claim,
             )
         except FlowError as err:
-            # A quote the offer cannot take is not the wallet failing: 422, not 502.
-            status = {"input": 400, "config": 400, "quote_refused": 422}.get(err.kind, 502)
-            return JSONResponse(
-                {
-                    "success": False,
-                    "error": err.message,
-                    "hint": err.hint,
-                    "pendingId": err.pending_id,
-                },
-                status,
-            )
+            return idempotency.start_refusal(err)
         emit({"event": "quote_started", "pendingId": pending.id, "offerId": offer_id})
-        return JSONResponse(
-            {
-                "success": True,
-                "redirectUrl": pending.interact_redirect,
-                "pendingId": pending.id,
-                "paymentUrl": pending.interact_redirect,
-            }
-        )
+        return idempotency.start_answer(pending)
 
     async def status(request: Request) -> Response:
         if (refusal := guard.refuse(request)) is not None:
