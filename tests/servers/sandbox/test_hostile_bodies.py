@@ -77,3 +77,22 @@ async def test_two_rotations_of_one_token_at_the_same_instant(sandbox: Sandbox) 
         "code": "invalid_client",
         "description": "invalid access token",
     }
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": {"not": "a string"}, "actions": ["read"]},
+        {"type": ["incoming-payment"], "actions": ["read"]},
+        {"type": "incoming-payment", "actions": [["read"]]},
+        {"type": "quote", "actions": [{"create": True}]},
+    ],
+)
+async def test_an_access_item_of_the_wrong_json_type_is_a_400(
+    sandbox: Sandbox, item: dict[str, object]
+) -> None:
+    """Found by fuzzing the grant endpoint: an object or list where a string belongs was
+    looked up in a set (unhashable: a 500, for any caller, signed or not)."""
+    grant = {"access_token": {"access": [item]}, "client": sandbox.url("/seller")}
+    resp = await _post(sandbox, "/auth", json.dumps(grant).encode())
+    assert resp.status_code == 400
