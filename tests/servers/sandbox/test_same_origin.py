@@ -34,12 +34,15 @@ async def test_operator_routes_refuse_another_site(sandbox: Sandbox) -> None:
             json={"wallet": "seller", "jwk": key},
             headers={"Origin": "null"},  # a sandboxed iframe or a file:// page
         )
+        garbled = await api.http.post(
+            sandbox.url("/_admin/latency"), json={"seconds": 5}, headers={"Origin": "http://["}
+        )
         ours = await api.http.post(
             sandbox.url("/_admin/settlement"),
             content=b'{"fail": 0}',
             headers={"Origin": sandbox.base, **TEXT},
         )
-    assert (failing.status_code, keyed.status_code) == (403, 403)
+    assert (failing.status_code, keyed.status_code, garbled.status_code) == (403, 403, 403)
     assert failing.json()["error"]["description"] == "cross-site request refused"
     assert sandbox.state.failing_payments == 0
     assert "evil-key" not in [k.kid for k in sandbox.state.keys_for("seller")]

@@ -11,6 +11,8 @@ send neither and are let through, so nothing else changes.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,10 +28,19 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def from_another_site(request: Request, public_url: str | None) -> bool:
     origin = request.headers.get("origin")
     if origin is not None:
-        own = {base_url(request, public_url), base_url(request, None)}
-        return origin.rstrip("/") not in own
+        own = {_origin(base_url(request, public_url)), _origin(base_url(request, None))}
+        return _origin(origin) not in own
     # No Origin: not a browser, or one old enough to send only this.
     return request.headers.get("sec-fetch-site") in ("cross-site", "same-site")
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower case (an Origin header has no path)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # "http://[": not an origin this sandbox has
+        return "?"
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class SameOriginMiddleware:
