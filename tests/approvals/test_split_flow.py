@@ -581,3 +581,35 @@ async def test_a_cancel_that_stopped_is_finished_by_replay_failed_legs_too(
     kit.sandbox.recorder.assert_clean()
     kit.store.close()
 
+
+async def test_a_split_renews_a_stale_cached_buyer_document_as_one_seller_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sandbox restarted with the buyer in another asset, within WALLET_DOC_TTL: each
+    leg's quote is the wallet's own, and the stale cached document, not the wallet, gives
+    way (event buyer_wallet_renewed), as for a single seller (7a7fcc4)."""
+    shares = {"seller-a": "3.00", "seller-b": "2.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    buyer = kit.sandbox.buyer
+    first, _ = await start_split(kit, shares)
+    await first.aclose()
+    flow = kit.new_flow()  # a new process: the store's cache, not the first one's memory
+    stale = kit.store.get_wallet_document(buyer, max_age=300, now=flow.clock())
+    assert stale["assetCode"] == "USD"
+    kit.store.put_wallet_document(buyer, {**stale, "assetCode": "EUR"}, now=flow.clock())
+    pending = await flow.start_quote(
+        offer_id="43",
+        buyer_wallet=buyer,
+        amount="",
+        payees=[Payee(seller, share) for seller, share in shares.items()],
+    )
+    assert pending.state == State.AWAITING_APPROVAL
+    assert pending.buyer_doc is not None and pending.buyer_doc["assetCode"] == "USD"
+    kinds = [e.kind for e in kit.store.events(pending.id)]
+    assert "buyer_wallet_renewed" in kinds and "quote_refused" not in kinds
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert len(kit.sandbox.state.outgoing_payments()) == len(shares)
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
+    kit.store.close()

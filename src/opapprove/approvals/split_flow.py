@@ -222,9 +222,11 @@ async def _check_quotes(flow: Flow, pending: Pending, legs: list[Leg]) -> dict[s
                 kind=quote_check.REFUSED_KIND,
             )
     except FlowError as exc:
-        if exc.kind == quote_check.REFUSED_KIND:
-            await grant_setup.refuse_quote(flow, pending, exc)  # closes every leg's incoming
-        raise
+        # A stale cached buyer document is renewed and checked again, as for one seller; a
+        # refusal closes every leg's incoming payment.
+        seller = flow._seller_of(pending)
+        renewed = await grant_setup.renewed_or_refused(flow, pending, seller, exc)
+        return await _check_quotes(flow, renewed, legs)
     return {"legs": checked}
 
 
