@@ -58,6 +58,8 @@ STEPS: list[Step] = [
     Step("continue grant", "POST", r"/auth/continue/[^/]+"),
     Step("create outgoing payment", "POST", r"/op/outgoing-payments"),
     Step("get outgoing payment", "GET", r"/op/outgoing-payments/[^/]+"),
+    # The seller's own wallet confirms the payment arrived (the seller's token).
+    Step("get incoming payment", "GET", r"/op/incoming-payments/[^/]+"),
 ]
 STEP_BY_NAME = {s.name: s for s in STEPS}
 

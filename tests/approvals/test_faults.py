@@ -513,7 +513,9 @@ async def test_cancel_still_cancels_when_the_wallet_fails(
 # --------------------------------------------------------------------------- expired token
 
 
-async def _paying_with_an_expired_token(case: Case) -> Pending:
+async def _paying_with_an_expired_token(case: Case, mode: str = "kill_before") -> Pending:
+    """A grant left ``paying`` by a death at its payment (``kill_before``: none was made;
+    ``kill``: made, the answer lost), its access token since expired."""
     crashing = CrashingTransport(
         httpx.ASGITransport(app=case.kit.sandbox.asgi), case.kit.sandbox.state
     )
@@ -521,7 +523,7 @@ async def _paying_with_an_expired_token(case: Case) -> Pending:
     pending = await dying.start_quote(
         offer_id="offer-fault", buyer_wallet=case.buyer, amount=AMOUNT
     )
-    crashing.arm(STEP_BY_NAME["create outgoing payment"], "kill_before")
+    crashing.arm(STEP_BY_NAME["create outgoing payment"], mode)
     with pytest.raises(Killed):
         await dying.finish_url(case.kit.finish_url(pending.interact_redirect or ""))
     await dying.aclose()
@@ -553,11 +555,37 @@ async def test_a_500_on_token_rotation_stops_cleanly(tmp_path: Path) -> None:
         assert_consistent(case, case.only_pending())
 
 
+async def test_a_token_lost_after_the_payment_left_does_not_ask_to_pay_again(
+    tmp_path: Path,
+) -> None:
+    """The rotation's answer lost (a crash, a dropped connection): the old token is dead and
+    the new one unknown, so the payment made before cannot be looked up. The hint told the
+    operator to have the buyer approve a new grant (``quote start``), which pays again."""
+    with in_process(tmp_path) as case:
+        stopped = await _paying_with_an_expired_token(case, "kill")
+        case.fault("post-token", drop="after_commit", times=1)
+        async with case.flow() as flow:
+            with pytest.raises(FlowError):
+                await flow.replay(stopped.id)  # the rotation happened; its answer was lost
+            with pytest.raises(FlowError) as err:
+                await flow.replay(stopped.id)
+        hint = assert_clean_error(err.value).hint or ""
+        assert payments_of(case) == {stopped.id: 1}  # the buyer has paid
+        assert "quote start" not in hint and "would pay again" in hint
+        assert f"pending show {stopped.id}" in hint
+        assert case.only_pending().state == State.PAYING
+
+
 def test_the_routes_cover_every_request_the_flow_makes() -> None:
     """Keeps this file honest when the flow learns a new request (crash_support lists them)."""
     methods = Counter(step.method for step in STEPS)
-    assert methods == {"GET": 3, "POST": 7}
-    gets = {"wallet GET (buyer)", "wallet GET (seller)", "get outgoing payment"}
+    assert methods == {"GET": 4, "POST": 7}
+    gets = {
+        "wallet GET (buyer)",
+        "wallet GET (seller)",
+        "get outgoing payment",
+        "get incoming payment",
+    }
     assert {s.name for s in STEPS if s.method == "GET"} == gets
     assert {OPERATION.get(r, r) for r in POST_ROUTES} == {
         "post-request",

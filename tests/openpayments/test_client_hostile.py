@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from opapprove.openpayments import errors
+from opapprove.openpayments import errors, jsontext
 from opapprove.openpayments.client import OpenPaymentsClient
 from opapprove.openpayments.transport import MAX_RESPONSE_BYTES
 from tests.raw_http import raw_server
@@ -82,3 +82,53 @@ def test_a_body_trickled_slower_than_the_timeout_allows_times_out() -> None:
     )
     err = _refused(head, body, pause=0.2, timeout=0.5)
     assert "timed out after 0.5s" in str(err)
+
+
+def _json_answer(status: int, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+
+def _nested(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+def _deep_wallet(levels: int) -> bytes:
+    # A spec-shaped wallet document; documents keep extra members, so this one is read.
+    return json.dumps(WALLET).encode()[:-1] + b', "extra": ' + _nested(levels) + b"}"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, _nested(100_000), errors.InvalidResponse),  # past json's recursion limit
+        (200, _deep_wallet(600), errors.InvalidResponse),  # parses; breaks what reads it
+        (400, b'{"error": ' + _nested(100_000) + b"}", errors.ResourceError),
+    ],
+    ids=["past-the-parser", "deep-extra-member", "error-body"],
+)
+def test_json_nested_far_past_any_document_is_one_clear_error(
+    status: int, body: bytes, error: type[errors.ResponseError]
+) -> None:
+    """json.loads raised RecursionError (a traceback, exit 1); 600 levels parsed, then the
+    trace's redaction and pydantic's serializer each raised on it far from the wallet."""
+    traced: list[object] = []
+
+    async def fetch() -> errors.ResponseError:
+        async with raw_server(_json_answer(status, body), body) as url:
+            client = OpenPaymentsClient(
+                retries=0, on_exchange=lambda exchange: traced.append(exchange.redacted())
+            )
+            try:
+                with pytest.raises(error) as caught:
+                    await client.get_wallet_address(f"{url}/alice")
+            finally:
+                await client.aclose()
+        return caught.value
+
+    err = asyncio.run(fetch())
+    assert err.status == status and len(traced) == 1  # the --trace copy was made
+    if status == 200:
+        assert f"with JSON nested deeper than {jsontext.MAX_DEPTH} levels" in str(err)

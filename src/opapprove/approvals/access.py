@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opapprove.approvals.errors import FlowError, translated
-from opapprove.approvals.records import CachedGrant, Pending, Seller
+from opapprove.approvals.records import CachedGrant, Pending, Seller, State
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import models
 
@@ -288,12 +288,29 @@ def token_dead(exc: op_errors.ResourceError) -> bool:
     )
 
 
+# Where a payment of the grant may have left the buyer's wallet already.
+_MAY_HAVE_PAID = frozenset({State.PAYING, State.PAYMENT_CREATED, State.PARTIALLY_PAID})
+
+
 def regrant_needed(pending: Pending, exc: op_errors.ResourceError, why: str) -> FlowError:
+    if pending.state in _MAY_HAVE_PAID:
+        # Without the token the payment cannot be looked up (nor found by a replay): a new
+        # grant for the offer would pay it again.
+        hint = (
+            f"a payment of this grant left or may have left (it is {pending.state}), and it"
+            " cannot be looked up any more: check what the seller received (opapprove pending"
+            f" show {pending.id}) before the buyer is asked to approve a new one, which would"
+            " pay again"
+        )
+    else:
+        hint = (
+            "the grant was revoked at the wallet: the buyer has to approve a new one "
+            f"(opapprove quote start --offer {pending.offer_id} ...); nothing was paid twice"
+        )
     err = FlowError(
         f"the wallet no longer accepts this grant's access token ({exc.description or exc.status})"
         f" and {why}",
-        hint="the grant was revoked at the wallet: the buyer has to approve a new one "
-        f"(opapprove quote start --offer {pending.offer_id} ...); nothing was paid twice",
+        hint=hint,
         kind="wallet",
         pending_id=pending.id,
     )

@@ -20,6 +20,7 @@ from opapprove.approvals import quote_check
 from opapprove.approvals.access import incoming_grant, quote_grant, wallet_of
 from opapprove.approvals.errors import translated
 from opapprove.approvals.records import Leg, Pending, Seller
+from opapprove.approvals.sellers import resolve_seller
 from opapprove.openpayments import errors as op_errors
 from opapprove.openpayments import models, money
 
@@ -295,10 +296,46 @@ async def read_payment(step: SellerPayment, client: OpenPaymentsClient) -> None:
     )
     if payment.failed:
         await step.gave_up(payment)
-    elif sent_in_full(payment):
-        await step.sent(payment)
-    else:
+    elif not sent_in_full(payment):
         step.save(outgoing_payment=payment.to_wire())
+    else:
+        # The buyer's wallet says it sent the payment; the seller is paid when the seller's
+        # own wallet says it received it. A buyer can name any wallet, one of their own
+        # making too, and that wallet can report a payment that never left.
+        incoming = await seller_received(step)
+        if arrived(incoming, payment):
+            await step.sent(payment)
+            return
+        stored = step.row.outgoing_payment
+        first = stored is None or not sent_in_full(models.OutgoingPayment.model_validate(stored))
+        step.save(
+            "receipt_awaited" if first else None,
+            {"receivedAmount": incoming.received_amount.to_wire()} if first else None,
+            outgoing_payment=payment.to_wire(),
+        )
+
+
+async def seller_received(step: SellerPayment) -> models.IncomingPayment:
+    """The payment's incoming payment as the seller's own wallet has it now."""
+    row, flow = step.row, step.flow
+    url = row.incoming_payment_url
+    assert url
+    seller = resolve_seller(flow.settings, flow.store, row.seller_id)
+    client = flow.access.client_for(seller)
+    return await flow.access.with_grant(
+        seller,
+        wallet_of(row.seller_doc).auth_server,
+        incoming_grant(seller),
+        lambda token: client.get_incoming_payment(url, token),
+    )
+
+
+def arrived(incoming: models.IncomingPayment, payment: models.OutgoingPayment) -> bool:
+    """The seller's wallet has received what the payment was to deliver (its incoming
+    payment's ``incomingAmount``, else the payment's ``receiveAmount``)."""
+    wanted = incoming.incoming_amount or payment.receive_amount
+    received = incoming.received_amount
+    return received.same_asset(wanted) and int(received.value) >= int(wanted.value)
 
 
 async def read_until_done(flow: Flow, read: Callable[[], Awaitable[bool]]) -> None:

@@ -21,6 +21,30 @@ if TYPE_CHECKING:
 
 Render = Callable[["Console"], None]
 
+# What a server's text (a wallet's error description, its publicName, a body under --trace)
+# must not bring to a terminal: control characters and escape sequences (clear the screen,
+# retitle the window, write the clipboard, move the cursor back over what was printed) and
+# the bidirectional overrides that reorder what is read. Tab and newline stay.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with each character a terminal would act on instead of show as ``?``."""
+    return _UNSAFE.sub("?", text)
+
+
+def _console(file: Any) -> Console:
+    from rich.console import Console
+    from rich.text import Text
+
+    class SafeConsole(Console):
+        # Every str printed (and every str cell of a table) becomes Text here; rich strips
+        # only a few control characters (BEL, BS, VT, FF, CR) and lets ESC through.
+        def render_str(self, text: str, **kwargs: Any) -> Text:
+            return super().render_str(terminal_safe(text), **kwargs)
+
+    return SafeConsole(file=file, highlight=False, soft_wrap=True)
+
 
 def _json_default(value: Any) -> Any:
     # Paths, enums, datetimes and the like: their text is what a script wants.
@@ -82,17 +106,13 @@ class Output:
     @property
     def out(self) -> Console:
         if self._out is None:
-            from rich.console import Console
-
-            self._out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+            self._out = _console(sys.stdout)
         return self._out
 
     @property
     def err(self) -> Console:
         if self._err is None:
-            from rich.console import Console
-
-            self._err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+            self._err = _console(sys.stderr)
         return self._err
 
     def _safe(self, data: Any) -> Any:
@@ -209,10 +229,11 @@ class Output:
         self._stderr_line(report.line())
 
     def raw_stderr(self, text: str) -> None:
+        text = terminal_safe(text)
         sys.stderr.write(text if text.endswith("\n") else text + "\n")
         sys.stderr.flush()
 
     def _stderr_line(self, text: str) -> None:
         # Plain write: an error line must come out even if rich is what failed.
-        sys.stderr.write(text + "\n")
+        sys.stderr.write(terminal_safe(text) + "\n")
         sys.stderr.flush()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from opapprove.openpayments import jsontext
 from opapprove.openpayments.redaction import redact_body, redact_headers, redact_text
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _pretty_body(text: str) -> str:
     if not text:
         return ""
     try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        return json.dumps(jsontext.loads(text), indent=2, ensure_ascii=False)
     except ValueError:
         return text
 

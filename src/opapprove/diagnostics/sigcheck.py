@@ -11,7 +11,6 @@ on the way; identical bases mean the key differs.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,18 +19,17 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from http_message_signatures import exceptions as hms_exceptions
-from http_message_signatures.digests import ContentDigest
 
 from opapprove.errors import OpapproveError
 from opapprove.openpayments import errors as op_errors
-from opapprove.openpayments import urls
+from opapprove.openpayments import jsontext, urls
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.redaction import MASK, redact_signature_base
 from opapprove.openpayments.signatures import (
     compact_json,
     content_digest,
     describe_request_base,
+    digest_mismatch,
     parse_signature_input,
     verify_request,
 )
@@ -98,7 +96,7 @@ def parse_trace_line(text: str, *, line: int | None = None) -> CapturedRequest:
     """One ``--trace-file`` line (``cli/trace.py``'s ``exchange_record``) as a capture."""
     where = f"line {line}" if line is not None else "the trace line"
     try:
-        record = json.loads(text)
+        record = jsontext.loads(text)
     except ValueError as exc:
         raise CaptureError(
             f"{where} is not JSON ({exc})",
@@ -228,7 +226,7 @@ def parse_jwks(data: Any, *, source: str) -> dict[str, Jwk]:
 
 def load_jwks_file(path: Path) -> dict[str, Jwk]:
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = jsontext.loads(path.read_text("utf-8"))
     except OSError as exc:
         raise op_errors.KeyLoadError(
             f"cannot read {path}: {exc.strerror or exc}", hint="give a JWKS file or a URL"
@@ -268,7 +266,7 @@ async def fetch_jwks(
 def client_wallet(captured: CapturedRequest) -> str | None:
     """The client wallet a grant request names in its body (whose JWKS the AS reads)."""
     try:
-        body = json.loads(captured.body) if captured.body else None
+        body = jsontext.loads(captured.body) if captured.body else None
     except ValueError:
         return None
     client = body.get("client") if isinstance(body, dict) else None
@@ -438,18 +436,10 @@ def check_signature(
     )
 
 
-def _digest_matches(header: str, body: bytes) -> bool:
-    try:
-        ContentDigest.verify(header, body)
-    except (hms_exceptions.HTTPMessageSignaturesException, ValueError, KeyError):
-        return False
-    return True
-
-
 def _body_as_sent(body: bytes, headers: httpx.Headers) -> tuple[bytes, str | None]:
     """The bytes that were sent, if the capture changed their formatting (and how)."""
     digest = headers.get("content-digest")
-    if not body or not digest or _digest_matches(digest, body):
+    if not body or not digest or digest_mismatch(digest, body) is None:
         return body, None
     candidates: list[tuple[bytes, str]] = []
     stripped = body.rstrip(b"\r\n")
@@ -458,7 +448,7 @@ def _body_as_sent(body: bytes, headers: httpx.Headers) -> tuple[bytes, str | Non
             (stripped, "a line break after the body was dropped: the digest matches without it")
         )
     try:
-        compact = compact_json(json.loads(body))
+        compact = compact_json(jsontext.loads(body))
     except ValueError:
         compact = None
     if compact is not None and compact != body:
@@ -470,7 +460,7 @@ def _body_as_sent(body: bytes, headers: httpx.Headers) -> tuple[bytes, str | Non
             )
         )
     for candidate, note in candidates:
-        if _digest_matches(digest, candidate):
+        if digest_mismatch(digest, candidate) is None:
             return candidate, note
     return body, None
 
@@ -478,7 +468,7 @@ def _body_as_sent(body: bytes, headers: httpx.Headers) -> tuple[bytes, str | Non
 def _loose_json(body: bytes) -> bool:
     """True for a JSON body that is not in the compact form a Node verifier digests."""
     try:
-        parsed = json.loads(body) if body else _NOT_JSON
+        parsed = jsontext.loads(body) if body else _NOT_JSON
     except ValueError:
         return False
     return parsed is not _NOT_JSON and compact_json(parsed) != body

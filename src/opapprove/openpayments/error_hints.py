@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
+from opapprove.openpayments import jsontext
+
 if TYPE_CHECKING:
     # operations reads its answers with responses, which raises with these hints.
     from opapprove.openpayments.operations import Operation
@@ -38,7 +40,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None, dict[str, Any]]:
     try:
-        data = json.loads(body) if body else None
+        data = jsontext.loads(body) if body else None
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
         return None, (one_line(text, 200) if text else None), {}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
+from opapprove.openpayments import jsontext
 from opapprove.openpayments.redaction import redact_headers, redact_json, redact_signature_base
 from opapprove.openpayments.signatures import SignedParts, compact_json
 
@@ -51,7 +51,7 @@ def _redact_body(body: bytes) -> bytes:
     if not body:
         return body
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except ValueError:
         return body
     redacted = redact_json(data)

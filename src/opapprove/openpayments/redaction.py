@@ -107,10 +107,10 @@ def redact_body(body: bytes | str | None) -> str:
     if not text:
         return ""
     try:
-        parsed = json.loads(text)
-    except ValueError:
+        return json.dumps(redact_json(json.loads(text)), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        # Not JSON, or nested past what a parser or redact_json can walk (a hostile body).
         return redact_text(text)
-    return json.dumps(redact_json(parsed), ensure_ascii=False)
 
 
 def redact_authorization(value: str, *, fingerprint: bool = False) -> str:

@@ -6,14 +6,13 @@ with a hint; the client calls these on every answer (the consistency checks only
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
-from opapprove.openpayments import errors
+from opapprove.openpayments import errors, jsontext
 from opapprove.openpayments.error_hints import (
     INCONSISTENT_HINT,
     INVALID_RESPONSE_HINT,
@@ -82,7 +81,9 @@ def check_status(
 def parse_body(response: httpx.Response, parse: Callable[[Any], M], what: str) -> M:
     """The answer's JSON body through ``parse``; ``what`` names it in the error."""
     try:
-        data = json.loads(response.content)
+        data = jsontext.loads(response.content)
+    except jsontext.TooDeep as exc:
+        raise invalid(response, f" answered {response.status_code} with {exc}") from None
     except ValueError:
         kind = response.headers.get("content-type", "no content type")
         raise invalid(

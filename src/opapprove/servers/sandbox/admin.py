@@ -5,13 +5,13 @@ They do what the Python methods on SandboxState do, over HTTP.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from opapprove.openpayments import jsontext
 from opapprove.servers.sandbox.errors import SandboxError
 from opapprove.servers.sandbox.faults import parse_rule
 from opapprove.servers.sandbox.state import SandboxState
@@ -25,7 +25,7 @@ def _state(request: Request) -> SandboxState:
 
 async def _json(request: Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.body() or b"{}")
+        data = jsontext.loads(await request.body() or b"{}")
     except ValueError as exc:
         raise SandboxError(f"the body is not JSON ({exc})") from exc
     if not isinstance(data, dict):

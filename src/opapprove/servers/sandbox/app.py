@@ -9,6 +9,7 @@ from opapprove.servers.sandbox import admin, auth, consent, resources, wallets
 from opapprove.servers.sandbox.config import SandboxConfig
 from opapprove.servers.sandbox.errors import ApiError, SandboxError, api_error_response
 from opapprove.servers.sandbox.middleware import FaultMiddleware
+from opapprove.servers.sandbox.same_origin import SameOriginMiddleware
 from opapprove.servers.sandbox.state import SandboxState
 
 MAX_BODY_BYTES = 1 << 20
@@ -21,7 +22,8 @@ class SandboxApp(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         # Outermost, so a dropped connection is not turned into a 500 by Starlette first.
-        return FaultMiddleware(super().build_middleware_stack(), self.sandbox)
+        inner = SameOriginMiddleware(super().build_middleware_stack(), self.sandbox)
+        return FaultMiddleware(inner, self.sandbox)
 
 
 def create_app(config: SandboxConfig | SandboxState | None = None) -> SandboxApp:

@@ -161,10 +161,14 @@ def revoke_grant(state: SandboxState, grant: Grant) -> None:
         state.commit(grant, *tokens)
 
 
+def _invalid_token() -> GnapError:
+    return GnapError(401, "invalid_client", "invalid access token")
+
+
 def find_managed_token(state: SandboxState, manage_id: str, value: str) -> AccessToken:
     token = state.tokens.get(manage_id)
     if token is None or token.revoked or not _same(token.value, value):
-        raise GnapError(401, "invalid_client", "invalid access token")
+        raise _invalid_token()
     return token
 
 
@@ -172,7 +176,11 @@ def rotate_token(state: SandboxState, token: AccessToken) -> AccessToken:
     """A new value and a new management URL; the old ones stop working at once."""
     with state.lock:
         grant = state.grants.get(token.grant_id)
-        if token.revoked or grant is None or grant.state == "revoked":
+        if token.revoked:
+            # Rotated or revoked since find_managed_token (two requests at one instant): what
+            # a dead token gets (Rafiki 5d), not a different error for the loser of the race.
+            raise _invalid_token()
+        if grant is None or grant.state == "revoked":
             raise GnapError(404, "invalid_rotation", "token or grant was revoked")
         # The old value stays known, as inactive: Rafiki answers it 403 "Inactive Token" (5b).
         token.revoked = True
@@ -184,6 +192,8 @@ def rotate_token(state: SandboxState, token: AccessToken) -> AccessToken:
 
 def revoke_token(state: SandboxState, token: AccessToken) -> None:
     with state.lock:
+        if token.revoked:
+            raise _invalid_token()  # as above, and as Rafiki revoking twice (5g)
         token.revoked = True
         state.commit(token)
 

@@ -6,11 +6,12 @@ matter and return a message naming the field, or None when the value is fine.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from opapprove.openpayments import jsontext
 
 UINT64_MAX = 2**64 - 1
 _UINT = re.compile(r"^[0-9]+$")
@@ -41,8 +42,8 @@ def parse_json_object(body: bytes, *, allow_empty: bool = False) -> dict[str, An
             return {}
         raise BodyError("the request body is empty; send a JSON object")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = jsontext.loads(body)
+    except ValueError as exc:
         raise BodyError(f"the request body is not JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise BodyError("the request body must be a JSON object")

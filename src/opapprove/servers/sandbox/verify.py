@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from opapprove.openpayments import jsontext
 from opapprove.openpayments.errors import KeyLoadError, SignatureError
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.signatures import compact_json, parse_signature_input, verify_request
@@ -53,7 +54,7 @@ async def wallet_keys(
             public_name = None
             if want_name:
                 doc = await http.get(wallet, headers=headers)
-                data = doc.json() if doc.status_code == 200 else {}
+                data = jsontext.loads(doc.content) if doc.status_code == 200 else {}
                 name_value = data.get("publicName") if isinstance(data, dict) else None
                 public_name = name_value if isinstance(name_value, str) else None
     except (httpx.HTTPError, ValueError) as exc:
@@ -61,7 +62,7 @@ async def wallet_keys(
     if jwks.status_code != 200:
         return ClientKeys(wallet, None, problem=f"{wallet}/jwks.json answered {jwks.status_code}")
     try:
-        data = jwks.json()
+        data = jsontext.loads(jwks.content)
     except ValueError:
         return ClientKeys(wallet, None, problem=f"{wallet}/jwks.json is not JSON")
     if not isinstance(data, dict) or set(data) != {"keys"} or not isinstance(data["keys"], list):
