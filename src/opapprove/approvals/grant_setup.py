@@ -249,13 +249,23 @@ async def _check_quote(flow: Flow, pending: Pending, seller: Seller) -> dict[str
             now=flow.clock(),
         )
     except FlowError as exc:
-        if exc.kind == quote_check.REFUSED_KIND:
-            renewed = await _renewed_buyer(flow, pending, seller)
-            if renewed is not None:
-                return await _check_quote(flow, renewed, seller)
-            await refuse_quote(flow, pending, exc)
-        raise
+        renewed = await renewed_or_refused(flow, pending, seller, exc)
+        return await _check_quote(flow, renewed, seller)
     return terms.to_json()
+
+
+async def renewed_or_refused(
+    flow: Flow, pending: Pending, seller: Seller, exc: FlowError
+) -> Pending:
+    """After the quote check failed with ``exc``: the grant with the buyer's wallet document
+    renewed, to be checked again (``_renewed_buyer``); else, for a refusal, the grant is
+    cancelled (``refuse_quote``), and ``exc`` is raised."""
+    if exc.kind == quote_check.REFUSED_KIND:
+        renewed = await _renewed_buyer(flow, pending, seller)
+        if renewed is not None:
+            return renewed
+        await refuse_quote(flow, pending, exc)
+    raise exc
 
 
 async def _renewed_buyer(flow: Flow, pending: Pending, seller: Seller) -> Pending | None:

@@ -37,10 +37,16 @@ SellerOption = Annotated[
     str | None, typer.Option("--seller", metavar="ID", help="The seller (default: the config's).")
 ]
 
-# -- a payment's parties (quote start, smoke) -----------------------------------------------
+# -- a payment's parties and terms (quote start, smoke) -------------------------------------
 BuyerOption = Annotated[
     str, typer.Option("--buyer", metavar="WALLET", help="The buyer's wallet address.")
 ]
+# Options without their type: `quote start` needs --offer and may take --pay instead of
+# --amount; smoke needs --amount and makes up an offer id. Each command says which it needs.
+OFFER_OPTION = typer.Option("--offer", metavar="ID", help="The offer (job) id.")
+AMOUNT_OPTION = typer.Option(
+    "--amount", metavar="AMOUNT", help="What the seller receives, in the seller's asset: 100.00"
+)
 
 # -- the embedded sandbox's money (sandbox, demo) ------------------------------------------
 LatencyOption = Annotated[

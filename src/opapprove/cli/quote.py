@@ -14,7 +14,13 @@ import typer
 
 from opapprove.cli import exitcodes
 from opapprove.cli.errors import CliError
-from opapprove.cli.options import BuyerOption, SellerOption, seconds_option
+from opapprove.cli.options import (
+    AMOUNT_OPTION,
+    OFFER_OPTION,
+    BuyerOption,
+    SellerOption,
+    seconds_option,
+)
 from opapprove.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -37,16 +43,9 @@ SENDING_CHECK_INTERVAL = 0.5
 @app.command("start")
 def start(
     ctx: typer.Context,
-    offer: Annotated[str, typer.Option("--offer", metavar="ID", help="The offer (job) id.")],
+    offer: Annotated[str, OFFER_OPTION],
     buyer: BuyerOption,
-    amount: Annotated[
-        str | None,
-        typer.Option(
-            "--amount",
-            metavar="AMOUNT",
-            help="What the seller receives, in the seller's asset: 100.00",
-        ),
-    ] = None,
+    amount: Annotated[str | None, AMOUNT_OPTION] = None,
     pay: Annotated[
         list[str] | None,
         typer.Option(

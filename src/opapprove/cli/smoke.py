@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opapprove.cli.options import BuyerOption, SellerOption
+from opapprove.cli.options import AMOUNT_OPTION, OFFER_OPTION, BuyerOption, SellerOption
 from opapprove.cli.runtime import Runtime
 from opapprove.openpayments.redaction import redact_text
 
@@ -42,20 +42,17 @@ def _redacted(report: SmokeReport) -> SmokeReport:
 def smoke(
     ctx: typer.Context,
     buyer: BuyerOption,
-    amount: Annotated[
-        str, typer.Option("--amount", help="What the seller would receive, e.g. 0.01.")
-    ],
+    amount: Annotated[str, AMOUNT_OPTION],
     seller_id: SellerOption = None,
-    offer: Annotated[
-        str | None, typer.Option("--offer", metavar="ID", help="Offer id (default: smoke-<time>).")
-    ] = None,
+    offer: Annotated[str | None, OFFER_OPTION] = None,
     junit: Annotated[
         Path | None, typer.Option("--junit", metavar="FILE", help="Also write JUnit XML here.")
     ] = None,
 ) -> None:
     """Smoke-test real wallets up to the approval URL, then cancel the grant (for CI).
 
-    Exit 0 when every step passes, else the first failing step's exit code.
+    Without --offer the offer id is smoke-<time>. Exit 0 when every step passes, else the
+    first failing step's exit code.
     """
     from opapprove.approvals.flow import Flow
     from opapprove.diagnostics.smoke import run_smoke, to_junit
