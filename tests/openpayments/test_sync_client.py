@@ -468,3 +468,28 @@ def test_a_blocking_transport_and_sleep_serve_the_sync_client() -> None:
         wallet = op.get_wallet_address("https://w.example/shop")
     assert (wallet.public_name, calls) == ("Shop", ["/shop", "/shop"])
     assert slept == [0.5]
+
+
+def test_poll_grant_waits_with_the_clients_own_sleep() -> None:
+    continuing = {"access_token": {"value": "t"}, "uri": "https://as.example/continue/1"}
+    answers = [
+        {"continue": {**continuing, "wait": 1}},
+        {
+            "access_token": {
+                "value": "granted",
+                "manage": "https://as.example/token/1",
+                "access": [{"type": "quote", "actions": ["create"]}],
+            },
+            "continue": continuing,
+        },
+    ]
+    slept: list[float] = []
+    with SyncOpenPaymentsClient(
+        key=generate_private_key(),
+        key_id="k",
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, json=answers.pop(0))),
+        sleep=slept.append,
+    ) as op:
+        grant = op.poll_grant("https://as.example/continue/1", "t", wait=0.5, timeout=60)
+    assert grant.access_token is not None and grant.access_token.value == "granted"
+    assert slept == [0.5, 1.0]

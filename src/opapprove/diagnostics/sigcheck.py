@@ -19,8 +19,6 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from http_message_signatures import exceptions as hms_exceptions
-from http_message_signatures.digests import ContentDigest
 
 from opapprove.errors import OpapproveError
 from opapprove.openpayments import errors as op_errors
@@ -31,6 +29,7 @@ from opapprove.openpayments.signatures import (
     compact_json,
     content_digest,
     describe_request_base,
+    digest_mismatch,
     parse_signature_input,
     verify_request,
 )
@@ -437,18 +436,10 @@ def check_signature(
     )
 
 
-def _digest_matches(header: str, body: bytes) -> bool:
-    try:
-        ContentDigest.verify(header, body)
-    except (hms_exceptions.HTTPMessageSignaturesException, ValueError, KeyError):
-        return False
-    return True
-
-
 def _body_as_sent(body: bytes, headers: httpx.Headers) -> tuple[bytes, str | None]:
     """The bytes that were sent, if the capture changed their formatting (and how)."""
     digest = headers.get("content-digest")
-    if not body or not digest or _digest_matches(digest, body):
+    if not body or not digest or digest_mismatch(digest, body) is None:
         return body, None
     candidates: list[tuple[bytes, str]] = []
     stripped = body.rstrip(b"\r\n")
@@ -469,7 +460,7 @@ def _body_as_sent(body: bytes, headers: httpx.Headers) -> tuple[bytes, str | Non
             )
         )
     for candidate, note in candidates:
-        if _digest_matches(digest, candidate):
+        if digest_mismatch(digest, candidate) is None:
             return candidate, note
     return body, None
 

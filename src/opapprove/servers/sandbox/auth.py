@@ -13,7 +13,7 @@ from opapprove.servers.sandbox.errors import GnapError
 from opapprove.servers.sandbox.grant_requests import needs_interaction, parse_grant_request
 from opapprove.servers.sandbox.records import AccessToken, Grant
 from opapprove.servers.sandbox.state import SandboxState
-from opapprove.servers.sandbox.urls import AUTH_PATH, base_url
+from opapprove.servers.sandbox.urls import AUTH_PATH, INTERACT_PATH, base_url
 from opapprove.servers.sandbox.validation import BodyError, parse_json_object
 from opapprove.servers.sandbox.verify import grant_client_keys, verify_as, wallet_keys
 
@@ -101,7 +101,7 @@ async def grant_request(request: Request) -> Response:
     return JSONResponse(
         {
             "interact": {
-                "redirect": f"{base}/interact/{grant.interact_id}/{grant.interact_nonce}",
+                "redirect": f"{base}{INTERACT_PATH}/{grant.interact_id}/{grant.interact_nonce}",
                 "finish": grant.interact_nonce,
             },
             "continue": continue_json(state, base, grant, wait=True),

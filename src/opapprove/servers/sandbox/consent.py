@@ -31,7 +31,7 @@ from opapprove.servers.sandbox.errors import REASON_HEADER, SandboxError
 from opapprove.servers.sandbox.negotiation import accepts_json, not_acceptable
 from opapprove.servers.sandbox.records import Grant
 from opapprove.servers.sandbox.state import SandboxState
-from opapprove.servers.sandbox.urls import INCOMING, base_url, resource_id
+from opapprove.servers.sandbox.urls import INCOMING, INTERACT_PATH, base_url, resource_id
 
 IDP_PATH = "/idp"
 SESSION_COOKIE = "opapprove_sandbox_session"
@@ -133,7 +133,7 @@ def consent_page(
         reject = f'<form method="post" action="{base}{IDP_PATH}/decide">{hidden}'
         reject += '<input type="hidden" name="decision" value="reject">'
     else:
-        action = f"{base}/interact/{grant.interact_id}/{escape(nonce)}"
+        action = f"{base}{INTERACT_PATH}/{grant.interact_id}/{escape(nonce)}"
         approve = f'<form method="post" action="{action}/accept">'
         reject = f'<form method="post" action="{action}/reject">'
     body = (
@@ -232,7 +232,10 @@ async def idp_decide(request: Request) -> Response:
     """The decision posted on the IdP page; the browser goes on to the interaction's finish."""
     state = _state(request)
     base = base_url(request, state.config.public_url)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    try:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:  # more fields than the page's form has (parse_qs refuses: was a 500)
+        return page("Bad request", "<p>the form has too many fields</p>", status=400)
     field = {name: values[0] for name, values in form.items() if values}
     interact_id, nonce = field.get("interactId", ""), field.get("nonce", "")
     if field.get("decision") not in ("accept", "reject"):
@@ -241,7 +244,7 @@ async def idp_decide(request: Request) -> Response:
         grants.decide_interaction(state, interact_id, nonce, accept=field["decision"] == "accept")
     except SandboxError as exc:
         return page("Unknown approval request", f"<p>{escape(str(exc))}</p>", status=404)
-    return RedirectResponse(f"{base}/interact/{interact_id}/{nonce}/finish", status_code=303)
+    return RedirectResponse(f"{base}{INTERACT_PATH}/{interact_id}/{nonce}/finish", status_code=303)
 
 
 async def _decide(request: Request, accept: bool) -> Response:
@@ -285,10 +288,10 @@ async def finish(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/interact/{id}/{nonce}", start, methods=["GET"]),
-    Route("/interact/{id}/{nonce}/accept", accept, methods=["POST"]),
-    Route("/interact/{id}/{nonce}/reject", reject, methods=["POST"]),
-    Route("/interact/{id}/{nonce}/finish", finish, methods=["GET"]),
+    Route(INTERACT_PATH + "/{id}/{nonce}", start, methods=["GET"]),
+    Route(INTERACT_PATH + "/{id}/{nonce}/accept", accept, methods=["POST"]),
+    Route(INTERACT_PATH + "/{id}/{nonce}/reject", reject, methods=["POST"]),
+    Route(INTERACT_PATH + "/{id}/{nonce}/finish", finish, methods=["GET"]),
     Route(IDP_PATH + "/", idp_page, methods=["GET"]),
     Route(IDP_PATH + "/decide", idp_decide, methods=["POST"]),
 ]

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from starlette.requests import Request
 
 AUTH_PATH = "/auth"
+INTERACT_PATH = "/interact"
 RS_PATH = "/op"
 INCOMING = "incoming-payments"
 OUTGOING = "outgoing-payments"
