@@ -4,14 +4,18 @@ single/split x same/other currency x with/without a fee."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from opapprove.approvals import split_flow
 from opapprove.approvals.errors import FlowError
+from opapprove.approvals.flow import Flow
 from opapprove.approvals.records import LegState, State
 from opapprove.approvals.replay import replay_many, select_for_replay
 from opapprove.approvals.split import Payee
@@ -19,6 +23,7 @@ from opapprove.errors import REFUSED, USAGE, for_state
 from opapprove.openpayments.rates import Rates
 from opapprove.servers.sandbox import FeePolicy
 from tests.approvals.conftest import FlowKit, make_split_kit
+from tests.approvals.crash_support import CrashingTransport, Killed, Step
 
 pytestmark = pytest.mark.anyio
 
@@ -525,4 +530,86 @@ async def test_cancel_while_a_made_payment_is_still_being_sent_ends_once_it_is(
     ]
     assert [kit.sandbox.state.balance(s) for s in shares] == [300, 0]
     assert len(kit.sandbox.state.outgoing_payments()) == 1
+    kit.store.close()
+
+
+@pytest.mark.parametrize("stopped", ["paying", "partially_paid"])
+async def test_a_cancel_that_stopped_is_finished_by_replay_failed_legs_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: str
+) -> None:
+    """`pending cancel` of a split with a failed leg dies right after committing its intent;
+    the replay finishes the cancel: the failed leg is given up on like the unsent ones, never
+    paid (before, it was left failed, and the grant partially paid, for a replay to pay)."""
+    shares = {"seller-a": "3.00", "seller-b": "2.00", "seller-c": "1.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    state = kit.sandbox.state
+    flow, pending = await start_split(kit, shares)
+    # The wallet refuses leg 1's payment for good (a 4xx): the leg fails, the others go on.
+    state.set_fault("POST /op/outgoing-payments", status=400, times=1)
+    if stopped == "paying":  # leg 2's answer is a 5xx: the run stops while paying
+        state.set_fault("create-outgoing-payment", status=500, times=1)
+    with contextlib.suppress(FlowError):
+        await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    await flow.aclose()
+    paid = [LegState.COMPLETED] * 2 if stopped == "partially_paid" else []
+    assert [leg.state for leg in kit.store.legs(pending.id)][:1] == [LegState.FAILED]
+    # The cancel dies right after committing its intent: before giving up on any leg
+    # (paying), or before cancelling the grant at the wallet (partially paid).
+    crashing = CrashingTransport(httpx.ASGITransport(app=kit.sandbox.asgi), state)
+    crashing.arm(Step("cancel grant", "DELETE", r"/auth/continue/[^/]+"), "kill_before")
+    dying = Flow(kit.store, kit.settings, transport=crashing, clock=kit.sandbox.clock)
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        if stopped == "paying":
+
+            async def die(*args: Any) -> None:
+                raise Killed("killed before giving up on a leg")
+
+            patch.setattr(split_flow, "_give_up", die)
+        await dying.cancel(pending.id)
+    await dying.aclose()
+    made = len(state.outgoing_payments())
+    replayer = kit.new_flow()
+    ended = await replayer.replay(pending.id)
+    assert ended.state == State.CANCELLED
+    assert [leg.state for leg in kit.store.legs(pending.id)] == [
+        LegState.CANCELLED,
+        *(paid or [LegState.CANCELLED] * 2),
+    ]
+    assert (await replayer.replay(pending.id)).state == State.CANCELLED
+    await replayer.aclose()
+    assert len(state.outgoing_payments()) == made  # the failed leg was never paid again
+    kit.sandbox.recorder.assert_clean()
+    kit.store.close()
+
+
+async def test_a_split_renews_a_stale_cached_buyer_document_as_one_seller_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sandbox restarted with the buyer in another asset, within WALLET_DOC_TTL: each
+    leg's quote is the wallet's own, and the stale cached document, not the wallet, gives
+    way (event buyer_wallet_renewed), as for a single seller (7a7fcc4)."""
+    shares = {"seller-a": "3.00", "seller-b": "2.00"}
+    kit = make_split_kit(tmp_path, monkeypatch, [f"{s}:USD:2:0" for s in shares])
+    buyer = kit.sandbox.buyer
+    first, _ = await start_split(kit, shares)
+    await first.aclose()
+    flow = kit.new_flow()  # a new process: the store's cache, not the first one's memory
+    stale = kit.store.get_wallet_document(buyer, max_age=300, now=flow.clock())
+    assert stale["assetCode"] == "USD"
+    kit.store.put_wallet_document(buyer, {**stale, "assetCode": "EUR"}, now=flow.clock())
+    pending = await flow.start_quote(
+        offer_id="43",
+        buyer_wallet=buyer,
+        amount="",
+        payees=[Payee(seller, share) for seller, share in shares.items()],
+    )
+    assert pending.state == State.AWAITING_APPROVAL
+    assert pending.buyer_doc is not None and pending.buyer_doc["assetCode"] == "USD"
+    kinds = [e.kind for e in kit.store.events(pending.id)]
+    assert "buyer_wallet_renewed" in kinds and "quote_refused" not in kinds
+    done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    assert done.state == State.COMPLETED
+    assert len(kit.sandbox.state.outgoing_payments()) == len(shares)
+    await flow.aclose()
+    kit.sandbox.recorder.assert_clean()
     kit.store.close()

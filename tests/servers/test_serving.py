@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from opapprove.servers import serving
 from opapprove.servers.serving import ServerStartError, listening_socket, serve_in_thread
 
 
@@ -98,3 +100,42 @@ def test_serves_on_the_socket_it_was_given_and_reports_its_port() -> None:
     assert urls == [f"http://127.0.0.1:{port}"]
     assert seen == [200]
     assert sock.fileno() == -1  # closed with the server
+
+
+def test_a_request_head_that_trickles_in_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slowloris: a client that opens a connection and says nothing, or sends its headers a
+    few bytes at a time, is disconnected once the head is HEAD_TIMEOUT_SECONDS late, however
+    steadily bytes come; a request whose head arrives in time is served as before."""
+    monkeypatch.setattr(serving, "HEAD_TIMEOUT_SECONDS", 0.2)
+    head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 40
+
+    def closed_after(sock: socket.socket, trickle: bytes) -> float:
+        """Seconds until the server closed ``sock`` while ``trickle`` went out a byte every
+        20 ms (nothing is answered: a closed connection reads b"")."""
+        started = time.monotonic()
+        sock.settimeout(0.02)
+        for byte in trickle:
+            try:
+                if sock.recv(1) == b"":
+                    break
+            except TimeoutError:
+                pass
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                break
+        else:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+        return time.monotonic() - started
+
+    with serve_in_thread(hello_app()) as server:
+        for trickle in (b"", head):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                assert closed_after(sock, trickle) < 5
+        # A kept-alive connection: answered, then the next head trickles in and is cut off.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            assert closed_after(sock, head) < 5
+        assert httpx.get(server.url).text == "hello"

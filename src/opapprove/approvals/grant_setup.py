@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 # ``list`` lets a replay find a payment that was made before a crash (money moves once).
 OUTGOING_ACTIONS: tuple[models.OutgoingPaymentAction, ...] = ("create", "read", "list")
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+# The longest continue.wait we keep to (Rafiki asks 5 s). The buyer's wallet sets it, and
+# the finish sleeps it out after the approval, holding the buyer's page and the grant's
+# lease: a hostile one asked 10^9 s. Asked to wait longer, the continue retries with
+# backoff on too_fast (payment_steps), so waits of a few minutes still go through.
+MAX_CONTINUE_WAIT = 60
 APPROVAL_NEEDED = Notice("approval.needed")
 
 
@@ -244,13 +249,23 @@ async def _check_quote(flow: Flow, pending: Pending, seller: Seller) -> dict[str
             now=flow.clock(),
         )
     except FlowError as exc:
-        if exc.kind == quote_check.REFUSED_KIND:
-            renewed = await _renewed_buyer(flow, pending, seller)
-            if renewed is not None:
-                return await _check_quote(flow, renewed, seller)
-            await refuse_quote(flow, pending, exc)
-        raise
+        renewed = await renewed_or_refused(flow, pending, seller, exc)
+        return await _check_quote(flow, renewed, seller)
     return terms.to_json()
+
+
+async def renewed_or_refused(
+    flow: Flow, pending: Pending, seller: Seller, exc: FlowError
+) -> Pending:
+    """After the quote check failed with ``exc``: the grant with the buyer's wallet document
+    renewed, to be checked again (``_renewed_buyer``); else, for a refusal, the grant is
+    cancelled (``refuse_quote``), and ``exc`` is raised."""
+    if exc.kind == quote_check.REFUSED_KIND:
+        renewed = await _renewed_buyer(flow, pending, seller)
+        if renewed is not None:
+            return renewed
+        await refuse_quote(flow, pending, exc)
+    raise exc
 
 
 async def _renewed_buyer(flow: Flow, pending: Pending, seller: Seller) -> Pending | None:
@@ -327,7 +342,11 @@ async def _request_outgoing_grant(
             server_finish_nonce=grant.finish_nonce,
             continue_uri=grant.continue_.uri,
             continue_token=grant.continue_.token,
-            continue_wait=grant.continue_.wait,
+            continue_wait=(
+                None
+                if grant.continue_.wait is None
+                else min(grant.continue_.wait, MAX_CONTINUE_WAIT)
+            ),
             approval_expires_at=flow.clock() + float(flow.settings.approval_timeout),
         )
     # A wallet that grants without interaction: go straight on to paying.

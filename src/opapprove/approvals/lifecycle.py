@@ -102,6 +102,8 @@ async def replay(flow: Flow, pending_id: str) -> Pending:
     pending = flow._get(pending_id)
     flow.store.add_event(pending.id, "replay", {"state": str(pending.state)})
     if pending.state == State.PARTIALLY_PAID:
+        if split_flow.cancel_requested(flow, pending):  # a cancel that stopped: finish it
+            return await cancel(flow, pending.id)
         return await payment_steps.after_approval(flow, pending)  # pays its failed legs
     if pending.state in FINAL_STATES:
         return pending
@@ -187,6 +189,8 @@ async def cancel(flow: Flow, pending_id: str) -> Pending:
             if stopped.state == State.CANCELLED:
                 flow.store.add_event(stopped.id, "revoked", await _revoke(flow, stopped))
             return stopped
+        if pending.state == State.PARTIALLY_PAID:
+            split_flow.request_cancel(flow, pending)  # a replay now finishes it, pays no leg
         notes = await _revoke(flow, pending)
         if pending.state == State.PARTIALLY_PAID:
             notes["legs"] = split_flow.cancel_failed_legs(flow, pending)

@@ -222,9 +222,11 @@ async def _check_quotes(flow: Flow, pending: Pending, legs: list[Leg]) -> dict[s
                 kind=quote_check.REFUSED_KIND,
             )
     except FlowError as exc:
-        if exc.kind == quote_check.REFUSED_KIND:
-            await grant_setup.refuse_quote(flow, pending, exc)  # closes every leg's incoming
-        raise
+        # A stale cached buyer document is renewed and checked again, as for one seller; a
+        # refusal closes every leg's incoming payment.
+        seller = flow._seller_of(pending)
+        renewed = await grant_setup.renewed_or_refused(flow, pending, seller, exc)
+        return await _check_quotes(flow, renewed, legs)
     return {"legs": checked}
 
 
@@ -340,8 +342,11 @@ async def pay_legs(flow: Flow, pending: Pending, client: OpenPaymentsClient) -> 
             data={"legs": [str(step.leg.state) for step in steps]},
         )
     if pending.state == State.PAYMENT_CREATED:
-        # Only a cancel that stopped half-way (stop_paying) leaves legs unsent here.
-        await _give_up(steps, UNSENT, client)
+        # Only a cancel that stopped half-way (stop_paying) leaves legs unsent here; its
+        # failed legs are given up on too (they would be paid by the next replay otherwise).
+        failed = any(step.leg.state == LegState.FAILED for step in steps)
+        given_up = ON_CANCEL if failed and cancel_requested(flow, pending) else UNSENT
+        await _give_up(steps, given_up, client)
         pending = await _check_payments(flow, pending, client, steps)
     return pending
 
@@ -421,6 +426,9 @@ async def _settle(flow: Flow, pending: Pending, legs: list[Leg]) -> Pending:
 
 # A leg's states with no payment sent yet (a ``paying`` leg's may have been made: searched).
 UNSENT = (LegState.QUOTE_CREATED, LegState.PAYING)
+# The legs a cancel gives up on: those not sent, and the failed ones a replay would pay.
+ON_CANCEL = (*UNSENT, LegState.FAILED)
+CANCEL_REQUESTED = "cancel_requested"
 
 
 async def stop_paying(flow: Flow, pending: Pending) -> Pending:
@@ -432,7 +440,7 @@ async def stop_paying(flow: Flow, pending: Pending) -> Pending:
     ``payment_created`` is committed first: from it a replay pays no leg but finishes the
     cancel (:func:`pay_legs`), so a cancel that stops half-way never turns into payments."""
     steps = _steps(flow, pending)
-    if not any(step.leg.state in (*UNSENT, LegState.FAILED) for step in steps):
+    if not any(step.leg.state in ON_CANCEL for step in steps):
         raise FlowError(
             f"grant {pending.id} is {pending.state} and every leg's payment was made; there"
             " is nothing left to cancel",
@@ -441,13 +449,28 @@ async def stop_paying(flow: Flow, pending: Pending) -> Pending:
             kind="input",
             pending_id=pending.id,
         )
-    if pending.state == State.PAYING:
-        pending = flow._move(
-            pending, State.PAYMENT_CREATED, expect=State.PAYING, event="cancel_requested"
-        )
+    pending = request_cancel(flow, pending)
     client = flow.access.client_for(flow._seller_of(pending))
-    await _give_up(steps, (*UNSENT, LegState.FAILED), client)
+    await _give_up(steps, ON_CANCEL, client)
     return await _check_payments(flow, pending, client, steps)
+
+
+def request_cancel(flow: Flow, pending: Pending) -> Pending:
+    """Commit a cancel's intent before anything is given up on: from then on no leg of the
+    grant is paid, and a replay after a crash finishes the cancel (``cancel_requested``).
+    A split paying is moved to ``payment_created`` with it (a replay pays no leg from there)."""
+    if pending.state == State.PAYING:
+        return flow._move(
+            pending, State.PAYMENT_CREATED, expect=State.PAYING, event=CANCEL_REQUESTED
+        )
+    flow.store.add_event(pending.id, CANCEL_REQUESTED, {"state": str(pending.state)})
+    return pending
+
+
+def cancel_requested(flow: Flow, pending: Pending) -> bool:
+    """Whether a ``pending cancel`` committed its intent on the grant (and may have stopped
+    since, with legs not yet given up on)."""
+    return any(event.kind == CANCEL_REQUESTED for event in flow.store.events(pending.id))
 
 
 def cancel_failed_legs(flow: Flow, pending: Pending) -> list[int]:

@@ -240,6 +240,7 @@ async def _serve(
     from opapprove.cli.output import iso
     from opapprove.cli.views import clock_time
     from opapprove.servers.listener import create_listener_app
+    from opapprove.servers.serving import GuardedH11Protocol
 
     class Server(uvicorn.Server):
         # Ctrl-C is this command's to handle (exit 130), not uvicorn's to re-raise.
@@ -309,7 +310,12 @@ async def _serve(
         async with open_flow(runtime, background_webhooks=True) as session:
             app = create_listener_app(session.flow, on_event=heard, api=api, api_token=token)
             config = uvicorn.Config(
-                app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=2
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=2,
+                http=GuardedH11Protocol,  # a head that trickles in is cut off
             )
             server = Server(config)
             if outcome.interrupted or outcome.timed_out:

@@ -5,8 +5,9 @@ thread, hands that socket to uvicorn, waits until it serves, and returns a ``Run
 whose ``.url`` holds the port of that socket. Binding before uvicorn (and never probing a port
 and binding it again) leaves no moment in which another process can take the port.
 
-Connections are served by a uvicorn h11 protocol that also hands the app a way to close
-the connection without answering (``scope["extensions"]["opapprove.close_connection"]``),
+Connections are served by a uvicorn h11 protocol that closes a connection whose request
+head trickles in (``GuardedH11Protocol``), and also hands the app a way to close the
+connection without answering (``scope["extensions"]["opapprove.close_connection"]``),
 which the sandbox's drop faults use; uvicorn itself would answer 500 instead.
 """
 
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -35,8 +37,47 @@ class ServerStartError(RuntimeError):
     """The server could not start listening (one line: what, why, what to do)."""
 
 
-class ClosableH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a per-connection ``close`` callable in the scope."""
+# How long a request's head (its request line and headers) may take to arrive. uvicorn has
+# no such limit: its keep-alive timer stops at a request's first byte, and a new connection
+# has none, so a client sending a header a byte at a time (slowloris) holds a connection,
+# and its memory, for as long as it likes.
+HEAD_TIMEOUT_SECONDS = 10.0
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head has not arrived
+    HEAD_TIMEOUT_SECONDS after the connection opened or the head's first byte came."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state != h11.IDLE:  # the head is in: the app's own limits apply
+            self._stop_head_timer()
+        elif self._head_timer is None:  # the first bytes of the next request's head
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state == h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+class ClosableH11Protocol(GuardedH11Protocol):
+    """The guarded h11 protocol, plus a per-connection ``close`` callable in the scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
