@@ -16,7 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
+from opapprove.approvals.grant_setup import MAX_CONTINUE_WAIT
+from opapprove.approvals.payment_steps import TOO_FAST_RETRIES
 from opapprove.approvals.store import State
 from tests.approvals.conftest import make_kit
 
@@ -44,7 +47,9 @@ async def test_a_payment_the_seller_never_received_is_not_completed(
     kit = make_kit(tmp_path, monkeypatch)
     sleep, _ = kit.clock_sleep()
     lying = LyingWallet(httpx.ASGITransport(app=kit.sandbox.asgi))
-    flow = Flow(kit.store, kit.settings, transport=lying, clock=kit.sandbox.clock, sleep=sleep)
+    # A short timeout: the reads of a payment back off within it (fewer reads to wait out).
+    settings = kit.settings.model_copy(update={"timeout": 0.5})
+    flow = Flow(kit.store, settings, transport=lying, clock=kit.sandbox.clock, sleep=sleep)
     seller_before = kit.sandbox.state.balance("seller")
     pending = await flow.start_quote(offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="5")
     kit.sandbox.state.fail_next_payments(1)  # the money never moves
@@ -54,3 +59,19 @@ async def test_a_payment_the_seller_never_received_is_not_completed(
     assert done.state == State.PAYMENT_CREATED  # not completed; `status` looks again later
     (awaited,) = [e.data for e in kit.store.events(pending.id) if e.kind == "receipt_awaited"]
     assert awaited["receivedAmount"]["value"] == "0"
+
+
+async def test_a_wallet_asking_to_wait_for_ages_does_not_hold_the_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``continue.wait`` is the buyer's wallet's to set; the finish slept it out after the
+    approval (the buyer's page and the grant's lease held meanwhile): 10^9 s here."""
+    kit = make_kit(tmp_path, monkeypatch, wait_seconds=10**9)
+    sleep, slept = kit.clock_sleep()
+    flow = kit.new_flow(sleep=sleep)
+    pending = await flow.start_quote(offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="5")
+    with pytest.raises(FlowError) as err:
+        await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    await flow.aclose()
+    assert max(slept) <= MAX_CONTINUE_WAIT * 2**TOO_FAST_RETRIES
+    assert "too_fast" in str(err.value) and kit.sandbox.state.balance("seller") == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+from types import SimpleNamespace
 
 import pytest
 
@@ -152,3 +154,20 @@ def test_wallet_failure_is_failed_to_initialize_payment(kit: Kit) -> None:
     doc = json.loads(result.stdout)
     assert doc["error"]["message"].startswith("Failed to initialize payment")
     one_error_line(result)
+
+
+def test_an_approval_url_too_long_for_a_qr_code_is_shown_without_one(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wallet picks the approval URL: one of 3,000 characters made `--qr` fail after
+    the grant was stored (a traceback, exit 1; with --json, no document with the URL)."""
+    long_nonce = SimpleNamespace(
+        token_hex=lambda _n=16: "ab" * 1_500, token_urlsafe=secrets.token_urlsafe
+    )
+    monkeypatch.setattr("opapprove.servers.sandbox.grants.secrets", long_nonce)
+    args = ("quote", "start", "--offer", "o", "--buyer", kit.buyer, "--amount", "1", "--qr")
+    result = kit.cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "no QR code: the approval URL is" in result.stdout
+    as_json = kit.cli("--json", *args)
+    assert as_json.exit_code == 0 and len(json.loads(as_json.stdout)["approvalUrl"]) > 3_000

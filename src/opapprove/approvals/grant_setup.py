@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 # ``list`` lets a replay find a payment that was made before a crash (money moves once).
 OUTGOING_ACTIONS: tuple[models.OutgoingPaymentAction, ...] = ("create", "read", "list")
 SETUP_STATES = (State.STARTED, State.INCOMING_CREATED, State.QUOTE_CREATED)
+# The longest continue.wait we keep to (Rafiki asks 5 s). The buyer's wallet sets it, and
+# the finish sleeps it out after the approval, holding the buyer's page and the grant's
+# lease: a hostile one asked 10^9 s. Asked to wait longer, the continue retries with
+# backoff on too_fast (payment_steps), so waits of a few minutes still go through.
+MAX_CONTINUE_WAIT = 60
 APPROVAL_NEEDED = Notice("approval.needed")
 
 
@@ -337,7 +342,11 @@ async def _request_outgoing_grant(
             server_finish_nonce=grant.finish_nonce,
             continue_uri=grant.continue_.uri,
             continue_token=grant.continue_.token,
-            continue_wait=grant.continue_.wait,
+            continue_wait=(
+                None
+                if grant.continue_.wait is None
+                else min(grant.continue_.wait, MAX_CONTINUE_WAIT)
+            ),
             approval_expires_at=flow.clock() + float(flow.settings.approval_timeout),
         )
     # A wallet that grants without interaction: go straight on to paying.

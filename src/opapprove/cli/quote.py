@@ -208,7 +208,14 @@ def _show_started(
 def _draw_qr(url: str, out: Any) -> None:
     import segno
 
-    segno.make(url, error="l").terminal(out=out, compact=True)
+    try:
+        code = segno.make(url, error="l")
+    except segno.DataOverflowError:
+        # The wallet picks the URL; past ~2,900 bytes no QR code holds it. The grant is
+        # stored and the URL shown: a picture that cannot be drawn is no failure.
+        out.write(f"(no QR code: the approval URL is {len(url)} characters, too long for one)\n")
+    else:
+        code.terminal(out=out, compact=True)
     out.flush()
 
 

@@ -21,10 +21,12 @@ pytestmark = pytest.mark.anyio
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
-async def _post(sandbox: Sandbox, path: str, body: bytes) -> httpx.Response:
+async def _post(
+    sandbox: Sandbox, path: str, body: bytes, content_type: str = "application/json"
+) -> httpx.Response:
     transport = httpx.ASGITransport(app=sandbox.asgi, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as http:
-        return await http.post(path, content=body, headers={"Content-Type": "application/json"})
+        return await http.post(path, content=body, headers={"Content-Type": content_type})
 
 
 @pytest.mark.parametrize("path", ["/auth", "/_admin/approve"])
@@ -77,3 +79,31 @@ async def test_two_rotations_of_one_token_at_the_same_instant(sandbox: Sandbox) 
         "code": "invalid_client",
         "description": "invalid access token",
     }
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": {"not": "a string"}, "actions": ["read"]},
+        {"type": ["incoming-payment"], "actions": ["read"]},
+        {"type": "incoming-payment", "actions": [["read"]]},
+        {"type": "quote", "actions": [{"create": True}]},
+    ],
+)
+async def test_an_access_item_of_the_wrong_json_type_is_a_400(
+    sandbox: Sandbox, item: dict[str, object]
+) -> None:
+    """Found by fuzzing the grant endpoint: an object or list where a string belongs was
+    looked up in a set (unhashable: a 500, for any caller, signed or not)."""
+    grant = {"access_token": {"access": [item]}, "client": sandbox.url("/seller")}
+    resp = await _post(sandbox, "/auth", json.dumps(grant).encode())
+    assert resp.status_code == 400
+
+
+async def test_a_consent_form_with_more_fields_than_the_page_has_is_a_400(
+    sandbox: Sandbox,
+) -> None:
+    """The IdP page's form has three fields; the parser refuses past ten (it was a 500)."""
+    fields = "&".join(f"f{i}=1" for i in range(20)).encode()
+    resp = await _post(sandbox, "/idp/decide", fields, "application/x-www-form-urlencoded")
+    assert resp.status_code == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -191,6 +192,22 @@ class AccessToken(_Received):
 class InteractResponse(_Received):
     redirect: str
     finish: str
+
+    @field_validator("redirect")
+    @classmethod
+    def _a_web_page(cls, value: str) -> str:
+        # A person's browser opens it (`quote start --open`, a QR code, the marketplace's
+        # link or redirect): a hostile wallet's javascript:, file: or desktop-app URL, or
+        # one with a line break, would run there instead. The spec's "uri" allows them all.
+        parts = urlsplit(value)
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not parts.netloc
+            or not value.isprintable()
+            or " " in value
+        ):
+            raise ValueError("interact.redirect must be an http or https URL a browser can open")
+        return value
 
 
 class PendingGrant(_Received):

@@ -232,7 +232,10 @@ async def idp_decide(request: Request) -> Response:
     """The decision posted on the IdP page; the browser goes on to the interaction's finish."""
     state = _state(request)
     base = base_url(request, state.config.public_url)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    try:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:  # more fields than the page's form has (parse_qs refuses: was a 500)
+        return page("Bad request", "<p>the form has too many fields</p>", status=400)
     field = {name: values[0] for name, values in form.items() if values}
     interact_id, nonce = field.get("interactId", ""), field.get("nonce", "")
     if field.get("decision") not in ("accept", "reject"):

@@ -106,7 +106,8 @@ def _access_item(item: Any, where: str) -> None:
     if not isinstance(item, dict):
         raise BodyError(f"{where} must be an object")
     kind = item.get("type")
-    if kind not in ACTIONS:
+    # Checked as a string first: an object or a list there is unhashable (it was a 500).
+    if not isinstance(kind, str) or kind not in ACTIONS:
         raise BodyError(
             f"{where}.type must be one of {', '.join(sorted(ACTIONS))}",
             openapi=f"body.{_dotted(where)}.type must be equal to one of the allowed values",
@@ -115,7 +116,7 @@ def _access_item(item: Any, where: str) -> None:
     actions = item.get("actions")
     if not isinstance(actions, list) or not actions:
         raise BodyError(f"{where}.actions must be a non-empty list")
-    bad = [a for a in actions if a not in ACTIONS[kind]]
+    bad = [a for a in actions if not isinstance(a, str) or a not in ACTIONS[kind]]
     if bad:
         raise BodyError(
             f"{where}.actions has {bad!r}; a {kind} item allows {', '.join(sorted(ACTIONS[kind]))}"
