@@ -134,3 +134,15 @@ def test_pending_continue_response_is_the_pending_form() -> None:
     assert isinstance(result, m.PendingGrant)
     assert result.interact is None
     assert result.continue_.wait == CONTINUE_DOC["wait"]
+
+
+def test_waits_with_the_clients_own_sleep_when_given_none() -> None:
+    sleep = FakeSleep()
+
+    async def call(op: OpenPaymentsClient) -> m.Grant:
+        return await op.poll_grant(CONTINUE_URI, CONTINUE_TOKEN, wait=3, timeout=60)
+
+    with respx.mock() as router:
+        router.post(CONTINUE_URI).mock(return_value=httpx.Response(200, json=GRANT_DOC))
+        run(call, sleep=sleep)
+    assert sleep.calls == [3]

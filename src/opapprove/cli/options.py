@@ -2,7 +2,9 @@
 
 Each is an ``Annotated`` type a command's parameter uses as is (``since: SinceOption = None``),
 so a command that reads grants from the store filters them the way every other one does.
-``seconds_option`` is for the ``--timeout`` that each command words for itself.
+``seconds_option`` is for the ``--timeout`` that each command words for itself. An
+``*_OPTION`` is an option without its type (``amount: Annotated[str, AMOUNT_OPTION]``), for
+one that a command requires and another may leave out.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ class OpenPaymentsClient:
         *,
         wait: float,
         timeout: float,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
         min_interval: float = 0.0,
     ) -> Grant:
         """Poll a grant (one without a finish redirect) until the user approves it.
@@ -196,7 +196,9 @@ class OpenPaymentsClient:
         says; a ``too_fast`` answer means waiting again. Raises ``GrantTimeout`` once
         ``timeout`` seconds have gone by, and ``GrantError`` if the AS refuses.
         ``min_interval`` is a floor under the server's ``wait`` (a ``wait`` of 0 would spin).
+        ``sleep`` defaults to the client's own (its constructor's ``sleep``).
         """
+        sleep = sleep or self._sleep
         started = time.monotonic()
         slept = 0.0
         delay = max(wait, 0.0)

@@ -158,12 +158,7 @@ class SyncOpenPaymentsClient:
         """
         return self._run(
             self._client.poll_grant(
-                uri,
-                token,
-                wait=wait,
-                timeout=timeout,
-                sleep=self._client._sleep,
-                min_interval=min_interval,
+                uri, token, wait=wait, timeout=timeout, min_interval=min_interval
             )
         )
 
