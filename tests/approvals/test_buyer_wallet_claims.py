@@ -59,6 +59,9 @@ async def test_a_payment_the_seller_never_received_is_not_completed(
     assert done.state == State.PAYMENT_CREATED  # not completed; `status` looks again later
     (awaited,) = [e.data for e in kit.store.events(pending.id) if e.kind == "receipt_awaited"]
     assert awaited["receivedAmount"]["value"] == "0"
+    # What `status` shows is the seller's wallet's answer, kept without its shared secret.
+    kept = done.incoming_payment or {}
+    assert kept["receivedAmount"]["value"] == "0" and "methods" not in kept
 
 
 async def test_a_wallet_asking_to_wait_for_ages_does_not_hold_the_finish(
