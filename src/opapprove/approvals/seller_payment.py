@@ -358,6 +358,12 @@ async def read_until_done(flow: Flow, read: Callable[[], Awaitable[bool]]) -> No
         delay = min(delay * 2, PAYMENT_POLL_MAX)
 
 
+def receipt_awaited(payment: dict[str, Any] | None) -> bool:
+    """A created payment (as stored) that the buyer's wallet reports sent in full: what is
+    awaited is the seller's wallet showing it received, not the buyer's wallet sending."""
+    return payment is not None and sent_in_full(models.OutgoingPayment.model_validate(payment))
+
+
 def sent_in_full(payment: models.OutgoingPayment) -> bool:
     """The wallet reports the payment sent in full: ``sentAmount`` reached ``debitAmount``,
     or, the fee being in the debit, the ``receiveAmount`` when both are in one asset."""
