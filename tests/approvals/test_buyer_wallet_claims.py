@@ -20,6 +20,7 @@ from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.grant_setup import MAX_CONTINUE_WAIT
 from opapprove.approvals.payment_steps import TOO_FAST_RETRIES
+from opapprove.approvals.replay import replay_one
 from opapprove.approvals.store import State
 from tests.approvals.conftest import make_kit
 
@@ -54,11 +55,17 @@ async def test_a_payment_the_seller_never_received_is_not_completed(
     pending = await flow.start_quote(offer_id="o", buyer_wallet=kit.sandbox.buyer, amount="5")
     kit.sandbox.state.fail_next_payments(1)  # the money never moves
     done = await flow.finish_url(kit.finish_url(pending.interact_redirect or ""))
+    # What the operator is told it waits for: the seller's wallet, not the buyer's sending.
+    again = await replay_one(flow, pending.id)
     await flow.aclose()
     assert kit.sandbox.state.balance("seller") == seller_before
     assert done.state == State.PAYMENT_CREATED  # not completed; `status` looks again later
+    assert again.outcome == "unchanged" and "seller's wallet has not shown it" in (again.hint or "")
     (awaited,) = [e.data for e in kit.store.events(pending.id) if e.kind == "receipt_awaited"]
     assert awaited["receivedAmount"]["value"] == "0"
+    # What `status` shows is the seller's wallet's answer, kept without its shared secret.
+    kept = done.incoming_payment or {}
+    assert kept["receivedAmount"]["value"] == "0" and "methods" not in kept
 
 
 async def test_a_wallet_asking_to_wait_for_ages_does_not_hold_the_finish(

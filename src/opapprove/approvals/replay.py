@@ -256,13 +256,25 @@ def _finished(before: Pending, after: Pending) -> ReplayOutcome:
     elif state == before.state:
         outcome, message = "unchanged", f"still {state}"
         if state == State.PAYMENT_CREATED:
-            hint = "the wallet is still sending; replay again later, or `opapprove status`"
+            hint = f"{waiting_on(after)}; replay again later, or `opapprove status`"
     elif state == State.AWAITING_APPROVAL:
         outcome, message = "advanced", f"{before.state} -> awaiting the buyer's approval"
         hint = f"send the buyer the approval URL {after.interact_redirect}"
     else:
         outcome, message = "advanced", f"{before.state} -> {state}"
     return ReplayOutcome(after.id, before.state, state, outcome, message, hint)
+
+
+def waiting_on(pending: Pending) -> str:
+    """What a created payment is waiting for, in words for the operator."""
+    from opapprove.approvals.seller_payment import receipt_awaited
+
+    if receipt_awaited(pending.outgoing_payment):
+        return (
+            "the buyer's wallet reports the payment sent, but the seller's wallet has not"
+            " shown it received yet"
+        )
+    return "the wallet is still sending"
 
 
 def _sent(pending: Pending) -> str:

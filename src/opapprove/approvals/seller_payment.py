@@ -151,15 +151,13 @@ async def create_incoming(
         incoming_grant(seller),
         lambda token: client.create_incoming_payment(wallet.resource_server, token, body),
     )
-    # The ilp sharedSecret is a secret: the store keeps the payment without its methods.
-    public = {k: v for k, v in incoming.to_wire().items() if k != "methods"}
     step.move(
         "incoming_created",
         expect=("started",),
         event="incoming_payment_created",
         data={"incomingPayment": incoming.id},
         incoming_payment_url=incoming.id,
-        incoming_payment=public,
+        incoming_payment=kept(incoming),
         **fields,
     )
 
@@ -312,7 +310,14 @@ async def read_payment(step: SellerPayment, client: OpenPaymentsClient) -> None:
             "receipt_awaited" if first else None,
             {"receivedAmount": incoming.received_amount.to_wire()} if first else None,
             outgoing_payment=payment.to_wire(),
+            incoming_payment=kept(incoming),  # what `status` shows: received so far
         )
+
+
+def kept(incoming: models.IncomingPayment) -> dict[str, Any]:
+    """An incoming payment as the store keeps it: without its methods, whose ilp
+    sharedSecret is a secret."""
+    return {k: v for k, v in incoming.to_wire().items() if k != "methods"}
 
 
 async def seller_received(step: SellerPayment) -> models.IncomingPayment:
@@ -351,6 +356,12 @@ async def read_until_done(flow: Flow, read: Callable[[], Awaitable[bool]]) -> No
         await flow.sleep(delay)
         waited += delay
         delay = min(delay * 2, PAYMENT_POLL_MAX)
+
+
+def receipt_awaited(payment: dict[str, Any] | None) -> bool:
+    """A created payment (as stored) that the buyer's wallet reports sent in full: what is
+    awaited is the seller's wallet showing it received, not the buyer's wallet sending."""
+    return payment is not None and sent_in_full(models.OutgoingPayment.model_validate(payment))
 
 
 def sent_in_full(payment: models.OutgoingPayment) -> bool:

@@ -31,10 +31,10 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class IdempotencyKey:
-    scope: str
-    key: str
-    request_hash: str
+class IdempotencyKey(Claim):
+    """A claim as stored: the grant its first request stored, and that request's answer
+    (``status``, ``answer``) once it was given."""
+
     pending_id: str
     status: int | None
     answer: dict[str, Any] | None

@@ -77,6 +77,7 @@ def _refuse_a_cut_url(url: str) -> None:
 def show_outcome(runtime: Runtime, pending: Pending, legs: Sequence[Leg] = ()) -> None:
     import time
 
+    from opapprove.approvals.replay import waiting_on
     from opapprove.cli.views import amount, leg_line, pending_json
 
     data = pending_json(pending, now=time.time(), legs=legs)
@@ -90,7 +91,7 @@ def show_outcome(runtime: Runtime, pending: Pending, legs: Sequence[Leg] = ()) -
                 line += f": sent {amount(paid['sentAmount'])}"
         elif state == "payment_created":
             line = (
-                f"Payment created for offer {pending.offer_id}; the wallet is still sending it"
+                f"Payment created for offer {pending.offer_id}; {waiting_on(pending)}"
                 f" (follow it: opapprove status {pending.id} --watch)"
             )
         else:

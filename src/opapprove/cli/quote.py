@@ -246,8 +246,11 @@ async def _wait_until_paid(runtime: Runtime, flow: Flow, pending: Pending, wait:
             await asyncio.sleep(SENDING_CHECK_INTERVAL)
             pending = await flow.refresh(pending.id)
     if pending.state == State.PAYMENT_CREATED:
+        from opapprove.approvals.replay import waiting_on
+
         raise CliError(
-            f"the payment was created but not seen fully sent within {wait:g} s",
+            f"the payment was created and not seen through within {wait:g} s:"
+            f" {waiting_on(pending)}",
             hint=f"follow it with `opapprove status {pending.id} --watch`",
             kind="timeout",
             pending_id=pending.id,
