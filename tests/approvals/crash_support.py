@@ -64,7 +64,8 @@ STEPS: list[Step] = [
 STEP_BY_NAME = {s.name: s for s in STEPS}
 
 # A split payment to three sellers: each leg has its own incoming-payment grant (its seller's
-# key), incoming payment, quote, outgoing payment and read of it; the rest is the grant's.
+# key), incoming payment, quote, outgoing payment, read of it and read of what its seller
+# received; the rest is the grant's.
 SPLIT_SELLERS = ("seller-a", "seller-b", "seller-c")
 LEGS = range(1, len(SPLIT_SELLERS) + 1)
 SPLIT_STEPS: list[Step] = [
@@ -88,6 +89,11 @@ SPLIT_STEPS: list[Step] = [
     ),
     *(
         Step(f"get outgoing payment (leg {n})", "GET", r"/op/outgoing-payments/[^/]+", nth=n)
+        for n in LEGS
+    ),
+    # Each leg's seller confirms with its own wallet (its own token) that the leg arrived.
+    *(
+        Step(f"get incoming payment (leg {n})", "GET", r"/op/incoming-payments/[^/]+", nth=n)
         for n in LEGS
     ),
 ]

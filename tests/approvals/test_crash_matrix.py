@@ -103,9 +103,14 @@ SPLIT = Scenario(
         **{f"create outgoing payment (leg {n})": "leg_payment_found" for n in (1, 2, 3)},
     },
 )
+# Each seller's read of what its leg delivered: the first leg's (no leg confirmed yet) and the last
+# leg's (every other leg completed); the middle leg's death is one of those for each other leg.
+RECEIPT_LEGS_LEFT_OUT = frozenset({"get incoming payment (leg 2)"})
 # Every split step in both modes, and a death right after each leg's `paying` was committed
 # (before its payment is created) and after its `payment_created` (before it is read).
-SPLIT_CASES = [(step, mode) for step in SPLIT_STEPS for mode in MODES] + [
+SPLIT_CASES = [
+    (step, mode) for step in SPLIT_STEPS if step.name not in RECEIPT_LEGS_LEFT_OUT for mode in MODES
+] + [
     (step, "kill_before")
     for step in SPLIT_STEPS
     if step.name.startswith(("create outgoing", "get outgoing"))
