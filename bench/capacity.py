@@ -2,10 +2,10 @@
 
 A complete flow is what a CI smoke test runs: ``quote start`` (steps 1-7), the approval
 (the operator's ``/_admin/approve``), ``finish`` (continue, outgoing payment, payment
-check). Client worker processes (``--worker``) each keep ``--concurrency`` flows going
-with their own store; the sandbox runs alone in its process, so its CPU seconds per flow
-say what one sandbox can sustain whatever the clients cost. ``--profile FILE`` writes
-the sandbox's cProfile stats.
+check, the seller's receipt). Client worker processes (``--worker``) each keep
+``--concurrency`` flows going with their own store; the sandbox runs alone in its
+process, so its CPU seconds per flow say what one sandbox can sustain whatever the
+clients cost. ``--profile FILE`` writes the sandbox's cProfile stats.
 """
 
 from __future__ import annotations
