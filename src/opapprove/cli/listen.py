@@ -192,31 +192,37 @@ def _code_for(event: dict[str, Any]) -> int:
     return exitcodes.exit_code(str(event.get("kind")))
 
 
+# A listener event as one line on the operator's terminal: fields the event lacks show as
+# None; the tail is added when the event has its field.
+_EVENT_LINES = {
+    "finished": "finished  {pid}  offer {offerId}  {state}",
+    "callback_refused": "REFUSED   {pid}  {why}",
+    "failed": "failed    {pid}  {kind}: {error}",
+    "wallet_result": "wallet    {pid}  result={result} (unverified: the grant stays {state})",
+    "quote_started": "quote     {pid}  offer {offerId}  awaiting approval",
+    "seller_added": "seller    {sellerId} added",
+}
+_EVENT_TAILS = {"finished": ("outgoingPayment", "  payment {}"), "failed": ("hint", " — {}")}
+
+
+class _EventFields(dict[str, Any]):
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def _event_line(event: dict[str, Any]) -> str:
     kind = event.get("event", "?")
     pid = event.get("pendingId") or "-"
-    if kind == "finished":
-        line = f"finished  {pid}  offer {event.get('offerId')}  {event.get('state')}"
-        if event.get("outgoingPayment"):
-            line += f"  payment {event['outgoingPayment']}"
-    elif kind == "callback_refused":
-        why = event.get("error") or event.get("reason") or "refused"
-        line = f"REFUSED   {pid}  {why}"
-    elif kind == "failed":
-        line = f"failed    {pid}  {event.get('kind')}: {event.get('error')}"
-        if event.get("hint"):
-            line += f" — {event['hint']}"
-    elif kind == "wallet_result":
-        line = (
-            f"wallet    {pid}  result={event.get('result')} (unverified: the grant stays"
-            f" {event.get('state')})"
-        )
-    elif kind == "quote_started":
-        line = f"quote     {pid}  offer {event.get('offerId')}  awaiting approval"
-    elif kind == "seller_added":
-        line = f"seller    {event.get('sellerId')} added"
-    else:
-        line = f"{kind}  {pid}"
+    why = event.get("error") or event.get("reason") or "refused"
+    template = _EVENT_LINES.get(kind)
+    line = (
+        f"{kind}  {pid}"
+        if template is None
+        else template.format_map(_EventFields(event, pid=pid, why=why))
+    )
+    field, tail = _EVENT_TAILS.get(kind, ("", ""))
+    if field and event.get(field):
+        line += tail.format(event[field])
     # Values come from URLs and bodies: no escape sequence may reach the operator's terminal.
     return " ".join("".join(ch if ch.isprintable() else " " for ch in line).split())
 

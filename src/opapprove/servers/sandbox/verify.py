@@ -6,6 +6,7 @@ is fetched over HTTP the way Rafiki does (``Accept: application/json``, spec-sha
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from opapprove.openpayments import jsontext
 from opapprove.openpayments.errors import KeyLoadError, SignatureError
 from opapprove.openpayments.keys import Jwk
 from opapprove.openpayments.signatures import compact_json, parse_signature_input, verify_request
-from opapprove.openpayments.transport import system_tls
+from opapprove.openpayments.transport import MAX_RESPONSE_BYTES, read_at_most, system_tls
 from opapprove.servers.sandbox.errors import GnapError, ResourceServerError
 from opapprove.servers.sandbox.operations import operation_name
 from opapprove.servers.sandbox.replays import DEFAULT_MEMORY, GUARDED_OPERATIONS
@@ -45,18 +46,25 @@ async def wallet_keys(
     if acct is not None:
         keys = state.keys_for(acct.name)
         return ClientKeys(wallet, keys, acct.public_name, raw=[k.to_dict() for k in keys])
+    timeout = state.config.http_timeout
     try:
-        async with httpx.AsyncClient(
-            timeout=state.config.http_timeout, verify=system_tls()
-        ) as http:
-            headers = {"Accept": "application/json"}
-            jwks = await http.get(f"{wallet}/jwks.json", headers=headers)
+        # The client wallet is whatever the request names, a hostile server too: the whole
+        # fetch (both documents) ends within the timeout and no body is read past the
+        # client's cap, so a trickled, endless or inflating answer cannot hold or bloat us.
+        async with (
+            asyncio.timeout(timeout),
+            httpx.AsyncClient(timeout=timeout, verify=system_tls()) as http,
+        ):
+            jwks = await _get_at_most(http, f"{wallet}/jwks.json", timeout)
             public_name = None
             if want_name:
-                doc = await http.get(wallet, headers=headers)
+                doc = await _get_at_most(http, wallet, timeout)
                 data = jsontext.loads(doc.content) if doc.status_code == 200 else {}
                 name_value = data.get("publicName") if isinstance(data, dict) else None
                 public_name = name_value if isinstance(name_value, str) else None
+    except TimeoutError:
+        problem = f"cannot fetch {wallet}/jwks.json: no whole answer within {timeout:g}s"
+        return ClientKeys(wallet, None, problem=problem)
     except (httpx.HTTPError, ValueError) as exc:
         return ClientKeys(wallet, None, problem=f"cannot fetch {wallet}/jwks.json: {exc}")
     if jwks.status_code != 200:
@@ -72,6 +80,17 @@ async def wallet_keys(
     except KeyLoadError as exc:
         return ClientKeys(wallet, None, problem=f"{wallet}/jwks.json has a bad key: {exc}")
     return ClientKeys(wallet, keys, public_name, raw=data["keys"])
+
+
+async def _get_at_most(http: httpx.AsyncClient, url: str, within: float) -> httpx.Response:
+    """GET ``url`` as JSON, its body read into ``.content`` if within ``MAX_RESPONSE_BYTES``."""
+    async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
+        if not await read_at_most(response, MAX_RESPONSE_BYTES, within=within):
+            raise ValueError(
+                f"{url} answered {response.status_code} with a body over"
+                f" {MAX_RESPONSE_BYTES >> 20} MiB; not read further"
+            )
+    return response
 
 
 async def grant_client_keys(
@@ -166,7 +185,9 @@ def verify_as(
         return
     known = {k.kid for k in client.keys or []}
     if outcome.asked is not None and outcome.asked not in known:
-        raise GnapError(400, "invalid_client", "could not determine client", reason=error.message)
+        # Rafiki answers the same when it could not fetch the client's keys at all (8f).
+        reason = client.problem if client.keys is None and client.problem else error.message
+        raise GnapError(400, "invalid_client", "could not determine client", reason=reason)
     words = "invalid signature headers" if error.part in _HEADER_PARTS else "invalid signature"
     raise GnapError(401, "invalid_client", words, reason=error.message)
 
