@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from opapprove.openpayments import errors
+from opapprove.openpayments import asyncio_pool, errors
 from opapprove.openpayments.asyncio_pool import (
     AsyncioBackend,
     AsyncioConnectionPool,
@@ -737,14 +737,35 @@ def test_every_connection_busy_past_the_pool_timeout_is_a_pool_timeout() -> None
 # --------------------------------------------------------------------- keep-alive
 
 
-def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> None:
+class _PoolClock:
+    """The pool module's ``time``: its monotonic clock moves only when the test moves it,
+    so whether a keep-alive window has run out does not hang on how busy the machine is
+    (two requests 0.05 s apart were once 0.2 s apart on a loaded CI machine)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pool_clock(monkeypatch: pytest.MonkeyPatch) -> _PoolClock:
+    clock = _PoolClock()
+    monkeypatch.setattr(asyncio_pool, "time", clock)
+    return clock
+
+
+def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused(
+    pool_clock: _PoolClock,
+) -> None:
     async def main() -> None:
         async with serving(Server()) as server, _client(keepalive_expiry=0.2) as client:
             await client.get(f"{server.url}/1")
-            await asyncio.sleep(0.05)
+            pool_clock.now += 0.05
             await client.get(f"{server.url}/2")
             assert server.accepted == 1
-            await asyncio.sleep(0.3)
+            pool_clock.now += 0.3
             await client.get(f"{server.url}/3")  # the pool looks when it next assigns
             assert server.accepted == 2
             await asyncio.sleep(0.05)
@@ -927,7 +948,24 @@ def test_a_post_whose_bytes_went_out_is_never_sent_again() -> None:
     asyncio.run(main())
 
 
-def test_the_keep_alive_counts_from_the_servers_last_byte_not_from_closing_the_response() -> None:
+@dataclass
+class _ClosedLate:
+    """A trace hook moving the pool's clock ``seconds`` on as httpcore closes a response:
+    the response is closed that long after its last byte came, as on a busy loop."""
+
+    clock: _PoolClock
+    seconds: float
+    held: int = 0
+
+    async def __call__(self, name: str, info: object) -> None:
+        if name == "http11.response_closed.started":
+            self.held += 1
+            self.clock.now += self.seconds
+
+
+def test_the_keep_alive_counts_from_the_servers_last_byte_not_from_closing_the_response(
+    pool_clock: _PoolClock,
+) -> None:
     """A server's keep-alive starts when it sends its answer; a busy client closes the
     response later. Reusing until then + expiry would send into the server's close."""
 
@@ -935,7 +973,7 @@ def test_the_keep_alive_counts_from_the_servers_last_byte_not_from_closing_the_r
         async with serving(Server()) as server, _client(keepalive_expiry=0.2) as client:
             # The answer came; the response is closed 0.3 s later (between the check of
             # the previous and the first byte of the next request lie a few such turns).
-            late = _LateBy(0.3, "response_closed")
+            late = _ClosedLate(pool_clock, 0.3)
             await client.get(f"{server.url}/1", extensions={"trace": late})
             assert late.held == 1
             await client.get(f"{server.url}/2")
