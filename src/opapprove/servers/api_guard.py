@@ -53,7 +53,7 @@ class ApiGuard:
         host = request.headers.get("host", "")
         name = _host_of(host)
         if name is None or name.lower() not in self.hosts:
-            return _refusal(
+            return api_error(
                 403,
                 f"Host {host[:80]!r} is not this listener",
                 "call it by a loopback address or by the host of base_url",
@@ -62,14 +62,14 @@ class ApiGuard:
         if origin is not None:
             own = {self.base_origin, _origin(f"{request.url.scheme}://{host}")}
             if _origin(origin) not in own - {None}:
-                return _refusal(
+                return api_error(
                     403,
                     f"cross-site request from Origin {origin[:80]!r} refused",
                     "call the API from the marketplace's backend, not from a web page",
                 )
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, self._expected):
-            return _refusal(
+            return api_error(
                 401,
                 "missing or wrong bearer token",
                 "send Authorization: Bearer <api_token> (listen prints the run's token when"
@@ -78,7 +78,7 @@ class ApiGuard:
         if request.method == "POST":
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media != "application/json":
-                return _refusal(
+                return api_error(
                     415,
                     f"Content-Type {media or 'none'!r} refused: the API takes application/json",
                     "send the body as JSON with Content-Type: application/json",
@@ -86,5 +86,6 @@ class ApiGuard:
         return None
 
 
-def _refusal(status: int, error: str, hint: str) -> Response:
+def api_error(status: int, error: str, hint: str) -> JSONResponse:
+    """The listener API's refusal: the seed's ``success: false`` body, with what to do."""
     return JSONResponse({"success": False, "error": error, "hint": hint}, status)

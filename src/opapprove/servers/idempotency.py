@@ -37,6 +37,7 @@ from opapprove.approvals.errors import FlowError
 from opapprove.approvals.flow import Flow
 from opapprove.approvals.records import Pending
 from opapprove.approvals.store_idempotency import Claim, IdempotencyKey, KeyTaken
+from opapprove.servers.api_guard import api_error
 
 HEADER = "idempotency-key"
 MAX_KEY_CHARS = 255
@@ -70,10 +71,6 @@ def start_refusal(err: FlowError) -> JSONResponse:
     return response
 
 
-def _refusal(status: int, error: str, hint: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": error, "hint": hint}, status)
-
-
 def request_hash(offer_id: str, data: dict[str, Any]) -> str:
     """What a request asked for: its offer and its JSON body, whatever the key order."""
     canonical = json.dumps([offer_id, data], sort_keys=True, separators=(",", ":"))
@@ -88,7 +85,7 @@ def key_of(request: Request) -> str | Response | None:
     if len(given) == 1 and _KEY.fullmatch(given[0]):
         return given[0]
     what = "is repeated" if len(given) > 1 else f"is not 1 to {MAX_KEY_CHARS} printable ASCII"
-    return _refusal(
+    return api_error(
         400,
         f"the Idempotency-Key header {what}" + ("" if len(given) > 1 else " characters"),
         "send one key per request, e.g. a UUID; nothing was stored",
@@ -124,7 +121,7 @@ class IdempotentStarts:
                 if found is None:  # taken, then gone: kept for less than a moment
                     return _in_progress(claim.key)
         if found.request_hash != claim.request_hash:
-            return _refusal(
+            return api_error(
                 422,
                 f"Idempotency-Key {claim.key[:80]!r} was used for another request (another"
                 " offer or body)",

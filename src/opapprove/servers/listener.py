@@ -29,7 +29,7 @@ from opapprove.approvals.store import StoreError
 from opapprove.approvals.store_idempotency import Claim
 from opapprove.openpayments.redaction import redact_text
 from opapprove.servers import idempotency
-from opapprove.servers.api_guard import ApiGuard
+from opapprove.servers.api_guard import ApiGuard, api_error
 from opapprove.servers.finishing import Finisher
 from opapprove.servers.pages import (
     ERROR_PAGES,
@@ -194,7 +194,7 @@ async def _no_route(request: Request, exc: Exception) -> Response:
     every answer), never a cacheable page."""
     status = getattr(exc, "status_code", 404)
     what = "no such route" if status == 404 else f"{request.method} is not allowed here"
-    response = _api_error(
+    response = api_error(
         status,
         f"{what}: {request.method} {one_line(request.url.path, 80)}",
         "the listener serves GET /payments/finish and GET /health, and with --api POST"
@@ -228,7 +228,7 @@ def _no_traceback(route: Route, *, as_json: bool = False) -> Route:
             response: Response = await handler(request)
         except StoreError as exc:
             if as_json:
-                return _api_error(
+                return api_error(
                     503,
                     f"the listener's store is unavailable: {redact_text(exc.message)}",
                     "retry in a moment; nothing was changed by this request",
@@ -244,7 +244,7 @@ def _no_traceback(route: Route, *, as_json: bool = False) -> Route:
         except Exception as exc:
             error = redact_text(f"{type(exc).__name__}: {str(exc)[:200]}")
             if as_json:
-                return _api_error(
+                return api_error(
                     500,
                     one_line(error, 240),
                     "a bug in opapprove: see the listener's output; nothing was charged",
@@ -262,14 +262,10 @@ def _no_traceback(route: Route, *, as_json: bool = False) -> Route:
     return Route(route.path, guarded, methods=route.methods, name=route.name)
 
 
-def _api_error(status: int, error: str, hint: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": error, "hint": hint}, status)
-
-
 class _BodyRefused(Exception):
     def __init__(self, status: int, error: str, hint: str) -> None:
         super().__init__(error)
-        self.response = _api_error(status, error, hint)
+        self.response = api_error(status, error, hint)
 
 
 async def _read_body(request: Request, timeout: float) -> bytes:
@@ -330,15 +326,15 @@ def _api_routes(
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return _api_error(400, "the body is not UTF-8", hint)
+            return api_error(400, "the body is not UTF-8", hint)
         try:
             data = json.loads(text or "null")
         except RecursionError:
-            return _api_error(400, "the body is nested too deeply to be the seed's JSON", hint)
+            return api_error(400, "the body is nested too deeply to be the seed's JSON", hint)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            return _api_error(400, "the body must be a JSON object", hint)
+            return api_error(400, "the body must be a JSON object", hint)
         return data
 
     async def add_seller(request: Request) -> Response:
@@ -367,7 +363,7 @@ def _api_routes(
                 409,
             )
         except SellerInputError as exc:
-            return _api_error(
+            return api_error(
                 400, str(exc), "correct the body and POST it again; nothing was stored"
             )
         if created:
