@@ -304,8 +304,7 @@ async def read_payment(step: SellerPayment, client: OpenPaymentsClient) -> None:
         if arrived(incoming, payment):
             await step.sent(payment)
             return
-        stored = step.row.outgoing_payment
-        first = stored is None or not sent_in_full(models.OutgoingPayment.model_validate(stored))
+        first = not receipt_awaited(step.row.outgoing_payment)
         step.save(
             "receipt_awaited" if first else None,
             {"receivedAmount": incoming.received_amount.to_wire()} if first else None,
